@@ -1,0 +1,3 @@
+from sloserve.cli import main
+
+raise SystemExit(main())

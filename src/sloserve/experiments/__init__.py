@@ -1,0 +1,1 @@
+"""Experiments that compose profiles, policies, the simulator and the server, and report."""

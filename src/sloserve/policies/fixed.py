@@ -1,0 +1,50 @@
+"""A fixed-batch batcher: always runs batches of exactly ``batch_size`` (the static baseline)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sloserve.core.cluster import InstanceView
+from sloserve.core.decisions import Decision
+from sloserve.core.request import Batch
+from sloserve.policies.base import Dispatcher, PolicyContext
+from sloserve.policies.batching import QueueScheduler
+
+
+class FixedBatcher(QueueScheduler):
+    """Waits for ``batch_size`` requests; after ``max_wait`` seconds it sends a partial batch."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        max_wait: float = math.inf,
+        *,
+        max_queue_size: int = 0,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
+        super().__init__(batch_size, None, dispatcher, max_queue_size=max_queue_size)
+        self.max_wait = max_wait
+
+    def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
+        n = len(self.queue)
+        if n >= self.max_batch:
+            return self.take(self.max_batch, now, drops)
+        if n == 0 or math.isinf(self.max_wait):
+            return None
+        ready_at = self.queue.oldest_arrival() + self.max_wait
+        if now >= ready_at:
+            return self.take(n, now, drops)
+        return ready_at
+
+
+def make_fixed(ctx: PolicyContext, **params: Any) -> FixedBatcher:
+    """Registry factory: ``batch_size`` (default the model's max batch) and ``max_wait_s``."""
+    return FixedBatcher(
+        batch_size=int(params.pop("batch_size", ctx.max_batch)),
+        max_wait=float(params.pop("max_wait_s", math.inf)),
+        max_queue_size=ctx.max_queue_size,
+        **params,
+    )

@@ -1,0 +1,67 @@
+"""Policies by name, as configs name them.
+
+Each table maps a name to ``"module:factory"``; the module is imported on first use, so adding a
+policy is one line here. A user may also give an import path ``"package.module:factory"``
+directly. Scheduler and scaler factories take ``(ctx: PolicyContext, **params)``; dispatcher
+factories take no arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from sloserve.policies.base import Dispatcher, PolicyContext, Scaler, Scheduler
+
+SCHEDULERS: dict[str, str] = {
+    "triton": "sloserve.policies.triton:make_triton",
+    "ray": "sloserve.policies.ray_batch:make_ray",
+    "fixed": "sloserve.policies.fixed:make_fixed",
+}
+"""Scheduler (queue + batcher) names."""
+
+DISPATCHERS: dict[str, str] = {
+    "round_robin": "sloserve.policies.dispatch:RoundRobinDispatcher",
+    "least_loaded": "sloserve.policies.dispatch:LeastLoadedDispatcher",
+}
+"""Dispatcher names."""
+
+SCALERS: dict[str, str] = {}
+"""Scaler names."""
+
+
+def _resolve(kind: str, table: Mapping[str, str], name: str) -> Callable[..., Any]:
+    target = table.get(name, name if ":" in name else None)
+    if target is None:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return cast(Callable[..., Any], getattr(module, attr))
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{kind} {name!r}: cannot load {target!r}: {exc}") from None
+
+
+def _call(kind: str, name: str, factory: Callable[..., Any], *args: Any, **params: Any) -> Any:
+    try:
+        return factory(*args, **params)
+    except TypeError as exc:
+        raise ValueError(f"{kind} {name!r}: bad parameters {sorted(params)}: {exc}") from None
+
+
+def make_scheduler(name: str, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> Scheduler:
+    """Build the scheduler called ``name`` for the model in ``ctx``; ``ValueError`` names bad input."""
+    factory = _resolve("scheduler", SCHEDULERS, name)
+    return cast(Scheduler, _call("scheduler", name, factory, ctx, **dict(params or {})))
+
+
+def make_dispatcher(name: str) -> Dispatcher:
+    """Build the dispatcher called ``name``."""
+    return cast(Dispatcher, _call("dispatcher", name, _resolve("dispatcher", DISPATCHERS, name)))
+
+
+def make_scaler(name: str, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> Scaler:
+    """Build the scaler called ``name`` for the model in ``ctx``."""
+    factory = _resolve("scaler", SCALERS, name)
+    return cast(Scaler, _call("scaler", name, factory, ctx, **dict(params or {})))
