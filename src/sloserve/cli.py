@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiments = experiment.add_subparsers(dest="experiment", metavar="NAME")
     _register_all(EXPERIMENT_MODULES, experiments)
-    experiment.set_defaults(handler=lambda args: experiment.print_help() or 2)
+
+    def _experiment_help(args: argparse.Namespace) -> int:
+        experiment.print_help()
+        return 2
+
+    experiment.set_defaults(handler=_experiment_help)
     return parser
 
 

@@ -42,7 +42,7 @@ from sloserve.core.profiles import (
     TabulatedProfile,
 )
 
-FORMAT = "sloserve-profile/v1"
+FORMAT: Literal["sloserve-profile/v1"] = "sloserve-profile/v1"
 MS = 1e-3
 
 PositiveMs = Annotated[float, Field(ge=0)]
@@ -59,7 +59,7 @@ class _PointSchema(StrictModel):
 class _Common(StrictModel):
     model: str = Field(min_length=1)
     hardware: str = "cpu"
-    slowdown: list[Annotated[float, Field(ge=1.0)]] = []
+    slowdown: tuple[Annotated[float, Field(ge=1.0)], ...] = ()
 
 
 class _TabulatedSchema(_Common):
