@@ -3,5 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full demo model repository (identity, mlp, mobilenet_v2, resnet18, bert), built once per session.
+
+    Takes about 1.5 s and 110 MB in a temporary directory. Tests that need one small model can
+    call ``sloserve.runtime.demo.build_demo_model("identity", tmp_path)`` instead (milliseconds).
+    """
+    from sloserve.runtime.demo import ensure_demo_repository
+
+    return ensure_demo_repository(tmp_path_factory.mktemp("demo-repo"))

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = (
-    "sloserve.runtime.cli",  # serve, profile
+    "sloserve.runtime.cli",  # serve
+    "sloserve.runtime.profile_cli",  # profile
     "sloserve.sim.cli",  # simulate
     "sloserve.planning.cli",  # plan
     "sloserve.rl.cli",  # train-rl

@@ -18,6 +18,13 @@ SCHEDULERS: dict[str, str] = {
     "triton": "sloserve.policies.triton:make_triton",
     "ray": "sloserve.policies.ray_batch:make_ray",
     "fixed": "sloserve.policies.fixed:make_fixed",
+    "qos_heuristic": "sloserve.policies.qos_scheduling:make_qos_heuristic",
+    "qos_random": "sloserve.policies.qos_scheduling:make_qos_random",
+    "qos_triton": "sloserve.policies.qos_scheduling:make_qos_triton",
+    "qos_rl": "sloserve.rl.scheduler:make_rl_scheduler",
+    "slo": "sloserve.policies.slo_batcher:make_slo_batcher",
+    "cofb": "sloserve.policies.cofb:make_cofb",
+    "dvabatch": "sloserve.policies.dvabatch:make_dvabatch",
 }
 """Scheduler (queue + batcher) names."""
 
@@ -27,7 +34,11 @@ DISPATCHERS: dict[str, str] = {
 }
 """Dispatcher names."""
 
-SCALERS: dict[str, str] = {}
+SCALERS: dict[str, str] = {
+    "aimd": "sloserve.policies.aimd:make_aimd",
+    "sponge": "sloserve.planning.sponge_factory:make_sponge",
+    "horizontal": "sloserve.policies.sponge:make_horizontal",
+}
 """Scaler names."""
 
 

@@ -81,7 +81,9 @@ class TensorSpec:
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
         """Whether a concrete ``shape`` (including the batch dimension) matches this spec."""
-        return len(shape) == len(self.shape) and all(d < 0 or d == s for d, s in zip(self.shape, shape, strict=True))
+        return len(shape) == len(self.shape) and all(
+            d < 0 or d == s for d, s in zip(self.shape, shape, strict=True)
+        )
 
 
 class BackendError(RuntimeError):
@@ -90,7 +92,7 @@ class BackendError(RuntimeError):
 
 @runtime_checkable
 class ExecutionBackend(Protocol):
-    """One model instance that runs batches. Implementations: :class:`~sloserve.runtime.onnx_backend.OnnxBackend`.
+    """One model instance that runs batches (e.g. :class:`~sloserve.runtime.onnx_backend.OnnxBackend`).
 
     Threading contract: :meth:`run` is called from the instance's worker thread (one batch at a
     time per instance is the intended use, though implementations must tolerate concurrent calls);

@@ -1,0 +1,117 @@
+"""``sloserve bench``: open-loop load against any Open Inference Protocol endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sloserve bench`` to the command line."""
+    p = subparsers.add_parser(
+        "bench",
+        help="open-loop load generator for any Open Inference Protocol server (HTTP or gRPC)",
+        description="Send requests at planned times (Poisson, bursty gamma or a replayed trace), each with "
+        "its deadline as the 'timeout' parameter, and report attainment, goodput, latency percentiles "
+        "and failures by reason. Refusals count as misses; nothing aborts the run. The generator first "
+        "measures its own ceiling against a null server so a client-bound result is never taken for "
+        "the server's.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("url", help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)")
+    p.add_argument("-m", "--model", required=True, help="model name on the server")
+    p.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    p.add_argument("--rate", type=float, default=50.0, help="mean request rate (req/s)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
+    p.add_argument("--cv", type=float, default=4.0, help="inter-arrival CV for --arrival gamma")
+    p.add_argument("--trace", type=Path, help="CSV with a TIMESTAMP column for --arrival trace")
+    p.add_argument("--slo-ms", type=float, default=None, help="per-request deadline sent as 'timeout'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--capacity", action="store_true", help="search the highest rate meeting --target")
+    p.add_argument("--target", type=float, default=0.99, help="attainment target for --capacity")
+    p.add_argument("--max-rate", type=float, default=400.0, help="upper start of the --capacity search")
+    p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="directory for JSON and PNG")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sloserve.bench.plots import plot_capacity, plot_latency_cdf
+    from sloserve.bench.runner import ArrivalSpec, live_capacity, make_target, measure_ceiling, run_load
+    from sloserve.bench.summary import summarize
+    from sloserve.bench.tables import capacity_table, summary_table
+
+    console = Console()
+    if args.arrival == "trace" and args.trace is None:
+        console.print("[red]--arrival trace needs --trace FILE[/red]")
+        return 2
+    slo_s = args.slo_ms / 1e3 if args.slo_ms else None
+    arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "target": {"url": args.url, "model": args.model, "protocol": args.protocol},
+        "workload": arrivals.describe(args.rate),
+        "slo_ms": args.slo_ms,
+        "seed": args.seed,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    if not args.no_ceiling:
+        ceiling = measure_ceiling(args.protocol)
+        report["client_ceiling"] = ceiling
+        console.print(
+            f"client ceiling against a null server: {ceiling['ceiling_rps']:.0f} req/s ({args.protocol})"
+        )
+    if args.capacity:
+
+        def probe(rate: float, s: dict[str, Any]) -> None:
+            console.print(f"  {rate:8.1f} req/s → attainment {s['attainment']:.4f}")
+
+        result, runs = live_capacity(
+            args.url,
+            args.model,
+            args.protocol,
+            slo_s if slo_s else 1.0,
+            arrivals=arrivals,
+            target=args.target,
+            hi=args.max_rate,
+            duration=args.duration,
+            seeds=(args.seed,),
+            on_probe=probe,
+        )
+        report["capacity"] = result.to_dict()
+        report["runs"] = runs
+        console.print(capacity_table(result, runs))
+        plot_capacity(runs, args.target, args.out / "attainment_vs_rate.png")
+    else:
+        planned = arrivals.times(args.rate, args.duration, args.seed)
+        with Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("answered {task.fields[done]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("load", total=len(planned), done=0)
+            res = run_load(
+                make_target(args.url, args.model, args.protocol, seed=args.seed),
+                planned,
+                slo_s,
+                on_progress=lambda sent, done: bar.update(task, completed=sent, done=done),
+            )
+        summary = summarize(res)
+        report["result"] = summary
+        console.print(summary_table(summary, title=f"{args.model} @ {args.rate:g} req/s ({args.protocol})"))
+        plot_latency_cdf(res, args.out / "latency_cdf.png")
+    path = args.out / "bench.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,161 @@
+"""One-call runs of the load generator: a load level, the client's own ceiling, a capacity search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sloserve.bench.loadgen import LoadResult, run_open_loop
+from sloserve.bench.summary import summarize
+from sloserve.bench.targets import GrpcTarget, HttpTarget, Target
+from sloserve.sim import workload as wl
+from sloserve.sim.capacity import CapacityResult, capacity_search
+
+Protocol = Literal["http", "grpc"]
+Arrival = Literal["poisson", "gamma", "trace"]
+
+
+def make_target(url: str, model: str, protocol: Protocol, *, batch: int = 1, seed: int = 0) -> Target:
+    """The client for ``protocol`` at ``url`` (``host:port``)."""
+    if protocol == "grpc":
+        return GrpcTarget(url, model, batch=batch, seed=seed)
+    return HttpTarget(url, model, batch=batch, seed=seed)
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalSpec:
+    """How request send times are drawn."""
+
+    kind: Arrival = "poisson"
+    cv: float = 4.0
+    """Coefficient of variation of inter-arrival times for ``gamma`` (bursty when > 1)."""
+    trace: Path | None = None
+    """CSV trace with a ``TIMESTAMP`` column for ``trace``; its mean rate is scaled to the target."""
+
+    def times(self, rate: float, duration: float, seed: int) -> np.ndarray:
+        """Send times (seconds from the start) at mean ``rate`` over ``duration``."""
+        if self.kind == "poisson":
+            w = wl.poisson(rate, duration, seed)
+        elif self.kind == "gamma":
+            w = wl.gamma(rate, self.cv, duration, seed)
+        else:
+            if self.trace is None:
+                raise ValueError("arrival 'trace' needs a trace file")
+            w = wl.from_trace_csv(self.trace, target_rate=rate).window(0.0, duration)
+        return np.asarray(w.arrivals, dtype=float)
+
+    def describe(self, rate: float) -> str:
+        """One line for reports, with the trace scaling."""
+        if self.kind == "gamma":
+            return f"gamma arrivals, cv={self.cv}, mean {rate:g} req/s"
+        if self.kind == "trace":
+            return f"trace {self.trace} replayed with its mean rate scaled to {rate:g} req/s"
+        return f"Poisson arrivals at {rate:g} req/s"
+
+
+def run_load(
+    target: Target,
+    planned: np.ndarray,
+    slo_s: float | None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    max_outstanding: int = 4096,
+) -> LoadResult:
+    """Start ``target``, send at ``planned`` times with deadline ``slo_s`` (None: no deadline), close."""
+
+    async def go() -> LoadResult:
+        try:
+            await target.start()
+            slo = np.full(len(planned), np.inf if slo_s is None else slo_s)
+            return await run_open_loop(
+                target, planned, slo, on_progress=on_progress, max_outstanding=max_outstanding
+            )
+        finally:
+            await target.close()
+
+    return asyncio.run(go())
+
+
+class NullServer:
+    """A null Open Inference Protocol server in a child process (context manager)."""
+
+    def __enter__(self) -> NullServer:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sloserve.bench.null_server"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        ports = json.loads(self._proc.stdout.readline())
+        self.http = f"127.0.0.1:{ports['http_port']}"
+        self.grpc = f"127.0.0.1:{ports['grpc_port']}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def measure_ceiling(protocol: Protocol, requests: int = 4000, outstanding: int = 64) -> dict[str, Any]:
+    """Requests per second this generator gets answered by a null server (its own limit).
+
+    All requests are due at once with ``outstanding`` in flight, so the rate is the client's.
+    """
+    with NullServer() as null:
+        url = null.grpc if protocol == "grpc" else null.http
+        res = run_load(
+            make_target(url, "null", protocol), np.zeros(requests), None, max_outstanding=outstanding
+        )
+    elapsed = float(np.nanmax(res.done) - np.nanmin(res.sent))
+    return {
+        "protocol": protocol,
+        "requests": requests,
+        "answered": int(res.ok.sum()),
+        "ceiling_rps": float(res.ok.sum() / elapsed) if elapsed > 0 else float("inf"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Attained:
+    attainment: float
+
+
+def live_capacity(
+    url: str,
+    model: str,
+    protocol: Protocol,
+    slo_s: float,
+    *,
+    arrivals: ArrivalSpec = ArrivalSpec(),
+    target: float = 0.99,
+    lo: float = 5.0,
+    hi: float = 200.0,
+    duration: float = 10.0,
+    seeds: tuple[int, ...] = (0,),
+    tol: float = 0.05,
+    on_probe: Callable[[float, dict[str, Any]], None] | None = None,
+) -> tuple[CapacityResult, list[dict[str, Any]]]:
+    """Highest rate a live server keeps ``target`` attainment at, by bisection over short runs."""
+    runs: list[dict[str, Any]] = []
+
+    def run(rate: float, seed: int) -> Any:
+        res = run_load(
+            make_target(url, model, protocol, seed=seed), arrivals.times(rate, duration, seed), slo_s
+        )
+        s = summarize(res) | {"rate": rate, "seed": seed}
+        runs.append(s)
+        if on_probe is not None:
+            on_probe(rate, s)
+        return _Attained(s["attainment"])
+
+    return capacity_search(run, target, lo, hi, seeds=seeds, tol=tol), runs

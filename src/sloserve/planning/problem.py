@@ -1,0 +1,155 @@
+"""The planning problem: an app, a hardware catalogue and profiles, on a grid of latency budgets.
+
+Every planner (Harpagon, the brute force, Nexus-style, InferLine-style) reads the same
+:class:`PlanningProblem` and the same :class:`ModuleTable`s built from it, so they search one
+discretisation: module budgets are whole multiples of ``step = slo / grid_steps``, batch sizes are
+the integers ``1..max_batch`` of each (model, hardware) profile and machine counts are integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sloserve.core.app import App
+from sloserve.core.hardware import Hardware
+from sloserve.core.profiles import ProfileSet
+
+LatencyKind = Literal["tail", "median"]
+"""Which profile latency a planner plans with: the p99 (``tail``, the default) or the median."""
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanningProblem:
+    """What to plan: ``app`` (DAG, SLO, input rate) served on machines from ``hardware``.
+
+    ``profiles`` holds one profile per (model, hardware type); a hardware type without a profile
+    for a module's model is simply not an option for that module.
+    """
+
+    app: App
+    hardware: tuple[Hardware, ...]
+    profiles: ProfileSet
+    grid_steps: int = 50
+    """Budget grid: module budgets are multiples of ``app.slo / grid_steps``."""
+    latency: LatencyKind = "tail"
+    """Profile latency used as the batch execution time ``d(b)``."""
+    max_batch: int = 128
+    """Upper bound on batch sizes searched (also bounded by each profile's ``max_batch``)."""
+    max_utilization: float = 1.0
+    """Share of a machine's throughput ``b / d(b)`` a plan may use (headroom for bursts)."""
+
+    def __post_init__(self) -> None:
+        if self.grid_steps < 1:
+            raise ValueError(f"grid_steps must be >= 1, got {self.grid_steps}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not 0 < self.max_utilization <= 1:
+            raise ValueError(f"max_utilization must lie in (0, 1], got {self.max_utilization}")
+        names = [h.name for h in self.hardware]
+        if not names:
+            raise ValueError("the hardware catalogue is empty")
+        if len(set(names)) != len(names):
+            raise ValueError(f"hardware names must be unique, got {names}")
+        for h in self.hardware:
+            if h.price_per_hour <= 0:
+                raise ValueError(f"hardware {h.name!r}: price_per_hour must be > 0 for cost planning")
+        for m in self.app.modules:
+            if not any((m.model, h) in self.profiles.profiles for h in names):
+                raise ValueError(
+                    f"module {m.name!r}: no profile for model {m.model!r} on any catalogue hardware {names}"
+                )
+
+    @property
+    def step(self) -> float:
+        """Seconds per budget grid step."""
+        return self.app.slo / self.grid_steps
+
+    def hardware_named(self, name: str) -> Hardware:
+        """The catalogue entry called ``name``."""
+        for h in self.hardware:
+            if h.name == name:
+                return h
+        raise KeyError(f"no hardware {name!r} in the catalogue")
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleTable:
+    """Every (hardware, batch) configuration of one module, as flat arrays (one entry per config).
+
+    Built once per plan by :func:`module_tables`; the planners only read it.
+    """
+
+    name: str
+    model: str
+    rate: float
+    """Requests per second the module receives (input rate times fan-outs)."""
+    hardware: tuple[str, ...]
+    """Catalogue names; ``hw`` indexes this tuple."""
+    hw: IntArray
+    batch: IntArray
+    latency: FloatArray
+    """``d(b)``: execution time of one batch, seconds."""
+    price: FloatArray
+    """Price per hour of one machine of the config's hardware."""
+    max_utilization: float = 1.0
+    capacity: FloatArray = field(init=False)
+    """``max_utilization · b / d(b)``: requests per second one machine may be planned to serve."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity", self.max_utilization * self.batch / self.latency)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
+    """One table per module, in the app's topological order."""
+    rates = problem.app.module_rates()
+    out = []
+    for name in problem.app.topological_order():
+        model = problem.app.module(name).model
+        hw: list[int] = []
+        batch: list[int] = []
+        lat: list[float] = []
+        price: list[float] = []
+        for i, h in enumerate(problem.hardware):
+            prof = problem.profiles.profiles.get((model, h.name))
+            if prof is None:
+                continue
+            f = prof.tail_latency if problem.latency == "tail" else prof.latency
+            for b in range(1, min(prof.max_batch, problem.max_batch) + 1):
+                d = f(b, h.cores, 1)
+                if d <= 0:
+                    raise ValueError(f"profile {model!r} on {h.name!r}: latency at batch {b} is {d} <= 0")
+                hw.append(i)
+                batch.append(b)
+                lat.append(d)
+                price.append(h.price_per_hour)
+        out.append(
+            ModuleTable(
+                name=name,
+                model=model,
+                rate=rates[name],
+                hardware=tuple(h.name for h in problem.hardware),
+                hw=np.array(hw, dtype=np.int64),
+                batch=np.array(batch, dtype=np.int64),
+                latency=np.array(lat, dtype=np.float64),
+                price=np.array(price, dtype=np.float64),
+                max_utilization=problem.max_utilization,
+            )
+        )
+    return out
+
+
+def path_indices(app: App, order: Sequence[str]) -> list[tuple[int, ...]]:
+    """Every source-to-sink path as indices into ``order``; budgets along each must sum to <= SLO."""
+    index = {n: i for i, n in enumerate(order)}
+    return [tuple(index[n] for n in p) for p in app.paths()]

@@ -1,0 +1,109 @@
+"""Harpagon's latency splitting (level 3): module budgets on the grid from the modules' cost tables.
+
+Paper: start every module at its smallest feasible budget, give latency to the module whose cost
+falls most per millisecond ("latency-cost efficiency") until the SLO is used, then refine locally.
+Spec (ours):
+
+- budgets are grid indices ``k_m`` (budget ``k_m · step``); every app path must keep
+  ``sum(k_m) <= grid_steps``;
+- a *grant* gives module ``m`` ``j`` more steps, for any ``j`` up to the slack of its tightest path;
+  efficiency is ``(cost_m(k_m) − cost_m(k_m + j)) / j``, so a drop two steps away is seen (cost
+  tables are step functions);
+- *refinement*: take budget back from one module down to the start of any of its cost plateaus
+  (the pair move of the paper, generalised so a branch can feed several children), re-grant the
+  freed slack greedily, and keep the move if the total cost falls; repeat until no move helps;
+- finally any slack left is granted in module order (it costs nothing and gives dispatchers room).
+
+Called by :mod:`sloserve.planning.harpagon` with the tables of :mod:`~sloserve.planning.module_search`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sloserve.planning.latency import REL_TOL
+
+Costs = Sequence[Sequence[float]]
+"""``costs[m][k]``: price of module m at budget index k (``inf`` when nothing fits)."""
+
+
+class _Splitter:
+    """State of one split: current indices and the paths through each module."""
+
+    def __init__(self, costs: Costs, paths: Sequence[tuple[int, ...]], steps: int) -> None:
+        self.costs = costs
+        self.paths = paths
+        self.steps = steps
+        self.through = [[p for p in paths if m in p] for m in range(len(costs))]
+        # Budget indices where each module's cost drops: the only grants worth considering.
+        self.drops = [[k for k in range(1, len(c)) if c[k] < c[k - 1]] for c in costs]
+
+    def slack(self, k: Sequence[int], m: int) -> int:
+        return self.steps - max(sum(k[i] for i in p) for p in self.through[m])
+
+    def total(self, k: Sequence[int]) -> float:
+        return sum(c[i] for c, i in zip(self.costs, k, strict=True))
+
+    def grant(self, k: list[int], blocked: int = -1) -> None:
+        """Greedy grants by latency-cost efficiency until no grant lowers the cost."""
+        while True:
+            best = (0.0, 0, -1)  # (efficiency, -steps, module)
+            for m, cost in enumerate(self.costs):
+                if m == blocked:
+                    continue
+                room = self.slack(k, m)
+                here = cost[k[m]]
+                for target in self.drops[m]:
+                    j = target - k[m]
+                    if j <= 0:
+                        continue
+                    if j > room:
+                        break
+                    eff = (here - cost[target]) / j
+                    if (eff, -j) > best[:2]:
+                        best = (eff, -j, m)
+            if best[2] < 0:
+                return
+            k[best[2]] -= best[1]
+
+    def refine(self, k: list[int], floor: Sequence[int]) -> None:
+        """Take-back-and-regrant moves while one lowers the total cost (best move first)."""
+        current = self.total(k)
+        while True:
+            best_cost, best_k = current, k
+            for m in range(len(k)):
+                starts = [t for t in [floor[m], *self.drops[m]] if floor[m] <= t < k[m]]
+                for t in starts:
+                    trial = list(k)
+                    trial[m] = t
+                    self.grant(trial, blocked=m)
+                    cost = self.total(trial)
+                    if cost < best_cost * (1 - REL_TOL):
+                        best_cost, best_k = cost, trial
+            if best_k is k:
+                return
+            k[:] = best_k
+            current = best_cost
+
+    def fill(self, k: list[int]) -> None:
+        """Grant the slack that is left, module by module (cost-neutral)."""
+        for m in range(len(k)):
+            k[m] += max(0, self.slack(k, m))
+
+
+def split_budgets(costs: Costs, paths: Sequence[tuple[int, ...]], steps: int) -> list[int] | None:
+    """Budget indices (one per module) by latency-cost efficiency, or None if the SLO cannot fit."""
+    first = []
+    for c in costs:
+        feasible = [k for k, v in enumerate(c) if v < float("inf")]
+        if not feasible:
+            return None
+        first.append(feasible[0])
+    s = _Splitter(costs, paths, steps)
+    if any(sum(first[i] for i in p) > steps for p in paths):
+        return None
+    k = list(first)
+    s.grant(k)
+    s.refine(k, first)
+    s.fill(k)
+    return k

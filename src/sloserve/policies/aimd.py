@@ -1,0 +1,101 @@
+"""Clipper's AIMD batch-size controller (the baseline DNNScaler and sloserve compare against).
+
+Rule (SEEDS §3, Clipper, NSDI 2017): every ``interval`` (3 s) look at the p95 latency of the
+requests answered since the last decision; below ``0.85·L`` add ``step`` (4) to the batch cap;
+above ``L`` multiply it by ``backoff`` (0.9); in between, hold. ``L`` is the SLO.
+
+Ours (*spec*): the decreased cap is ``floor(cap·0.9)`` but at least one less than before and at
+least 1 (so a small cap still backs off); a window with no answers holds the cap; the cap stays in
+``1..max_batch``. The batcher that forms the batches is whichever scheduler the model runs
+(Clipper's own sends what is queued, up to the cap, as soon as a replica is free: ``triton`` with
+no queue delay); this module only moves the cap, through ``SetMaxBatch``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sloserve.core.cluster import WindowStats
+from sloserve.core.decisions import ScaleDecision, SetMaxBatch
+from sloserve.policies.base import PolicyContext
+
+
+@dataclass(slots=True)
+class AimdController:
+    """The AIMD state machine, without a clock: feed it one latency per decision."""
+
+    slo: float
+    """The latency objective L, seconds."""
+    max_batch: int
+    """Upper bound of the cap (the model's ``max_batch_size``)."""
+    batch: int = 1
+    """The current cap; starts at ``initial_batch``."""
+    step: int = 4
+    """Additive increase."""
+    backoff: float = 0.9
+    """Multiplicative decrease factor."""
+    low: float = 0.85
+    """Increase while the latency is below ``low·L``."""
+
+    def __post_init__(self) -> None:
+        if self.slo <= 0:
+            raise ValueError(f"AIMD needs a positive SLO, got {self.slo}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not 0 < self.backoff < 1:
+            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+        self.batch = min(max(1, self.batch), self.max_batch)
+
+    def update(self, latency: float) -> int:
+        """Called once per decision with the observed (p95) latency in seconds; returns the new
+        cap. A latency <= 0 (no answers in the window) holds the cap."""
+        if latency <= 0:
+            return self.batch
+        if latency < self.low * self.slo:
+            self.batch = min(self.max_batch, self.batch + self.step)
+        elif latency > self.slo:
+            self.batch = max(1, min(self.batch - 1, math.floor(self.batch * self.backoff)))
+        return self.batch
+
+
+class AimdScaler:
+    """Scaler ``aimd``: every ``interval`` seconds moves the model's batch cap by AIMD on p95."""
+
+    def __init__(self, model: str, controller: AimdController, interval: float = 3.0) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        self.model = model
+        self.controller = controller
+        self._interval = interval
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
+        """Called every ``interval``; returns ``SetMaxBatch`` when the cap changed."""
+        before = self.controller.batch
+        after = self.controller.update(window.p95_latency)
+        return [SetMaxBatch(self.model, after)] if after != before else []
+
+
+def make_aimd(ctx: PolicyContext, **params: Any) -> AimdScaler:
+    """Registry factory: ``slo_ms`` (default the model's SLO), ``initial_batch`` (1), ``step`` (4),
+    ``backoff`` (0.9), ``interval_s`` (3)."""
+    slo_ms = params.pop("slo_ms", None)
+    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
+    if slo is None:
+        raise ValueError(f"model {ctx.model!r}: scaler 'aimd' needs an SLO (slo_ms)")
+    controller = AimdController(
+        slo=slo,
+        max_batch=ctx.max_batch,
+        batch=int(params.pop("initial_batch", 1)),
+        step=int(params.pop("step", 4)),
+        backoff=float(params.pop("backoff", 0.9)),
+    )
+    interval = float(params.pop("interval_s", 3.0))
+    if params:
+        raise TypeError(f"unexpected parameters {sorted(params)}")
+    return AimdScaler(ctx.model, controller, interval)

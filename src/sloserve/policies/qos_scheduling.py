@@ -1,0 +1,238 @@
+"""QoS schedulers for a heterogeneous pool: each decision picks (variant, batch) for a free server.
+
+A dispatched batch carries the chosen variant number in ``batch.meta["variant"]``; the driver runs
+that variant's profile on the server's hardware. Paper (Fang et al., CIKM 2017): decide when a server
+frees; maximise total utility. Ours (*spec*, SEEDS §5): the heuristic's rule below, dropping requests
+that can no longer earn any utility, serving free servers fastest first, and the two baselines.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sloserve.core.cluster import InstanceView
+from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason
+from sloserve.core.request import Batch, Request
+from sloserve.policies.base import Dispatcher, PolicyContext
+from sloserve.policies.qos import QosSpec, RateEstimator, qos_spec_from_params
+from sloserve.policies.queues import FifoQueue
+from sloserve.policies.triton import TritonDynamicBatcher
+
+VARIANT_KEY = "variant"
+"""Key of ``Batch.meta`` holding the variant number a QoS scheduler chose."""
+
+
+def batch_variant(batch: Batch) -> int:
+    """The variant number a batch was dispatched with (0 when the scheduler did not say)."""
+    return int(batch.meta.get(VARIANT_KEY, 0))
+
+
+class QosScheduler:
+    """Base of the QoS schedulers: a FIFO queue, a rate estimate, and one choice per free server.
+
+    Subclasses implement :meth:`choose`. ``decide`` first drops requests that cannot finish before the
+    utility cutoff even alone on the fastest variant and server, then offers each free server (fastest
+    first) to :meth:`choose` while requests wait.
+    """
+
+    def __init__(self, spec: QosSpec, *, rate_tau: float = 1.0, max_queue_size: int = 0) -> None:
+        self.spec = spec
+        self.queue = FifoQueue()
+        self.rate = RateEstimator(rate_tau)
+        self.max_queue_size = max_queue_size
+        self._max_batch = spec.batch_sizes[-1]
+        self._best = spec.by_accuracy()[0]
+        fastest = min(p.latency(1) for p in spec.profiles.profiles.values())
+        self._hopeless_age = spec.utility.cutoff - fastest
+        """Requests older than this cannot earn utility any more."""
+        self.planned_busy: dict[int, float] = {}
+        """Busy-until times of servers given a batch earlier in the current ``decide`` call."""
+
+    # -- Scheduler protocol -------------------------------------------------------------------
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def set_max_batch(self, max_batch: int) -> None:
+        self._max_batch = max(1, max_batch)
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def submit(self, now: float, request: Request) -> Drop | None:
+        self.rate.observe(now)
+        if self.max_queue_size and len(self.queue) >= self.max_queue_size:
+            return Drop(request, DropReason.QUEUE_FULL)
+        self.queue.push(request)
+        return None
+
+    def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
+        out: list[Decision] = []
+        self.drop_hopeless(now, out)
+        self.planned_busy = {}
+        free = sorted((i for i in instances if i.free), key=lambda i: (self.speed_key(i), i.id))
+        for inst in free:
+            if not len(self.queue):
+                break
+            choice = self.choose(now, inst, instances)
+            if choice is None:
+                continue
+            variant, batch = choice
+            picked = [self.queue.pop() for _ in range(min(batch, self._max_batch, len(self.queue)))]
+            out.append(Dispatch(Batch(tuple(picked), meta={VARIANT_KEY: float(variant)}), inst.id))
+            self.planned_busy[inst.id] = now + self.spec.latency(variant, inst.hardware, len(picked))
+        return out
+
+    def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
+        """QoS schedulers learn nothing from completions."""
+
+    def drain(self, now: float, reason: DropReason) -> list[Drop]:
+        out = []
+        while len(self.queue):
+            out.append(Drop(self.queue.pop(), reason))
+        return out
+
+    # -- for subclasses -----------------------------------------------------------------------
+    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+        """Called for a free ``instance`` while requests wait: ``(variant, batch size)`` to run on it
+        now (the batch is cut to the queue length), or None to leave it idle until the next event."""
+        raise NotImplementedError
+
+    def speed_key(self, instance: InstanceView) -> float:
+        """Sort key of free servers: the most accurate variant's batch-1 latency on its hardware."""
+        return self.spec.latency(self._best, instance.hardware, 1)
+
+    def busy_until(self, instance: InstanceView) -> float:
+        """When ``instance`` is predicted to be free, counting batches given in this ``decide`` call."""
+        return self.planned_busy.get(instance.id, instance.busy_until)
+
+    def oldest_ages(self, now: float, k: int) -> list[float]:
+        """Waiting times of the ``k`` longest-waiting requests (fewer when the queue is shorter)."""
+        return [now - r.arrival for r in itertools.islice(iter(self.queue), k)]
+
+    def drop_hopeless(self, now: float, out: list[Decision]) -> None:
+        """Drop queued requests that can no longer earn utility (their value would be 0 anyway)."""
+        queue = self.queue
+        while len(queue) and now - queue.peek().arrival >= self._hopeless_age:
+            out.append(Drop(queue.pop(), DropReason.DEADLINE_UNREACHABLE))
+
+
+class QosHeuristic(QosScheduler):
+    """SEEDS §5 heuristic: the most accurate variant, with the smallest batch that keeps up with the
+    estimated arrival rate, whose run still meets the target delay for the oldest request.
+
+    "Keeps up": every server of the pool running that variant at that batch size would serve at
+    least ``headroom × rate`` requests per second. When no variant meets the target, the variant with
+    the fastest run on this server is used with its smallest keeping-up batch (or the largest batch).
+    """
+
+    def __init__(self, spec: QosSpec, *, headroom: float = 1.0, rate_tau: float = 1.0, max_queue_size: int = 0):
+        super().__init__(spec, rate_tau=rate_tau, max_queue_size=max_queue_size)
+        if headroom <= 0:
+            raise ValueError(f"headroom must be > 0, got {headroom}")
+        self.headroom = headroom
+
+    def keeping_up_batch(self, variant: int, rate: float, instances: Sequence[InstanceView]) -> int | None:
+        """Smallest batch bucket at which the pool's throughput with ``variant`` reaches the rate."""
+        for b in self.spec.batch_sizes:
+            if b > self.max_batch:
+                break
+            capacity = sum(b / self.spec.latency(variant, i.hardware, b) for i in instances)
+            if capacity >= self.headroom * rate:
+                return b
+        return None
+
+    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+        rate = self.rate.rate(now)
+        age = now - self.queue.oldest_arrival()
+        waiting = len(self.queue)
+        target = self.spec.utility.target
+        for v in self.spec.by_accuracy():
+            b = self.keeping_up_batch(v, rate, instances)
+            if b is not None and age + self.spec.latency(v, instance.hardware, min(b, waiting)) <= target:
+                return v, b
+        largest = max(b for b in self.spec.batch_sizes if b <= self.max_batch)
+        fastest = min(
+            range(len(self.spec.variants)),
+            key=lambda v: self.spec.latency(v, instance.hardware, min(largest, waiting)),
+        )
+        b = self.keeping_up_batch(fastest, rate, instances)
+        return fastest, b if b is not None else largest
+
+
+class RandomQos(QosScheduler):
+    """Baseline: a uniformly random variant and batch bucket at each decision (seeded)."""
+
+    def __init__(self, spec: QosSpec, *, seed: int = 0, rate_tau: float = 1.0, max_queue_size: int = 0):
+        super().__init__(spec, rate_tau=rate_tau, max_queue_size=max_queue_size)
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+        v = int(self.rng.integers(len(self.spec.variants)))
+        allowed = [b for b in self.spec.batch_sizes if b <= self.max_batch]
+        return v, int(allowed[int(self.rng.integers(len(allowed)))])
+
+
+class TritonQos(TritonDynamicBatcher):
+    """Baseline: Triton's dynamic batcher serving one fixed variant on every server of the pool."""
+
+    def __init__(self, variant: int, max_batch: int, **triton: Any) -> None:
+        super().__init__(max_batch, **triton)
+        self.variant = variant
+
+    def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
+        step = super().next_batch(now, instance, drops)
+        if isinstance(step, Batch):
+            return Batch(step.requests, step.padding, meta={VARIANT_KEY: float(self.variant)})
+        return step
+
+
+# ---------------------------------------------------------------------------------- factories
+
+_QOS_KEYS = ("variants", "profiles", "utility", "batch_sizes")
+
+
+def _split(params: dict[str, Any]) -> tuple[QosSpec, dict[str, Any]]:
+    base_dir = params.pop("base_dir", ".")
+    qos = {k: params.pop(k) for k in _QOS_KEYS if k in params}
+    return qos_spec_from_params(qos, base_dir), params
+
+
+def make_qos_heuristic(ctx: PolicyContext, **params: Any) -> QosHeuristic:
+    """Registry factory ``qos_heuristic``: QoS params (``variants``, ``profiles``, ``utility``,
+    ``batch_sizes``, ``base_dir``) plus ``headroom`` and ``rate_tau``."""
+    spec, rest = _split(params)
+    return QosHeuristic(spec, max_queue_size=ctx.max_queue_size, **rest)
+
+
+def make_qos_random(ctx: PolicyContext, **params: Any) -> RandomQos:
+    """Registry factory ``qos_random``: QoS params plus ``seed``."""
+    spec, rest = _split(params)
+    return RandomQos(spec, max_queue_size=ctx.max_queue_size, **rest)
+
+
+def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
+    """Registry factory ``qos_triton``: QoS params, ``variant`` (name; default the most accurate) and
+    Triton's names (``max_batch_size``, ``preferred_batch_size``, ``max_queue_delay_microseconds``,
+    ``timeout_action``)."""
+    spec, rest = _split(params)
+    name = rest.pop("variant", None)
+    names = [v.name for v in spec.variants]
+    if name is not None and name not in names:
+        raise ValueError(f"qos_triton: unknown variant {name!r}; known: {names}")
+    variant = names.index(name) if name is not None else spec.by_accuracy()[0]
+    dispatcher: Dispatcher | None = rest.pop("dispatcher", None)
+    return TritonQos(
+        variant,
+        max_batch=int(rest.pop("max_batch_size", spec.batch_sizes[-1])),
+        preferred_batch_sizes=tuple(rest.pop("preferred_batch_size", ())),
+        max_queue_delay=float(rest.pop("max_queue_delay_microseconds", 0)) * 1e-6,
+        timeout_action=str(rest.pop("timeout_action", "reject")).lower(),
+        max_queue_size=ctx.max_queue_size,
+        dispatcher=dispatcher,
+        **rest,
+    )

@@ -1,0 +1,233 @@
+"""sloserve's SLO-aware batcher (scheduler ``slo``), the default when a model has a profile and an SLO.
+
+Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the models):
+
+- **Order.** EDF within priority levels (:class:`~sloserve.policies.queues.EdfQueue`); a request
+  without a deadline gets ``arrival + slo`` when the model has an SLO.
+- **Early drop.** A request that cannot finish by its deadline even alone — ``now + tail(1)`` past
+  it on the free instance — ends at once with ``DEADLINE_UNREACHABLE`` (``DEADLINE_EXPIRED`` when
+  the deadline already passed). On arrival, one that would miss even on the fastest instance seen
+  is refused the same way.
+- **Batch size.** The largest EDF prefix ``b <= max_batch`` with ``now + tail(b) <= `` the earliest
+  deadline in it, where ``tail`` is the profile's 99th percentile latency at the instance's cores and
+  with the batches already running beside it (the profile's slowdown ``s(k)``, ``k`` = the model's
+  running batches + 1 when its instances share a machine, else the instance's own + 1).
+  The prefix's earliest deadline only falls and ``tail`` only grows with ``b``, so every smaller
+  prefix of a feasible one is feasible and the chosen batch is never a miss when a smaller one
+  would make it.
+- **Waiting.** When the whole queue fits in one batch with room to spare, hold it (``WaitUntil``)
+  only while (a) every queued request still makes its deadline if the batch starts at the wake-up
+  time, and (b) waiting raises throughput: batches of the current size would not keep up with the
+  arrival rate (estimated from the last ``rate_window`` arrivals, shared over the instances) and a
+  larger batch has a higher throughput by the profile. Otherwise it runs now.
+
+The only required knob is the SLO (per request through its deadline, or the model's ``slo``);
+everything else comes from the profile.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sloserve.core.cluster import InstanceView
+from sloserve.core.decisions import Decision, Drop, DropReason
+from sloserve.core.profiles import ModelProfile
+from sloserve.core.request import Batch, Request
+from sloserve.policies.base import Dispatcher, PolicyContext
+from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.queues import EdfQueue
+
+_Item = tuple[float, float, int, Request]
+"""A queue entry: (priority level, deadline, request id, request)."""
+
+
+def _late_reason(deadline: float, now: float) -> DropReason:
+    """Why a request that cannot make ``deadline`` is dropped at ``now``."""
+    return DropReason.DEADLINE_EXPIRED if deadline < now else DropReason.DEADLINE_UNREACHABLE
+
+
+class DeadlineQueue(EdfQueue):
+    """EDF queue whose deadline for a request without one is ``arrival + slo``; can remove in bulk."""
+
+    __slots__ = ("slo",)
+
+    def __init__(self, default_priority: int = 1, slo: float | None = None) -> None:
+        super().__init__(default_priority)
+        self.slo = slo
+
+    def deadline(self, request: Request) -> float:
+        """The deadline the scheduler works with (the request's, else ``arrival + slo``)."""
+        if math.isinf(request.deadline) and self.slo is not None:
+            return request.arrival + self.slo
+        return request.deadline
+
+    def _key(self, request: Request) -> float:
+        return self.deadline(request)
+
+    def earliest_deadline(self) -> float:
+        """Smallest deadline waiting (any level); ``inf`` when empty."""
+        return min((item[1] for item in self._heap), default=math.inf)
+
+    def ordered(self) -> list[_Item]:
+        """The waiting entries ``(level, deadline, id, request)`` in queue order (a copy)."""
+        return sorted(self._heap)
+
+    def remove_ids(self, ids: set[int]) -> None:
+        """Remove the requests with these ids."""
+        if len(ids) == len(self._heap):
+            self._heap = []
+            return
+        self._heap = [item for item in self._heap if item[2] not in ids]
+        heapq.heapify(self._heap)
+
+    def remove_if(self, pred: Callable[[float], bool]) -> list[Request]:
+        """Remove and return (in EDF order) the requests whose deadline satisfies ``pred``."""
+        keep: list[_Item] = []
+        gone: list[_Item] = []
+        for item in self._heap:
+            (gone if pred(item[1]) else keep).append(item)
+        if not gone:
+            return []
+        heapq.heapify(keep)
+        self._heap = keep
+        return [item[3] for item in sorted(gone)]
+
+
+class SloBatcher(QueueScheduler):
+    """The SLO-aware batcher; see the module docstring."""
+
+    def __init__(
+        self,
+        profile: ModelProfile,
+        max_batch: int,
+        slo: float | None = None,
+        *,
+        default_priority: int = 1,
+        max_queue_size: int = 0,
+        dispatcher: Dispatcher | None = None,
+        rate_window: int = 32,
+        shared_hardware: bool = True,
+    ) -> None:
+        self.edf = DeadlineQueue(default_priority, slo)
+        super().__init__(max_batch, self.edf, dispatcher, max_queue_size=max_queue_size)
+        self.profile = profile
+        self.slo = slo
+        self._arrivals: deque[float] = deque(maxlen=max(2, rate_window))
+        self.shared_hardware = shared_hardware
+        """True: the model's instances share one machine, so every running batch slows a new one."""
+        self._instances = 1
+        self._running = 0
+        """Batches running (or dispatched in this ``decide``) that a new batch would run beside."""
+        self._best_single = 0.0
+        """Tail latency of a batch of one on the fastest instance seen at the last ``decide`` (0 before)."""
+
+    # ----------------------------------------------------------------- driver calls
+    def submit(self, now: float, request: Request) -> Drop | None:
+        """Called on arrival: refuses a request hopeless even alone on the fastest instance."""
+        deadline = self.edf.deadline(request)
+        if now + self._best_single > deadline:
+            return Drop(request, _late_reason(deadline, now))
+        drop = super().submit(now, request)
+        if drop is None:
+            self._arrivals.append(now)
+        return drop
+
+    def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
+        """Records how many instances share the load and the fastest one, then dispatches."""
+        live = [i for i in instances if i.available]
+        self._instances = max(1, len(live))
+        if live:
+            self._best_single = min(self.profile.tail_latency(1, i.cores, 1) for i in live)
+        self._running = sum(i.in_flight for i in instances)
+        return super().decide(now, instances)
+
+    # ----------------------------------------------------------------- the rule
+    def tail(self, batch: int, instance: InstanceView) -> float:
+        """Predicted p99 latency of ``batch`` started on ``instance`` now, slowed by the batches
+        running beside it: all of the model's (``shared_hardware``) or the instance's own."""
+        beside = self._running if self.shared_hardware else instance.in_flight
+        return self.profile.tail_latency(batch, instance.cores, beside + 1)
+
+    def arrival_rate(self, now: float) -> float:
+        """Requests/s over the last ``rate_window`` arrivals (0 with fewer than two)."""
+        if len(self._arrivals) < 2:
+            return 0.0
+        span = max(now, self._arrivals[-1]) - self._arrivals[0]
+        return (len(self._arrivals) - 1) / span if span > 0 else math.inf
+
+    def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
+        single = self.tail(1, instance)
+        for r in self.edf.remove_if(lambda d: now + single > d):
+            drops.append(Drop(r, _late_reason(self.edf.deadline(r), now)))
+        items = self.edf.ordered()
+        cap = min(self.max_batch, len(items))
+        if cap == 0:
+            return None
+        earliest = math.inf
+        size = 0
+        for b in range(1, cap + 1):
+            earliest = min(earliest, items[b - 1][1])
+            if now + self.tail(b, instance) > earliest:
+                break
+            size = b
+        chosen = items[:size]
+        if size < cap:
+            if self._falls_behind(now, instance, size):
+                chosen = self._widest(now, instance, items, cap, size) or chosen
+        elif size == len(items):
+            wake = self._wait_until(now, instance, size, earliest)
+            if wake is not None:
+                return wake
+        self.edf.remove_ids({item[2] for item in chosen})
+        self._running += 1
+        return Batch(tuple(item[3] for item in chosen))
+
+    def _falls_behind(self, now: float, instance: InstanceView, size: int) -> bool:
+        """Whether batches of ``size`` would not keep up with this instance's share of the arrivals."""
+        return size / self.tail(size, instance) < self.arrival_rate(now) / self._instances
+
+    def _widest(
+        self, now: float, instance: InstanceView, items: list[_Item], cap: int, size: int
+    ) -> list[_Item] | None:
+        """The largest batch above ``size`` whose members all make it (EDF among those that can,
+        passing over the most urgent), or None when there is none."""
+        deadlines = sorted(item[1] for item in items)
+        for b in range(cap, size, -1):
+            ready = now + self.tail(b, instance)
+            if len(deadlines) - bisect.bisect_left(deadlines, ready) >= b:
+                return [item for item in items if item[1] >= ready][:b]
+        return None
+
+    def _wait_until(self, now: float, instance: InstanceView, size: int, earliest: float) -> float | None:
+        """The time to hold a batch of ``size`` (the whole queue) until, or None to run it now."""
+        if size >= self.max_batch or math.isinf(earliest):
+            return None  # batch full, or no deadline to wait against
+        latest_start = earliest - self.tail(size + 1, instance)
+        if latest_start <= now:
+            return None
+        gains = (size + 1) / self.tail(size + 1, instance) > size / self.tail(size, instance)
+        if not gains or not self._falls_behind(now, instance, size):
+            return None
+        return latest_start
+
+
+def make_slo_batcher(ctx: PolicyContext, **params: Any) -> SloBatcher:
+    """Registry factory: needs the model's profile; ``slo_ms`` overrides the model's SLO and
+    ``max_batch_size`` its batch cap (both optional)."""
+    if ctx.profile is None:
+        raise ValueError(f"model {ctx.model!r}: scheduler 'slo' needs a latency profile")
+    slo_ms = params.pop("slo_ms", None)
+    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
+    return SloBatcher(
+        ctx.profile,
+        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
+        slo=slo,
+        default_priority=ctx.default_priority,
+        max_queue_size=ctx.max_queue_size,
+        **params,
+    )

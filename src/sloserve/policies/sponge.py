@@ -1,0 +1,273 @@
+"""Sponge's vertical scaler (scaler ``sponge``), its rate predictor, and the horizontal baseline.
+
+Paper's (Razavi, Ghafouri et al., EuroMLSys 2024): every second, with the predicted load ``λ`` and
+the smallest remaining budget ``q`` among recent requests, choose the fewest cores ``c``, then the
+smallest batch ``b``, with ``ceil(λ/b) · l(b, c) <= q - margin`` (margin = 10% of the SLO); set the
+instance's threads to ``c`` in place and the batcher's cap to ``b``. The queue is EDF and hopeless
+requests are dropped early — that is the ``slo`` scheduler's job, which Sponge runs beside this
+scaler (the cap it forms batches under is ``b``).
+
+Ours (*spec*): the predictor is the largest arrival rate of the last ``windows`` control windows
+(:class:`MaxRatePredictor`); ``q`` is the smallest ``min_remaining_budget`` of the same windows
+(the SLO when none arrived); ``l`` is the profile's median latency; when no ``(c, b)`` meets the
+budget, the instance gets every core and the batch that minimises ``ceil(λ/b) · l(b, c)``.
+
+The integer program is solved by an injected ``solve`` callable (policies call no solver); the
+registry's factory, :func:`sloserve.planning.sponge_factory.make_sponge`, wires in the HiGHS one
+from :mod:`sloserve.planning.sponge_ip`. :func:`enumerate_solve` is the exhaustive reference.
+
+The horizontal baseline (:class:`HorizontalScaler`, scaler ``horizontal``): 1-core replicas
+started with a cold start (the driver's), the fewest ``n`` with
+``(ceil(λ/(b·n)) + 1) · l(b, 1) < q`` for some batch ``b`` (then the smallest such ``b``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sloserve.core.cluster import WindowStats
+from sloserve.core.decisions import ScaleDecision, SetInstanceCores, SetInstanceCount, SetMaxBatch
+from sloserve.core.profiles import ModelProfile
+from sloserve.policies.base import PolicyContext
+
+Solve = Callable[[float, float, ModelProfile, int, int], "tuple[int, int] | None"]
+"""``solve(lam, budget, profile, max_cores, max_batch)``: the fewest cores, then the smallest batch,
+with ``ceil(lam/b) · profile.latency(b, c) <= budget``; None when no pair does."""
+
+
+def sponge_cost(lam: float, batch: int, cores: int, profile: ModelProfile) -> float:
+    """Sponge's left-hand side: time to run one second's ``lam`` requests in batches of ``batch``."""
+    return math.ceil(lam / batch) * profile.latency(batch, cores, 1)
+
+
+def enumerate_solve(
+    lam: float, budget: float, profile: ModelProfile, max_cores: int, max_batch: int
+) -> tuple[int, int] | None:
+    """Exhaustive reference for :data:`Solve`: tries cores, then batches, in increasing order."""
+    for c in range(1, max_cores + 1):
+        for b in range(1, max_batch + 1):
+            if sponge_cost(lam, b, c, profile) <= budget:
+                return c, b
+    return None
+
+
+class MaxRatePredictor:
+    """Predicted rate = the largest arrival rate among the last ``windows`` windows (0 before any)."""
+
+    def __init__(self, windows: int = 5) -> None:
+        if windows < 1:
+            raise ValueError(f"windows must be >= 1, got {windows}")
+        self._rates: deque[float] = deque(maxlen=windows)
+
+    def observe(self, window: WindowStats) -> float:
+        """Called once per control tick; returns the prediction for the next interval."""
+        self._rates.append(window.arrival_rate)
+        return self.predict()
+
+    def predict(self) -> float:
+        """The current prediction (req/s)."""
+        return max(self._rates, default=0.0)
+
+
+class RecentBudget:
+    """Smallest remaining budget among the requests of the last ``windows`` windows."""
+
+    def __init__(self, default: float, windows: int = 5) -> None:
+        self.default = default
+        self._budgets: deque[float] = deque(maxlen=windows)
+
+    def observe(self, window: WindowStats) -> float:
+        """Called once per control tick; returns ``q`` (``default`` when no request arrived)."""
+        self._budgets.append(window.min_remaining_budget)
+        finite = [q for q in self._budgets if math.isfinite(q)]
+        return min(finite) if finite else self.default
+
+
+class SpongeScaler:
+    """Scaler ``sponge``: in-place cores and batch cap of one instance, every ``interval``."""
+
+    def __init__(
+        self,
+        model: str,
+        profile: ModelProfile,
+        slo: float,
+        solve: Solve,
+        *,
+        max_cores: int,
+        max_batch: int,
+        instance: int = 0,
+        interval: float = 1.0,
+        margin: float = 0.1,
+        windows: int = 5,
+    ) -> None:
+        if slo <= 0 or max_cores < 1 or max_batch < 1 or interval <= 0:
+            raise ValueError("sponge needs slo > 0, max_cores >= 1, max_batch >= 1, interval > 0")
+        self.model = model
+        self.profile = profile
+        self.slo = slo
+        self.solve = solve
+        self.max_cores = max_cores
+        self.max_batch = max_batch
+        self.instance = instance
+        self.margin = margin * slo
+        self.predictor = MaxRatePredictor(windows)
+        self.budget = RecentBudget(slo, windows)
+        self._interval = interval
+        self.cores: int | None = None
+        """Cores last set (None before the first tick)."""
+        self.batch: int | None = None
+        """Batch cap last set (None before the first tick)."""
+        self.history: list[tuple[float, float, float, int, int]] = []
+        """``(now, λ, q, cores, batch)`` per tick, for timelines."""
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def choose(self, lam: float, q: float) -> tuple[int, int]:
+        """The ``(cores, batch)`` for predicted rate ``lam`` and smallest budget ``q``."""
+        if lam <= 0:
+            return 1, 1
+        found = self.solve(lam, q - self.margin, self.profile, self.max_cores, self.max_batch)
+        if found is not None:
+            return found
+        c = self.max_cores
+        b = min(range(1, self.max_batch + 1), key=lambda b: (sponge_cost(lam, b, c, self.profile), b))
+        return c, b
+
+    def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
+        """Called every ``interval``: re-plans and returns the changes (cores first, then the cap)."""
+        lam = self.predictor.observe(window)
+        q = self.budget.observe(window)
+        cores, batch = self.choose(lam, q)
+        self.history.append((now, lam, q, cores, batch))
+        out: list[ScaleDecision] = []
+        if cores != self.cores:
+            out.append(SetInstanceCores(self.instance, cores))
+        if batch != self.batch:
+            out.append(SetMaxBatch(self.model, batch))
+        self.cores, self.batch = cores, batch
+        return out
+
+
+def horizontal_replicas(
+    lam: float, budget: float, profile: ModelProfile, max_replicas: int, max_batch: int
+) -> tuple[int, int] | None:
+    """Fewest 1-core replicas ``n``, then smallest ``b``, with ``(ceil(λ/(b·n)) + 1)·l(b, 1) < budget``."""
+    for n in range(1, max_replicas + 1):
+        for b in range(1, max_batch + 1):
+            if (math.ceil(lam / (b * n)) + 1) * profile.latency(b, 1, 1) < budget:
+                return n, b
+    return None
+
+
+class HorizontalScaler:
+    """Scaler ``horizontal``: Sponge's baseline, 1-core replicas added with a cold start."""
+
+    def __init__(
+        self,
+        model: str,
+        profile: ModelProfile,
+        slo: float,
+        *,
+        max_replicas: int,
+        max_batch: int,
+        interval: float = 1.0,
+        windows: int = 5,
+    ) -> None:
+        if slo <= 0 or max_replicas < 1 or max_batch < 1 or interval <= 0:
+            raise ValueError("horizontal needs slo > 0, max_replicas >= 1, max_batch >= 1, interval > 0")
+        self.model = model
+        self.profile = profile
+        self.max_replicas = max_replicas
+        self.max_batch = max_batch
+        self.predictor = MaxRatePredictor(windows)
+        self.budget = RecentBudget(slo, windows)
+        self._interval = interval
+        self.replicas: int | None = None
+        self.batch: int | None = None
+        self.history: list[tuple[float, float, float, int, int]] = []
+        """``(now, λ, q, replicas, batch)`` per tick."""
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def choose(self, lam: float, q: float) -> tuple[int, int]:
+        """``(replicas, batch)``; every replica allowed and batch 1..max at its best when none fits."""
+        if lam <= 0:
+            return 1, 1
+        found = horizontal_replicas(lam, q, self.profile, self.max_replicas, self.max_batch)
+        if found is not None:
+            return found
+        n = self.max_replicas
+        return n, min(
+            range(1, self.max_batch + 1),
+            key=lambda b: ((math.ceil(lam / (b * n)) + 1) * self.profile.latency(b, 1, 1), b),
+        )
+
+    def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
+        """Called every ``interval``: returns the replica count and batch cap when they change."""
+        lam = self.predictor.observe(window)
+        q = self.budget.observe(window)
+        n, b = self.choose(lam, q)
+        self.history.append((now, lam, q, n, b))
+        out: list[ScaleDecision] = []
+        if n != self.replicas:
+            out.append(SetInstanceCount(self.model, n))
+        if b != self.batch:
+            out.append(SetMaxBatch(self.model, b))
+        self.replicas, self.batch = n, b
+        return out
+
+
+def _slo_of(ctx: PolicyContext, params: dict[str, Any], name: str) -> tuple[ModelProfile, float]:
+    if ctx.profile is None:
+        raise ValueError(f"model {ctx.model!r}: scaler {name!r} needs a latency profile")
+    slo_ms = params.pop("slo_ms", None)
+    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
+    if slo is None:
+        raise ValueError(f"model {ctx.model!r}: scaler {name!r} needs an SLO (slo_ms)")
+    return ctx.profile, slo
+
+
+def make_sponge_with(solve: Solve, ctx: PolicyContext, **params: Any) -> SpongeScaler:
+    """Build a :class:`SpongeScaler` with ``solve``; params ``max_cores`` (default 16),
+    ``max_batch_size`` (the model's), ``instance``, ``interval_s``, ``margin``, ``windows``, ``slo_ms``."""
+    profile, slo = _slo_of(ctx, params, "sponge")
+    scaler = SpongeScaler(
+        ctx.model,
+        profile,
+        slo,
+        solve,
+        max_cores=int(params.pop("max_cores", 16)),
+        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
+        instance=int(params.pop("instance", 0)),
+        interval=float(params.pop("interval_s", 1.0)),
+        margin=float(params.pop("margin", 0.1)),
+        windows=int(params.pop("windows", 5)),
+    )
+    if params:
+        raise TypeError(f"unexpected parameters {sorted(params)}")
+    return scaler
+
+
+def make_horizontal(ctx: PolicyContext, **params: Any) -> HorizontalScaler:
+    """Registry factory for ``horizontal``: ``max_replicas`` (16), ``max_batch_size``, ``interval_s``,
+    ``windows``, ``slo_ms``."""
+    profile, slo = _slo_of(ctx, params, "horizontal")
+    scaler = HorizontalScaler(
+        ctx.model,
+        profile,
+        slo,
+        max_replicas=int(params.pop("max_replicas", 16)),
+        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
+        interval=float(params.pop("interval_s", 1.0)),
+        windows=int(params.pop("windows", 5)),
+    )
+    if params:
+        raise TypeError(f"unexpected parameters {sorted(params)}")
+    return scaler

@@ -1,0 +1,147 @@
+"""The QoS setup file (``sloserve-qos/v1``) read by ``sloserve train-rl`` and ``sloserve experiment qos``.
+
+```yaml
+format: sloserve-qos/v1
+qos:                      # parameters every QoS scheduler gets (policies.qos.QosParams)
+  variants: [{name: mobilenet_v2, accuracy: 0.7188}, {name: resnet50, accuracy: 0.7613}]
+  profiles: profiles.yaml # relative to this file, or inline profile entries
+  utility: {target_ms: 150, cutoff_ms: 450, alpha: 2, decay: linear}
+  batch_sizes: [1, 2, 4, 8, 16, 32]
+pool:                     # the heterogeneous servers
+  servers: [{hardware: fast, count: 2}, {hardware: slow, count: 2}]
+  noise_cv: 0.1
+train: {...}              # TrainParams
+eval: {...}               # EvalParams (held-out workloads)
+triton: {...}             # parameters of the qos_triton baseline
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from sloserve.core.config import StrictModel, load_model_file
+from sloserve.policies.qos import QosSpec, qos_spec_from_params
+from sloserve.sim.hetero import HeteroPool
+from sloserve.sim.workload import Workload, from_trace_csv, gamma, piecewise
+
+
+class ServerTypeParams(StrictModel):
+    hardware: str = Field(min_length=1, description="hardware type; profiles name it")
+    count: int = Field(ge=1, description="servers of this type")
+
+
+class PoolParams(StrictModel):
+    servers: list[ServerTypeParams] = Field(min_length=1)
+    noise_cv: float = Field(default=0.1, ge=0, description="lognormal noise on service times")
+
+
+class TrainWorkloadParams(StrictModel):
+    """Each training episode draws one workload: a Gamma renewal process, or piecewise Poisson."""
+
+    rate: tuple[float, float] = Field(description="req/s range, drawn log-uniformly")
+    cv: tuple[float, float] = Field(default=(1.0, 3.0), description="inter-arrival CV range (Gamma)")
+    duration_s: float = Field(default=20.0, gt=0)
+    piecewise_share: float = Field(default=0.5, ge=0, le=1, description="share of piecewise episodes")
+    segment_s: float = Field(default=4.0, gt=0, description="segment length of piecewise episodes")
+
+
+class TrainParams(StrictModel):
+    algo: Literal["ppo", "dqn"] = "ppo"
+    timesteps: int = Field(default=100_000, ge=1, description="decisions to train on")
+    seed: int = 0
+    net: list[int] = Field(default=[64, 64], min_length=1, description="hidden layer sizes")
+    learning_rate: float = Field(default=3e-4, gt=0)
+    gamma: float = Field(default=0.99, gt=0, le=1, description="discount per decision")
+    n_steps: int = Field(default=1024, ge=8, description="PPO rollout length")
+    batch_size: int = Field(default=256, ge=8)
+    n_epochs: int = Field(default=10, ge=1, description="PPO epochs per rollout")
+    ent_coef: float = Field(default=0.01, ge=0)
+    rate_tau: float = Field(default=1.0, gt=0, description="time constant of the rate estimate, s")
+    workload: TrainWorkloadParams
+    out: str = Field(default="results/qos/policy.zip", description="where the policy is saved")
+
+
+class EvalParams(StrictModel):
+    """Held-out workloads: seeds and rates not used in training, and a replayed trace."""
+
+    seeds: list[int] = Field(default=[1001, 1002, 1003, 1004, 1005], min_length=1)
+    rates: list[float] = Field(default=[100.0, 250.0, 450.0], min_length=1)
+    cv: float = Field(default=2.0, gt=0)
+    duration_s: float = Field(default=30.0, gt=0)
+    trace: str | None = Field(default=None, description="CSV with a TIMESTAMP column")
+    trace_rate: float = Field(default=250.0, gt=0, description="mean rate the trace is scaled to")
+    trace_window_s: float = Field(default=600.0, gt=0, description="window of the trace (original time)")
+
+
+class QosSetupFile(StrictModel):
+    format: Literal["sloserve-qos/v1"] = "sloserve-qos/v1"
+    qos: dict[str, Any]
+    pool: PoolParams
+    train: TrainParams
+    eval: EvalParams = EvalParams()
+    triton: dict[str, Any] = Field(default_factory=dict, description="params of the qos_triton baseline")
+
+
+@dataclass(frozen=True)
+class QosSetup:
+    """A loaded setup: the file's values and the objects built from them."""
+
+    file: QosSetupFile
+    spec: QosSpec
+    pool: HeteroPool
+    base_dir: Path
+    """Directory of the setup file (relative profile and trace paths start there)."""
+
+    def qos_params(self) -> dict[str, Any]:
+        """Scheduler params for the registry's QoS factories (with ``base_dir``)."""
+        return {**self.file.qos, "base_dir": str(self.base_dir)}
+
+    def trace_path(self) -> Path | None:
+        t = self.file.eval.trace
+        if t is None:
+            return None
+        p = Path(t)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_setup(path: str | Path) -> QosSetup:
+    """Read and validate a QoS setup file; errors name the file and the field."""
+    f = load_model_file(QosSetupFile, path)
+    base = Path(path).resolve().parent
+    spec = qos_spec_from_params(f.qos, base)
+    servers = tuple(s.hardware for s in f.pool.servers for _ in range(s.count))
+    return QosSetup(f, spec, HeteroPool(spec, servers, f.pool.noise_cv), base)
+
+
+def training_workload(rng: np.random.Generator, p: TrainWorkloadParams) -> Workload:
+    """One episode's workload, drawn from the training distribution with ``rng``."""
+    lo, hi = np.log(p.rate[0]), np.log(p.rate[1])
+    seed = int(rng.integers(2**31))
+    if rng.random() < p.piecewise_share:
+        n = max(1, int(np.ceil(p.duration_s / p.segment_s)))
+        rates = np.exp(rng.uniform(lo, hi, n))
+        return piecewise(rates, p.duration_s / n, seed)
+    rate = float(np.exp(rng.uniform(lo, hi)))
+    cv = float(rng.uniform(*p.cv))
+    return gamma(rate, cv, p.duration_s, seed)
+
+
+def eval_workloads(setup: QosSetup, quick: bool = False) -> list[tuple[str, int, Workload]]:
+    """Held-out workloads as (name, seed, workload): Gamma at each eval rate per seed, and the trace."""
+    e = setup.file.eval
+    seeds = e.seeds[:2] if quick else e.seeds
+    duration = min(e.duration_s, 10.0) if quick else e.duration_s
+    out = [(f"gamma {r:g}/s cv={e.cv:g}", s, gamma(r, e.cv, duration, s)) for r in e.rates for s in seeds]
+    trace = setup.trace_path()
+    if trace is not None:
+        window = min(e.trace_window_s, 120.0) if quick else e.trace_window_s
+        for k, s in enumerate(seeds):
+            w = from_trace_csv(trace, target_rate=e.trace_rate, start=k * window, duration=window)
+            out.append((f"trace {trace.stem} @{e.trace_rate:g}/s", s, w))
+    return out

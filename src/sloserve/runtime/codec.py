@@ -1,0 +1,328 @@
+"""Tensors on the wire ↔ numpy: the Open Inference Protocol's JSON form, its binary tensor
+extension, and the checks of a request's inputs against a model's metadata.
+
+Every problem raises :class:`ProtocolError` with the HTTP status and a message that says what was
+wrong and where (the front ends turn it into ``{"error": ...}`` or a gRPC status).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sloserve.runtime.backend import DATATYPE_TO_NUMPY, TensorSpec, datatype_of
+
+
+class ProtocolError(Exception):
+    """A request the server cannot take; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    """An output the client asked for, and whether it wants it as binary data."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded inference request, independent of the front end it came through."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: list[RequestedOutput] | None
+    """None: every output, in the model's order."""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    binary_output: bool = False
+    """``binary_data_output``: the default for outputs not listed with their own ``binary_data``."""
+
+
+def element_count(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def check_shape(shape: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+    return tuple(shape)
+
+
+def check_datatype(datatype: Any, where: str) -> np.dtype[Any]:
+    if not isinstance(datatype, str) or datatype not in DATATYPE_TO_NUMPY:
+        raise ProtocolError(
+            f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPE_TO_NUMPY))}"
+        )
+    return DATATYPE_TO_NUMPY[datatype]
+
+
+def tensor_from_bytes(datatype: str, shape: tuple[int, ...], raw: bytes | memoryview, where: str) -> np.ndarray:
+    """A tensor from raw little-endian bytes (``BYTES``: each element 4-byte length-prefixed)."""
+    dtype = check_datatype(datatype, where)
+    count = element_count(shape)
+    if datatype == "BYTES":
+        items: list[bytes] = []
+        view = memoryview(raw)
+        pos = 0
+        while pos < len(view):
+            if pos + 4 > len(view):
+                raise ProtocolError(f"{where}: truncated BYTES element length at byte {pos}")
+            (n,) = struct.unpack_from("<I", view, pos)
+            pos += 4
+            if pos + n > len(view):
+                raise ProtocolError(f"{where}: BYTES element of {n} bytes runs past the data at byte {pos}")
+            items.append(bytes(view[pos : pos + n]))
+            pos += n
+        if len(items) != count:
+            raise ProtocolError(f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count})")
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise ProtocolError(
+            f"{where}: {len(raw)} bytes of data for shape {list(shape)} {datatype} ({expected} expected)"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def tensor_to_bytes(arr: np.ndarray) -> bytes:
+    """Raw little-endian bytes of a tensor (``BYTES``: 4-byte length prefix per element)."""
+    if arr.dtype.kind in ("O", "S", "U"):
+        parts = []
+        for item in arr.reshape(-1):
+            b = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(struct.pack("<I", len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def tensor_from_json(datatype: str, shape: tuple[int, ...], data: Any, where: str) -> np.ndarray:
+    """A tensor from the JSON ``data`` field (flat or nested, row-major)."""
+    dtype = check_datatype(datatype, where)
+    if datatype == "BYTES":
+        flat = _flatten(data, where)
+        arr = np.empty(len(flat), dtype=object)
+        arr[:] = [x.encode() if isinstance(x, str) else _bad_bytes(x, where) for x in flat]
+    else:
+        try:
+            arr = np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"{where}: 'data' does not hold {datatype} values: {exc}") from None
+        if datatype == "BOOL" and not _all_bools(data):
+            raise ProtocolError(f"{where}: 'data' of a BOOL tensor must hold true/false")
+        arr = arr.reshape(-1)
+    if arr.size != element_count(shape):
+        raise ProtocolError(
+            f"{where}: 'data' has {arr.size} elements but shape {list(shape)} needs {element_count(shape)}"
+        )
+    return arr.reshape(shape)
+
+
+def _bad_bytes(value: Any, where: str) -> bytes:
+    raise ProtocolError(f"{where}: BYTES data must be strings, got {type(value).__name__}")
+
+
+def _all_bools(data: Any) -> bool:
+    if isinstance(data, list):
+        return all(_all_bools(x) for x in data)
+    return isinstance(data, bool)
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ProtocolError(f"{where}: 'data' must be a list")
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def tensor_to_json_data(arr: np.ndarray) -> list[Any]:
+    """Flat row-major JSON data of a tensor (``BYTES`` decoded as UTF-8 where possible)."""
+    if arr.dtype.kind in ("O", "S"):
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+    return list(arr.reshape(-1).tolist())
+
+
+# -- HTTP bodies -------------------------------------------------------------------------------
+
+
+def _param_bool(params: Mapping[str, Any], name: str, where: str, default: bool = False) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{where}: parameter {name!r} must be true or false, got {value!r}")
+    return value
+
+
+def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode an infer body: JSON, or a JSON header of ``header_length`` bytes then binary tensors."""
+    if header_length is None or header_length == len(body):
+        header_bytes, tail = body, b""
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise ProtocolError(
+                f"Inference-Header-Content-Length {header_length} is outside the body of {len(body)} bytes"
+            )
+        header_bytes, tail = body[:header_length], body[header_length:]
+    try:
+        doc = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("request body must be a JSON object")
+    unknown = set(doc) - {"id", "parameters", "inputs", "outputs"}
+    if unknown:
+        raise ProtocolError(f"unknown field(s) in request: {sorted(unknown)}")
+    rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise ProtocolError(f"'id' must be a string, got {rid!r}")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError("'parameters' must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError("'inputs' must be a non-empty list")
+    inputs: dict[str, np.ndarray] = {}
+    view = memoryview(tail)
+    offset = 0
+    for i, item in enumerate(raw_inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            raise ProtocolError(f"{where} must be a JSON object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"{where}: 'name' must be a non-empty string")
+        where = f"input {name!r}"
+        if name in inputs:
+            raise ProtocolError(f"{where} appears twice")
+        shape = check_shape(item.get("shape"), where)
+        datatype = item.get("datatype")
+        check_datatype(datatype, where)
+        iparams = item.get("parameters") or {}
+        if not isinstance(iparams, dict):
+            raise ProtocolError(f"{where}: 'parameters' must be a JSON object")
+        size = iparams.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ProtocolError(f"{where}: binary_data_size must be a non-negative integer")
+            if offset + size > len(view):
+                raise ProtocolError(
+                    f"{where}: binary_data_size {size} runs past the binary data "
+                    f"({len(view) - offset} bytes left)"
+                )
+            inputs[name] = tensor_from_bytes(datatype, shape, view[offset : offset + size], where)
+            offset += size
+        else:
+            if "data" not in item:
+                raise ProtocolError(f"{where}: neither 'data' nor parameters.binary_data_size given")
+            inputs[name] = tensor_from_json(datatype, shape, item["data"], where)
+    if offset != len(view):
+        raise ProtocolError(f"{len(view) - offset} bytes of binary data left over after the inputs")
+    binary_default = _param_bool(params, "binary_data_output", "parameters")
+    outputs = None
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise ProtocolError("'outputs' must be a list")
+        outputs = []
+        for i, item in enumerate(raw_outputs):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ProtocolError(f"outputs[{i}] must be an object with a 'name'")
+            oparams = item.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise ProtocolError(f"outputs[{i}]: 'parameters' must be a JSON object")
+            binary = _param_bool(oparams, "binary_data", f"output {item['name']!r}", binary_default)
+            outputs.append(RequestedOutput(item["name"], binary))
+    return InferRequest(rid, inputs, outputs, params, binary_default)
+
+
+def encode_http_infer(
+    model: str,
+    version: str,
+    request: InferRequest,
+    outputs: Mapping[str, np.ndarray],
+    order: Sequence[str],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header length when binary tensors follow it (else None)."""
+    wanted = request.outputs or [RequestedOutput(name, request.binary_output) for name in order]
+    entries = []
+    blobs = []
+    for out in wanted:
+        arr = outputs[out.name]
+        entry: dict[str, Any] = {"name": out.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
+        if out.binary:
+            blob = tensor_to_bytes(arr)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = tensor_to_json_data(arr)
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
+    if request.id is not None:
+        doc["id"] = request.id
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+# -- checks against the model ------------------------------------------------------------------
+
+
+def check_inputs(
+    inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], batching: bool
+) -> dict[str, np.ndarray]:
+    """The inputs in the model's order, after checking names, datatypes and shapes.
+
+    For a batching model every input carries the batch dimension first and it must be 1 (sloserve
+    schedules one sample per request and forms batches itself).
+    """
+    known = {s.name for s in specs}
+    unknown = [n for n in inputs if n not in known]
+    if unknown:
+        raise ProtocolError(f"unknown input(s) {unknown}; the model takes {[s.name for s in specs]}")
+    missing = [s.name for s in specs if s.name not in inputs]
+    if missing:
+        raise ProtocolError(f"missing input(s) {missing}; the model takes {[s.name for s in specs]}")
+    out = {}
+    for spec in specs:
+        arr = inputs[spec.name]
+        got = datatype_of(arr.dtype)
+        if got != spec.datatype:
+            raise ProtocolError(f"input {spec.name!r}: datatype {got}, but the model takes {spec.datatype}")
+        shape = tuple(arr.shape)
+        if not spec.accepts(shape):
+            raise ProtocolError(
+                f"input {spec.name!r}: shape {list(shape)} does not match the model's {list(spec.shape)}"
+            )
+        if batching and shape[0] != 1:
+            raise ProtocolError(
+                f"input {spec.name!r}: batch dimension {shape[0]}; sloserve takes one sample per "
+                f"request (batch dimension 1) and batches requests itself"
+            )
+        out[spec.name] = arr
+    return out

@@ -1,0 +1,164 @@
+"""The Open Inference Protocol's HTTP/REST routes, independent of the HTTP stack carrying them.
+
+:meth:`HttpApi.handle` takes a method, a path, lower-cased headers and the body, and returns an
+:class:`HttpResponse`. :mod:`sloserve.runtime.http_server` carries it over raw asyncio + httptools;
+``benchmarks/http_stack.py`` carries the same object over other stacks to compare them.
+
+Routes: ``GET /v2``, ``/v2/health/live|ready``, ``/v2/models/{m}[/versions/{v}]`` (metadata),
+``.../ready``, ``.../config``, ``.../stats``, ``GET /v2/models/stats``, ``POST .../infer``,
+``POST /v2/repository/index``, ``POST /v2/repository/models/{m}/load|unload``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from sloserve.core.config import ConfigError
+from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
+from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
+
+log = logging.getLogger("sloserve.runtime")
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    """What a route returns; the stack adds ``content-length`` and connection headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(doc: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def error_response(message: str, status: int) -> HttpResponse:
+    return json_response({"error": message}, status)
+
+
+def _empty(ok: bool) -> HttpResponse:
+    return HttpResponse(200 if ok else 503, b"", "text/plain")
+
+
+class HttpApi:
+    """Routes requests to an :class:`InferenceServer`; see the module docstring."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+
+    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
+        """Called once per HTTP request; never raises."""
+        parts = [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
+        model: str | None = None
+        try:
+            if not parts or parts[0] != "v2":
+                raise ProtocolError(f"no route for {method} {path}", 404)
+            rest = parts[1:]
+            if len(rest) >= 2 and rest[0] == "models" and rest[1] != "stats":
+                model = rest[1]
+            return await self._route(method, rest, headers, body)
+        except ProtocolError as exc:
+            if exc.status == 400 and model is not None:
+                self.server.count_bad_request(model)
+            return error_response(exc.message, exc.status)
+        except ConfigError as exc:
+            return error_response(str(exc), 400)
+        except Exception as exc:
+            log.exception("internal error on %s %s", method, path)
+            return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    async def _route(
+        self, method: str, rest: list[str], headers: Mapping[str, str], body: bytes
+    ) -> HttpResponse:
+        server = self.server
+        if not rest:
+            _method(method, "GET")
+            return json_response(server.server_metadata())
+        head = rest[0]
+        if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+            _method(method, "GET")
+            return _empty(server.live if rest[1] == "live" else server.ready)
+        if head == "models":
+            if rest[1:] == ["stats"]:
+                _method(method, "GET")
+                return json_response(server.model_stats())
+            if len(rest) < 2:
+                raise ProtocolError("no route: a model name is needed after /v2/models/", 404)
+            name, tail = rest[1], rest[2:]
+            version = None
+            if len(tail) >= 2 and tail[0] == "versions":
+                version, tail = tail[1], tail[2:]
+            return await self._model_route(method, name, version, tail, headers, body)
+        if head == "repository":
+            _method(method, "POST")
+            if rest[1:] == ["index"]:
+                return json_response(server.repository.index())
+            if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
+                if rest[3] == "load":
+                    await server.repository.load(rest[2])
+                else:
+                    await server.repository.unload(rest[2])
+                return HttpResponse(200, b"")
+        raise ProtocolError(f"no route for {method} /v2/{'/'.join(rest)}", 404)
+
+    async def _model_route(
+        self,
+        method: str,
+        name: str,
+        version: str | None,
+        tail: list[str],
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> HttpResponse:
+        server = self.server
+        if tail == ["infer"]:
+            _method(method, "POST")
+            return await self._infer(name, version, headers, body)
+        _method(method, "GET")
+        if not tail:
+            return json_response(server.model_metadata(name, version))
+        if tail == ["ready"]:
+            return _empty(server.model_ready(name, version))
+        if tail == ["config"]:
+            return json_response(server.model_config(name, version))
+        if tail == ["stats"]:
+            return json_response(server.model_stats(name, version))
+        raise ProtocolError(f"no route for {method} .../models/{name}/{'/'.join(tail)}", 404)
+
+    async def _infer(
+        self, name: str, version: str | None, headers: Mapping[str, str], body: bytes
+    ) -> HttpResponse:
+        self.server.model(name, version)  # 404 before decoding a body meant for no model
+        raw_length = headers.get(HEADER_LENGTH)
+        header_length = None
+        if raw_length is not None:
+            try:
+                header_length = int(raw_length)
+            except ValueError:
+                raise ProtocolError(f"Inference-Header-Content-Length must be an integer, got {raw_length!r}") from None
+        request = decode_http_infer(body, header_length)
+        model, outputs = await self.server.infer(
+            name, version, request, header_timeout_ms=headers.get(TIMEOUT_HEADER), payload_bytes=len(body)
+        )
+        data, json_length = encode_http_infer(
+            model.name, model.version, request, outputs, [s.name for s in model.outputs]
+        )
+        if json_length is None:
+            return HttpResponse(200, data)
+        return HttpResponse(
+            200, data, "application/octet-stream", [("Inference-Header-Content-Length", str(json_length))]
+        )
+
+
+def _method(got: str, want: str) -> None:
+    if got != want:
+        raise ProtocolError(f"method {got} not allowed here; use {want}", 405)

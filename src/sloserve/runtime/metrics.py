@@ -1,0 +1,111 @@
+"""Prometheus metrics with Triton's names, plus sloserve's SLO metrics, read from the model loops.
+
+A collector reads each loaded model's :class:`~sloserve.runtime.model_loop.ModelStats` at scrape
+time, so the metrics, the ``stats`` extension and the loop count the same events once.
+
+Triton's names (labels ``model``, ``version``): ``nv_inference_request_success``,
+``nv_inference_request_failure{reason}``, ``nv_inference_count``, ``nv_inference_exec_count``,
+``nv_inference_pending_request_count``, ``nv_inference_queue_duration_us``,
+``nv_inference_compute_infer_duration_us``, ``nv_inference_request_duration_us``.
+sloserve's: ``sloserve_slo_met_total``, ``sloserve_slo_missed_total``,
+``sloserve_requests_dropped_total{reason}``, ``sloserve_instance_cores{instance}``,
+``sloserve_instances``, ``sloserve_batch_size`` (histogram of executed batch sizes),
+``sloserve_bad_requests_total`` (malformed requests for no loaded model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from sloserve.runtime.server import InferenceServer
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+REFUSALS = frozenset({"deadline_unreachable", "deadline_expired", "queue_timeout", "queue_full", "unavailable"})
+
+
+class ServerCollector(Collector):
+    """Collects the metrics above from an :class:`InferenceServer` (call on the loop's thread)."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        success = CounterMetricFamily("nv_inference_request_success", "Successful inference requests", labels=labels)
+        failure = CounterMetricFamily(
+            "nv_inference_request_failure", "Failed inference requests", labels=[*labels, "reason"]
+        )
+        count = CounterMetricFamily("nv_inference_count", "Inferences performed (samples)", labels=labels)
+        execs = CounterMetricFamily("nv_inference_exec_count", "Batch executions", labels=labels)
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count", "Requests received and not yet answered", labels=labels
+        )
+        queue = CounterMetricFamily("nv_inference_queue_duration_us", "Cumulative queue time", labels=labels)
+        compute = CounterMetricFamily(
+            "nv_inference_compute_infer_duration_us", "Cumulative compute time", labels=labels
+        )
+        request = CounterMetricFamily(
+            "nv_inference_request_duration_us", "Cumulative end-to-end request time", labels=labels
+        )
+        met = CounterMetricFamily("sloserve_slo_met", "Requests answered within their deadline", labels=labels)
+        missed = CounterMetricFamily("sloserve_slo_missed", "Requests answered after their deadline", labels=labels)
+        dropped = CounterMetricFamily(
+            "sloserve_requests_dropped", "Requests refused by reason", labels=[*labels, "reason"]
+        )
+        cores = GaugeMetricFamily("sloserve_instance_cores", "Threads per instance", labels=[*labels, "instance"])
+        instances = GaugeMetricFamily("sloserve_instances", "Instances serving", labels=labels)
+        batch = HistogramMetricFamily("sloserve_batch_size", "Sizes of executed batches", labels=labels)
+        repository = self.server._repository
+        models = list(repository.models.values()) if repository is not None else []
+        for m in models:
+            lv = [m.name, m.version]
+            s = m.loop.stats
+            success.add_metric(lv, s.success_count)
+            for reason, n in sorted(s.failures.items()):
+                failure.add_metric([*lv, reason], n)
+                if reason in REFUSALS:
+                    dropped.add_metric([*lv, reason], n)
+            count.add_metric(lv, s.success_count)
+            execs.add_metric(lv, s.execution_count)
+            pending.add_metric(lv, len(m.loop.pending))
+            queue.add_metric(lv, s.queue_ns / 1e3)
+            compute.add_metric(lv, s.compute_ns / 1e3)
+            request.add_metric(lv, (s.success_ns + s.fail_ns) / 1e3)
+            met.add_metric(lv, s.slo_met)
+            missed.add_metric(lv, s.slo_missed)
+            live = [v for v in m.loop.views.values() if v.id not in m.loop.retiring]
+            instances.add_metric(lv, len(live))
+            for v in live:
+                cores.add_metric([*lv, str(v.id)], v.cores)
+            buckets, total, acc = [], 0.0, 0
+            for bound in BATCH_BUCKETS:
+                acc = sum(n for size, n in s.batch_sizes.items() if size <= bound)
+                buckets.append((str(bound), acc))
+            buckets.append(("+Inf", sum(s.batch_sizes.values())))
+            total = float(sum(size * n for size, n in s.batch_sizes.items()))
+            batch.add_metric(lv, buckets, total)
+        bad = CounterMetricFamily("sloserve_bad_requests", "Malformed requests for no loaded model")
+        bad.add_metric([], self.server.bad_requests)
+        yield from (success, failure, count, execs, pending, queue, compute, request)
+        yield from (met, missed, dropped, cores, instances, batch, bad)
+
+
+def metrics_registry(server: InferenceServer) -> CollectorRegistry:
+    """A registry holding only this server's collector (tests may run several servers)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format of ``registry``."""
+    return generate_latest(registry)

@@ -1,0 +1,490 @@
+"""The serving loop of one model: a thin driver around the same policy objects the simulator runs.
+
+It feeds the model's :class:`~sloserve.policies.base.Scheduler` with ``now`` from a
+:class:`~sloserve.runtime.clock.Clock`, in the contract's order (``submit`` on arrival,
+``decide`` after arrivals / completions / a ``WaitUntil``, ``on_complete`` when a batch ends,
+``drain`` on abort), and carries out what it returns: ``Dispatch`` → the instance's
+:class:`~sloserve.runtime.instances.InstanceRunner`, ``Drop`` → the request is refused with its
+reason (or, with ``serve_late``, queued again without a deadline), ``WaitUntil`` → a timer. A
+scaler, when configured, is called every ``interval`` seconds with a
+:class:`~sloserve.core.cluster.WindowStats` and its decisions are applied in place.
+
+Every request ends exactly once, through :meth:`ModelLoop._end`. Everything here runs on one
+thread (the event loop's); instances call back through their ``post``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sloserve.core.cluster import InstanceView, WindowStats
+from sloserve.core.decisions import (
+    Dispatch,
+    Drop,
+    DropReason,
+    ScaleDecision,
+    SetInstanceCores,
+    SetInstanceCount,
+    SetMaxBatch,
+    WaitUntil,
+)
+from sloserve.core.profiles import ModelProfile
+from sloserve.core.request import Batch, Request
+from sloserve.policies.base import Scaler, Scheduler
+from sloserve.runtime.clock import Clock, TimerHandle, Timers
+from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
+from sloserve.runtime.model_config import ModelConfig
+
+log = logging.getLogger("sloserve.runtime")
+
+LATE_REASONS = frozenset(
+    {DropReason.DEADLINE_UNREACHABLE, DropReason.DEADLINE_EXPIRED, DropReason.QUEUE_TIMEOUT}
+)
+"""Drop reasons that ``serve_late`` turns into "run it anyway, without a deadline"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The request ran; its outputs by name."""
+
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The request ended without an answer."""
+
+    reason: DropReason
+    message: str
+
+
+Outcome = Answer | Refusal
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: Request
+    inputs: Tensors
+    done: Callable[[Outcome], None]
+    deadline: float
+    """The deadline the request arrived with (kept when ``serve_late`` lifts it)."""
+    dispatched: float = math.nan
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Cumulative counts of one loaded model (what the stats extension and metrics report)."""
+
+    arrivals: int = 0
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    """Failed requests by reason (a :class:`DropReason` value, or ``bad_request``)."""
+    queue_count: int = 0
+    queue_ns: int = 0
+    compute_count: int = 0
+    compute_ns: int = 0
+    """Compute time of the batches, attributed to each request they carried."""
+    execution_count: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    batch_ns: Counter[int] = field(default_factory=Counter)
+    slo_met: int = 0
+    slo_missed: int = 0
+    last_inference_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    arrivals: int = 0
+    completed: int = 0
+    dropped: int = 0
+    met: int = 0
+    latencies: list[float] = field(default_factory=list)
+    min_budget: float = math.inf
+
+
+SpawnInstance = Callable[[int, int], InstanceRunner]
+"""``spawn(instance_id, threads)`` makes a (not yet started) instance of the model."""
+
+
+class ModelLoop:
+    """Serves one model; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        scheduler: Scheduler,
+        *,
+        clock: Clock,
+        timers: Timers,
+        spawn: SpawnInstance,
+        scaler: Scaler | None = None,
+        profile: ModelProfile | None = None,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.profile = profile
+        self.clock = clock
+        self.timers = timers
+        self.spawn = spawn
+        self.wall_ms = wall_ms
+        self.views: dict[int, InstanceView] = {}
+        self.runners: dict[int, InstanceRunner] = {}
+        self.retiring: set[int] = set()
+        self.starting: set[int] = set()
+        self.pending: dict[int, _Pending] = {}
+        self.stats = ModelStats()
+        self.accepting = False
+        self.on_dispatch: Callable[[float, Dispatch], None] | None = None
+        """Hook for tests and traces: called with every dispatch as it is carried out."""
+        self.on_drop: Callable[[float, Drop], None] | None = None
+        """Hook for tests and traces: called with every drop as it is carried out."""
+        self._ids = itertools.count()
+        self._request_ids = itertools.count()
+        self._timer: TimerHandle | None = None
+        self._timer_at = math.inf
+        self._scaler_timer: TimerHandle | None = None
+        self._window = _Window(clock.now())
+        self._closed_callbacks: list[Callable[[], None]] = []
+        self._closing = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, runners: list[InstanceRunner] | None = None) -> None:
+        """Called once: starts the given instances (or ``instance_group.count`` new ones) and the scaler."""
+        self.accepting = True
+        if runners is None:
+            self.set_instance_count(self.config.instance_group.count)
+        else:
+            for runner in runners:
+                self._add(runner)
+        if self.scaler is not None:
+            self._scaler_timer = self.timers.call_at(self.clock.now() + self.scaler.interval, self._tick)
+
+    @property
+    def ready(self) -> bool:
+        """Accepting requests and (unless configured with no instances) with an instance up."""
+        if not self.accepting:
+            return False
+        return any(v.available for v in self.views.values()) or not self.views
+
+    def close(self, on_closed: Callable[[], None] | None = None) -> None:
+        """Stop accepting; queued and running requests still end normally; then stop the instances."""
+        self.accepting = False
+        self._closing = True
+        if on_closed is not None:
+            self._closed_callbacks.append(on_closed)
+        self._maybe_closed()
+
+    def abort(self, reason: DropReason = DropReason.UNAVAILABLE) -> None:
+        """End every queued request with ``reason`` (running batches still finish)."""
+        now = self.clock.now()
+        for drop in self.scheduler.drain(now, reason):
+            self._end(now, drop.request.id, Refusal(drop.reason, self._reason_text(drop.reason)))
+        self._maybe_closed()
+
+    @property
+    def closed(self) -> bool:
+        """Closed and every request ended."""
+        return self._closing and not self.pending
+
+    def _maybe_closed(self) -> None:
+        if not self._closing or self.pending:
+            return
+        for handle in (self._timer, self._scaler_timer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._scaler_timer = None
+        for iid in list(self.runners):
+            self._finalize(iid)
+        callbacks, self._closed_callbacks = self._closed_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def record_failure(self, reason: str) -> None:
+        """Count a request refused before it reached the scheduler (e.g. ``bad_request``)."""
+        self.stats.fail_count += 1
+        self.stats.failures[reason] += 1
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        inputs: Tensors,
+        done: Callable[[Outcome], None],
+        *,
+        budget: float | None = None,
+        priority: int = 0,
+        payload_bytes: int = 0,
+    ) -> None:
+        """Called by a front end for each request; ``done`` is called exactly once with the outcome.
+
+        ``budget`` is the request's own deadline budget in seconds (None: the model's default).
+        """
+        now = self.clock.now()
+        rid = next(self._request_ids)
+        if not self.accepting:
+            self.stats.fail_count += 1
+            self.stats.failures[DropReason.UNAVAILABLE.value] += 1
+            done(Refusal(DropReason.UNAVAILABLE, f"model {self.name!r} is not accepting requests"))
+            return
+        slo = self.config.deadline_budget(budget)
+        deadline = now + slo if slo is not None else math.inf
+        request = Request(rid, self.name, now, deadline, priority, payload_bytes)
+        self.pending[rid] = _Pending(request, inputs, done, deadline)
+        self.stats.arrivals += 1
+        window = self._window
+        window.arrivals += 1
+        window.min_budget = min(window.min_budget, deadline - now)
+        drop = self.scheduler.submit(now, request)
+        if drop is not None:
+            self._carry_out_drop(now, drop)
+        self._decide(now)
+
+    def _decide(self, now: float) -> None:
+        again = True
+        while again:
+            again = False
+            wait: float | None = None
+            for decision in self.scheduler.decide(now, list(self.views.values())):
+                if isinstance(decision, Dispatch):
+                    self._dispatch(now, decision)
+                elif isinstance(decision, Drop):
+                    again |= self._carry_out_drop(now, decision)
+                elif isinstance(decision, WaitUntil):
+                    wait = decision.time
+            self._set_timer(wait)
+
+    def _set_timer(self, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = math.inf if when is None else when
+        if when is not None:
+            self._timer = self.timers.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._decide(self.clock.now())
+
+    def _dispatch(self, now: float, decision: Dispatch) -> None:
+        batch = decision.batch
+        view = self.views[decision.instance]
+        view.in_flight += 1
+        estimate = self.profile.latency(batch.size, view.cores) if self.profile is not None else 0.0
+        view.busy_until = max(now, view.busy_until) + estimate
+        inputs = []
+        for r in batch.requests:
+            pending = self.pending[r.id]
+            pending.dispatched = now
+            self.stats.queue_count += 1
+            self.stats.queue_ns += int((now - r.arrival) * 1e9)
+            inputs.append(pending.inputs)
+        if batch.padding and inputs:
+            inputs.extend([inputs[0]] * batch.padding)
+        if self.on_dispatch is not None:
+            self.on_dispatch(now, decision)
+        self.runners[view.id].submit(inputs, lambda result: self._batch_done(batch, view.id, result))
+
+    def _batch_done(self, batch: Batch, iid: int, result: BatchResult) -> None:
+        now = self.clock.now()
+        view = self.views[iid]
+        view.in_flight -= 1
+        if view.in_flight == 0:
+            view.busy_until = min(view.busy_until, now)
+        self.scheduler.on_complete(now, batch, view, result.compute_s)
+        stats = self.stats
+        stats.execution_count += 1
+        stats.batch_sizes[batch.size] += 1
+        stats.batch_ns[batch.size] += int(result.compute_s * 1e9)
+        if self.wall_ms is not None:
+            stats.last_inference_ms = self.wall_ms()
+        for i, r in enumerate(batch.requests):
+            if result.outputs is None:
+                outcome: Outcome = Refusal(DropReason.FAILED, f"inference failed: {result.error}")
+            else:
+                stats.compute_count += 1
+                stats.compute_ns += int(result.compute_s * 1e9)
+                outcome = Answer(result.outputs[i])
+            self._end(now, r.id, outcome)
+        if iid in self.retiring and view.in_flight == 0:
+            self._finalize(iid)
+        self._decide(now)
+        self._maybe_closed()
+
+    def _carry_out_drop(self, now: float, drop: Drop) -> bool:
+        """End the dropped request, or (``serve_late``) queue it again without a deadline.
+
+        Returns whether a request was queued again (``decide`` must then be asked once more).
+        """
+        if self.on_drop is not None:
+            self.on_drop(now, drop)
+        if self.config.serve_late and drop.reason in LATE_REASONS and not math.isinf(drop.request.deadline):
+            relaxed = dataclasses.replace(drop.request, deadline=math.inf)
+            self.pending[relaxed.id].request = relaxed
+            again = self.scheduler.submit(now, relaxed)
+            if again is None:
+                return True
+            drop = again
+        self._end(now, drop.request.id, Refusal(drop.reason, self._reason_text(drop.reason)))
+        return False
+
+    def _reason_text(self, reason: DropReason) -> str:
+        texts = {
+            DropReason.DEADLINE_UNREACHABLE: "the request cannot finish before its deadline",
+            DropReason.DEADLINE_EXPIRED: "the request's deadline passed while it waited",
+            DropReason.QUEUE_TIMEOUT: "the request's timeout expired while it was queued",
+            DropReason.QUEUE_FULL: "the model's queue is full",
+            DropReason.UNAVAILABLE: f"model {self.name!r} is unavailable",
+            DropReason.FAILED: "inference failed",
+        }
+        return f"{texts.get(reason, 'refused')} ({reason.value})"
+
+    def _end(self, now: float, rid: int, outcome: Outcome) -> None:
+        pending = self.pending.pop(rid)  # KeyError here would mean a request ended twice
+        request = pending.request
+        duration_ns = int((now - request.arrival) * 1e9)
+        stats = self.stats
+        window = self._window
+        if isinstance(outcome, Answer):
+            stats.success_count += 1
+            stats.success_ns += duration_ns
+            window.completed += 1
+            window.latencies.append(now - request.arrival)
+            if now <= pending.deadline:
+                stats.slo_met += 1
+                window.met += 1
+            else:
+                stats.slo_missed += 1
+        else:
+            stats.fail_count += 1
+            stats.fail_ns += duration_ns
+            stats.failures[outcome.reason.value] += 1
+            window.dropped += 1
+        pending.done(outcome)
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def _add(self, runner: InstanceRunner | None = None) -> int:
+        iid = next(self._ids)
+        threads = self.config.instance_group.threads
+        if runner is None:
+            runner = self.spawn(iid, threads)
+        self.views[iid] = InstanceView(
+            iid,
+            self.name,
+            cores=threads,
+            max_concurrency=self.config.instance_group.max_concurrency,
+            available=False,
+        )
+        self.runners[iid] = runner
+        self.starting.add(iid)
+        runner.start(lambda error: self._instance_ready(iid, error))
+        return iid
+
+    def _instance_ready(self, iid: int, error: str | None) -> None:
+        self.starting.discard(iid)
+        if iid not in self.views:
+            return
+        if error is not None:
+            log.error("model %s: instance %d failed to start: %s", self.name, iid, error)
+            del self.views[iid]
+            del self.runners[iid]
+            self.retiring.discard(iid)
+            return
+        if iid in self.retiring:
+            self._finalize(iid)
+            return
+        self.views[iid].available = True
+        self._decide(self.clock.now())
+
+    def _finalize(self, iid: int) -> None:
+        runner = self.runners.pop(iid, None)
+        self.views.pop(iid, None)
+        self.retiring.discard(iid)
+        if runner is not None:
+            runner.stop()
+
+    def set_instance_count(self, count: int) -> None:
+        """Add or retire instances until ``count`` serve; retiring ones finish their batches first."""
+        live = sorted(i for i in self.views if i not in self.retiring)
+        for _ in range(count - len(live)):
+            self._add()
+        for iid in reversed(live[count:] if count < len(live) else []):
+            self.retiring.add(iid)
+            view = self.views[iid]
+            view.available = False
+            if view.in_flight == 0 and iid not in self.starting:  # a starting one ends when ready
+                self._finalize(iid)
+
+    def set_instance_threads(self, iid: int, threads: int) -> None:
+        """Change the threads of instance ``iid`` in place (batches in flight are not disturbed)."""
+        view = self.views.get(iid)
+        if view is None or threads < 1:
+            return
+        view.cores = threads
+        self.runners[iid].resize(threads)
+
+    def set_max_batch(self, max_batch: int) -> None:
+        """Cap the batches the scheduler forms (never above the model's ``max_batch_size``)."""
+        self.scheduler.set_max_batch(max(1, min(max_batch, self.config.batch_cap)))
+
+    def apply(self, decision: ScaleDecision) -> None:
+        """Carry out one scaler decision (bounded by the model's ``autoscaling`` limits)."""
+        if isinstance(decision, SetInstanceCount):
+            bounds = self.config.autoscaling
+            self.set_instance_count(max(bounds.min_replicas, min(bounds.max_replicas, decision.count)))
+        elif isinstance(decision, SetInstanceCores):
+            self.set_instance_threads(decision.instance, decision.cores)
+        elif isinstance(decision, SetMaxBatch):
+            self.set_max_batch(decision.max_batch)
+
+    def _tick(self) -> None:
+        scaler = self.scaler
+        assert scaler is not None
+        now = self.clock.now()
+        window, self._window = self._window, _Window(now)
+        latencies = sorted(window.latencies)
+        live = [v for v in self.views.values() if v.id not in self.retiring]
+        stats = WindowStats(
+            start=window.start,
+            end=now,
+            arrivals=window.arrivals,
+            completed=window.completed,
+            dropped=window.dropped,
+            met=window.met,
+            mean_latency=sum(latencies) / len(latencies) if latencies else 0.0,
+            p95_latency=latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else 0.0,
+            queue_length=len(self.scheduler),
+            instances=len(live),
+            cores=sum(v.cores for v in live),
+            max_batch=self.scheduler.max_batch,
+            min_remaining_budget=window.min_budget,
+        )
+        for decision in scaler.on_tick(now, stats):
+            self.apply(decision)
+        self._decide(now)
+        if self.accepting:
+            self._scaler_timer = self.timers.call_at(now + scaler.interval, self._tick)
+
+    def instances_summary(self) -> Mapping[int, InstanceView]:
+        """The instances serving now (read-only use)."""
+        return self.views

@@ -1,0 +1,281 @@
+"""The model repository: which models are loaded, loading / unloading / reloading them while serving.
+
+Each loaded model is a :class:`LoadedModel`: its validated configuration, its tensor metadata and
+the :class:`~sloserve.runtime.model_loop.ModelLoop` that serves it, whose instances are
+:class:`~sloserve.runtime.instances.LocalInstance` workers around an execution backend. A reload
+builds the new version first, switches new requests to it, then lets the old one drain: requests
+in flight never fail because of a reload or an unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sloserve.core.config import ConfigError
+from sloserve.core.profile_io import load_profiles
+from sloserve.core.profiles import ModelProfile
+from sloserve.policies.base import PolicyContext, Scaler
+from sloserve.policies.registry import make_scaler, make_scheduler
+from sloserve.runtime.backend import ExecutionBackend, TensorSpec
+from sloserve.runtime.clock import AsyncioTimers, Clock
+from sloserve.runtime.codec import ProtocolError
+from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, Tensors
+from sloserve.runtime.model_config import ModelConfig, find_config, load_model_config
+from sloserve.runtime.model_loop import ModelLoop
+from sloserve.runtime.stacking import BatchInputError, split_outputs, stack_requests
+
+log = logging.getLogger("sloserve.runtime")
+
+BackendFactory = Callable[[Path, ModelConfig, int], ExecutionBackend]
+"""``factory(model_dir, config, threads)`` builds one instance's backend (called on a worker thread)."""
+
+
+def onnx_backend(model_dir: Path, config: ModelConfig, threads: int) -> ExecutionBackend:
+    """The ``onnxruntime`` backend: one ONNX Runtime session on ``model_dir / model_file``."""
+    from sloserve.runtime.onnx_backend import OnnxBackend
+
+    path = model_dir / config.model_file
+    if not path.is_file():
+        raise ConfigError(f"{model_dir}: model_file: {config.model_file!r} not found")
+    return OnnxBackend(path, threads)
+
+
+BACKENDS: dict[str, BackendFactory] = {"onnxruntime": onnx_backend}
+"""Backend name (the config's ``backend``) → factory."""
+
+
+def batch_runner(allow_padding: bool) -> BatchRunner:
+    """Runs one batch: stack (padding if allowed), run, split; requests whose tensors cannot be
+    stacked together run in groups of equal shapes."""
+
+    def run(backend: ExecutionBackend, requests: Sequence[Tensors]) -> list[dict[str, np.ndarray]]:
+        if len(requests) == 1:
+            return [backend.run(requests[0])]
+        try:
+            stacked = stack_requests(requests, backend.inputs, backend.outputs, allow_padding=allow_padding)
+        except BatchInputError:
+            groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+            for i, req in enumerate(requests):
+                groups[tuple(a.shape[1:] for a in req.values())].append(i)
+            if len(groups) == 1:
+                raise
+            out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+            for members in groups.values():
+                for i, result in zip(members, run(backend, [requests[i] for i in members]), strict=True):
+                    out[i] = result
+            return [o for o in out if o is not None]
+        return split_outputs(backend.run(stacked.inputs), stacked.sizes)
+
+    return run
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A model being served."""
+
+    name: str
+    version: str
+    config: ModelConfig
+    directory: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    loop: ModelLoop
+
+    @property
+    def batching(self) -> bool:
+        """Whether requests carry a batch dimension that sloserve batches along."""
+        return self.config.max_batch_size > 0
+
+    @property
+    def platform(self) -> str:
+        return "onnxruntime_onnx" if self.config.backend == "onnxruntime" else self.config.backend
+
+
+class ModelRepository:
+    """Models under ``root``, loaded on request; all methods run on the event loop's thread."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+        post: Post,
+        backends: Mapping[str, BackendFactory] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.clock = clock
+        self.loop = loop
+        self.post = post
+        self.backends = {**BACKENDS, **(backends or {})}
+        self.models: dict[str, LoadedModel] = {}
+        self.failed: dict[str, str] = {}
+        """Models whose last load failed, with the reason (the repository index shows it)."""
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._draining: set[ModelLoop] = set()
+
+    def model_names(self) -> list[str]:
+        """Sub-directories of the root that look like models (have a config or a model file)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and (find_config(d) or (d / "model.onnx").is_file())
+        )
+
+    def index(self) -> list[dict[str, str]]:
+        """The repository extension's index: every model on disk or loaded, with its state."""
+        out = []
+        for name in sorted(set(self.model_names()) | set(self.models) | set(self.failed)):
+            entry = {"name": name}
+            if name in self.models:
+                model = self.models[name]
+                entry |= {"version": model.version, "state": "READY" if model.loop.ready else "LOADING"}
+            elif name in self.failed:
+                entry |= {"state": "UNAVAILABLE", "reason": self.failed[name]}
+            else:
+                entry |= {"state": "UNAVAILABLE", "reason": "unloaded"}
+            out.append(entry)
+        return out
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model; :class:`ProtocolError` 404 for an unknown model or version."""
+        model = self.models.get(name)
+        if model is None:
+            raise ProtocolError(f"unknown model {name!r}" + (" (not loaded)" if name in self.failed else ""), 404)
+        if version not in (None, "", model.version):
+            raise ProtocolError(f"unknown version {version!r} of model {name!r} (serving {model.version!r})", 404)
+        return model
+
+    async def load(self, name: str) -> LoadedModel:
+        """Load (or reload) model ``name``; :class:`ConfigError` / ``ValueError`` name what is wrong."""
+        async with self._locks[name]:
+            try:
+                model = await self._build(name)
+            except Exception as exc:
+                self.failed[name] = str(exc)
+                raise
+            self.failed.pop(name, None)
+            old = self.models.get(name)
+            self.models[name] = model
+            if old is not None:
+                self._retire(old)
+            log.info("model loaded", extra={"model": name, "version": model.version})
+            return model
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name``; requests already queued or running still end normally."""
+        async with self._locks[name]:
+            model = self.models.pop(name, None)
+            if model is None:
+                raise ProtocolError(f"unknown model {name!r}", 404)
+            done = self._retire(model)
+        await done
+        log.info("model unloaded", extra={"model": name})
+
+    def _retire(self, model: LoadedModel) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._draining.add(model.loop)
+
+        def closed() -> None:
+            self._draining.discard(model.loop)
+            if not done.done():
+                done.set_result(None)
+
+        model.loop.close(closed)
+        return done
+
+    async def close(self, timeout: float) -> None:
+        """Unload everything, waiting up to ``timeout`` seconds for queued requests; then refuse the rest."""
+        waits = [self._retire(m) for m in self.models.values()]
+        self.models.clear()
+        loops = list(self._draining)
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            if pending:
+                for model_loop in loops:
+                    model_loop.abort()
+                await asyncio.wait(pending, timeout=max(1.0, timeout))
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests not yet ended, over every model (draining ones included)."""
+        loops = {m.loop for m in self.models.values()} | self._draining
+        return sum(len(m.pending) for m in loops)
+
+    async def _build(self, name: str) -> LoadedModel:
+        directory = self.root / name
+        if not directory.is_dir():
+            raise ProtocolError(f"no model {name!r} in the repository {self.root}", 404)
+        config = load_model_config(directory)
+        source = str(find_config(directory) or directory)
+        factory = self.backends.get(config.backend)
+        if factory is None:
+            raise ConfigError(f"{source}: backend: unknown backend {config.backend!r}; known: {sorted(self.backends)}")
+        profile = self._profile(directory, config, name)
+        ctx = PolicyContext(
+            model=name,
+            max_batch=config.batch_cap,
+            profile=profile,
+            slo=config.slo_ms * 1e-3 if config.slo_ms is not None else None,
+            default_priority=config.default_priority,
+            priority_levels=config.priority_levels,
+            max_queue_size=config.queue_policy.max_queue_size,
+        )
+        try:
+            scheduler = make_scheduler(config.scheduler.name, ctx, config.scheduler_params())
+        except ValueError as exc:
+            raise ConfigError(f"{source}: scheduler: {exc}") from None
+        scaler: Scaler | None = None
+        if config.scaler is not None:
+            try:
+                scaler = make_scaler(config.scaler.name, ctx, config.scaler.params)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: scaler: {exc}") from None
+        threads = config.instance_group.threads
+        count = config.instance_group.count
+        backends = await asyncio.gather(
+            *(asyncio.to_thread(factory, directory, config, threads) for _ in range(max(1, count)))
+        )
+        first = backends[0]
+        run_batch = batch_runner(config.allow_padding)
+
+        def make(threads: int, backend: ExecutionBackend | None = None) -> LocalInstance:
+            return LocalInstance(
+                name, lambda t: factory(directory, config, t), threads, self.post, run_batch, backend
+            )
+
+        model_loop = ModelLoop(
+            name,
+            config,
+            scheduler,
+            clock=self.clock,
+            timers=AsyncioTimers(self.loop, self.clock),
+            spawn=lambda iid, t: make(t),
+            scaler=scaler,
+            profile=profile,
+            wall_ms=lambda: int(time.time() * 1000),
+        )
+        model_loop.start([make(threads, b) for b in backends[:count]])
+        if count == 0:
+            first.close()
+        return LoadedModel(name, config.version, config, directory, first.inputs, first.outputs, model_loop)
+
+    def _profile(self, directory: Path, config: ModelConfig, name: str) -> ModelProfile | None:
+        if config.profile is None:
+            return None
+        profiles = load_profiles(directory / config.profile)
+        try:
+            return profiles.get(name)
+        except KeyError:
+            raise ConfigError(f"{directory / config.profile}: no profile for model {name!r}") from None

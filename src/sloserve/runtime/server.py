@@ -1,0 +1,310 @@
+"""The inference server's core, shared by the HTTP and gRPC front ends.
+
+:class:`InferenceServer` owns the model repository and the server's life cycle (starting → ready →
+draining → stopped, which the health endpoints report truthfully), turns a decoded request into a
+submission to the model's loop, and builds the metadata, configuration and statistics documents
+both front ends return (in Triton's JSON shapes; the gRPC front end parses them into protobufs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sloserve
+from sloserve.core.decisions import DropReason
+from sloserve.runtime.clock import Clock, MonotonicClock
+from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
+from sloserve.runtime.model_loop import Answer, Outcome
+from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
+
+log = logging.getLogger("sloserve.runtime")
+
+SERVER_NAME = "sloserve"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "model_repository", "schedule_policy")
+"""Protocol extensions listed in ``GET /v2``."""
+
+TIMEOUT_HEADER = "x-slo-timeout-ms"
+"""HTTP header (gRPC metadata key) with a request's deadline budget in milliseconds, for clients
+that cannot set the ``timeout`` parameter (microseconds). The parameter wins when both are given."""
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest request body accepted (413 beyond it)."""
+
+
+class ServerState(StrEnum):
+    """Where the server is in its life; ``/v2/health/ready`` is 200 only in ``READY``."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+_STATUS = {
+    DropReason.FAILED: 500,
+}
+
+
+def refusal_status(reason: DropReason) -> int:
+    """HTTP status of a refused request: 500 for a failed batch, 503 for everything else."""
+    return _STATUS.get(reason, 503)
+
+
+class InferenceServer:
+    """See the module docstring. All methods run on the event loop's thread."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        models: list[str] | None = None,
+        backends: Mapping[str, BackendFactory] | None = None,
+        clock: Clock | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self.repository_root = Path(repository)
+        self.initial_models = models
+        self.backends = backends
+        self.clock = clock or MonotonicClock()
+        self.max_body_bytes = max_body_bytes
+        self.state = ServerState.STARTING
+        self._repository: ModelRepository | None = None
+        self.bad_requests = 0
+        """Requests refused before reaching a model (malformed, unknown model, ...)."""
+
+    @property
+    def repository(self) -> ModelRepository:
+        if self._repository is None:
+            raise ProtocolError("the server is starting", 503)
+        return self._repository
+
+    async def start(self) -> None:
+        """Load the initial models (all in the repository unless a list was given); then ready.
+
+        A model that fails to load is logged and listed as UNAVAILABLE in the repository index.
+        """
+        loop = asyncio.get_running_loop()
+
+        def post(callback: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(callback)
+            except RuntimeError:  # the loop has closed: nobody waits for the answer any more
+                pass
+
+        self._repository = ModelRepository(
+            self.repository_root, clock=self.clock, loop=loop, post=post, backends=self.backends
+        )
+        names = self.initial_models if self.initial_models is not None else self._repository.model_names()
+        for name in names:
+            try:
+                await self._repository.load(name)
+            except Exception as exc:
+                log.error("model failed to load", extra={"model": name, "error": str(exc)})
+        self.state = ServerState.READY
+        log.info("server ready", extra={"models": sorted(self._repository.models)})
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, let queued ones finish (up to ``timeout`` seconds), stop instances."""
+        if self.state in (ServerState.DRAINING, ServerState.STOPPED):
+            return
+        self.state = ServerState.DRAINING
+        log.info("server draining", extra={"pending": self.pending_requests})
+        if self._repository is not None:
+            await self._repository.close(timeout)
+        self.state = ServerState.STOPPED
+        log.info("server stopped")
+
+    @property
+    def live(self) -> bool:
+        return self.state != ServerState.STOPPED
+
+    @property
+    def ready(self) -> bool:
+        return self.state == ServerState.READY
+
+    @property
+    def pending_requests(self) -> int:
+        return self._repository.pending_requests if self._repository is not None else 0
+
+    def model(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model (404 if unknown); 503 while the server is not ready."""
+        if self.state in (ServerState.DRAINING, ServerState.STOPPED):
+            raise ProtocolError("the server is shutting down", 503)
+        return self.repository.get(name, version)
+
+    def count_bad_request(self, name: str) -> None:
+        """Record a request refused as malformed (400): on the model's failures when it is loaded."""
+        model = self._repository.models.get(name) if self._repository is not None else None
+        if model is None:
+            self.bad_requests += 1
+        else:
+            model.loop.record_failure("bad_request")
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            return self.model(name, version).loop.ready
+        except ProtocolError:
+            return False
+
+    # -- inference -------------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        *,
+        header_timeout_ms: str | None = None,
+        payload_bytes: int = 0,
+    ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
+        """Run one request; :class:`ProtocolError` (400/404/503/500) when it cannot be answered."""
+        model = self.model(name, version)
+        inputs = check_inputs(request.inputs, model.inputs, model.batching)
+        if request.outputs is not None:
+            known = {o.name for o in model.outputs}
+            unknown = [o.name for o in request.outputs if o.name not in known]
+            if unknown:
+                raise ProtocolError(f"unknown output(s) {unknown}; the model has {sorted(known)}")
+        budget = _budget(request.parameters, header_timeout_ms)
+        priority = _priority(request.parameters, model.config.priority_levels)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        model.loop.submit(inputs, future.set_result, budget=budget, priority=priority, payload_bytes=payload_bytes)
+        outcome = await future
+        if isinstance(outcome, Answer):
+            return model, outcome.outputs
+        raise ProtocolError(outcome.message, refusal_status(outcome.reason))
+
+    # -- documents -------------------------------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": sloserve.__version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.model(name, version)
+        return {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": model.platform,
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.inputs],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.outputs],
+        }
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Triton's model configuration JSON (``dims`` without the batch dimension when batching)."""
+        model = self.model(name, version)
+        c = model.config
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            skip = 1 if model.batching else 0
+            return [
+                {"name": s.name, "data_type": "TYPE_" + ("STRING" if s.datatype == "BYTES" else s.datatype),
+                 "dims": list(s.shape[skip:])}
+                for s in specs
+            ]
+
+        own = {
+            "slo_ms": c.slo_ms,
+            "serve_late": c.serve_late,
+            "scheduler": c.scheduler.name,
+            "scaler": c.scaler.name if c.scaler is not None else None,
+        }
+        return {
+            "name": model.name,
+            "platform": model.platform,
+            "backend": c.backend,
+            "version_policy": {"specific": {"versions": [model.version]}},
+            "max_batch_size": c.max_batch_size,
+            "input": tensors(model.inputs),
+            "output": tensors(model.outputs),
+            "dynamic_batching": {
+                "preferred_batch_size": list(c.preferred_batch_size),
+                "max_queue_delay_microseconds": c.max_queue_delay_microseconds,
+                "priority_levels": c.priority_levels,
+                "default_priority_level": c.default_priority_level,
+                "default_queue_policy": {
+                    "timeout_action": c.queue_policy.timeout_action,
+                    "default_timeout_microseconds": c.queue_policy.default_timeout_microseconds,
+                    "allow_timeout_override": c.queue_policy.allow_timeout_override,
+                    "max_queue_size": c.queue_policy.max_queue_size,
+                },
+            },
+            "instance_group": [
+                {"name": f"{model.name}_0", "kind": "KIND_CPU", "count": len(model.loop.views)}
+            ],
+            "parameters": {k: {"string_value": str(v)} for k, v in own.items() if v is not None},
+        }
+
+    def model_stats(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        """Triton's statistics extension document for one model or all loaded models."""
+        models = [self.model(name, version)] if name else list(self.repository.models.values())
+        return {"model_stats": [_stats_of(m) for m in models]}
+
+
+def _duration(count: int, ns: int) -> dict[str, int]:
+    return {"count": count, "ns": ns}
+
+
+def _stats_of(model: LoadedModel) -> dict[str, Any]:
+    s = model.loop.stats
+    zero = _duration(0, 0)
+    return {
+        "name": model.name,
+        "version": model.version,
+        "last_inference": s.last_inference_ms,
+        "inference_count": s.success_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {
+            "success": _duration(s.success_count, s.success_ns),
+            "fail": _duration(s.fail_count, s.fail_ns),
+            "queue": _duration(s.queue_count, s.queue_ns),
+            "compute_input": zero,
+            "compute_infer": _duration(s.compute_count, s.compute_ns),
+            "compute_output": zero,
+            "cache_hit": zero,
+            "cache_miss": zero,
+        },
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": _duration(count, 0),
+                "compute_infer": _duration(count, s.batch_ns[size]),
+                "compute_output": _duration(count, 0),
+            }
+            for size, count in sorted(s.batch_sizes.items())
+        ],
+    }
+
+
+def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
+    """The request's own deadline budget in seconds: ``timeout`` (µs) parameter, else the header."""
+    timeout = params.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ProtocolError(f"parameter 'timeout' must be a non-negative number of microseconds, got {timeout!r}")
+        return timeout * 1e-6 if timeout > 0 else None
+    if header_ms is not None:
+        try:
+            value = float(header_ms)
+        except ValueError:
+            value = math.nan
+        if not value >= 0 or math.isinf(value):
+            raise ProtocolError(f"header X-SLO-Timeout-Ms must be a non-negative number, got {header_ms!r}")
+        return value * 1e-3 if value > 0 else None
+    return None
+
+
+def _priority(params: Mapping[str, Any], levels: int) -> int:
+    priority = params.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        raise ProtocolError(f"parameter 'priority' must be a non-negative integer, got {priority!r}")
+    if priority > levels:
+        raise ProtocolError(f"priority {priority} is beyond the model's {levels} priority level(s)")
+    return priority

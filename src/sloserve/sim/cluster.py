@@ -1,0 +1,918 @@
+"""The simulated cluster: drives each model's scheduler (and scaler) on an :class:`EventLoop`.
+
+One :class:`ModelSetup` per model says how it is served: profile, scheduler, instances, cores,
+noise, scaler. :func:`simulate` runs a workload through them and returns a :class:`SimResult`.
+:class:`Simulation` is the same run as an object, for drivers that step it (an RL environment
+stopping at decision points, a test inspecting state).
+
+Model of execution (what the driver does, in order of the policy contract in
+:mod:`sloserve.policies.base`):
+
+- **Arrival** at ``t``: a ``Request`` is made from the workload row, ``scheduler.submit`` is
+  called, then ``scheduler.decide``.
+- **Dispatch** of a batch of size ``b`` on an instance with ``c`` cores: service time is
+  ``profile.latency(b, c, k) × noise`` where ``k`` is the number of batches running at that moment
+  on the shared hardware, this one included (all instances of a model share one machine unless
+  ``shared_hardware=False``, then only the instance's own concurrent batches count). The factor
+  is fixed at dispatch: batches already running keep their service time (with
+  ``dynamic_slowdown=True`` instead, running batches progress at ``1/s(k)`` for the current ``k``,
+  so a later batch slows them down too). Noise is a seeded
+  multiplier with mean 1 and CV ``noise_cv`` (lognormal or gamma; gamma with CV 1 makes exponential
+  service times), times ``tail_noise.factor`` with probability ``tail_noise.probability``.
+- **Completion**: ``scheduler.on_complete`` then ``scheduler.decide``.
+- **Receive path** (optional): a driver may set :attr:`Simulation.arrival_hook`; arrivals then go
+  to it, and it hands each request to the scheduler later through :meth:`Simulation.deliver`.
+- **WaitUntil(t)**: ``decide`` is called again at ``t`` (the earliest requested time is kept).
+- **Scaling** every ``scaler.interval`` s: ``scaler.on_tick(now, WindowStats)``; the decisions
+  are applied: ``SetInstanceCount`` adds instances that become available after
+  ``actuation_delay + cold_start`` (and cost from the decision on) or removes the newest ones
+  (a running batch finishes first); ``SetInstanceCores`` takes effect after ``actuation_delay``,
+  the instance serving on meanwhile (in-place resize); ``SetMaxBatch`` applies at once.
+- **End of run**: after the last arrival the simulation runs on until no batch, wake-up or
+  actuation is pending. Requests still queued then (a scheduler holding them forever, or no
+  instance left) are drained with ``DropReason.UNAVAILABLE`` and count as misses. So every
+  request ends exactly once; the driver checks it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+
+from sloserve.core.cluster import InstanceView, WindowStats
+from sloserve.core.decisions import (
+    Dispatch,
+    Drop,
+    DropReason,
+    ScaleDecision,
+    SetInstanceCores,
+    SetInstanceCount,
+    SetMaxBatch,
+    WaitUntil,
+)
+from sloserve.core.hardware import Hardware
+from sloserve.core.profiles import ModelProfile
+from sloserve.core.request import Batch, Request
+from sloserve.policies.base import Scaler, Scheduler
+from sloserve.sim.engine import EventLoop
+from sloserve.sim.metrics import LatencyHistogram, Metrics, MetricsCollector, combine, merged_histogram
+from sloserve.sim.workload import StreamedWorkload, Workload, WorkloadLike
+
+DROP_CODES: tuple[DropReason, ...] = tuple(DropReason)
+"""Outcome codes in :class:`Outcomes`: ``-1`` = completed, ``i`` = dropped for ``DROP_CODES[i]``."""
+_CODE = {r: i for i, r in enumerate(DROP_CODES)}
+
+
+@dataclass(frozen=True)
+class TailNoise:
+    """Occasional stragglers: with ``probability`` a batch takes ``factor`` times longer."""
+
+    probability: float
+    factor: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 1:
+            raise ValueError(f"tail_noise.probability must lie in [0, 1], got {self.probability}")
+        if not self.factor >= 1:
+            raise ValueError(f"tail_noise.factor must be >= 1, got {self.factor}")
+
+
+@dataclass
+class ModelSetup:
+    """How one model is served in a simulation."""
+
+    name: str
+    """Model name (requests carry it; scale decisions name it)."""
+    profile: ModelProfile
+    """Batch latency of the model on its hardware."""
+    scheduler: Scheduler
+    """The policy that queues, batches and dispatches (one per setup; it keeps state)."""
+    instances: int = 1
+    """Instances at the start."""
+    cores: int = 1
+    """Cores of each instance at the start (and of instances added later)."""
+    hardware: str = "cpu"
+    """Hardware type name (prices come from ``simulate(hardware_prices=...)``)."""
+    scaler: Scaler | None = None
+    """Called every ``scaler.interval`` seconds with a ``WindowStats``; None = fixed resources."""
+    noise_cv: float = 0.0
+    """Coefficient of variation of the service-time multiplier (0 = deterministic)."""
+    noise: Literal["lognormal", "gamma"] = "lognormal"
+    """Distribution of the multiplier (mean 1); ``gamma`` with ``noise_cv=1`` is exponential."""
+    actuation_delay: float = 0.0
+    """Seconds for a core change to take effect, and for an added instance to be placed."""
+    cold_start: float = 0.0
+    """Extra seconds before an added instance serves (loading the model)."""
+    max_concurrency: int = 1
+    """Batches one instance may run at once."""
+    tail_noise: TailNoise | None = None
+    """Optional stragglers on top of ``noise``."""
+    shared_hardware: bool = True
+    """True: all instances of this model share a machine, so concurrent batches slow each other by
+    the profile's ``s(k)``; False: each instance is on its own machine."""
+    dynamic_slowdown: bool = False
+    """False: a batch's slowdown ``s(k)`` is fixed at dispatch. True: batches sharing hardware
+    progress at rate ``1/s(k)`` for the current ``k``, so a batch started later slows the running
+    ones too (their completions move); CoFB's throttle is judged under this model."""
+
+    def __post_init__(self) -> None:
+        if self.instances < 0:
+            raise ValueError(f"model {self.name!r}: instances must be >= 0, got {self.instances}")
+        if self.cores < 1:
+            raise ValueError(f"model {self.name!r}: cores must be >= 1, got {self.cores}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"model {self.name!r}: max_concurrency must be >= 1")
+        if not (math.isfinite(self.noise_cv) and self.noise_cv >= 0):
+            raise ValueError(f"model {self.name!r}: noise_cv must be finite and >= 0, got {self.noise_cv}")
+        if self.noise not in ("lognormal", "gamma"):
+            raise ValueError(f"model {self.name!r}: noise must be 'lognormal' or 'gamma', got {self.noise!r}")
+        for attr in ("actuation_delay", "cold_start"):
+            v = getattr(self, attr)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"model {self.name!r}: {attr} must be finite and >= 0, got {v}")
+
+
+@dataclass(frozen=True, eq=False)
+class Outcomes:
+    """Per-request results (``record=True``), indexed by request id (= row of the workload)."""
+
+    arrival: np.ndarray
+    deadline: np.ndarray
+    start: np.ndarray
+    """When its batch started (NaN if dropped)."""
+    finish: np.ndarray
+    """When it was answered or dropped."""
+    code: np.ndarray
+    """-1 = completed; otherwise index into :data:`DROP_CODES`."""
+    batch_size: np.ndarray
+    """Size of the batch it ran in (0 if dropped)."""
+    instance: np.ndarray
+    """Instance id it ran on (-1 if dropped)."""
+    model: np.ndarray
+    """Model index."""
+    service: np.ndarray
+    """Service time of its batch (NaN if dropped)."""
+
+    @property
+    def completed(self) -> np.ndarray:
+        """Mask of answered requests."""
+        return self.code == -1  # type: ignore[no-any-return]
+
+    @property
+    def latency(self) -> np.ndarray:
+        """finish − arrival (drops included: time until dropped)."""
+        return self.finish - self.arrival  # type: ignore[no-any-return]
+
+    @property
+    def met(self) -> np.ndarray:
+        """Mask of requests answered by their deadline."""
+        return self.completed & (self.finish <= self.deadline)
+
+
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """One row per ``timeline_interval`` of simulated time (totals over all models)."""
+
+    time: np.ndarray
+    """End of each interval."""
+    rate: np.ndarray
+    """Arrivals per second in the interval."""
+    throughput: np.ndarray
+    """Answers per second in the interval."""
+    attainment: np.ndarray
+    """Met / (completed + dropped) in the interval (NaN when nothing ended)."""
+    mean_batch: np.ndarray
+    """Mean size of batches started in the interval (0 when none)."""
+    max_batch: np.ndarray
+    """Largest batch cap of the schedulers at the end of the interval."""
+    instances: np.ndarray
+    cores: np.ndarray
+    queue: np.ndarray
+    """Requests waiting at the end of the interval."""
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: np.asarray(v).tolist() for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """What :func:`simulate` returns."""
+
+    metrics: Metrics
+    timeline: Timeline
+    outcomes: Outcomes | None = None
+    """Per-request arrays when run with ``record=True``."""
+    seed: int = 0
+    workload: str = ""
+    """The workload's description."""
+    models: tuple[str, ...] = ()
+    histogram: LatencyHistogram | None = None
+    """Latency distribution of answered requests (all models): CDF plots use it."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form data a caller attaches (e.g. wall-clock time of the run)."""
+
+
+class _Instance(InstanceView):
+    """Driver-side instance state: the view the policies see, plus bookkeeping."""
+
+    __slots__ = ("removing", "setup_index")
+
+    def __init__(self, id: int, model: str, cores: int, hardware: str, max_concurrency: int) -> None:
+        super().__init__(id, model, cores, hardware, 0, max_concurrency, 0.0, True)
+        self.removing = False
+        self.setup_index = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Sharing:
+    """A running batch under ``dynamic_slowdown``: work left (seconds at k = 1) and its end event."""
+
+    batch: Batch
+    instance: _Instance
+    size: int
+    remaining: float
+    started: float
+    handle: int = -1
+
+
+class _Model:
+    """State of one model in a run: its instances, collector, noise, pending wake-up."""
+
+    def __init__(self, sim: Simulation, index: int, setup: ModelSetup, seed: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.sharing: dict[int, list[_Sharing]] = {}
+        """Running batches per hardware group (``dynamic_slowdown`` only): -1 shared, else instance id."""
+        self.sharing_at: dict[int, float] = {}
+        self.setup = setup
+        self.name = setup.name
+        self.profile = setup.profile
+        self.scheduler = setup.scheduler
+        self.collector = MetricsCollector()
+        self.instances: list[_Instance] = []
+        self.running = 0
+        self.wake_handle = -1
+        self.wake_time = math.inf
+        self.pending_actuations = 0
+        self.cores_total = 0
+        self.n_instances = 0
+        self.last_account = 0.0
+        self.rng = np.random.default_rng([seed, index])
+        self._noise: list[float] = []
+        self._noise_i = 0
+        self.fixed_noise = setup.noise_cv == 0 and setup.tail_noise is None
+        # window for scalers / timeline
+        self.win_latencies: list[float] | None = [] if setup.scaler is not None else None
+        self.win_min_budget = math.inf
+        self.win_mark = (0, 0, 0, 0)
+        self.batch_count_mark = (0, 0)
+        self.batch_started = 0
+        self.batch_sum = 0
+        for _ in range(setup.instances):
+            self.add_instance(available_at=None)
+
+    # -- resources ------------------------------------------------------------------------------
+
+    def account(self, now: float) -> None:
+        """Charge held cores and instances up to ``now``."""
+        dt = now - self.last_account
+        if dt > 0:
+            self.collector.core_seconds += self.cores_total * dt
+            self.collector.instance_seconds += self.n_instances * dt
+            self.last_account = now
+
+    def add_instance(self, available_at: float | None) -> _Instance:
+        sim = self.sim
+        self.account(sim.loop.now)
+        inst = _Instance(
+            sim.next_instance_id, self.name, self.setup.cores, self.setup.hardware, self.setup.max_concurrency
+        )
+        inst.setup_index = self.index
+        sim.next_instance_id += 1
+        sim.instance_owner[inst.id] = inst
+        self.instances.append(inst)
+        self.cores_total += inst.cores
+        self.n_instances += 1
+        if available_at is not None:
+            inst.available = False
+            self.pending_actuations += 1
+            sim.loop.at(available_at, partial(self._instance_ready, inst))
+        return inst
+
+    def _instance_ready(self, inst: _Instance) -> None:
+        self.pending_actuations -= 1
+        if not inst.removing:
+            inst.available = True
+            self.decide()
+
+    def remove_instance(self, inst: _Instance) -> None:
+        inst.removing = True
+        inst.available = False
+        if inst.in_flight == 0:
+            self._forget(inst)
+
+    def _forget(self, inst: _Instance) -> None:
+        self.account(self.sim.loop.now)
+        self.instances.remove(inst)
+        self.cores_total -= inst.cores
+        self.n_instances -= 1
+        del self.sim.instance_owner[inst.id]
+
+    def set_count(self, count: int) -> None:
+        if count < 0:
+            raise ValueError(f"model {self.name!r}: SetInstanceCount({count}) must be >= 0")
+        active = [i for i in self.instances if not i.removing]
+        now = self.sim.loop.now
+        for _ in range(count - len(active)):
+            self.add_instance(available_at=now + self.setup.actuation_delay + self.setup.cold_start)
+        for inst in sorted(active, key=lambda i: i.id, reverse=True)[: max(0, len(active) - count)]:
+            self.remove_instance(inst)
+
+    def set_cores(self, inst: _Instance, cores: int) -> None:
+        if cores < 1:
+            raise ValueError(f"instance {inst.id}: SetInstanceCores({cores}) must be >= 1")
+        delay = self.setup.actuation_delay
+        if delay <= 0:
+            self._apply_cores(inst, cores, pending=False)
+        else:
+            self.pending_actuations += 1
+            self.sim.loop.after(delay, partial(self._apply_cores, inst, cores, True))
+
+    def _apply_cores(self, inst: _Instance, cores: int, pending: bool) -> None:
+        if pending:
+            self.pending_actuations -= 1
+        if inst.id not in self.sim.instance_owner:
+            return
+        self.account(self.sim.loop.now)
+        self.cores_total += cores - inst.cores
+        inst.cores = cores
+        self.decide()
+
+    # -- service times --------------------------------------------------------------------------
+
+    def noise(self) -> float:
+        if self.fixed_noise:
+            return 1.0
+        i = self._noise_i
+        if i >= len(self._noise):
+            self._noise = self._draw_noise(4096)
+            i = 0
+        self._noise_i = i + 1
+        return self._noise[i]
+
+    def _draw_noise(self, n: int) -> list[float]:
+        s, rng = self.setup, self.rng
+        cv = s.noise_cv
+        if cv == 0:
+            x = np.ones(n)
+        elif s.noise == "gamma":
+            shape = 1.0 / (cv * cv)
+            x = rng.gamma(shape, 1.0 / shape, n)
+        else:
+            sigma2 = math.log1p(cv * cv)
+            x = rng.lognormal(-sigma2 / 2, math.sqrt(sigma2), n)
+        if s.tail_noise is not None and s.tail_noise.probability > 0:
+            x = np.where(rng.random(n) < s.tail_noise.probability, x * s.tail_noise.factor, x)
+        return x.tolist()
+
+    # -- the policy loop ------------------------------------------------------------------------
+
+    def decide(self) -> None:
+        """Ask the scheduler and carry out what it returns."""
+        sim = self.sim
+        now = sim.loop.now
+        for d in self.scheduler.decide(now, self.instances):
+            t = type(d)
+            if t is Dispatch:
+                self.start(d)  # type: ignore[arg-type]
+            elif t is Drop:
+                sim.end_dropped(self, d.request, d.reason)  # type: ignore[union-attr]
+            elif t is WaitUntil:
+                self.wake_at(d.time)  # type: ignore[union-attr]
+            else:
+                raise TypeError(f"model {self.name!r}: scheduler returned {d!r}, not a decision")
+
+    def wake_at(self, time: float) -> None:
+        loop = self.sim.loop
+        now = loop.now
+        if time <= now:
+            time = math.nextafter(now, math.inf)
+        if time >= self.wake_time and self.wake_handle >= 0 and loop.pending(self.wake_handle):
+            return
+        if self.wake_handle >= 0:
+            loop.cancel(self.wake_handle)
+        self.wake_time = time
+        self.wake_handle = loop.at(time, self._wake)
+
+    def _wake(self) -> None:
+        self.wake_handle = -1
+        self.wake_time = math.inf
+        self.decide()
+
+    def start(self, d: Dispatch) -> None:
+        sim = self.sim
+        now = sim.loop.now
+        batch = d.batch
+        instance = sim.instance_owner.get(d.instance)
+        if instance is None or instance.setup_index != self.index:
+            raise RuntimeError(f"model {self.name!r}: dispatch to unknown instance {d.instance}")
+        if not instance.free:
+            raise RuntimeError(
+                f"model {self.name!r}: dispatch to instance {instance.id} that cannot take a batch "
+                f"(available={instance.available}, in_flight={instance.in_flight})"
+            )
+        size = batch.size
+        if size < 1 or size > self.scheduler.max_batch or not batch.requests:
+            raise RuntimeError(
+                f"model {self.name!r}: batch of {size} ({len(batch.requests)} requests) "
+                f"outside 1..max_batch={self.scheduler.max_batch}"
+            )
+        k = self.running + 1 if self.setup.shared_hardware else instance.in_flight + 1
+        dynamic = self.setup.dynamic_slowdown
+        service = self.profile.latency(size, instance.cores, 1 if dynamic else k) * self.noise()
+        self.running += 1
+        instance.in_flight += 1
+        end = now + service
+        if end > instance.busy_until:
+            instance.busy_until = end
+        self.batch_started += 1
+        self.batch_sum += size
+        self.collector.batch(size)
+        if sim.outcomes is not None:
+            sim.record_start(batch, now, instance.id, size, service)
+        if dynamic:
+            group = self._advance_sharing(instance)
+            group.append(_Sharing(batch, instance, size, service, now))
+            self._reschedule_sharing(group)
+        else:
+            sim.loop.at(end, partial(self.finish, batch, instance, service))
+
+    # -- dynamic slowdown (ModelSetup.dynamic_slowdown) -------------------------------------------
+
+    def _advance_sharing(self, instance: _Instance) -> list[_Sharing]:
+        """Progress the batches sharing ``instance``'s hardware up to now; return that group."""
+        key = -1 if self.setup.shared_hardware else instance.id
+        now = self.sim.loop.now
+        group = self.sharing.setdefault(key, [])
+        dt = now - self.sharing_at.get(key, now)
+        self.sharing_at[key] = now
+        if dt > 0:
+            for r in group:
+                r.remaining = max(0.0, r.remaining - dt / self._factor(r, len(group)))
+        return group
+
+    def _factor(self, r: _Sharing, k: int) -> float:
+        if k <= 1:
+            return 1.0
+        c = r.instance.cores
+        return self.profile.latency(r.size, c, k) / self.profile.latency(r.size, c, 1)
+
+    def _reschedule_sharing(self, group: list[_Sharing]) -> None:
+        loop = self.sim.loop
+        k = len(group)
+        for r in group:
+            if r.handle >= 0:
+                loop.cancel(r.handle)
+            end = loop.now + r.remaining * self._factor(r, k)
+            r.handle = loop.at(end, partial(self._finish_sharing, r))
+            if end > r.instance.busy_until:
+                r.instance.busy_until = end
+
+    def _finish_sharing(self, r: _Sharing) -> None:
+        group = self._advance_sharing(r.instance)
+        group.remove(r)
+        self._reschedule_sharing(group)
+        self.finish(r.batch, r.instance, self.sim.loop.now - r.started)
+
+    def finish(self, batch: Batch, instance: _Instance, service: float) -> None:
+        sim = self.sim
+        now = sim.loop.now
+        self.running -= 1
+        instance.in_flight -= 1
+        reqs = batch.requests
+        self.collector.completed(now, [r.arrival for r in reqs], [r.deadline for r in reqs])
+        if self.win_latencies is not None:
+            self.win_latencies.extend(now - r.arrival for r in reqs)
+        sim.ended += len(reqs)
+        if sim.outcomes is not None:
+            sim.record_finish(reqs, now)
+        self.scheduler.on_complete(now, batch, instance, service)
+        if instance.removing and instance.in_flight == 0:
+            self._forget(instance)
+        self.decide()
+
+    def busy(self) -> bool:
+        """Whether something is still due to happen for this model."""
+        return self.running > 0 or self.pending_actuations > 0 or self.wake_handle >= 0
+
+    # -- scaler -----------------------------------------------------------------------------------
+
+    def window(self, start: float, end: float) -> WindowStats:
+        c = self.collector
+        a0, d0, m0, x0 = self.win_mark
+        lat = self.win_latencies or []
+        stats = WindowStats(
+            start=start,
+            end=end,
+            arrivals=c.arrivals - a0,
+            completed=c.done - d0,
+            dropped=c.n_dropped - x0,
+            met=c.met - m0,
+            mean_latency=float(np.mean(lat)) if lat else 0.0,
+            p95_latency=float(np.percentile(lat, 95)) if lat else 0.0,
+            queue_length=len(self.scheduler),
+            instances=sum(1 for i in self.instances if not i.removing),
+            cores=self.cores_total,
+            max_batch=self.scheduler.max_batch,
+            min_remaining_budget=self.win_min_budget,
+        )
+        self.win_mark = (c.arrivals, c.done, c.met, c.n_dropped)
+        if self.win_latencies is not None:
+            self.win_latencies.clear()
+        self.win_min_budget = math.inf
+        return stats
+
+
+class Simulation:
+    """One simulated run, as an object. :func:`simulate` is ``Simulation(...).run()``.
+
+    Stepping drivers use :attr:`loop`, :meth:`step`, :meth:`run_until`, :meth:`wake` and finally
+    :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelSetup] | ModelSetup,
+        workload: WorkloadLike,
+        *,
+        seed: int = 0,
+        record: bool = False,
+        progress: bool = False,
+        hardware_prices: Mapping[str, Hardware] | None = None,
+        timeline_interval: float = 1.0,
+    ) -> None:
+        setups = [models] if isinstance(models, ModelSetup) else list(models)
+        if not setups:
+            raise ValueError("simulate needs at least one ModelSetup")
+        names = [s.name for s in setups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if len({id(s.scheduler) for s in setups}) != len(setups):
+            raise ValueError("each ModelSetup needs its own scheduler object")
+        if not (timeline_interval > 0 and math.isfinite(timeline_interval)):
+            raise ValueError(f"timeline_interval must be > 0, got {timeline_interval}")
+        self.loop = EventLoop()
+        """The event loop; stepping drivers may schedule their own actions on it."""
+        self.seed = seed
+        self.workload = workload
+        self.hardware_prices = dict(hardware_prices or {})
+        self.timeline_interval = timeline_interval
+        self.next_instance_id = 0
+        self.instance_owner: dict[int, _Instance] = {}
+        self.ended = 0
+        self.arrived = 0
+        self.models = [_Model(self, i, s, seed) for i, s in enumerate(setups)]
+        self._by_name = {m.name: m for m in self.models}
+        self.outcomes: Outcomes | None = None
+        self.arrival_hook: Callable[[Request], None] | None = None
+        """When set (e.g. by CoFB's simulated receive path), each arriving request is handed to it
+        instead of its scheduler; the hook calls :meth:`deliver` when the request reaches the
+        scheduler. Latency still counts from the request's arrival."""
+        if record:
+            if not isinstance(workload, Workload):
+                raise ValueError("record=True needs a Workload held in memory, not a streamed one")
+            n = len(workload)
+            self.outcomes = Outcomes(
+                arrival=workload.arrivals.copy(),
+                deadline=workload.deadline_array.copy(),
+                start=np.full(n, np.nan),
+                finish=np.full(n, np.nan),
+                code=np.full(n, -2, dtype=np.int8),
+                batch_size=np.zeros(n, dtype=np.int32),
+                instance=np.full(n, -1, dtype=np.int32),
+                model=(workload.models.copy() if workload.models is not None else np.zeros(n, np.int64)),
+                service=np.full(n, np.nan),
+            )
+        self._chunks: Iterator[Workload] = iter(workload.chunks())
+        self._offset = 0
+        self._arr: list[float] = []
+        self._dl: list[float] = []
+        self._pr: list[int] = []
+        self._pb: list[int] = []
+        self._md: list[int] | None = None
+        self._j = 0
+        self._next_chunk()
+        self._timeline_rows: list[tuple[float, ...]] = []
+        self._tl_mark = (0, 0, 0, 0, 0, 0)
+        self._progress = progress
+        self._finished: SimResult | None = None
+        self.loop.at(timeline_interval, self._timeline_tick)
+        for m in self.models:
+            if m.setup.scaler is not None:
+                interval = m.setup.scaler.interval
+                if not (interval > 0 and math.isfinite(interval)):
+                    raise ValueError(f"model {m.name!r}: scaler interval must be > 0, got {interval}")
+                self.loop.at(interval, partial(self._scaler_tick, m, 0.0))
+
+    # -- arrivals --------------------------------------------------------------------------------
+
+    def _next_chunk(self) -> bool:
+        self._offset += len(self._arr)
+        self._j = 0
+        for chunk in self._chunks:
+            if len(chunk) == 0:
+                continue
+            self._arr = chunk.arrivals.tolist()
+            self._dl = chunk.deadline_array.tolist()
+            self._pr = chunk.priorities.tolist()
+            self._pb = chunk.payload_bytes.tolist()
+            self._md = None if chunk.models is None else chunk.models.tolist()
+            if self._md is not None and max(self._md) >= len(self.models):
+                raise ValueError(
+                    f"workload names model index {max(self._md)} but only "
+                    f"{len(self.models)} models are set up"
+                )
+            return True
+        self._arr = []
+        return False
+
+    def next_arrival(self) -> float:
+        """Time of the next arrival, ``inf`` when the workload is exhausted."""
+        if self._j >= len(self._arr) and not self._next_chunk():
+            return math.inf
+        return self._arr[self._j]
+
+    def _arrive(self) -> None:
+        """The next arrival happens now (the loop clock must already be at its time)."""
+        j = self._j
+        self._j = j + 1
+        t = self._arr[j]
+        m = self.models[self._md[j]] if self._md is not None else self.models[0]
+        r = Request(self._offset + j, m.name, t, self._dl[j], self._pr[j], self._pb[j])
+        self.arrived += 1
+        m.collector.arrivals += 1
+        if m.win_latencies is not None:
+            budget = r.deadline - t
+            if budget < m.win_min_budget:
+                m.win_min_budget = budget
+        if self.arrival_hook is not None:
+            self.arrival_hook(r)
+            return
+        d = m.scheduler.submit(t, r)
+        if d is not None:
+            self.end_dropped(m, d.request, d.reason)
+        m.decide()
+
+    def deliver(self, request: Request) -> None:
+        """Hand ``request`` (which arrived earlier and went to :attr:`arrival_hook`) to its model's
+        scheduler now."""
+        m = self._by_name[request.model]
+        d = m.scheduler.submit(self.loop.now, request)
+        if d is not None:
+            self.end_dropped(m, d.request, d.reason)
+        m.decide()
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def end_dropped(self, m: _Model, request: Request, reason: DropReason) -> None:
+        now = self.loop.now
+        m.collector.dropped(now, reason.value)
+        self.ended += 1
+        if self.outcomes is not None:
+            o = self.outcomes
+            i = request.id
+            if o.code[i] != -2:
+                raise RuntimeError(f"request {i} ended twice (second time: dropped, {reason.value})")
+            o.code[i] = _CODE[reason]
+            o.finish[i] = now
+
+    def record_start(self, batch: Batch, now: float, instance: int, size: int, service: float) -> None:
+        o = self.outcomes
+        assert o is not None
+        ids = [r.id for r in batch.requests]
+        if np.any(o.code[ids] != -2):
+            raise RuntimeError(f"a request in batch {ids} was already ended before it ran")
+        o.start[ids] = now
+        o.batch_size[ids] = size
+        o.instance[ids] = instance
+        o.service[ids] = service
+
+    def record_finish(self, requests: Sequence[Request], now: float) -> None:
+        o = self.outcomes
+        assert o is not None
+        ids = [r.id for r in requests]
+        if np.any(o.code[ids] != -2):
+            raise RuntimeError(f"a request in {ids} ended twice")
+        o.code[ids] = -1
+        o.finish[ids] = now
+
+    # -- periodic ticks --------------------------------------------------------------------------
+
+    def _more_to_come(self) -> bool:
+        return self.next_arrival() < math.inf or any(m.busy() for m in self.models)
+
+    def _timeline_tick(self) -> None:
+        now = self.loop.now
+        arrivals = sum(m.collector.arrivals for m in self.models)
+        done = sum(m.collector.done for m in self.models)
+        met = sum(m.collector.met for m in self.models)
+        dropped = sum(m.collector.n_dropped for m in self.models)
+        bstart = sum(m.batch_started for m in self.models)
+        bsum = sum(m.batch_sum for m in self.models)
+        a0, d0, m0, x0, b0, s0 = self._tl_mark
+        dt = self.timeline_interval
+        ended = (done - d0) + (dropped - x0)
+        nb = bstart - b0
+        self._timeline_rows.append(
+            (
+                now,
+                (arrivals - a0) / dt,
+                (done - d0) / dt,
+                (met - m0) / ended if ended else math.nan,
+                (bsum - s0) / nb if nb else 0.0,
+                max(m.scheduler.max_batch for m in self.models),
+                sum(sum(1 for i in m.instances if not i.removing) for m in self.models),
+                sum(m.cores_total for m in self.models),
+                sum(len(m.scheduler) for m in self.models),
+            )
+        )
+        self._tl_mark = (arrivals, done, met, dropped, bstart, bsum)
+        if self._more_to_come():
+            self.loop.at(now + dt, self._timeline_tick)
+
+    def _scaler_tick(self, m: _Model, start: float) -> None:
+        scaler = m.setup.scaler
+        assert scaler is not None
+        now = self.loop.now
+        for d in scaler.on_tick(now, m.window(start, now)):
+            self.apply(d)
+        m.decide()
+        if self._more_to_come():
+            self.loop.at(now + scaler.interval, partial(self._scaler_tick, m, now))
+
+    def apply(self, decision: ScaleDecision) -> None:
+        """Carry out one scaling decision now (scalers' decisions go through here)."""
+        if isinstance(decision, SetInstanceCount):
+            self._model_named(decision.model).set_count(decision.count)
+        elif isinstance(decision, SetInstanceCores):
+            inst = self.instance_owner.get(decision.instance)
+            if inst is None:
+                raise RuntimeError(f"SetInstanceCores names unknown instance {decision.instance}")
+            self.models[inst.setup_index].set_cores(inst, decision.cores)
+        elif isinstance(decision, SetMaxBatch):
+            self._model_named(decision.model).scheduler.set_max_batch(decision.max_batch)
+        else:
+            raise TypeError(f"not a scale decision: {decision!r}")
+
+    def _model_named(self, name: str) -> _Model:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise RuntimeError(f"scale decision names unknown model {name!r}") from None
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def wake(self, model: int | str = 0) -> None:
+        """Have the scheduler of ``model`` (index or name) asked to decide at the current time."""
+        m = self._by_name[model] if isinstance(model, str) else self.models[model]
+        self.loop.at(self.loop.now, m.decide)
+
+    def step(self) -> bool:
+        """Process the next arrival or event, whichever comes first; False when both ran out."""
+        t = self.next_arrival()
+        loop = self.loop
+        if loop.peek() <= t:
+            return loop.step()
+        if t == math.inf:
+            return False
+        loop.now = t
+        self._arrive()
+        return True
+
+    def run_until(self, predicate: Callable[[], bool]) -> bool:
+        """Step until ``predicate()`` holds (True) or the run has nothing left (False)."""
+        while not predicate():
+            if not self.step():
+                return False
+        return True
+
+    def run(self) -> SimResult:
+        """Run to the end and return the result."""
+        loop = self.loop
+        heap = loop._heap  # the merge of arrivals with events is the hot path: read the heap directly
+        run_events = loop.run
+        arrive = self._arrive
+        bar = self._start_progress()
+        while True:
+            arr = self._arr
+            n = len(arr)
+            j = self._j
+            while j < n:
+                t = arr[j]
+                if heap and heap[0][0] <= t:
+                    run_events(t)
+                loop.now = t
+                arrive()
+                j = self._j
+            if bar is not None:
+                bar[0].update(bar[1], completed=min(loop.now, self.workload.duration))
+            if not self._next_chunk():
+                break
+        loop.run()
+        if bar is not None:
+            bar[0].update(bar[1], completed=self.workload.duration)
+            bar[0].stop()
+        return self.finish()
+
+    def _start_progress(self) -> Any:
+        if not self._progress:
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        p = Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s simulated"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        p.start()
+        return p, p.add_task("sim", total=max(self.workload.duration, 1e-9))
+
+    def finish(self) -> SimResult:
+        """End the run now: drain what is still queued (UNAVAILABLE), close the books, return the result."""
+        if self._finished is not None:
+            return self._finished
+        now = self.loop.now
+        for m in self.models:
+            for d in m.scheduler.drain(now, DropReason.UNAVAILABLE):
+                self.end_dropped(m, d.request, d.reason)
+        settled = self.next_arrival() == math.inf and not any(m.running for m in self.models)
+        if settled and self.ended != self.arrived:
+            raise RuntimeError(
+                f"{self.arrived} requests arrived but {self.ended} ended: a request was lost or ended twice"
+            )
+        end = max(now, self.workload.duration)
+        for m in self.models:
+            m.account(end)
+        parts = {}
+        for m in self.models:
+            hw = self.hardware_prices.get(m.setup.hardware)
+            price = hw.price_per_hour / hw.cores if hw is not None else 0.0
+            parts[m.name] = (m.collector, price)
+        metrics = combine(parts, self.workload.duration)
+        rows = np.array(self._timeline_rows, dtype=np.float64).reshape(-1, 9)
+        timeline = Timeline(*(rows[:, i].copy() for i in range(9)))
+        self._finished = SimResult(
+            metrics=metrics,
+            timeline=timeline,
+            outcomes=self.outcomes,
+            seed=self.seed,
+            workload=self.workload.description,
+            models=tuple(m.name for m in self.models),
+            histogram=merged_histogram(m.collector for m in self.models),
+        )
+        return self._finished
+
+
+def simulate(
+    models: Sequence[ModelSetup] | ModelSetup,
+    workload: WorkloadLike,
+    *,
+    seed: int = 0,
+    record: bool = False,
+    progress: bool = False,
+    hardware_prices: Mapping[str, Hardware] | None = None,
+    timeline_interval: float = 1.0,
+) -> SimResult:
+    """Run ``workload`` through ``models`` and return metrics, a timeline and (``record=True``)
+    per-request outcomes. ``workload.models`` indexes ``models`` (all requests go to the first
+    model when it is None). ``seed`` drives the service-time noise; the same seed, workload and
+    fresh policies give the same result. See the module docstring for the execution model."""
+    return Simulation(
+        models,
+        workload,
+        seed=seed,
+        record=record,
+        progress=progress,
+        hardware_prices=hardware_prices,
+        timeline_interval=timeline_interval,
+    ).run()
+
+
+__all__ = [
+    "DROP_CODES",
+    "ModelSetup",
+    "Outcomes",
+    "SimResult",
+    "Simulation",
+    "StreamedWorkload",
+    "TailNoise",
+    "Timeline",
+    "simulate",
+]

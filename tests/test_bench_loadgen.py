@@ -1,0 +1,174 @@
+"""The open-loop load generator against small servers: counts, deadlines sent, refusals counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sloserve.bench.loadgen import run_open_loop
+from sloserve.bench.runner import NullServer, make_target, measure_ceiling, run_load
+from sloserve.bench.summary import summarize
+from sloserve.cli import main
+
+REFUSE_BELOW_US = 50_000
+META = {
+    "name": "rec",
+    "versions": ["1"],
+    "platform": "test",
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
+}
+
+
+class RecordingServer:
+    """A tiny OIP HTTP server that records each infer's parameters and refuses tight deadlines."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[int | None] = []
+        self.bodies_ok = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = {
+                    k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status, payload = self._answer(lines[0], headers, body)
+                data = json.dumps(payload).encode()
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    def _answer(
+        self, request_line: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, object]]:
+        if request_line.startswith("GET"):
+            return 200, META
+        head_len = int(headers["inference-header-content-length"])
+        header = json.loads(body[:head_len])
+        raw = body[head_len:]
+        if len(raw) == header["inputs"][0]["parameters"]["binary_data_size"] == 12:
+            self.bodies_ok += 1
+        timeout = header.get("parameters", {}).get("timeout")
+        self.timeouts.append(timeout)
+        if timeout is not None and timeout < REFUSE_BELOW_US:
+            return 503, {"error": "deadline_unreachable: cannot finish in time"}
+        return 200, {"model_name": "rec", "outputs": []}
+
+    def __enter__(self) -> RecordingServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def recorder() -> Iterator[RecordingServer]:
+    with RecordingServer() as server:
+        yield server
+
+
+def test_every_request_is_sent_once_with_its_deadline_and_refusals_count_as_misses(
+    recorder: RecordingServer,
+) -> None:
+    n = 120
+    planned = np.linspace(0.0, 0.3, n)
+    slo = np.where(np.arange(n) % 2 == 0, 0.010, 0.200)  # even: 10 ms (refused), odd: 200 ms
+    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
+
+    async def go() -> object:
+        await target.start()
+        try:
+            return await run_open_loop(target, planned, slo)
+        finally:
+            await target.close()
+
+    res = asyncio.run(go())
+    assert sorted(recorder.timeouts) == sorted(int(s * 1e6) for s in slo)
+    assert recorder.bodies_ok == n
+    s = summarize(res)  # type: ignore[arg-type]
+    assert s["requests"] == n
+    assert s["answered"] == n // 2
+    assert s["failures"] == {"503 deadline_unreachable": n // 2}
+    assert s["attainment"] <= 0.5
+    assert np.all(np.isfinite(res.done))  # type: ignore[attr-defined]
+
+
+def test_a_dead_endpoint_ends_every_request_as_a_transport_failure() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    target = make_target(f"127.0.0.1:{port}", "rec", "http")
+    with pytest.raises(Exception, match=r"[Cc]onnect|refused"):
+        run_load(target, np.zeros(3), 0.1)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_null_server_answers_all_and_the_ceiling_is_measured(protocol: str) -> None:
+    ceiling = measure_ceiling(protocol, requests=300, outstanding=16)  # type: ignore[arg-type]
+    assert ceiling["answered"] == 300
+    assert ceiling["ceiling_rps"] > 0
+
+
+def test_grpc_open_loop_counts_every_request() -> None:
+    with NullServer() as null:
+        res = run_load(make_target(null.grpc, "null", "grpc"), np.linspace(0, 0.2, 50), 0.5)
+    s = summarize(res)
+    assert s["requests"] == 50 and s["answered"] == 50 and s["failures"] == {}
+
+
+def test_bench_command_writes_a_report(recorder: RecordingServer, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    code = main(
+        [
+            "bench",
+            f"127.0.0.1:{recorder.port}",
+            "-m",
+            "rec",
+            "--rate",
+            "100",
+            "--duration",
+            "0.5",
+            "--slo-ms",
+            "100",
+            "--no-ceiling",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["result"]["requests"] == len(recorder.timeouts) > 0
+    assert set(recorder.timeouts) == {100_000}
+    assert (out / "latency_cdf.png").stat().st_size > 0

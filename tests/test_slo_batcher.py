@@ -1,0 +1,199 @@
+"""The SLO-aware batcher: EDF order, deadline-safe maximal batches, early drops, waiting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sloserve.core import AffineProfile, Dispatch, Drop, DropReason, InstanceView, Request, WaitUntil
+from sloserve.policies import PolicyContext, make_scheduler
+from sloserve.policies.slo_batcher import SloBatcher
+
+PROFILE = AffineProfile("m", alpha=0.004, beta=0.001, tail_factor=1.25, max_batch=64)
+
+
+def _tail(b: int) -> float:
+    return PROFILE.tail_latency(b)
+
+
+def _req(i: int, arrival: float, slo: float, priority: int = 0) -> Request:
+    return Request(i, "m", arrival, arrival + slo, priority)
+
+
+def test_batch_is_largest_prefix_meeting_earliest_deadline() -> None:
+    s = SloBatcher(PROFILE, max_batch=32)
+    for i in range(20):
+        s.submit(0.0, _req(i, 0.0, 0.02))  # tail(b) = 1.25 * (4 + b) ms <= 20 ms  ->  b <= 12
+    out = s.decide(0.0, [InstanceView(0, "m")])
+    dispatch = out[0]
+    assert isinstance(dispatch, Dispatch)
+    assert dispatch.batch.size == 12
+    assert len(s) == 8
+
+
+def test_edf_order_and_priority_levels() -> None:
+    s = SloBatcher(PROFILE, max_batch=3)
+    s.submit(0.0, _req(0, 0.0, 0.5))
+    s.submit(0.0, _req(1, 0.0, 0.1))
+    s.submit(0.0, _req(2, 0.0, 0.3, priority=2))  # lower level: after every level-1 request
+    s.submit(0.0, _req(3, 0.0, 0.2))
+    out = s.decide(0.0, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch)
+    assert [r.id for r in out[0].batch.requests] == [1, 3, 0]
+
+
+def test_hopeless_requests_are_dropped_with_a_reason() -> None:
+    s = SloBatcher(PROFILE, max_batch=8)
+    s.submit(0.0, _req(0, 0.0, 0.001))  # cannot finish even alone (tail(1) = 6.25 ms)
+    s.submit(0.0, _req(1, 0.0, 0.1))
+    out = s.decide(0.0, [InstanceView(0, "m")])
+    drops = [d for d in out if isinstance(d, Drop)]
+    assert [(d.request.id, d.reason) for d in drops] == [(0, DropReason.DEADLINE_UNREACHABLE)]
+    # once the batcher has seen an instance, hopeless arrivals are refused at once
+    refused = s.submit(1.0, _req(2, 1.0, 0.002))
+    assert refused is not None and refused.reason is DropReason.DEADLINE_UNREACHABLE
+
+
+def test_cores_and_running_batches_change_the_prediction() -> None:
+    from sloserve.core import SpongeProfile
+
+    sp = SpongeProfile("m", gamma=0.004, delta=0.0, epsilon=0.0, eta=0.001, slowdown=(1.0, 2.0))
+    for cores, in_flight, expected in [(1, 0, 4), (4, 0, 19), (1, 1, 2)]:
+        s = SloBatcher(sp, max_batch=64)
+        for i in range(40):
+            s.submit(0.0, _req(i, 0.0, 0.02))
+        inst = InstanceView(0, "m", cores=cores, in_flight=in_flight, max_concurrency=in_flight + 1)
+        out = s.decide(0.0, [inst])
+        assert isinstance(out[-1], Dispatch), (cores, in_flight, out)
+        assert out[-1].batch.size == expected, (cores, in_flight)
+    # instances on one machine: a batch running on another instance slows this one too
+    for shared, expected in [(True, 2), (False, 4)]:
+        s = SloBatcher(sp, max_batch=64, shared_hardware=shared)
+        for i in range(40):
+            s.submit(0.0, _req(i, 0.0, 0.02))
+        busy = InstanceView(1, "m", in_flight=1)
+        out = s.decide(0.0, [InstanceView(0, "m"), busy])
+        assert isinstance(out[0], Dispatch) and out[0].batch.size == expected, shared
+
+
+def test_waits_when_batches_would_not_keep_up_and_deadlines_allow() -> None:
+    s = SloBatcher(PROFILE, max_batch=32)
+    inst = InstanceView(0, "m")
+    # a high rate: 1 request per 0.2 ms, far more than batches of 2 sustain
+    t = 0.0
+    for i in range(2):
+        s.submit(t, _req(i, t, 0.05))
+        t += 0.0002
+    out = s.decide(t, [inst])
+    assert len(out) == 1 and isinstance(out[0], WaitUntil)
+    # wake-up time: the earliest deadline minus the tail of one more request
+    assert out[0].time == pytest.approx(0.05 - _tail(3))
+
+
+def test_does_not_wait_at_low_rate_or_without_deadline() -> None:
+    s = SloBatcher(PROFILE, max_batch=32)
+    s.submit(0.9, _req(0, 0.9, 0.5))
+    s.submit(1.0, _req(1, 1.0, 0.5))
+    out = s.decide(1.0, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 2
+    s2 = SloBatcher(PROFILE, max_batch=32)
+    for i in range(3):
+        s2.submit(i * 1e-4, Request(i, "m", i * 1e-4))
+    out = s2.decide(3e-4, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 3
+
+
+def test_model_slo_gives_requests_without_deadline_one() -> None:
+    s = SloBatcher(PROFILE, max_batch=32, slo=0.02)
+    for i in range(20):
+        s.submit(0.0, Request(i, "m", 0.0))
+    out = s.decide(0.0, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 12
+
+
+def test_registry_factory_needs_a_profile() -> None:
+    ctx = PolicyContext(model="m", max_batch=16, profile=PROFILE, slo=0.05)
+    s = make_scheduler("slo", ctx)
+    assert isinstance(s, SloBatcher) and s.max_batch == 16 and s.slo == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="profile"):
+        make_scheduler("slo", PolicyContext(model="m", max_batch=16))
+
+
+_request_specs = st.lists(
+    st.tuples(
+        st.floats(0.0, 0.05),  # arrival
+        st.floats(0.0, 0.08),  # slo
+        st.integers(0, 2),  # priority
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=_request_specs,
+    max_batch=st.integers(1, 40),
+    cores=st.integers(1, 4),
+    in_flight=st.integers(0, 1),
+    now_offset=st.floats(0.0, 0.03),
+)
+def test_invariants(
+    specs: list[tuple[float, float, int]], max_batch: int, cores: int, in_flight: int, now_offset: float
+) -> None:
+    profile = AffineProfile("m", alpha=0.003, beta=0.0015, tail_factor=1.2, slowdown=(1.0, 1.6))
+    s = SloBatcher(profile, max_batch=max_batch, default_priority=1)
+    reqs = sorted(
+        (Request(i, "m", a, a + slo, p) for i, (a, slo, p) in enumerate(specs)), key=lambda r: r.arrival
+    )
+    ended: list[Request] = []
+    for r in reqs:
+        drop = s.submit(r.arrival, r)
+        if drop is not None:
+            ended.append(drop.request)
+    now = reqs[-1].arrival + now_offset
+    inst = InstanceView(0, "m", cores=cores, in_flight=in_flight, max_concurrency=in_flight + 1)
+    queued_before = list(s.queue)
+    out = s.decide(now, [inst])
+
+    def tail(b: int) -> float:
+        return profile.tail_latency(b, cores, in_flight + 1)
+
+    def level(r: Request) -> int:
+        return r.priority or 1
+
+    dispatched = [d for d in out if isinstance(d, Dispatch)]
+    drops = [d for d in out if isinstance(d, Drop)]
+    waits = [d for d in out if isinstance(d, WaitUntil)]
+    assert len(dispatched) <= 1 and len(waits) <= 1
+    # drops only the hopeless, with the right reason
+    for d in drops:
+        assert now + tail(1) > d.request.deadline
+        assert d.reason in (DropReason.DEADLINE_UNREACHABLE, DropReason.DEADLINE_EXPIRED)
+    survivors = [r for r in queued_before if r not in {d.request for d in drops}]
+    assert all(now + tail(1) <= r.deadline for r in survivors)
+    # every request ends once or stays queued
+    in_batch = [r for d in dispatched for r in d.batch.requests]
+    left = list(s.queue)
+    assert sorted(r.id for r in ended + [d.request for d in drops] + in_batch + left) == sorted(
+        r.id for r in reqs
+    )
+    if not dispatched:
+        assert not survivors or waits
+        return
+    batch = dispatched[0].batch
+    b = batch.size
+    assert 1 <= b <= max_batch
+    # never predicted to miss
+    assert now + tail(b) <= batch.earliest_deadline
+    # EDF: nothing left behind comes before anything in the batch
+    key = max((level(r), r.deadline, r.id) for r in batch.requests)
+    assert all((level(r), r.deadline, r.id) > key for r in left)
+    # maximal: the next EDF request would make the batch miss (or the cap / queue ends it)
+    if left and b < max_batch:
+        nxt = min(left, key=lambda r: (level(r), r.deadline, r.id))
+        assert now + tail(b + 1) > min(batch.earliest_deadline, nxt.deadline)
+    assert not math.isinf(now)
