@@ -79,18 +79,46 @@ def test_cores_and_running_batches_change_the_prediction() -> None:
         assert isinstance(out[0], Dispatch) and out[0].batch.size == expected, shared
 
 
-def test_waits_when_batches_would_not_keep_up_and_deadlines_allow() -> None:
+def test_waits_only_while_the_next_arrival_is_cheaper_than_idling() -> None:
+    # arrivals every 0.2 ms: sooner than the 1 ms a request adds to a batch, so waiting pays
     s = SloBatcher(PROFILE, max_batch=32)
-    inst = InstanceView(0, "m")
-    # a high rate: 1 request per 0.2 ms, far more than batches of 2 sustain
-    t = 0.0
     for i in range(2):
-        s.submit(t, _req(i, t, 0.05))
-        t += 0.0002
-    out = s.decide(t, [inst])
+        s.submit(i * 0.0002, _req(i, i * 0.0002, 0.05))
+    out = s.decide(0.0004, [InstanceView(0, "m")])
     assert len(out) == 1 and isinstance(out[0], WaitUntil)
-    # wake-up time: the earliest deadline minus the tail of one more request
-    assert out[0].time == pytest.approx(0.05 - _tail(3))
+    assert out[0].time == pytest.approx(0.0004 + 0.0004)  # the expected next arrival
+    # ... but never past the latest start that keeps the earliest deadline with one more request
+    s = SloBatcher(PROFILE, max_batch=32)
+    for i in range(2):
+        s.submit(i * 0.0002, _req(i, i * 0.0002, 0.0093))
+    out = s.decide(0.0004, [InstanceView(0, "m")])
+    assert len(out) == 1 and isinstance(out[0], WaitUntil)
+    assert out[0].time == pytest.approx(0.0093 - _tail(3))
+    # arrivals every 2 ms: idling costs more than the next request adds, so it runs now
+    s = SloBatcher(PROFILE, max_batch=32)
+    for i in range(2):
+        s.submit(i * 0.002, _req(i, i * 0.002, 0.05))
+    out = s.decide(0.004, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 2
+
+
+def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
+    s = SloBatcher(PROFILE, max_batch=16)
+    # a burst: 1 urgent request that limits an EDF prefix to 1, then 30 with room for 16
+    s.submit(0.0, _req(0, 0.0, 0.0075))
+    for i in range(1, 31):
+        s.submit(i * 1e-5, _req(i, i * 1e-5, 0.04))
+    out = s.decide(0.0004, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch)
+    assert out[0].batch.size == 16 and 0 not in [r.id for r in out[0].batch.requests]
+    # at a low rate the urgent request is served first instead
+    s = SloBatcher(PROFILE, max_batch=16)
+    for i in range(1, 4):
+        s.submit((i - 1) * 0.01, _req(i, (i - 1) * 0.01, 0.06))
+    s.submit(0.03, _req(0, 0.03, 0.008))
+    out = s.decide(0.03, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch)
+    assert [r.id for r in out[0].batch.requests] == [0, 1]
 
 
 def test_does_not_wait_at_low_rate_or_without_deadline() -> None:
@@ -189,11 +217,16 @@ def test_invariants(
     assert 1 <= b <= max_batch
     # never predicted to miss
     assert now + tail(b) <= batch.earliest_deadline
-    # EDF: nothing left behind comes before anything in the batch
+    # EDF among the requests that can make it: what is passed over could not join this batch
     key = max((level(r), r.deadline, r.id) for r in batch.requests)
-    assert all((level(r), r.deadline, r.id) > key for r in left)
-    # maximal: the next EDF request would make the batch miss (or the cap / queue ends it)
-    if left and b < max_batch:
-        nxt = min(left, key=lambda r: (level(r), r.deadline, r.id))
-        assert now + tail(b + 1) > min(batch.earliest_deadline, nxt.deadline)
+    assert all((level(r), r.deadline, r.id) > key or now + tail(b) > r.deadline for r in left)
+    # at least the largest EDF prefix that makes its earliest deadline
+    order = sorted(queued_before, key=lambda r: (level(r), r.deadline, r.id))
+    order = [r for r in order if r in survivors]
+    prefix = 0
+    for n in range(1, min(max_batch, len(order)) + 1):
+        if now + tail(n) > min(r.deadline for r in order[:n]):
+            break
+        prefix = n
+    assert b >= prefix
     assert not math.isinf(now)

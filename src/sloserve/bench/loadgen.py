@@ -43,7 +43,7 @@ class LoadResult:
     @property
     def latency(self) -> np.ndarray:
         """Latency from planned send to answer, seconds."""
-        return self.done - self.planned
+        return np.asarray(self.done - self.planned)
 
     @property
     def met(self) -> np.ndarray:
@@ -104,8 +104,8 @@ async def run_open_loop(
         _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
         for task in pending:
             task.cancel()
-        for i in np.flatnonzero(np.isnan(done)):
-            reasons[i] = "no answer before the end of the run"
+        for late in np.flatnonzero(np.isnan(done)):
+            reasons[int(late)] = "no answer before the end of the run"
     if on_progress is not None:
         on_progress(n, finished)
     return LoadResult(planned, sent, done, ok, slo, status, reasons, float(planned[-1]) if n else 0.0)

@@ -81,6 +81,7 @@ def make_inputs(specs: list[TensorSpec], batch: int, seed: int = 0) -> list[tupl
             batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)
         )
         dtype = NUMPY_OF[spec.datatype]
+        arr: np.ndarray
         if np.issubdtype(dtype, np.floating):
             arr = rng.standard_normal(shape).astype(dtype)
         elif dtype is np.bool_:

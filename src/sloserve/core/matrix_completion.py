@@ -70,7 +70,7 @@ def complete(
         if float(np.max(np.abs(current - previous))) <= tol * scale:
             break
         previous = current
-    out = u @ v.T
+    out: Matrix = u @ v.T
     out[mask] = x[mask]
     return out
 

@@ -28,12 +28,11 @@ from dataclasses import replace
 import numpy as np
 
 from sloserve.planning.assemble import assemble_plan, infeasible_plan
-from sloserve.planning.choice import NO_CHOICE, ModuleChoice, TupleChoice
+from sloserve.planning.choice import NO_CHOICE, ModuleChoice, choose_batches
 from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
 from sloserve.planning.plan import Plan
 from sloserve.planning.problem import (
     FloatArray,
-    IntArray,
     ModuleTable,
     PlanningProblem,
     module_tables,
@@ -41,8 +40,8 @@ from sloserve.planning.problem import (
 )
 
 
-def _per_hardware(table: ModuleTable, budget: float) -> list[tuple[float, FloatArray, IntArray]]:
-    """Per hardware type that fits: (price, ``cap_h(n)`` for n = 0..N, best config index per n).
+def _per_hardware(table: ModuleTable, budget: float) -> list[tuple[int, float, FloatArray]]:
+    """Per hardware type that fits: (hardware index, price, ``cap_h(n)`` for n = 0..N).
 
     N is the fewest machines of that type that carry the whole rate alone; more are never needed.
     """
@@ -57,14 +56,10 @@ def _per_hardware(table: ModuleTable, budget: float) -> list[tuple[float, FloatA
         cap, need = table.capacity[idx], nmin[idx]
         top = int(np.min(np.maximum(need, np.ceil(table.rate / cap - REL_TOL))))
         run_max = np.maximum.accumulate(cap)
-        run_arg = np.maximum.accumulate(np.where(cap >= run_max, np.arange(len(cap)), 0))
         n = np.arange(top + 1)
         pos = np.searchsorted(need, n, side="right") - 1
-        usable = pos >= 0
-        pos = np.maximum(pos, 0)
-        best_cap = np.where(usable, run_max[pos], 0.0)
-        best_cfg = np.where(usable, idx[run_arg[pos]], -1)
-        out.append((float(table.price[idx[0]]), n * best_cap, best_cfg))
+        best_cap = np.where(pos >= 0, run_max[np.maximum(pos, 0)], 0.0)
+        out.append((int(h), float(table.price[idx[0]]), n * best_cap))
     return out
 
 
@@ -76,7 +71,7 @@ def exact_module_choice(table: ModuleTable, budget: float) -> ModuleChoice:
     r = table.rate
     # Price per unit of capacity at its best count, per hardware type; the search visits the
     # cheapest first (good plans early) and bounds a branch by the cheapest type left.
-    per_cap = [price / float(np.max(cap[1:] / np.arange(1, len(cap)))) for price, cap, _ in hws]
+    per_cap = [price / float(np.max(cap[1:] / np.arange(1, len(cap)))) for _, price, cap in hws]
     order = sorted(range(len(hws)), key=lambda i: per_cap[i])
     hws = [hws[i] for i in order]
     bound = [min(per_cap[i] for i in order[j:]) for j in range(len(order))]
@@ -93,7 +88,7 @@ def exact_module_choice(table: ModuleTable, budget: float) -> ModuleChoice:
             return
         if i > last or cost + need * bound[i] >= best_cost * (1 - REL_TOL):
             return
-        price, cap, _ = hws[i]
+        _, price, cap = hws[i]
         fewest = int(np.searchsorted(cap, need * (1 - REL_TOL)))  # cap is non-decreasing in n
         top = min(len(cap) - 1, fewest)
         for n in [top] if i == last else range(top, -1, -1):
@@ -106,10 +101,8 @@ def exact_module_choice(table: ModuleTable, budget: float) -> ModuleChoice:
     search(0, r, 0.0)
     if not math.isfinite(best_cost):
         return NO_CHOICE
-    tuples = tuple(
-        TupleChoice(int(cfg[n]), n) for (_, _, cfg), n in zip(hws, best_counts, strict=True) if n > 0
-    )
-    return ModuleChoice(best_cost, tuples)
+    counts = {h: n for (h, _, _), n in zip(hws, best_counts, strict=True)}
+    return ModuleChoice(best_cost, choose_batches(table, budget, counts))
 
 
 def best_split(costs: Sequence[FloatArray], paths: Sequence[tuple[int, ...]], steps: int) -> list[int] | None:

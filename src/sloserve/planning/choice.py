@@ -1,19 +1,20 @@
-"""A module's configuration as the planners exchange it, and the cost table over the budget grid.
+"""A module's configuration as the planners exchange it, and its cost over the budget grid.
 
-A choice names configs of a :class:`~sloserve.planning.problem.ModuleTable` and machine counts; the
-rates and dummy rates of its tuples follow from the budget when the plan is assembled
-(:mod:`sloserve.planning.assemble`).
+Planners decide *how many machines of each hardware type* a module runs; :func:`choose_batches`
+then picks each tuple's batch the same way for all of them, so plans differ only where the
+planners' decisions do.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from sloserve.planning.problem import FloatArray
+from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
+from sloserve.planning.problem import FloatArray, IntArray, ModuleTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,48 @@ class CostTable:
         return int(finite[0]) if len(finite) else None
 
 
-def monotone_envelope(cost: FloatArray) -> tuple[FloatArray, np.ndarray]:
+def monotone_envelope(cost: FloatArray) -> tuple[FloatArray, IntArray]:
     """Running minimum of ``cost`` and, per index, the index whose configuration achieves it."""
     env = np.minimum.accumulate(cost)
     improved = np.concatenate(([True], env[1:] < env[:-1]))
     src = np.maximum.accumulate(np.where(improved, np.arange(len(cost)), 0))
     return env, src
+
+
+def choose_batches(table: ModuleTable, budget: float, counts: Mapping[int, int]) -> tuple[TupleChoice, ...]:
+    """Tuples for ``counts`` (hardware index -> machines) under ``budget``.
+
+    Each tuple starts at the batch with the most capacity its machine count lets fill in time
+    (with dummies if need be). Then, while the module's real rate cannot fill every tuple's batches
+    on its own, the tuple needing the fastest stream moves to a smaller batch that needs a slower
+    one, as long as the tuples still carry the rate: dummies only where no smaller batch will do.
+    """
+    smin = min_stream_rate_array(table.latency, table.batch, np.array(budget))
+    nmin = min_machines_array(smin, table.capacity)
+    options: list[IntArray] = []
+    picks: list[int] = []
+    ns: list[int] = []
+    for h, n in sorted(counts.items()):
+        if n <= 0:
+            continue
+        usable = np.flatnonzero((table.hw == h) & (nmin <= n))
+        if not len(usable):
+            raise ValueError(f"module {table.name!r}: no batch on hardware {h} fits {n} machines")
+        options.append(usable)
+        picks.append(int(usable[np.argmax(table.capacity[usable])]))
+        ns.append(n)
+    rate = table.rate
+    while sum(smin[p] for p in picks) > rate * (1 + REL_TOL):
+        total_cap = sum(float(table.capacity[p]) * n for p, n in zip(picks, ns, strict=True))
+        for i in sorted(range(len(picks)), key=lambda i: -smin[picks[i]]):
+            spare = total_cap - float(table.capacity[picks[i]]) * ns[i]
+            alt = options[i][
+                (smin[options[i]] < smin[picks[i]])
+                & (spare + table.capacity[options[i]] * ns[i] >= rate * (1 - REL_TOL))
+            ]
+            if len(alt):
+                picks[i] = int(alt[np.argmax(table.capacity[alt])])
+                break
+        else:
+            break
+    return tuple(TupleChoice(p, n) for p, n in zip(picks, ns, strict=True))

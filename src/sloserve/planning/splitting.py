@@ -9,9 +9,10 @@ Spec (ours):
 - a *grant* gives module ``m`` ``j`` more steps, for any ``j`` up to the slack of its tightest path;
   efficiency is ``(cost_m(k_m) − cost_m(k_m + j)) / j``, so a drop two steps away is seen (cost
   tables are step functions);
-- *refinement*: take budget back from one module down to the start of any of its cost plateaus
-  (the pair move of the paper, generalised so a branch can feed several children), re-grant the
-  freed slack greedily, and keep the move if the total cost falls; repeat until no move helps;
+- *refinement* (the paper's pair moves, generalised so a branch can feed several children): take
+  budget back from one module down to the start of one of its cost plateaus, or push one module
+  up to its next cost drops while taking the steps this needs from the others; re-grant the freed
+  slack greedily and keep the best move that lowers the total cost; repeat until none does;
 - finally any slack left is granted in module order (it costs nothing and gives dispatchers room).
 
 Called by :mod:`sloserve.planning.harpagon` with the tables of :mod:`~sloserve.planning.module_search`.
@@ -66,17 +67,49 @@ class _Splitter:
                 return
             k[best[2]] -= best[1]
 
+    def release(self, k: list[int], keep: int, floor: Sequence[int]) -> bool:
+        """Take steps from modules other than ``keep`` until every path fits, cheapest per step
+        first; False when the floors do not allow it."""
+        while True:
+            over = [p for p in self.paths if sum(k[i] for i in p) > self.steps]
+            if not over:
+                return True
+            p = over[0]
+            excess = sum(k[i] for i in p) - self.steps
+            best = (float("inf"), -1, 0)  # (cost increase per freed step, module, new index)
+            for i in p:
+                if i == keep or k[i] <= floor[i]:
+                    continue
+                cost = self.costs[i]
+                levels = {max(floor[i], k[i] - excess), *(t for t in self.drops[i] if floor[i] <= t < k[i])}
+                for t in levels:
+                    freed = min(k[i] - t, excess)
+                    per_step = (cost[t] - cost[k[i]]) / freed
+                    if per_step < best[0]:
+                        best = (per_step, i, t)
+            if best[1] < 0:
+                return False
+            k[best[1]] = best[2]
+
     def refine(self, k: list[int], floor: Sequence[int]) -> None:
-        """Take-back-and-regrant moves while one lowers the total cost (best move first)."""
+        """Local moves while one lowers the total cost, best move first.
+
+        A *take* move lowers one module to the start of one of its cost plateaus and re-grants
+        the freed slack; a *give* move raises one module to one of its next cost drops, frees the
+        steps this needs from the others (cheapest per step first) and re-grants what is left.
+        """
         current = self.total(k)
         while True:
             best_cost, best_k = current, k
             for m in range(len(k)):
-                starts = [t for t in [floor[m], *self.drops[m]] if floor[m] <= t < k[m]]
-                for t in starts:
+                for t in [floor[m], *self.drops[m]]:
+                    if t == k[m] or t < floor[m]:
+                        continue
                     trial = list(k)
                     trial[m] = t
-                    self.grant(trial, blocked=m)
+                    if t > k[m] and not self.release(trial, m, floor):
+                        continue
+                    self.grant(trial, blocked=m if t < k[m] else -1)
                     cost = self.total(trial)
                     if cost < best_cost * (1 - REL_TOL):
                         best_cost, best_k = cost, trial

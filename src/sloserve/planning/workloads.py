@@ -4,8 +4,9 @@ Each problem is a pipeline of 1–4 modules (a chain or, from 3 modules on, some
 detector → {two classifiers}), 2–4 hardware types and affine profiles. Hardware types differ in
 speed and price so that none dominates: a type ``s`` times faster costs about ``s**0.8`` times more
 (with noise), and batching helps fast types more (their fixed overhead shrinks less than their
-per-item time). Rates and SLOs are drawn over the ranges video-analytics papers use: 20–600 input
-requests/s, fan-outs 0.5–3, SLOs 3–12× the pipeline's fastest batch-1 latency (about 30–600 ms).
+per-item time). Rates and SLOs are drawn over the ranges video-analytics papers use: 20–1000 input
+requests/s (log-uniform, so the
+few-machine and many-machine regimes are both well represented), fan-outs 0.5–3, SLOs 3–12× the pipeline's fastest batch-1 latency (about 30–600 ms).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def random_problem(seed: int, *, modules: int | None = None, hardware: int | Non
             best = min(best, (a + b) * tail)
         fastest_b1[name] = best
 
-    rate = round(float(rng.uniform(20.0, 600.0)), 1)
+    rate = round(float(np.exp(rng.uniform(np.log(20.0), np.log(1000.0)))), 1)
     draft = App("random", tuple(Module(n, n) for n in names), tuple(edges), slo=1.0, rate=rate)
     longest = max(sum(fastest_b1[m] for m in p) for p in draft.paths())
     slo = round(float(longest * rng.uniform(3.0, 12.0)), 4)

@@ -11,29 +11,41 @@ flight still meets its deadline under the profiled slowdown ``s(k)``.
 - Prediction: ``pred(b, k) = profile.tail_latency(b, cores) · s(k)``; ``s(k)`` is the profile's
   slowdown (``latency(1, cores, k) / latency(1, cores, 1)``; measured by the profiler on the real
   server where a profile has it) unless ``slowdown`` is given.
-- Slack of a request: ``deadline - now - pred(1, 1)``. With one profile per model, least slack is
-  earliest deadline, so the queue is the EDF queue. Requests at the head with negative slack are
-  dropped (``deadline_expired`` if the deadline has passed, else ``deadline_unreachable``).
+- ``b_load``: the smallest batch whose throughput at the best concurrency an instance allows
+  (``k·b / (latency(b)·s(k))``) keeps up with the arrival rate per instance, measured over the
+  last ``rate_window`` seconds; 1 at light load.
+- Slack of a request: ``deadline - now - pred(min(b_load, queued), 1)``. With one profile per
+  model, least slack is earliest deadline, so the queue is the EDF queue. Requests at the head
+  with negative slack are dropped (``deadline_expired`` if the deadline has passed, else
+  ``deadline_unreachable``): a request that only a batch too small for the load could save is
+  dropped rather than allowed to shrink every batch (Nexus-style early drop;
+  ``load_aware_drop=False`` uses ``b_load = 1``, i.e. drops only what cannot make it alone).
 - Batch on an instance running ``j`` batches: the largest ``b <= min(queued, max_batch)`` with
-  ``now + pred(b, j+1) <= `` the head's deadline (the earliest in the batch).
-- Waiting: an idle instance starts at once (work-conserving). A *concurrent* batch (``j > 0``) that
-  would take every queued request waits, while slack allows, until the latest time a batch one
-  larger could still start: ``head.deadline - pred(n+1, j+1) - margin``.
+  ``now + pred(b, j+1) <= `` the earliest deadline among the first ``b`` (the head's under EDF).
+  If none fits (possible only with reordering off), the largest available batch runs.
+- Waiting, while slack allows, until the latest time a batch one larger could still start
+  (``head.deadline - pred(n+1, j+1) - margin``), when the batch would take all ``n`` queued
+  requests and: on an idle instance, ``n < b_load`` (at light load it starts at once); for a
+  *concurrent* batch (``j > 0``), ``n < max_batch`` — concurrency is used when slack runs out,
+  not to start small batches early (each one slows the running ones by ``s(k)``).
 - Throttle: in-flight batches are tracked with their remaining work (progress at rate ``1/s(k)``
-  while ``k`` run); with ``j`` running, another is admitted only if each in-flight batch would
-  still end by its earliest deadline when slowed to ``s(j+1)``. When refused, the scheduler asks
-  to be woken at the time the in-flight batches will have progressed enough.
+  while ``k`` run); with ``j`` running, another is admitted only if each in-flight batch that is
+  on time now would still end by its earliest deadline when slowed to ``s(j+1)``, and the new
+  batch, if on time alone, is on time at ``s(j+1)`` (a batch late anyway is not protected, so
+  lateness cannot lock the instance at one batch). When refused, the scheduler asks to be woken
+  when the in-flight batches will have progressed enough.
 
 Switches (for the ablation): ``reorder`` (EDF + early drop, else FIFO and no drops), ``batching``
 (deadline-sized batches and slack-bounded waiting, else the largest available batch at once),
-``throttle`` (else any free slot up to ``max_concurrency`` is used), ``wait`` (slack-bounded
-waiting before a concurrent batch).
+``throttle`` (else any free slot up to ``max_concurrency`` is used), ``wait`` (the waiting
+above).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +53,7 @@ from typing import Any
 from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason, WaitUntil
 from sloserve.core.profiles import ModelProfile
-from sloserve.core.request import Batch
+from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
 from sloserve.policies.queues import EdfQueue, FifoQueue, RequestQueue
@@ -79,6 +91,8 @@ class CoFBScheduler(QueueScheduler):
         wait: bool = True,
         slowdown: Sequence[float] | None = None,
         margin: float = 0.0,
+        load_aware_drop: bool = True,
+        rate_window: float = 0.25,
         default_priority: int = 1,
         max_queue_size: int = 0,
         dispatcher: Dispatcher | None = None,
@@ -95,6 +109,12 @@ class CoFBScheduler(QueueScheduler):
         self.throttle = throttle
         self.wait = wait
         self.margin = margin
+        self.load_aware_drop = load_aware_drop and reorder
+        self._track_rate = self.load_aware_drop or (batching and wait)
+        self._b_load = 1
+        self.rate_window = rate_window
+        self._recent: deque[float] = deque()
+        """Submit times within the last ``rate_window`` seconds (the arrival-rate estimate)."""
         self._slowdown = tuple(slowdown) if slowdown is not None else None
         self._running: dict[int, list[_Running]] = {}
         self._advanced_at: dict[int, float] = {}
@@ -118,11 +138,38 @@ class CoFBScheduler(QueueScheduler):
         """Predicted (tail) service time of a batch run with ``concurrent`` batches in flight."""
         return self.profile.tail_latency(batch, cores, 1) * self.slowdown(concurrent)
 
+    def load_batch(self, now: float, instances: Sequence[InstanceView]) -> int:
+        """``b_load``: the smallest batch whose throughput (at the best concurrency an instance
+        allows, ``k·b / (latency(b)·s(k))``) keeps up with the recent arrival rate per instance."""
+        if not self._track_rate:
+            return 1
+        recent = self._recent
+        while recent and recent[0] < now - self.rate_window:
+            recent.popleft()
+        live = [i for i in instances if i.available] or list(instances)
+        if not live:
+            return 1
+        per_instance = len(recent) / self.rate_window / len(live)
+        cores = max(i.cores for i in live)
+        kmax = max(i.max_concurrency for i in live)
+        best_k = max(range(1, kmax + 1), key=lambda k: k / self.slowdown(k))
+        gain = best_k / self.slowdown(best_k)
+        for b in range(1, self.max_batch + 1):
+            if gain * b / self.profile.latency(b, cores, 1) >= per_instance:
+                return b
+        return self.max_batch
+
     # -- driver calls --------------------------------------------------------------------------
+    def submit(self, now: float, request: Request) -> Drop | None:
+        if self._track_rate:
+            self._recent.append(now)
+        return super().submit(now, request)
+
     def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
         out: list[Decision] = []
         for inst in instances:
             self._advance(now, inst.id)
+        self._b_load = self.load_batch(now, instances)
         if self.reorder:
             self._drop_hopeless(now, instances, out)
         candidates = [i for i in instances if i.free]
@@ -178,9 +225,11 @@ class CoFBScheduler(QueueScheduler):
     def _drop_hopeless(self, now: float, instances: Sequence[InstanceView], out: list[Decision]) -> None:
         """Drop requests at the head whose slack is negative even on the fastest instance alone."""
         cores = max((i.cores for i in instances), default=1)
-        alone = self.predict(1, cores, 1)
         queue = self.queue
-        while len(queue) and queue.peek().deadline - now - alone < 0:
+        b_load = self._b_load if self.load_aware_drop else 1
+        while (
+            len(queue) and queue.peek().deadline - now - self.predict(min(b_load, len(queue)), cores, 1) < 0
+        ):
             r = queue.pop()
             reason = DropReason.DEADLINE_EXPIRED if r.deadline < now else DropReason.DEADLINE_UNREACHABLE
             out.append(Drop(r, reason))
@@ -218,22 +267,36 @@ class CoFBScheduler(QueueScheduler):
             if b == 0:
                 if running > 0:
                     return self._throttle_wake(now, inst, running, head.deadline)
-                b = 1  # nothing fits even alone: run the head anyway (reachable only with reorder off)
+                b = upto  # nothing saves the head (reorder off): run the largest batch
         else:
             b = upto
-        if self.throttle and running > 0 and not self._in_flight_hold(now, inst.id, k):
+        if (
+            self.throttle
+            and running > 0
+            and not (self._in_flight_hold(now, inst.id, k) and self._new_batch_holds(now, b, inst.cores, k))
+        ):
             self.throttled += 1
             return self._throttle_wake(now, inst, running, head.deadline)
-        if self.batching and self.wait and running > 0 and b == n and n < self.max_batch:
+        if self.batching and self.wait and b == n and n < (self.max_batch if running else self._b_load):
             latest = head.deadline - self.predict(n + 1, inst.cores, k) - self.margin
             if latest > now:
                 return latest
         return self.take(b, now, drops)
 
+    def _new_batch_holds(self, now: float, b: int, cores: int, k: int) -> bool:
+        """Whether a batch of the first ``b`` queued requests, on time if run alone, stays on time
+        run as the ``k``-th concurrent batch (a batch late anyway does not block concurrency)."""
+        deadline = self._earliest_deadlines(b)[-1]
+        return now + self.predict(b, cores, 1) > deadline or now + self.predict(b, cores, k) <= deadline
+
     def _in_flight_hold(self, now: float, instance: int, k: int) -> bool:
         """Whether every batch in flight on ``instance`` still ends by its deadline at ``s(k)``."""
-        s = self.slowdown(k)
-        return all(now + r.remaining(s) <= r.deadline for r in self._running.get(instance, []))
+        s_now, s_next = self.slowdown(k - 1), self.slowdown(k)
+        return all(
+            now + r.remaining(s_next) <= r.deadline
+            for r in self._running.get(instance, [])
+            if now + r.remaining(s_now) <= r.deadline
+        )
 
     def _throttle_wake(
         self, now: float, inst: InstanceView, running: int, head_deadline: float
@@ -247,6 +310,8 @@ class CoFBScheduler(QueueScheduler):
         ratio = s_next / s_now
         t = now
         for r in batches:
+            if now + r.remaining(s_now) > r.deadline:
+                continue  # late anyway: not protected
             # f(t) = t + (remaining_now - (t - now)/s_now) * s_next must be <= deadline
             excess = now + r.remaining(s_next) - r.deadline
             if excess > 0:

@@ -136,32 +136,47 @@ class QosHeuristic(QosScheduler):
             raise ValueError(f"headroom must be > 0, got {headroom}")
         self.headroom = headroom
 
-    def keeping_up_batch(self, variant: int, rate: float, instances: Sequence[InstanceView]) -> int | None:
-        """Smallest batch bucket at which the pool's throughput with ``variant`` reaches the rate."""
-        for b in self.spec.batch_sizes:
-            if b > self.max_batch:
-                break
-            capacity = sum(b / self.spec.latency(variant, i.hardware, b) for i in instances)
-            if capacity >= self.headroom * rate:
-                return b
-        return None
-
     def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
-        rate = self.rate.rate(now)
-        age = now - self.queue.oldest_arrival()
-        waiting = len(self.queue)
-        target = self.spec.utility.target
-        for v in self.spec.by_accuracy():
-            b = self.keeping_up_batch(v, rate, instances)
-            if b is not None and age + self.spec.latency(v, instance.hardware, min(b, waiting)) <= target:
-                return v, b
-        largest = max(b for b in self.spec.batch_sizes if b <= self.max_batch)
-        fastest = min(
-            range(len(self.spec.variants)),
-            key=lambda v: self.spec.latency(v, instance.hardware, min(largest, waiting)),
-        )
-        b = self.keeping_up_batch(fastest, rate, instances)
-        return fastest, b if b is not None else largest
+        return heuristic_choice(self, now, instance, instances, self.headroom)
+
+
+def keeping_up_batch(
+    spec: QosSpec, variant: int, rate: float, instances: Sequence[InstanceView], max_batch: int, headroom: float = 1.0
+) -> int | None:
+    """Smallest batch bucket at which the pool's throughput with ``variant`` reaches ``headroom × rate``."""
+    for b in spec.batch_sizes:
+        if b > max_batch:
+            break
+        capacity = sum(b / spec.latency(variant, i.hardware, b) for i in instances)
+        if capacity >= headroom * rate:
+            return b
+    return None
+
+
+def heuristic_choice(
+    sched: QosScheduler,
+    now: float,
+    instance: InstanceView,
+    instances: Sequence[InstanceView],
+    headroom: float = 1.0,
+) -> tuple[int, int]:
+    """The heuristic's ``(variant, batch)`` for free ``instance`` given ``sched``'s queue and rate
+    (the queue must not be empty); the RL features also show it to the policy network."""
+    spec = sched.spec
+    rate = sched.rate.rate(now)
+    age = now - sched.queue.oldest_arrival()
+    waiting = len(sched.queue)
+    for v in spec.by_accuracy():
+        b = keeping_up_batch(spec, v, rate, instances, sched.max_batch, headroom)
+        if b is not None and age + spec.latency(v, instance.hardware, min(b, waiting)) <= spec.utility.target:
+            return v, b
+    largest = max(b for b in spec.batch_sizes if b <= sched.max_batch)
+    fastest = min(
+        range(len(spec.variants)),
+        key=lambda v: spec.latency(v, instance.hardware, min(largest, waiting)),
+    )
+    b = keeping_up_batch(spec, fastest, rate, instances, sched.max_batch, headroom)
+    return fastest, b if b is not None else largest
 
 
 class RandomQos(QosScheduler):

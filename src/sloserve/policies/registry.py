@@ -38,6 +38,9 @@ SCALERS: dict[str, str] = {
     "aimd": "sloserve.policies.aimd:make_aimd",
     "sponge": "sloserve.planning.sponge_factory:make_sponge",
     "horizontal": "sloserve.policies.sponge:make_horizontal",
+    "dnnscaler": "sloserve.policies.dnnscaler:make_dnnscaler",
+    "dnnscaler_batch": "sloserve.policies.dnnscaler:make_dnnscaler_batch",
+    "dnnscaler_mt": "sloserve.policies.dnnscaler:make_dnnscaler_mt",
 }
 """Scaler names."""
 

@@ -8,18 +8,23 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   it on the free instance — ends at once with ``DEADLINE_UNREACHABLE`` (``DEADLINE_EXPIRED`` when
   the deadline already passed). On arrival, one that would miss even on the fastest instance seen
   is refused the same way.
-- **Batch size.** The largest EDF prefix ``b <= max_batch`` with ``now + tail(b) <= `` the earliest
-  deadline in it, where ``tail`` is the profile's 99th percentile latency at the instance's cores and
-  with the batches already running beside it (the profile's slowdown ``s(k)``, ``k`` = the model's
-  running batches + 1 when its instances share a machine, else the instance's own + 1).
-  The prefix's earliest deadline only falls and ``tail`` only grows with ``b``, so every smaller
-  prefix of a feasible one is feasible and the chosen batch is never a miss when a smaller one
-  would make it.
+- **Batch size.** ``tail(b)`` is the profile's 99th percentile latency of batch ``b`` at the
+  instance's cores, slowed by the batches running beside it (the profile's ``s(k)``; ``k`` = the
+  model's running batches + 1 when its instances share a machine, else the instance's own + 1).
+  The base batch is the largest EDF prefix with ``now + tail(b) <=`` the earliest deadline in it
+  (every smaller prefix of a feasible one is feasible, so no batch is a predicted miss while a
+  smaller one would make it). A larger batch ``w`` — the EDF-first ``w`` requests among those with
+  deadline ``>= now + tail(w)``, passing over the most urgent — is taken instead when it leaves
+  fewer requests hopeless at the next chance to serve them (``min(`` this instance free again,
+  another instance free ``) + tail(1)``); ties go to the larger batch. Under overload this keeps
+  batches (and throughput) up instead of shrinking them to the most urgent request's budget.
 - **Waiting.** When the whole queue fits in one batch with room to spare, hold it (``WaitUntil``)
-  only while (a) every queued request still makes its deadline if the batch starts at the wake-up
-  time, and (b) waiting raises throughput: batches of the current size would not keep up with the
-  arrival rate (estimated from the last ``rate_window`` arrivals, shared over the instances) and a
-  larger batch has a higher throughput by the profile. Otherwise it runs now.
+  only while (a) every queued request still makes its deadline if the batch starts then with one
+  more request, and (b) waiting raises throughput: the next request is expected (from this
+  instance's share of the arrival rate over the last ``rate_window`` arrivals) sooner than the
+  (median) time it adds to the batch, ``l(b+1) - l(b)``; otherwise idling costs the instance more
+  than serving that request in a later batch, so the batch runs now. The wake-up is the earlier of
+  the latest start and the expected next arrival.
 
 The only required knob is the SLO (per request through its deadline, or the model's ``slo``);
 everything else comes from the profile.
@@ -121,6 +126,8 @@ class SloBatcher(QueueScheduler):
         self.shared_hardware = shared_hardware
         """True: the model's instances share one machine, so every running batch slows a new one."""
         self._instances = 1
+        self._free_at: dict[int, float] = {}
+        """When each live instance can next take a batch (``now`` for a free one), at ``decide``."""
         self._running = 0
         """Batches running (or dispatched in this ``decide``) that a new batch would run beside."""
         self._best_single = 0.0
@@ -144,6 +151,7 @@ class SloBatcher(QueueScheduler):
         if live:
             self._best_single = min(self.profile.tail_latency(1, i.cores, 1) for i in live)
         self._running = sum(i.in_flight for i in instances)
+        self._free_at = {i.id: now if i.free else max(now, i.busy_until) for i in live}
         return super().decide(now, instances)
 
     # ----------------------------------------------------------------- the rule
@@ -177,43 +185,66 @@ class SloBatcher(QueueScheduler):
             size = b
         chosen = items[:size]
         if size < cap:
-            if self._falls_behind(now, instance, size):
-                chosen = self._widest(now, instance, items, cap, size) or chosen
+            wider = self._widest(now, instance, items, cap, size)
+            if wider is not None:
+                chosen = wider
         elif size == len(items):
             wake = self._wait_until(now, instance, size, earliest)
             if wake is not None:
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
         self._running += 1
+        self._free_at[instance.id] = now + self.tail(len(chosen), instance)
         return Batch(tuple(item[3] for item in chosen))
 
-    def _falls_behind(self, now: float, instance: InstanceView, size: int) -> bool:
-        """Whether batches of ``size`` would not keep up with this instance's share of the arrivals."""
-        return size / self.tail(size, instance) < self.arrival_rate(now) / self._instances
+    def typical(self, batch: int, instance: InstanceView) -> float:
+        """Predicted median latency of ``batch`` on ``instance`` now (throughput judgements)."""
+        beside = self._running if self.shared_hardware else instance.in_flight
+        return self.profile.latency(batch, instance.cores, beside + 1)
+
+    def _keep_up_size(self, now: float, instance: InstanceView, cap: int) -> int:
+        """Smallest batch whose typical throughput matches this instance's share of the arrival
+        rate (``cap + 1`` when none up to ``cap`` does)."""
+        share = self.arrival_rate(now) / self._instances
+        return next((b for b in range(1, cap + 1) if b / self.typical(b, instance) >= share), cap + 1)
 
     def _widest(
         self, now: float, instance: InstanceView, items: list[_Item], cap: int, size: int
     ) -> list[_Item] | None:
-        """The largest batch above ``size`` whose members all make it (EDF among those that can,
-        passing over the most urgent), or None when there is none."""
+        """When batches of ``size`` would fall behind the arrivals: the smallest batch that keeps
+        up (else the largest) among those whose members all make it — EDF among the requests that
+        can, passing over the most urgent. None when batches of ``size`` keep up or none fits."""
+        need = self._keep_up_size(now, instance, cap)
+        if size >= need:
+            return None
         deadlines = sorted(item[1] for item in items)
-        for b in range(cap, size, -1):
-            ready = now + self.tail(b, instance)
-            if len(deadlines) - bisect.bisect_left(deadlines, ready) >= b:
-                return [item for item in items if item[1] >= ready][:b]
-        return None
+        fits = [
+            b
+            for b in range(size + 1, cap + 1)
+            if len(deadlines) - bisect.bisect_left(deadlines, now + self.tail(b, instance)) >= b
+        ]
+        if not fits:
+            return None
+        b = next((b for b in fits if b >= need), fits[-1])
+        ready = now + self.tail(b, instance)
+        return [item for item in items if item[1] >= ready][:b]
 
     def _wait_until(self, now: float, instance: InstanceView, size: int, earliest: float) -> float | None:
         """The time to hold a batch of ``size`` (the whole queue) until, or None to run it now."""
         if size >= self.max_batch or math.isinf(earliest):
             return None  # batch full, or no deadline to wait against
         latest_start = earliest - self.tail(size + 1, instance)
-        if latest_start <= now:
+        rate = self.arrival_rate(now) / self._instances
+        if latest_start <= now or rate <= 0:
             return None
-        gains = (size + 1) / self.tail(size + 1, instance) > size / self.tail(size, instance)
-        if not gains or not self._falls_behind(now, instance, size):
-            return None
-        return latest_start
+        gap = 1.0 / rate
+        k = (self._running if self.shared_hardware else instance.in_flight) + 1
+        marginal = self.profile.latency(size + 1, instance.cores, k) - self.profile.latency(
+            size, instance.cores, k
+        )
+        if gap >= marginal:
+            return None  # idling for the next request costs more than running it in a later batch
+        return min(latest_start, now + gap)
 
 
 def make_slo_batcher(ctx: PolicyContext, **params: Any) -> SloBatcher:

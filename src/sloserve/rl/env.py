@@ -3,9 +3,16 @@
 A decision point is a free server while requests wait. ``reset`` draws a workload, starts a
 :class:`~sloserve.sim.hetero.HeteroSim` driven by an :class:`~sloserve.rl.scheduler.RLQosScheduler`
 and runs it to the first decision point. ``step(action)`` runs ``(variant, batch)`` on that server,
-then runs the simulation to the next decision point. Reward: the utility of the requests in the
-dispatched batch (known at dispatch; dropped requests earn 0), times ``reward_scale``. The episode
-ends when every request of the workload has ended.
+then runs the simulation to the next decision point. Reward (SEEDS §5): the utility of the requests
+in the dispatched batch (known at dispatch; dropped requests earn 0), times ``reward_scale``. The
+episode ends when every request of the workload has ended.
+
+``shaping=True`` (ours, *spec*) adds the potential difference ``Φ(s') - Φ(s)`` with
+``Φ = Σ_waiting A_best^α · h(age)`` (the utility the waiting requests could still get), counting each
+arrival's full value ``A_best^α`` as it arrives. Summed over an episode this changes the return by a
+constant of the workload only, so the best policy is the same; but utility a waiting request loses is
+charged at the decision during which it is lost instead of when the request is finally served, which
+makes the effect of a slow, large batch on everyone waiting visible at once.
 """
 
 from __future__ import annotations
@@ -38,11 +45,16 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
         rate_tau: float = 1.0,
         reward_scale: float | None = None,
         n_oldest: int = 4,
+        hint: bool = True,
+        shaping: bool = True,
     ) -> None:
+        self.shaping = shaping
+        spec = pool.spec
+        self._best_value = max(v.accuracy for v in spec.variants) ** spec.utility.alpha
         self.pool = pool
         self.sample_workload = sample_workload
         self.rate_tau = rate_tau
-        self.features = QosFeatures(pool.spec, pool.servers, n_oldest)
+        self.features = QosFeatures(pool.spec, pool.servers, n_oldest, hint)
         self.reward_scale = reward_scale if reward_scale is not None else 1.0 / pool.spec.batch_sizes[-1]
         lo, hi = self.features.bounds()
         self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
@@ -65,6 +77,16 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
         assert self.sim is not None
         return self._obs is not None or self.sim.run_until(lambda: self._obs is not None)
 
+    def _potential(self) -> float:
+        """``Φ``: Σ over waiting requests of ``A_best^α · h(age)`` (FIFO: they are a contiguous id range)."""
+        sim = self.sim
+        assert sim is not None
+        queue = sim.scheduler.queue  # type: ignore[attr-defined]
+        if not len(queue):
+            return 0.0
+        ages = sim.loop.now - sim.workload.arrivals[queue.peek().id : sim.arrived]
+        return self._best_value * float(sim.spec.utility.delay_factors(ages).sum())
+
     def _terminal_obs(self) -> np.ndarray:
         return np.zeros(self.features.size, dtype=np.float32)
 
@@ -83,13 +105,17 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
         sim = self.sim
         if sim is None or self._obs is None:
             raise RuntimeError("call reset() before step() (and again after the episode ended)")
-        before = sim.earned
+        before, phi, arrived = sim.earned, self._potential(), sim.arrived
         self._obs, self._pending = None, int(action)
         sim.decide_now()
         if self._pending is not None:
             raise RuntimeError("the decision point vanished before the action was applied")
-        reward = (sim.earned - before) * self.reward_scale
-        if self._advance():
+        going = self._advance()
+        reward = sim.earned - before
+        if self.shaping:
+            reward += self._potential() - phi - self._best_value * (sim.arrived - arrived)
+        reward *= self.reward_scale
+        if going:
             assert self._obs is not None
             return self._obs, reward, False, False, {}
         result = sim.result()

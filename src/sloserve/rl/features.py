@@ -8,9 +8,11 @@ Observation (float32, every entry clipped to a small range), computed when a ser
 - the free server's hardware type (one-hot over the pool's types);
 - remaining busy time of every server of the pool / target delay (server id order);
 - per (variant, bucket): slack of the oldest request, ``(target - age - l(v, hw, min(b, q))) / target``;
-- per (variant, bucket): estimated rate / the pool's capacity with that variant and batch.
+- per (variant, bucket): estimated rate / the pool's capacity with that variant and batch;
+- (``hint=True``) the heuristic's choice for this server, one-hot over the actions.
 
-The last two are what the heuristic reads; giving them to the network makes learning fast.
+The last three are what the heuristic reads and decides; with them the network can start from the
+heuristic's rule and learn where to depart from it (ours, *spec*).
 Action ``a`` is ``(variant, bucket) = divmod(a, len(batch_sizes))``.
 """
 
@@ -23,14 +25,15 @@ import numpy as np
 
 from sloserve.core.cluster import InstanceView
 from sloserve.policies.qos import QosSpec
-from sloserve.policies.qos_scheduling import QosScheduler
+from sloserve.policies.qos_scheduling import QosScheduler, heuristic_choice
 
 
 class QosFeatures:
     """Builds observations for one pool layout; see the module docstring."""
 
-    def __init__(self, spec: QosSpec, servers: Sequence[str], n_oldest: int = 4) -> None:
+    def __init__(self, spec: QosSpec, servers: Sequence[str], n_oldest: int = 4, hint: bool = True) -> None:
         self.spec = spec
+        self.hint = hint
         self.servers = tuple(servers)
         self.hardware = sorted(set(self.servers))
         self.n_oldest = n_oldest
@@ -43,7 +46,7 @@ class QosFeatures:
             ]
         )
         self.max_rate = float(self._caps.max())
-        self.size = 2 + n_oldest + 1 + len(self.hardware) + len(self.servers) + 2 * self.n_actions
+        self.size = 2 + n_oldest + 1 + len(self.hardware) + len(self.servers) + (3 if hint else 2) * self.n_actions
 
     def decode(self, action: int) -> tuple[int, int]:
         """``(variant, batch size)`` of action number ``action``."""
@@ -88,12 +91,16 @@ class QosFeatures:
                 out[j + v * nb + k] = min(max((u.target - age0 - lat) / u.target, -2.0), 1.0)
         j += self.n_actions
         out[j : j + self.n_actions] = np.minimum(rate / self._caps.ravel(), 2.0)
+        j += self.n_actions
+        if self.hint and q:
+            v, b = heuristic_choice(sched, now, instance, instances)
+            out[j + v * nb + spec.batch_sizes.index(b)] = 1.0
         return out
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds of every observation entry (for the Gymnasium space)."""
         lo = np.zeros(self.size, dtype=np.float32)
         hi = np.full(self.size, 4.0, dtype=np.float32)
-        j = self.size - 2 * self.n_actions
+        j = 2 + self.n_oldest + 1 + len(self.hardware) + len(self.servers)
         lo[j : j + self.n_actions] = -2.0
         return lo, hi

@@ -76,6 +76,7 @@ def save_metadata(model_path: str | Path, features: QosFeatures, extra: dict[str
         "qos": qos_params_of(features.spec),
         "servers": list(features.servers),
         "n_oldest": features.n_oldest,
+        "hint": features.hint,
         **extra,
     }
     metadata_path(model_path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -91,7 +92,7 @@ def load_metadata(model_path: str | Path) -> tuple[QosFeatures, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path}: format must be {FORMAT!r}, got {meta.get('format')!r}")
     spec = qos_spec_from_params(meta["qos"])
-    return QosFeatures(spec, meta["servers"], int(meta["n_oldest"])), meta
+    return QosFeatures(spec, meta["servers"], int(meta["n_oldest"]), bool(meta.get("hint", True))), meta
 
 
 def load_act(model_path: str | Path) -> Act:

@@ -69,7 +69,9 @@ def check_datatype(datatype: Any, where: str) -> np.dtype[Any]:
     return DATATYPE_TO_NUMPY[datatype]
 
 
-def tensor_from_bytes(datatype: str, shape: tuple[int, ...], raw: bytes | memoryview, where: str) -> np.ndarray:
+def tensor_from_bytes(
+    datatype: str, shape: tuple[int, ...], raw: bytes | memoryview, where: str
+) -> np.ndarray:
     """A tensor from raw little-endian bytes (``BYTES``: each element 4-byte length-prefixed)."""
     dtype = check_datatype(datatype, where)
     count = element_count(shape)
@@ -273,7 +275,11 @@ def encode_http_infer(
     blobs = []
     for out in wanted:
         arr = outputs[out.name]
-        entry: dict[str, Any] = {"name": out.name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
+        entry: dict[str, Any] = {
+            "name": out.name,
+            "datatype": datatype_of(arr.dtype),
+            "shape": list(arr.shape),
+        }
         if out.binary:
             blob = tensor_to_bytes(arr)
             entry["parameters"] = {"binary_data_size": len(blob)}

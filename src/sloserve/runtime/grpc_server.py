@@ -88,7 +88,9 @@ def decode_grpc_infer(request: Any) -> InferRequest:
         values = list(getattr(tensor.contents, field))
         count = int(np.prod(shape)) if shape else 1
         if len(values) != count:
-            raise ProtocolError(f"{where}: {len(values)} values in contents but shape {list(shape)} needs {count}")
+            raise ProtocolError(
+                f"{where}: {len(values)} values in contents but shape {list(shape)} needs {count}"
+            )
         if tensor.datatype == "BYTES":
             arr = np.empty(count, dtype=object)
             arr[:] = values

@@ -144,7 +144,9 @@ class HttpApi:
             try:
                 header_length = int(raw_length)
             except ValueError:
-                raise ProtocolError(f"Inference-Header-Content-Length must be an integer, got {raw_length!r}") from None
+                raise ProtocolError(
+                    f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
+                ) from None
         request = decode_http_infer(body, header_length)
         model, outputs = await self.server.infer(
             name, version, request, header_timeout_ms=headers.get(TIMEOUT_HEADER), payload_bytes=len(body)

@@ -74,8 +74,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -146,7 +145,9 @@ class _Connection(asyncio.Protocol):
         self._arm(None)
         method = self.parser.get_method().decode("latin-1")
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
-        self.queue.append((method, self.url.decode("latin-1"), self.headers, body, self.parser.should_keep_alive()))
+        self.queue.append(
+            (method, self.url.decode("latin-1"), self.headers, body, self.parser.should_keep_alive())
+        )
         self.body = []
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._serve())
@@ -194,7 +195,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _too_large(self, size: int) -> None:
-        self._fail(413, f"request body of {size} bytes exceeds the limit of {self.server.max_body_bytes} bytes")
+        self._fail(
+            413, f"request body of {size} bytes exceeds the limit of {self.server.max_body_bytes} bytes"
+        )
 
     def _fail(self, status: int, message: str) -> None:
         """Answer with an error and close the connection (the stream cannot be trusted any more)."""

@@ -28,8 +28,21 @@ from prometheus_client.exposition import generate_latest
 
 from sloserve.runtime.server import InferenceServer
 
+class _TritonCounter(Metric):
+    """A counter whose samples carry Triton's exact names (no ``_total`` suffix), as Triton exports them."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        super().__init__(name, documentation, "counter")
+        self._labels = labels
+
+    def add_metric(self, values: list[str], value: float) -> None:
+        self.add_sample(self.name, dict(zip(self._labels, values, strict=True)), value)
+
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-REFUSALS = frozenset({"deadline_unreachable", "deadline_expired", "queue_timeout", "queue_full", "unavailable"})
+REFUSALS = frozenset(
+    {"deadline_unreachable", "deadline_expired", "queue_timeout", "queue_full", "unavailable"}
+)
 
 
 class ServerCollector(Collector):
@@ -40,28 +53,36 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["model", "version"]
-        success = CounterMetricFamily("nv_inference_request_success", "Successful inference requests", labels=labels)
-        failure = CounterMetricFamily(
+        success = _TritonCounter(
+            "nv_inference_request_success", "Successful inference requests", labels=labels
+        )
+        failure = _TritonCounter(
             "nv_inference_request_failure", "Failed inference requests", labels=[*labels, "reason"]
         )
-        count = CounterMetricFamily("nv_inference_count", "Inferences performed (samples)", labels=labels)
-        execs = CounterMetricFamily("nv_inference_exec_count", "Batch executions", labels=labels)
+        count = _TritonCounter("nv_inference_count", "Inferences performed (samples)", labels=labels)
+        execs = _TritonCounter("nv_inference_exec_count", "Batch executions", labels=labels)
         pending = GaugeMetricFamily(
             "nv_inference_pending_request_count", "Requests received and not yet answered", labels=labels
         )
-        queue = CounterMetricFamily("nv_inference_queue_duration_us", "Cumulative queue time", labels=labels)
-        compute = CounterMetricFamily(
+        queue = _TritonCounter("nv_inference_queue_duration_us", "Cumulative queue time", labels=labels)
+        compute = _TritonCounter(
             "nv_inference_compute_infer_duration_us", "Cumulative compute time", labels=labels
         )
-        request = CounterMetricFamily(
+        request = _TritonCounter(
             "nv_inference_request_duration_us", "Cumulative end-to-end request time", labels=labels
         )
-        met = CounterMetricFamily("sloserve_slo_met", "Requests answered within their deadline", labels=labels)
-        missed = CounterMetricFamily("sloserve_slo_missed", "Requests answered after their deadline", labels=labels)
+        met = CounterMetricFamily(
+            "sloserve_slo_met", "Requests answered within their deadline", labels=labels
+        )
+        missed = CounterMetricFamily(
+            "sloserve_slo_missed", "Requests answered after their deadline", labels=labels
+        )
         dropped = CounterMetricFamily(
             "sloserve_requests_dropped", "Requests refused by reason", labels=[*labels, "reason"]
         )
-        cores = GaugeMetricFamily("sloserve_instance_cores", "Threads per instance", labels=[*labels, "instance"])
+        cores = GaugeMetricFamily(
+            "sloserve_instance_cores", "Threads per instance", labels=[*labels, "instance"]
+        )
         instances = GaugeMetricFamily("sloserve_instances", "Instances serving", labels=labels)
         batch = HistogramMetricFamily("sloserve_batch_size", "Sizes of executed batches", labels=labels)
         repository = self.server._repository

@@ -198,7 +198,9 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
     config = ModelConfig() if path is None else load_model_file(ModelConfig, path)
     source = str(path or directory)
     if config.name is not None and config.name != directory.name:
-        raise ConfigError(f"{source}: name: {config.name!r} differs from the directory name {directory.name!r}")
+        raise ConfigError(
+            f"{source}: name: {config.name!r} differs from the directory name {directory.name!r}"
+        )
     if config.profile is not None and not (directory / config.profile).is_file():
         raise ConfigError(f"{source}: profile: file {config.profile!r} not found in {directory}")
     return config

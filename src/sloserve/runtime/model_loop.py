@@ -260,25 +260,24 @@ class ModelLoop:
         again = True
         while again:
             again = False
-            wait: float | None = None
             for decision in self.scheduler.decide(now, list(self.views.values())):
                 if isinstance(decision, Dispatch):
                     self._dispatch(now, decision)
                 elif isinstance(decision, Drop):
                     again |= self._carry_out_drop(now, decision)
                 elif isinstance(decision, WaitUntil):
-                    wait = decision.time
-            self._set_timer(wait)
+                    self._wake_at(now, decision.time)
 
-    def _set_timer(self, when: float | None) -> None:
-        if when == self._timer_at:
-            return
+    def _wake_at(self, now: float, when: float) -> None:
+        """Ask ``decide`` again at ``when``; the earliest pending wake-up is kept (as the simulator does)."""
+        if when <= now:
+            when = math.nextafter(now, math.inf)
         if self._timer is not None:
+            if when >= self._timer_at:
+                return
             self._timer.cancel()
-            self._timer = None
-        self._timer_at = math.inf if when is None else when
-        if when is not None:
-            self._timer = self.timers.call_at(when, self._on_timer)
+        self._timer_at = when
+        self._timer = self.timers.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -290,7 +289,7 @@ class ModelLoop:
         view = self.views[decision.instance]
         view.in_flight += 1
         estimate = self.profile.latency(batch.size, view.cores) if self.profile is not None else 0.0
-        view.busy_until = max(now, view.busy_until) + estimate
+        view.busy_until = max(view.busy_until, now + estimate)
         inputs = []
         for r in batch.requests:
             pending = self.pending[r.id]

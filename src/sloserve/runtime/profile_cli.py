@@ -32,11 +32,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "write the profile file (sloserve-profile/v1) that the simulator and planners read.",
     )
     p.add_argument("model", metavar="MODEL", help="demo model name, model directory or .onnx file")
-    p.add_argument("--out", type=Path, help="profile file to write (.yaml or .json; default results/profiles/MODEL.yaml)")
+    p.add_argument(
+        "--out", type=Path, help="profile file to write (.yaml or .json; default results/profiles/MODEL.yaml)"
+    )
     p.add_argument("--quick", action="store_true", help="small grid: batches 1,4,16; 10 repeats")
     p.add_argument("--batches", type=_ints, help="batch sizes, e.g. 1,2,4,8 (capped at max_batch_size)")
     p.add_argument("--threads", type=_ints, help="intra-op threads per instance, e.g. 1,2")
-    p.add_argument("--instances", type=_ints, help="co-located instance counts, e.g. 1,2,3")
+    p.add_argument("--instances", type=_ints, help="co-located instance counts 1..K, e.g. 1,2,3")
     p.add_argument("--repeats", type=int, help="recorded batches per instance per point (default 30)")
     p.add_argument("--warmup", type=int, help="unrecorded batches per instance per point (default 3)")
     p.add_argument("--variable-dim", type=int, help="size of variable non-batch axes (default 64)")
@@ -75,12 +77,13 @@ def _handle(args: argparse.Namespace) -> int:
     console = Console()
     source = resolve_model(args.model, args.repository)
     grid = _grid(args).limited_to(source.max_batch)
-    if grid.instances[0] != 1:
-        raise ConfigError("--instances: must include 1 (the slowdown s(k) is relative to one instance)")
+    if grid.instances != tuple(range(1, len(grid.instances) + 1)):
+        raise ConfigError("--instances: must be 1..K (the slowdown s(k) is relative to one instance)")
     out: Path = args.out or Path("results") / "profiles" / f"{source.name}.yaml"
     console.print(
-        f"profiling [bold]{source.name}[/] ({source.path}) on {os.cpu_count()} CPUs: batches {list(grid.batches)}, "
-        f"threads {list(grid.threads)}, instances {list(grid.instances)}, {grid.repeats} repeats"
+        f"profiling [bold]{source.name}[/] ({source.path}) on {os.cpu_count()} CPUs: "
+        f"batches {list(grid.batches)}, threads {list(grid.threads)}, instances {list(grid.instances)}, "
+        f"{grid.repeats} repeats"
     )
     started = time.perf_counter()
     with Progress(
@@ -113,7 +116,9 @@ def _handle(args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(table)
     if profile.slowdown:
-        console.print("slowdown s(k): " + ", ".join(f"s({k})={s:.2f}" for k, s in enumerate(profile.slowdown, 1)))
+        console.print(
+            "slowdown s(k): " + ", ".join(f"s({k})={s:.2f}" for k, s in enumerate(profile.slowdown, 1))
+        )
     console.print(f"wrote {out} in {time.perf_counter() - started:.1f} s")
     if args.raw:
         _raw(args, source, out, console)
@@ -134,7 +139,8 @@ def _raw(args: argparse.Namespace, source: Any, out: Path, console: Any) -> None
     b = raw.best
     console.print(
         f"peak raw ONNX Runtime throughput on {raw.cores} cores: {raw.rows_per_s:.0f} rows/s "
-        f"(batch {b.batch}, {b.sessions} session(s) x {b.threads} thread(s), spinning {'on' if b.spinning else 'off'})"
+        f"(batch {b.batch}, {b.sessions} session(s) x {b.threads} thread(s), "
+        f"spinning {'on' if b.spinning else 'off'})"
     )
     raw_path = out.with_name(out.stem + ".raw.json")
     raw_path.write_text(json.dumps(raw.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,17 +84,15 @@ class ProfileGrid:
     @classmethod
     def quick(cls) -> ProfileGrid:
         """A small grid for a first look (seconds per model on two cores)."""
-        return cls(batches=(1, 4, 16), threads=(1, 2), instances=(1, 2), repeats=10, warmup=2, max_seconds=3.0)
+        return cls(
+            batches=(1, 4, 16), threads=(1, 2), instances=(1, 2), repeats=10, warmup=2, max_seconds=3.0
+        )
 
     def limited_to(self, max_batch: int | None) -> ProfileGrid:
         """The grid without batch sizes above ``max_batch`` (keeping at least batch 1)."""
         if max_batch is None:
             return self
-        batches = tuple(b for b in self.batches if b <= max_batch) or (1,)
-        return ProfileGrid(
-            batches, self.threads, self.instances, self.repeats, self.warmup, self.max_seconds,
-            self.variable_dim, self.seed,
-        )  # fmt: skip
+        return replace(self, batches=tuple(b for b in self.batches if b <= max_batch) or (1,))
 
     def points(self) -> int:
         """Number of (batch, threads, instances) points."""
@@ -124,7 +122,7 @@ def measure_concurrent(
             start.wait()
             if i == 0:
                 deadline[0] = time.perf_counter() + max_seconds
-            while not stop.is_set():
+            while not stop.is_set() or not own:  # at least one sample each
                 t0 = time.perf_counter()
                 backend.run(inputs)
                 own.append(time.perf_counter() - t0)
@@ -151,7 +149,11 @@ def slowdown_table(points: Sequence[ProfilePoint]) -> tuple[float, ...]:
     k_max = max((p.instances for p in points), default=1)
     table: list[float] = []
     for k in range(1, k_max + 1):
-        ratios = [p.median / base[(p.batch, p.cores)] for p in points if p.instances == k and (p.batch, p.cores) in base]
+        ratios = [
+            p.median / base[(p.batch, p.cores)]
+            for p in points
+            if p.instances == k and (p.batch, p.cores) in base
+        ]
         if not ratios:
             break
         table.append(max(1.0, float(np.exp(np.mean(np.log(ratios))))))
@@ -160,7 +162,7 @@ def slowdown_table(points: Sequence[ProfilePoint]) -> tuple[float, ...]:
 
 def profile_model(
     source: ModelSource,
-    grid: ProfileGrid = ProfileGrid(),  # noqa: B008 - a frozen dataclass
+    grid: ProfileGrid = ProfileGrid(),
     *,
     hardware: str = "cpu",
     progress: Callable[[ProfilePoint], None] | None = None,

@@ -81,7 +81,9 @@ def _splits(cores: int) -> list[tuple[int, int]]:
     return [(t, cores // t) for t in range(1, cores + 1) if cores % t == 0]
 
 
-def _rows_per_s(backends: Sequence[OnnxBackend], batch: int, inputs: dict[str, Any], duration_s: float) -> float:
+def _rows_per_s(
+    backends: Sequence[OnnxBackend], batch: int, inputs: dict[str, Any], duration_s: float
+) -> float:
     counts = [0] * len(backends)
     barrier = threading.Barrier(len(backends) + 1)
     stop = threading.Event()
@@ -129,6 +131,8 @@ def measure_raw_throughput(
     with _affinity(cpus):
         for spin in spinning:
             for threads, sessions in _splits(n_cores):
+                if spin and threads == 1 and False in spinning:
+                    continue  # a one-thread session has no pool threads to spin: same as off
                 backends = [OnnxBackend(model_bytes, threads, spinning=spin) for _ in range(sessions)]
                 for batch in batches:
                     inputs = example_inputs(backends[0].inputs, batch, variable_dim=variable_dim)

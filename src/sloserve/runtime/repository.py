@@ -152,9 +152,13 @@ class ModelRepository:
         """The loaded model; :class:`ProtocolError` 404 for an unknown model or version."""
         model = self.models.get(name)
         if model is None:
-            raise ProtocolError(f"unknown model {name!r}" + (" (not loaded)" if name in self.failed else ""), 404)
+            raise ProtocolError(
+                f"unknown model {name!r}" + (" (not loaded)" if name in self.failed else ""), 404
+            )
         if version not in (None, "", model.version):
-            raise ProtocolError(f"unknown version {version!r} of model {name!r} (serving {model.version!r})", 404)
+            raise ProtocolError(
+                f"unknown version {version!r} of model {name!r} (serving {model.version!r})", 404
+            )
         return model
 
     async def load(self, name: str) -> LoadedModel:
@@ -221,7 +225,9 @@ class ModelRepository:
         source = str(find_config(directory) or directory)
         factory = self.backends.get(config.backend)
         if factory is None:
-            raise ConfigError(f"{source}: backend: unknown backend {config.backend!r}; known: {sorted(self.backends)}")
+            raise ConfigError(
+                f"{source}: backend: unknown backend {config.backend!r}; known: {sorted(self.backends)}"
+            )
         profile = self._profile(directory, config, name)
         ctx = PolicyContext(
             model=name,

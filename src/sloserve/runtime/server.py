@@ -28,7 +28,13 @@ from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelReposi
 log = logging.getLogger("sloserve.runtime")
 
 SERVER_NAME = "sloserve"
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "model_repository", "schedule_policy")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "schedule_policy",
+)
 """Protocol extensions listed in ``GET /v2``."""
 
 TIMEOUT_HEADER = "x-slo-timeout-ms"
@@ -176,7 +182,9 @@ class InferenceServer:
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        model.loop.submit(inputs, future.set_result, budget=budget, priority=priority, payload_bytes=payload_bytes)
+        model.loop.submit(
+            inputs, future.set_result, budget=budget, priority=priority, payload_bytes=payload_bytes
+        )
         outcome = await future
         if isinstance(outcome, Answer):
             return model, outcome.outputs
@@ -193,8 +201,12 @@ class InferenceServer:
             "name": model.name,
             "versions": [model.version],
             "platform": model.platform,
-            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.inputs],
-            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.outputs],
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.inputs
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.outputs
+            ],
         }
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -205,8 +217,11 @@ class InferenceServer:
         def tensors(specs: Any) -> list[dict[str, Any]]:
             skip = 1 if model.batching else 0
             return [
-                {"name": s.name, "data_type": "TYPE_" + ("STRING" if s.datatype == "BYTES" else s.datatype),
-                 "dims": list(s.shape[skip:])}
+                {
+                    "name": s.name,
+                    "data_type": "TYPE_" + ("STRING" if s.datatype == "BYTES" else s.datatype),
+                    "dims": list(s.shape[skip:]),
+                }
                 for s in specs
             ]
 
@@ -288,7 +303,9 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
     timeout = params.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise ProtocolError(f"parameter 'timeout' must be a non-negative number of microseconds, got {timeout!r}")
+            raise ProtocolError(
+                f"parameter 'timeout' must be a non-negative number of microseconds, got {timeout!r}"
+            )
         return timeout * 1e-6 if timeout > 0 else None
     if header_ms is not None:
         try:

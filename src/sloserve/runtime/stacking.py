@@ -107,9 +107,10 @@ def stack_requests(
                 {ax for i in ragged for ax in range(1, len(target)) if arrays[i].shape[ax] != target[ax]}
             )
             if not allow_padding:
+                other = next(a.shape for a in arrays if a.shape[1:] != arrays[0].shape[1:])
                 raise BatchInputError(
                     f"input {spec.name!r}: requests differ in size along axis {axes} "
-                    f"(e.g. {list(arrays[0].shape)} and {list(arrays[ragged[0]].shape)}) and this model "
+                    f"(e.g. {list(arrays[0].shape)} and {list(other)}) and this model "
                     "does not allow padding: send equally shaped tensors"
                 )
             variable_outputs = [o.name for o in outputs if o.variable_axes()]

@@ -262,7 +262,8 @@ class _Model:
         self.cores_total = 0
         self.n_instances = 0
         self.last_account = 0.0
-        self.rng = np.random.default_rng([seed, index])
+        # a spawn key keeps this stream apart from workload generators seeded with the same integer
+        self.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x51A5, index)))
         self._noise: list[float] = []
         self._noise_i = 0
         self.fixed_noise = setup.noise_cv == 0 and setup.tail_noise is None

@@ -197,6 +197,11 @@ class HeteroSim:
         self.collector.dropped(self.loop.now, str(d.reason))
         self.ended += 1
 
+    @property
+    def arrived(self) -> int:
+        """Requests that have arrived so far (they are numbered 0 .. arrived - 1)."""
+        return self._next
+
     # -- running --------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:

@@ -80,16 +80,29 @@ def write_json(path: str | Path, data: Mapping[str, Any], **context: Any) -> Pat
 
 
 def metrics_table(rows: Mapping[str, Metrics], title: str = "", slo: float | None = None) -> Any:
-    """A ``rich.table.Table``, one row per labelled run."""
+    """A ``rich.table.Table``, one row per labelled run (p99 in red when above ``slo``).
+
+    ``drops`` is the total; reasons are in the JSON. ``batch`` is the mean batch size."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title or None, title_justify="left")
-    for col in ("run", "attain.", "goodput/s", "thrput/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        table.add_column(col, justify="left" if col == "run" else "right")
-    for col in ("drops", "mean b", "core·s", "cost"):
-        table.add_column(col, justify="right")
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD)
+    cols = (
+        "run",
+        "attain",
+        "goodput/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "drops",
+        "batch",
+        "core·s",
+        "cost",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")
     for label, m in rows.items():
-        drops = ", ".join(f"{k}:{v}" for k, v in m.drops_by_reason.items()) or "0"
         p99 = f"{m.latency_p99 * MS:.1f}"
         if slo is not None and m.latency_p99 > slo:
             p99 = f"[red]{p99}[/red]"
@@ -97,15 +110,14 @@ def metrics_table(rows: Mapping[str, Metrics], title: str = "", slo: float | Non
             label,
             f"{m.attainment * 100:.2f}%",
             f"{m.goodput:.1f}",
-            f"{m.throughput:.1f}",
             f"{m.latency_p50 * MS:.1f}",
             f"{m.latency_p95 * MS:.1f}",
             p99,
-            f"{m.latency_max * MS:.1f}",
-            drops,
-            f"{m.mean_batch:.2f}",
+            f"{m.latency_max * MS:.0f}",
+            str(m.dropped),
+            f"{m.mean_batch:.1f}",
             f"{m.core_seconds:.0f}",
-            f"{m.cost:.4f}",
+            f"{m.cost:.3g}",
         )
     return table
 
@@ -114,7 +126,10 @@ def print_metrics(rows: Mapping[str, Metrics], title: str = "", slo: float | Non
     """Print :func:`metrics_table` to the terminal."""
     from rich.console import Console
 
-    Console().print(metrics_table(rows, title, slo))
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=140)
+    console.print(metrics_table(rows, title, slo))
 
 
 def _pyplot() -> Any:

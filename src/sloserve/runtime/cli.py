@@ -1,0 +1,61 @@
+"""``sloserve serve [REPO]``: serve a model repository (the built-in demo repository by default)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve`` to the ``sloserve`` command line."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model repository over HTTP and gRPC (Open Inference Protocol)",
+        description="Serve the models of REPO (default: the built-in demo repository, built on first "
+        "run) over HTTP/REST (KServe v2 + Triton extensions), gRPC (inference.GRPCInferenceService) "
+        "and Prometheus metrics. SIGTERM / SIGINT drain queued requests, then stop.",
+    )
+    p.add_argument(
+        "repository", nargs="?", type=Path, help="model repository directory (default: demo models)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: 8001; -1: off)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="metrics port (default: 8002; -1: off)")
+    p.add_argument("--model", action="append", dest="models", help="load only this model (repeatable)")
+    p.add_argument(
+        "--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default: 64)"
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to finish queued requests at stop"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sloserve.runtime.logs import configure_logging
+    from sloserve.runtime.service import ServeOptions, serve
+
+    configure_logging(args.log_level)
+    repository = args.repository
+    if repository is None:
+        from sloserve.runtime.demo.repository import ensure_demo_repository
+
+        repository = ensure_demo_repository()
+    elif not repository.is_dir():
+        from sloserve.core.config import ConfigError
+
+        raise ConfigError(f"{repository}: not a directory (a model repository has one directory per model)")
+    options = ServeOptions(
+        repository=repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        models=args.models,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        drain_timeout=args.drain_timeout,
+    )
+    return serve(options)

@@ -1,0 +1,183 @@
+"""Putting the server together: core + HTTP + gRPC + metrics endpoints, start-up and drain.
+
+:func:`serve` runs until SIGTERM/SIGINT, then drains (health turns not-ready at once, queued
+requests finish, then the listeners close). :class:`BackgroundServer` runs the same thing on a
+thread with its own event loop, for tests and benchmarks (ephemeral ports by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sloserve.runtime.http_api import HttpApi, HttpResponse, error_response
+from sloserve.runtime.http_server import HttpServer
+from sloserve.runtime.repository import BackendFactory
+from sloserve.runtime.server import DEFAULT_MAX_BODY_BYTES, InferenceServer
+
+log = logging.getLogger("sloserve.runtime")
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    """Everything ``sloserve serve`` can set."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = 8001
+    """None: no gRPC front end."""
+    metrics_port: int | None = 8002
+    """None: no metrics endpoint."""
+    models: list[str] | None = None
+    """Models to load at start (None: every model in the repository)."""
+    backends: Mapping[str, BackendFactory] = field(default_factory=dict)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_timeout: float = 30.0
+    """Seconds a client has to send a whole request (408 after)."""
+    drain_timeout: float = 30.0
+    """Seconds queued requests get to finish at shutdown before they are refused."""
+
+
+class Service:
+    """The running server (all front ends); start and stop on the event loop."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.core = InferenceServer(
+            options.repository,
+            models=options.models,
+            backends=options.backends,
+            max_body_bytes=options.max_body_bytes,
+        )
+        self.http = HttpServer(
+            HttpApi(self.core).handle,
+            max_body_bytes=options.max_body_bytes,
+            request_timeout=options.request_timeout,
+        )
+        self.grpc = None
+        self.metrics_http: HttpServer | None = None
+        self.http_port = self.grpc_port = self.metrics_port = 0
+
+    async def start(self) -> None:
+        """Listen first (health answers "not ready" during start-up), then load the models."""
+        o = self.options
+        self.http_port = await self.http.start(o.host, o.http_port)
+        if o.grpc_port is not None:
+            from sloserve.runtime.grpc_server import GrpcServer
+
+            self.grpc = GrpcServer(self.core, max_message_bytes=o.max_body_bytes)
+            self.grpc_port = await self.grpc.start(o.host, o.grpc_port)
+        if o.metrics_port is not None:
+            from sloserve.runtime.metrics import metrics_registry, render
+
+            registry = metrics_registry(self.core)
+
+            async def metrics(
+                method: str, path: str, headers: Mapping[str, str], body: bytes
+            ) -> HttpResponse:
+                if path.split("?", 1)[0] != "/metrics":
+                    return error_response("only /metrics is served here", 404)
+                return HttpResponse(200, render(registry), "text/plain; version=0.0.4; charset=utf-8")
+
+            self.metrics_http = HttpServer(metrics, max_body_bytes=1 << 16)
+            self.metrics_port = await self.metrics_http.start(o.host, o.metrics_port)
+        log.info(
+            "listening",
+            extra={
+                "host": o.host,
+                "http": self.http_port,
+                "grpc": self.grpc_port,
+                "metrics": self.metrics_port,
+            },
+        )
+        await self.core.start()
+
+    async def stop(self) -> None:
+        """Drain: refuse new work, finish queued requests, then close the listeners."""
+        await self.core.shutdown(self.options.drain_timeout)
+        await self.http.stop()
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
+        if self.metrics_http is not None:
+            await self.metrics_http.stop()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is in the server extra
+        return asyncio.new_event_loop()
+
+
+def serve(options: ServeOptions) -> int:
+    """Run the server until SIGTERM / SIGINT, then drain and return 0."""
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    service = Service(options)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.start()
+        await stop.wait()
+        log.info("signal received: draining")
+        await service.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0
+
+
+class BackgroundServer:
+    """The service on a background thread with its own event loop (tests, benchmarks)."""
+
+    def __init__(self, options: ServeOptions, *, use_uvloop: bool = True) -> None:
+        self.options = options
+        self.loop = _new_loop() if use_uvloop else asyncio.new_event_loop()
+        self.service = Service(options)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sloserve-server", daemon=True)
+
+    def start(self, timeout: float = 120.0) -> BackgroundServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(timeout)
+        return self
+
+    def call(self, coro: object, timeout: float = 60.0) -> object:
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.service.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.service.grpc_port}"
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,51 @@
+"""``sloserve simulate [CONFIG.yaml]``: run an experiment in the simulator.
+
+With no config it runs the embedded default (Triton vs Ray Serve vs fixed batching on a built-in
+profile); ``--example`` prints that default as YAML, a starting point for your own config (the
+format is documented in :mod:`sloserve.sim.experiment`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add ``simulate`` to the ``sloserve`` command line."""
+    p = subparsers.add_parser(
+        "simulate",
+        help="compare policies in the discrete-event simulator (default: the built-in batcher comparison)",
+        description="Run an experiment in the simulator: every policy at the configured load, an "
+        "optional load sweep and capacity search. Writes results.json and PNG plots into --out and "
+        "prints a table. Without CONFIG it runs the built-in comparison of the Triton, Ray Serve "
+        "and fixed batchers. Config format: `sloserve simulate --example`.",
+    )
+    p.add_argument("config", nargs="?", help="experiment file (YAML or JSON); omit for the built-in one")
+    p.add_argument("--out", type=Path, help="output folder (default: results/<name>/)")
+    p.add_argument("--quick", action="store_true", help="a short run: 1/5 of the duration, one seed")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--example", action="store_true", help="print the built-in experiment as YAML and exit")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sloserve.sim.experiment import DEFAULT_EXPERIMENT, Experiment, run_experiment
+
+    if args.example:
+        print(yaml.safe_dump(DEFAULT_EXPERIMENT, sort_keys=False), end="")
+        return 0
+    if args.config:
+        exp = Experiment.from_file(args.config)
+    else:
+        exp = Experiment.from_data(DEFAULT_EXPERIMENT, "<built-in experiment>")
+    if args.seed is not None:
+        exp.spec = exp.spec.model_copy(update={"seed": args.seed})
+    out = args.out or Path(exp.spec.out or Path("results") / exp.spec.name)
+    run_experiment(exp, out, quick=args.quick, plots=not args.no_plots, progress=not args.no_progress)
+    return 0

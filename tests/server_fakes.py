@@ -1,0 +1,113 @@
+"""Helpers for the server tests: a controllable fake backend and repository builders.
+
+Not a test module (no ``test_`` prefix); the server test files import it by name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sloserve.runtime.backend import TensorSpec
+from sloserve.runtime.model_config import ModelConfig
+
+SPEC_IN = TensorSpec("INPUT0", "FP32", (-1, -1))
+SPEC_OUT = TensorSpec("OUTPUT0", "FP32", (-1, -1))
+
+
+@dataclass
+class FakeControl:
+    """Shared by every instance of one fake model: a gate that holds batches, and what ran."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    batches: list[list[float]] = field(default_factory=list)
+    """First element of each request's row, per batch, in the order the batches ran."""
+    running: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    """Released once each time a batch starts."""
+    delay: float = 0.0
+    threads_seen: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+
+class FakeBackend:
+    """Identity on ``INPUT0`` → ``OUTPUT0`` (FP32, [-1, -1]) that can be held by its control's gate."""
+
+    def __init__(self, control: FakeControl, threads: int) -> None:
+        self.control = control
+        self._threads = threads
+        control.threads_seen.append(threads)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (SPEC_IN,)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (SPEC_OUT,)
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def run(self, inputs: Any) -> dict[str, np.ndarray]:
+        x = inputs["INPUT0"]
+        self.control.batches.append([float(v) for v in x[:, 0]] if x.shape[1] else [])
+        self.control.running.release()
+        if not self.control.gate.wait(timeout=30):
+            raise RuntimeError("fake backend gate never opened")
+        if self.control.delay:
+            time.sleep(self.control.delay)
+        return {"OUTPUT0": np.array(x, copy=True)}
+
+    def set_threads(self, threads: int) -> Future[None]:
+        self._threads = threads
+        self.control.threads_seen.append(threads)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBackends:
+    """A ``backends`` mapping entry: ``fake`` builds a :class:`FakeBackend` whose control is per model."""
+
+    def __init__(self) -> None:
+        self.controls: dict[str, FakeControl] = {}
+
+    def control(self, model: str) -> FakeControl:
+        return self.controls.setdefault(model, FakeControl())
+
+    def __call__(self, model_dir: Path, config: ModelConfig, threads: int) -> FakeBackend:
+        return FakeBackend(self.control(model_dir.name), threads)
+
+
+def write_model(root: Path, name: str, config: dict[str, Any], profile: dict[str, Any] | None = None) -> Path:
+    """Create ``root/name/config.yaml`` (and ``profile.yaml`` when given)."""
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    if profile is not None:
+        doc = {"format": "sloserve-profile/v1", "profiles": [{"model": name, **profile}]}
+        (directory / "profile.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+        config = {"profile": "profile.yaml", **config}
+    (directory / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return directory
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true (a synchronisation helper, not a timing assertion)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)

@@ -1,0 +1,79 @@
+"""``sloserve experiment dnnscaler`` end to end (quick, two models) and its closed-loop load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sloserve.cli import main
+from sloserve.core import AffineProfile
+from sloserve.experiments.dnnscaler import (
+    ClosedLoopBatcher,
+    median_slo_ratio,
+    published_cases,
+    table_profile,
+)
+from sloserve.policies.dnnscaler import Approach, detect_from_profile
+from sloserve.sim import ModelSetup, simulate
+from sloserve.sim.workload import Workload
+
+
+def test_closed_loop_latency_is_the_batch_service_time() -> None:
+    prof = AffineProfile("m", alpha=0.004, beta=0.001)
+    sched = ClosedLoopBatcher(slo=0.1, max_batch=8)
+    res = simulate(ModelSetup("m", prof, sched, instances=2), Workload(np.zeros(200)), record=True)
+    o = res.outcomes
+    assert o is not None and o.completed.all()
+    full = o.batch_size == 8
+    assert full.sum() == 192  # 24 full batches; the last 8 requests leave in partial ones
+    np.testing.assert_allclose((o.finish - o.start)[full], prof.latency(8, 1, 2), rtol=1e-9)
+    assert res.metrics.latency_max == pytest.approx(prof.latency(8, 1, 2))
+
+
+def test_published_profiles_keep_the_measured_slowdown() -> None:
+    case = next(c for c in published_cases() if c.name == "ResNetV2-50/ImageNet")
+    prof = case.profile
+    assert prof.latency(1, 1, 1) == pytest.approx(10.85e-3)
+    assert prof.latency(1, 1, 8) == pytest.approx(58.03e-3)
+    assert case.slo == pytest.approx(0.045) and case.slo_source == "published"
+    # batch curve: each extra item costs h + η·g from the fit latency(k) = h + g·k over k = 6..10
+    row = [2.0 + 3.0 * k for k in range(1, 11)]  # h = 2 ms, g = 3 ms
+    assert table_profile("r", row).latency(10, 1, 1) == pytest.approx((5.0 + 9 * 5.0) * 1e-3)
+    assert table_profile("r", row, efficiency=0.5).latency(10, 1, 1) == pytest.approx((5.0 + 9 * 3.5) * 1e-3)
+    assert 4.0 < median_slo_ratio() < 6.0
+
+
+@pytest.mark.slow
+def test_quick_experiment_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "dnn"
+    rc = main(
+        [
+            "experiment",
+            "dnnscaler",
+            "--quick",
+            "--models",
+            "ResNetV2-50",
+            "gpu-affine-large",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    doc = json.loads((out / "dnnscaler.json").read_text())
+    assert (out / "ratios.png").stat().st_size > 1000
+    rows = {r["model"]: r for r in doc["results"]}
+    assert set(rows) == {"ResNetV2-50/ImageNet", "gpu-affine-large"}
+    resnet, large = rows["ResNetV2-50/ImageNet"], rows["gpu-affine-large"]
+    assert resnet["approach"] == Approach.MULTI_TENANCY
+    assert resnet["dnnscaler"]["start_instances"] == 6  # completion from k = 1, 8: measured 43.5 ms at 6
+    assert large["approach"] == Approach.BATCHING
+    for r in rows.values():
+        assert r["dnnscaler"]["breach_windows"] == 0
+        assert r["ratio"] > 0.9
+    assert resnet["ratio"] > 1.05
+    assert doc["matrix_completion"]["mape_pct"] < 10
+    assert doc["seed"] == 0 and "closed loop" in doc["workload"]
+    assert detect_from_profile(next(c.profile for c in published_cases())).approach is Approach.MULTI_TENANCY

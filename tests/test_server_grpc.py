@@ -1,0 +1,128 @@
+"""The server over gRPC with Triton's own client: metadata, infer, priority/deadline parameters,
+early refusal with a reason, stats, config and the repository methods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+from server_fakes import FakeBackends, wait_for, write_model
+from tritonclient.utils import InferenceServerException
+
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+
+@pytest.fixture(scope="module")
+def fakes() -> FakeBackends:
+    return FakeBackends()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("repo")
+    build_demo_model("identity", root)
+    write_model(root, "gated", {"backend": "fake", "max_batch_size": 1, "priority_levels": 2})
+    write_model(
+        root,
+        "slo_model",
+        {"backend": "fake", "max_batch_size": 8, "slo_ms": 1000, "scheduler": {"name": "slo"}},
+        {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 8},
+    )
+    options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None, backends={"fake": fakes})
+    with BackgroundServer(options) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: BackgroundServer) -> Iterator[tg.InferenceServerClient]:
+    c = tg.InferenceServerClient(server.grpc_url)
+    yield c
+    c.close()
+
+
+def _input(value: float, n: int = 4) -> tg.InferInput:
+    inp = tg.InferInput("INPUT0", [1, n], "FP32")
+    inp.set_data_from_numpy(np.full((1, n), value, dtype=np.float32))
+    return inp
+
+
+def test_health_metadata_config(client: tg.InferenceServerClient) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.get_server_metadata().name == "sloserve"
+    meta = client.get_model_metadata("identity", as_json=True)
+    assert meta["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": ["-1", "-1"]}
+    assert client.is_model_ready("identity") and not client.is_model_ready("nope")
+    config = client.get_model_config("identity", as_json=True)["config"]
+    assert config["max_batch_size"] == 256
+    with pytest.raises(InferenceServerException) as err:
+        client.get_model_metadata("nope")
+    assert err.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_infer_raw_contents(client: tg.InferenceServerClient) -> None:
+    x = np.arange(5, dtype=np.float32).reshape(1, 5)
+    inp = tg.InferInput("INPUT0", [1, 5], "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("identity", [inp], outputs=[tg.InferRequestedOutput("OUTPUT0")], request_id="g1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+    assert result.get_response().id == "g1"
+
+
+def test_priority_honoured(server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends) -> None:
+    control = fakes.control("gated")
+    control.batches.clear()
+    control.gate.clear()
+    results: list[object] = []
+
+    def pending() -> int:
+        return len(server.service.core.repository.models["gated"].loop.pending)
+
+    try:
+        client.async_infer("gated", [_input(0)], callback=lambda result, error: results.append((result, error)))
+        assert control.running.acquire(timeout=10)
+        for value, priority in ((1, 2), (2, 2), (3, 1)):
+            client.async_infer("gated", [_input(value)], lambda result, error: results.append((result, error)), priority=priority)
+            wait_for(lambda v=value: pending() == v + 1)
+    finally:
+        control.gate.set()
+    wait_for(lambda: len(results) == 4)
+    assert all(e is None for _, e in results)
+    assert control.batches == [[0.0], [3.0], [1.0], [2.0]]
+
+
+def test_impossible_deadline_refused(client: tg.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("slo_model", [_input(1)], timeout=1_000)
+    assert err.value.status() == "StatusCode.UNAVAILABLE" and "deadline_unreachable" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("slo_model", [_input(1)], headers={"x-slo-timeout-ms": "1"})
+    assert "deadline_unreachable" in err.value.message()
+    assert client.infer("slo_model", [_input(2)]).as_numpy("OUTPUT0")[0, 0] == 2
+
+
+def test_stats_and_bad_input(client: tg.InferenceServerClient) -> None:
+    before = client.get_inference_statistics("identity", as_json=True)["model_stats"][0]["inference_stats"]
+    bad = tg.InferInput("INPUT0", [1, 4], "INT32")
+    bad.set_data_from_numpy(np.zeros((1, 4), np.int32))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("identity", [bad])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "datatype INT32" in err.value.message()
+    client.infer("identity", [_input(1)])
+    after = client.get_inference_statistics("identity", as_json=True)["model_stats"][0]["inference_stats"]
+    assert int(after["success"]["count"]) == int(before.get("success", {}).get("count", 0)) + 1
+    assert int(after["fail"]["count"]) == int(before.get("fail", {}).get("count", 0)) + 1
+
+
+def test_repository_methods(client: tg.InferenceServerClient) -> None:
+    names = {m.name for m in client.get_model_repository_index().models}
+    assert {"identity", "gated", "slo_model"} <= names
+    client.unload_model("gated")
+    assert not client.is_model_ready("gated")
+    client.load_model("gated")
+    assert client.is_model_ready("gated")
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("no_such_dir")
+    assert err.value.status() == "StatusCode.NOT_FOUND"

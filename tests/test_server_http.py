@@ -1,0 +1,193 @@
+"""The server over HTTP with Triton's own client: metadata, infer (JSON and binary), deadlines,
+priorities, early refusal, stats, repository load/unload, metrics and health."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as th
+from server_fakes import FakeBackends, wait_for, write_model
+from tritonclient.utils import InferenceServerException
+
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+AFFINE_50MS = {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 8}
+
+
+@pytest.fixture(scope="module")
+def fakes() -> FakeBackends:
+    return FakeBackends()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("repo")
+    build_demo_model("identity", root)
+    write_model(root, "gated", {"backend": "fake", "max_batch_size": 1, "priority_levels": 2})
+    slo = {"backend": "fake", "max_batch_size": 8, "slo_ms": 1000, "scheduler": {"name": "slo"}}
+    write_model(root, "slo_model", slo, AFFINE_50MS)
+    write_model(root, "late_model", {**slo, "serve_late": True}, AFFINE_50MS)
+    options = ServeOptions(root, http_port=0, grpc_port=None, metrics_port=0, backends={"fake": fakes})
+    with BackgroundServer(options) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: BackgroundServer) -> Iterator[th.InferenceServerClient]:
+    c = th.InferenceServerClient(server.http_url, concurrency=8)
+    yield c
+    c.close()
+
+
+def _input(value: float, binary: bool = False, n: int = 4) -> th.InferInput:
+    inp = th.InferInput("INPUT0", [1, n], "FP32")
+    inp.set_data_from_numpy(np.full((1, n), value, dtype=np.float32), binary_data=binary)
+    return inp
+
+
+def _pending(server: BackgroundServer, model: str) -> int:
+    return len(server.service.core.repository.models[model].loop.pending)
+
+
+def test_health_and_metadata(client: th.InferenceServerClient) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "sloserve" and "binary_tensor_data" in meta["extensions"]
+    model = client.get_model_metadata("identity")
+    assert model["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, -1]}]
+    assert client.is_model_ready("identity") and not client.is_model_ready("no_such_model")
+    config = client.get_model_config("identity")
+    assert config["max_batch_size"] == 256 and config["dynamic_batching"]["preferred_batch_size"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_infer_json_and_binary(client: th.InferenceServerClient, binary: bool) -> None:
+    x = np.arange(6, dtype=np.float32).reshape(1, 6)
+    inp = th.InferInput("INPUT0", [1, 6], "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = th.InferRequestedOutput("OUTPUT0", binary_data=binary)
+    result = client.infer("identity", [inp], outputs=[out], request_id="r-1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+    assert result.get_response()["id"] == "r-1"
+
+
+def test_priority_honoured(server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends) -> None:
+    control = fakes.control("gated")
+    control.batches.clear()
+    control.gate.clear()
+    try:
+        first = client.async_infer("gated", [_input(0)])
+        assert control.running.acquire(timeout=10)  # the instance is busy with request 0
+        later = []
+        for value, priority in ((1, 2), (2, 2), (3, 1)):
+            later.append(client.async_infer("gated", [_input(value)], priority=priority))
+            wait_for(lambda v=value: _pending(server, "gated") == v + 1)
+    finally:
+        control.gate.set()
+    for req in [first, *later]:
+        req.get_result()
+    assert control.batches == [[0.0], [3.0], [1.0], [2.0]]  # the high-priority request overtook
+
+
+def test_deadline_honoured(server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends) -> None:
+    control = fakes.control("gated")
+    control.gate.clear()
+    try:
+        busy = client.async_infer("gated", [_input(0)])
+        assert control.running.acquire(timeout=10)
+        short = client.async_infer("gated", [_input(1)], timeout=20_000)  # 20 ms budget
+        wait_for(lambda: _pending(server, "gated") == 2)
+        long = client.async_infer("gated", [_input(2)], timeout=60_000_000)
+        wait_for(lambda: _pending(server, "gated") == 3)
+        time.sleep(0.05)  # let the 20 ms budget pass while the instance is held
+    finally:
+        control.gate.set()
+    busy.get_result()
+    with pytest.raises(InferenceServerException) as err:
+        short.get_result()
+    assert err.value.status() == "503" and "queue_timeout" in err.value.message()
+    np.testing.assert_array_equal(long.get_result().as_numpy("OUTPUT0"), np.full((1, 4), 2, np.float32))
+
+
+def test_impossible_deadline_refused_with_reason(client: th.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("slo_model", [_input(1)], timeout=1_000)  # 1 ms, the model needs 50 ms
+    assert err.value.status() == "503"
+    assert "deadline_unreachable" in err.value.message()
+    # the model's own SLO (1 s) is reachable
+    assert client.infer("slo_model", [_input(2)]).as_numpy("OUTPUT0")[0, 0] == 2
+
+
+def test_serve_late_answers_instead(client: th.InferenceServerClient) -> None:
+    result = client.infer("late_model", [_input(5)], timeout=1_000)
+    assert result.as_numpy("OUTPUT0")[0, 0] == 5
+
+
+def test_deadline_header(server: BackgroundServer) -> None:
+    body = b'{"inputs":[{"name":"INPUT0","shape":[1,2],"datatype":"FP32","data":[1,2]}]}'
+    req = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/slo_model/infer", body, {"X-SLO-Timeout-Ms": "1"}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 503 and b"deadline_unreachable" in err.value.read()
+
+
+def test_stats_consistent(client: th.InferenceServerClient) -> None:
+    ok = 0
+    failed = 0
+    for i in range(20):
+        timeout = 1_000 if i % 4 == 0 else None  # every 4th is unreachable
+        try:
+            client.infer("slo_model", [_input(i)], timeout=timeout)
+            ok += 1
+        except InferenceServerException:
+            failed += 1
+    stats = client.get_inference_statistics("slo_model")["model_stats"][0]
+    inf = stats["inference_stats"]
+    assert inf["success"]["count"] - inf["fail"]["count"] >= 0
+    assert inf["success"]["count"] >= ok and inf["fail"]["count"] >= failed
+    assert stats["inference_count"] == inf["success"]["count"] == inf["compute_infer"]["count"]
+    assert inf["queue"]["count"] == inf["success"]["count"]
+    assert stats["execution_count"] == sum(b["compute_infer"]["count"] for b in stats["batch_stats"])
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats["batch_stats"]) == inf["success"]["count"]
+
+
+def test_metrics(server: BackgroundServer, client: th.InferenceServerClient) -> None:
+    client.infer("identity", [_input(1)])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.service.metrics_port}/metrics").read().decode()
+    stats = client.get_inference_statistics("identity")["model_stats"][0]
+    line = f'nv_inference_request_success{{model="identity",version="1"}} {float(stats["inference_stats"]["success"]["count"])}'
+    assert line in text
+    assert 'sloserve_requests_dropped_total{model="slo_model",reason="deadline_unreachable",version="1"}' in text
+    assert "sloserve_instance_cores" in text and "nv_inference_queue_duration_us" in text
+
+
+def test_repository_load_unload_reload(server: BackgroundServer, client: th.InferenceServerClient) -> None:
+    root = server.options.repository
+    shutil.copytree(root / "identity", root / "identity2")
+    config = root / "identity2" / "config.yaml"
+    config.write_text(config.read_text().replace("name: identity\n", ""))
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["identity2"]["state"] == "UNAVAILABLE"
+    client.load_model("identity2")
+    assert client.is_model_ready("identity2")
+    assert client.infer("identity2", [_input(3)]).as_numpy("OUTPUT0")[0, 0] == 3
+    client.load_model("identity2")  # reload while loaded
+    assert client.infer("identity2", [_input(4)]).as_numpy("OUTPUT0")[0, 0] == 4
+    client.unload_model("identity2")
+    assert not client.is_model_ready("identity2")
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("identity2", [_input(3)])
+    assert err.value.status() == "404"
+    (root / "identity2" / "config.yaml").write_text("max_batch_size: -3\n")
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("identity2")
+    assert "config.yaml" in err.value.message() and "max_batch_size" in err.value.message()
