@@ -99,12 +99,10 @@ def test_detector_from_profiler_points_uses_matching_cores_and_names_missing_poi
 # -- batching: binary search ---------------------------------------------------------------------
 
 
-def drive_search(
-    search: BatchSearch, latency: Callable[[int], float], steps: int, t0: float = 0.0
-) -> list[int]:
+def drive_search(search: BatchSearch, latency: Callable[[int], float], steps: int) -> list[int]:
     out = []
-    for i in range(steps):
-        out.append(search.update(t0 + 3.0 * i, latency(search.batch)))
+    for _ in range(steps):
+        out.append(search.update(latency(search.batch)))
     return out
 
 
@@ -125,18 +123,18 @@ def test_batch_search_reopens_downwards_when_the_device_slows() -> None:
     drive_search(s, lambda b: 0.005 + 0.001 * b, 12)
     before = s.batch
     slow = lambda b: 0.010 + 0.004 * b  # noqa: E731  band now b in 19..22
-    drive_search(s, slow, 20, t0=100.0)
+    drive_search(s, slow, 20)
     assert s.batch < before
     assert 0.85 * slo <= slow(s.batch) <= slo
 
 
 def test_batch_search_reopens_upwards_when_the_device_speeds_up() -> None:
     slo = 0.100
-    s = BatchSearch(slo=slo, max_batch=127, retry_after=30.0)
+    s = BatchSearch(slo=slo, max_batch=127)
     drive_search(s, lambda b: 0.010 + 0.004 * b, 15)
     before = s.batch
     fast = lambda b: 0.002 + 0.0007 * b  # noqa: E731  band b in 119..127
-    drive_search(s, fast, 25, t0=200.0)
+    drive_search(s, fast, 25)
     assert s.batch > before
     assert 0.85 * slo <= fast(s.batch) <= slo or s.batch == 127
 
@@ -144,18 +142,23 @@ def test_batch_search_reopens_upwards_when_the_device_speeds_up() -> None:
 def test_batch_search_does_not_keep_breaching_when_no_batch_lands_in_the_band() -> None:
     slo = 0.100
     lat = lambda b: 0.040 * b  # noqa: E731  b=2 -> 80 ms (below), b=3 -> 120 ms (over): nothing in band
-    s = BatchSearch(slo=slo, max_batch=127, retry_after=1e9)
+    s = BatchSearch(slo=slo, max_batch=127)
     trace = drive_search(s, lat, 40)
     over = [b for b in trace[10:] if lat(b) > slo]
     assert over == []
     assert s.batch == 2
+    # 10% faster: b = 3 would still take 108 ms, and is not tried again
+    assert drive_search(s, lambda b: 0.036 * b, 40).count(3) == 0
+    # twice as fast: b = 5 lands in the band (100 ms) and is found
+    drive_search(s, lambda b: 0.020 * b, 20)
+    assert s.batch == 5
 
 
 def test_batch_search_holds_on_empty_windows_and_respects_bounds() -> None:
     s = BatchSearch(slo=0.1, max_batch=8)
-    assert s.update(0.0, 0.0) == 1
-    for i in range(10):
-        s.update(3.0 * i, 0.001)
+    assert s.update(0.0) == 1
+    for _ in range(10):
+        s.update(0.001)
     assert s.batch == 8
     with pytest.raises(ValueError):
         BatchSearch(slo=0.0, max_batch=8)

@@ -76,7 +76,9 @@ def test_a_rate_the_large_variant_cannot_sustain_switches_to_the_small_one() -> 
     cap = sum(batch / make_spec().latency(SMALL, h, batch) for h in SERVERS)
     assert cap >= s.rate.rate(2.0)
     smaller = batch // 2
-    assert smaller == 0 or sum(smaller / make_spec().latency(SMALL, h, smaller) for h in SERVERS) < s.rate.rate(2.0)
+    assert smaller == 0 or sum(
+        smaller / make_spec().latency(SMALL, h, smaller) for h in SERVERS
+    ) < s.rate.rate(2.0)
 
 
 def test_an_old_request_gets_the_variant_that_still_meets_the_target() -> None:

@@ -61,7 +61,11 @@ def test_params_build_the_utility_in_seconds_and_bad_fields_are_named() -> None:
     assert (u.target, u.cutoff, u.alpha, u.decay) == (0.15, 0.45, 2.0, "exponential")
     with pytest.raises(ConfigError, match=r"utility\.decay"):
         qos_spec_from_params(
-            {"variants": [{"name": "m", "accuracy": 0.7}], "profiles": [], "utility": {"target_ms": 1, "cutoff_ms": 2, "decay": "x"}}
+            {
+                "variants": [{"name": "m", "accuracy": 0.7}],
+                "profiles": [],
+                "utility": {"target_ms": 1, "cutoff_ms": 2, "decay": "x"},
+            }
         )
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 
-def build_app(model_dir: Path, name: str, threads: int, max_batch_size: int, wait_s: float, replicas: int) -> Any:
+def build_app(
+    model_dir: Path, name: str, threads: int, max_batch_size: int, wait_s: float, replicas: int
+) -> Any:
     """The Ray Serve application for one ONNX model (imports Ray lazily)."""
     import numpy as np
     from ray import serve
@@ -30,6 +32,7 @@ def build_app(model_dir: Path, name: str, threads: int, max_batch_size: int, wai
 
     from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
     from sloserve.runtime.onnx_backend import OnnxBackend
+    from sloserve.runtime.stacking import split_outputs
 
     @serve.deployment(
         num_replicas=replicas,
@@ -44,16 +47,18 @@ def build_app(model_dir: Path, name: str, threads: int, max_batch_size: int, wai
 
         def metadata(self) -> dict[str, Any]:
             spec = lambda t: {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}  # noqa: E731
-            return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx (ray serve)",
-                    "inputs": [spec(t) for t in self.backend.inputs],
-                    "outputs": [spec(t) for t in self.backend.outputs]}
+            return {
+                "name": name,
+                "versions": ["1"],
+                "platform": "onnxruntime_onnx (ray serve)",
+                "inputs": [spec(t) for t in self.backend.inputs],
+                "outputs": [spec(t) for t in self.backend.outputs],
+            }
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
         async def run_batch(self, items: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-            sizes = [len(x) for x in items]
             out = self.backend.run({self.input_name: np.concatenate(items)})
-            bounds = np.cumsum([0, *sizes])
-            return [{k: v[a:b] for k, v in out.items()} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            return split_outputs(out, [len(x) for x in items])
 
         async def __call__(self, request: Request) -> Response:
             if request.method == "GET":
@@ -75,7 +80,9 @@ def build_app(model_dir: Path, name: str, threads: int, max_batch_size: int, wai
 
 def main() -> None:
     """Start Ray and the deployment, print ``{"port": P}`` when ready, serve until SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_dir", type=Path, help="model directory holding model.onnx")
     parser.add_argument("--name", default=None, help="model name in URLs (default: directory name)")
     parser.add_argument("--port", type=int, default=8100)

@@ -141,6 +141,9 @@ SERVICES: tuple[Service, ...] = (
 )
 """The services of the full run (different models, profiles and payload sizes)."""
 
+QUICK_SERVICES = ("video-detect", "text-bert")
+"""What ``--quick`` runs: one data-intensive and one compute-bound service."""
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -268,6 +271,10 @@ def upper_bound(service: Service) -> float:
     return 1.5 * min(model, receive)
 
 
+def _metrics_of(run: Callable[[float, int, bool], Any], rate: float, seed: int) -> Any:
+    return run(rate, seed, False).metrics
+
+
 def run_service(
     service: Service,
     variants: Sequence[Variant],
@@ -282,7 +289,7 @@ def run_service(
     for v in variants:
         run = build_run(service, v, settings)
         res = capacity_search(
-            lambda rate, seed, run=run: run(rate, seed, False).metrics,
+            functools.partial(_metrics_of, run),
             settings.target,
             lo=hi / 64,
             hi=hi,
@@ -409,7 +416,7 @@ def run_experiment(
             "payloads, flows with Zipf shares hashed to receive queues"
         ),
         seeds=list(settings.seeds),
-        settings=asdict(settings),
+        settings=asdict(settings) | {"trace": str(settings.trace)},
         services=[
             asdict(s)
             | {
@@ -438,29 +445,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--duration", type=float, help="simulated seconds per run")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (capacity = mean attainment over them)")
     p.add_argument("--services", nargs="+", choices=[s.name for s in SERVICES], help="subset of services")
+    p.add_argument("--trace", type=Path, help=f"trace CSV of the trace-driven service (default {TRACE})")
     p.set_defaults(handler=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    console = Console()
     settings = Settings()
     services = list(SERVICES)
     if args.quick:
         settings = replace(settings, duration=2.0, seeds=(0,), tol=0.08, curve_points=4)
-        services = [SERVICES[0], SERVICES[3]]
+        services = [s for s in SERVICES if s.name in QUICK_SERVICES]
     if args.duration is not None:
         settings = replace(settings, duration=args.duration)
     if args.seeds:
         settings = replace(settings, seeds=tuple(args.seeds))
+    if args.trace is not None:
+        settings = replace(settings, trace=args.trace)
     if args.services:
         services = [s for s in SERVICES if s.name in args.services]
-    console = Console()
-    run_experiment(services, VARIANTS, settings, args.out)
-    results = {}
-    import json
-
-    results = json.loads((args.out / "cofb.json").read_text())["results"]
-    console.print(table(results, services, VARIANTS))
-    console.print(f"wrote {args.out / 'cofb.json'} and {args.out / 'p99_vs_load.png'}")
+    if not settings.trace.exists():
+        skipped = [s.name for s in services if s.trace_payload_bytes_per_unit is not None]
+        if skipped:
+            console.print(f"[yellow]trace {settings.trace} not found: skipping {', '.join(skipped)}[/yellow]")
+        services = [s for s in services if s.trace_payload_bytes_per_unit is None]
+    out = run_experiment(services, VARIANTS, settings, args.out)
+    console.print(table(out["results"], services, VARIANTS))
+    console.print(
+        f"seeds {list(settings.seeds)}, {settings.duration:g} s per run; "
+        f"wrote {args.out / 'cofb.json'} and {args.out / 'p99_vs_load.png'}"
+    )
     return 0

@@ -67,7 +67,9 @@ def _schedulers(setup: Any, policy_path: Path) -> dict[str, Callable[[int], Any]
     }
 
 
-def run_comparison(setup: Any, policy_path: Path, *, quick: bool = False, progress: Any = None) -> dict[str, Any]:
+def run_comparison(
+    setup: Any, policy_path: Path, *, quick: bool = False, progress: Any = None
+) -> dict[str, Any]:
     """Run every policy on every held-out workload; returns per-run rows and summaries."""
     from sloserve.rl.config import eval_workloads
     from sloserve.sim.hetero import HeteroSim
@@ -102,7 +104,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     and RL's change in mean utility against the heuristic (paired by workload and seed)."""
     groups = sorted({r["workload"] for r in rows}, key=lambda g: (g.startswith("trace"), g))
     seeds = sorted({r["seed"] for r in rows})
-    table: dict[tuple[str, str, int], dict[str, Any]] = {(r["workload"], r["policy"], r["seed"]): r for r in rows}
+    table: dict[tuple[str, str, int], dict[str, Any]] = {
+        (r["workload"], r["policy"], r["seed"]): r for r in rows
+    }
     policies = [p for p in POLICIES if any(r["policy"] == p for r in rows)]
 
     def values(group: str | None, policy: str, fig: str) -> np.ndarray:
@@ -124,7 +128,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             rl, heur = values(group, "rl", "mean_utility"), values(group, "heuristic", "mean_utility")
             gain = rl.mean() / heur.mean() - 1.0 if heur.mean() > 0 else math.nan
             m, h = t_interval(rl / heur - 1.0)
-            summary[key]["rl_vs_heuristic"] = {"utility_gain": gain, "paired_gain_mean": m, "paired_gain_ci95": h}
+            summary[key]["rl_vs_heuristic"] = {
+                "utility_gain": gain,
+                "paired_gain_mean": m,
+                "paired_gain_ci95": h,
+            }
     return {"summary": summary, "workloads": groups, "seeds": seeds}
 
 
@@ -140,15 +148,26 @@ def plot(summary: dict[str, Any], groups: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(3, 1, figsize=(max(7.0, 1.3 * len(cols) + 2), 9), sharex=True)
     width = 0.8 / len(policies)
     x = np.arange(len(cols))
-    labels = {"mean_utility": "mean utility / request", "attainment": "SLO attainment", "mean_accuracy": "mean accuracy"}
+    labels = {
+        "mean_utility": "mean utility / request",
+        "attainment": "SLO attainment",
+        "mean_accuracy": "mean accuracy",
+    }
     for ax, fig_name in zip(axes, FIGURES, strict=True):
         for k, policy in enumerate(policies):
             means = [summary[c][policy][fig_name]["mean"] for c in cols]
             errs = [summary[c][policy][fig_name]["ci95"] for c in cols]
-            ax.bar(x + (k - (len(policies) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=policy)
+            ax.bar(
+                x + (k - (len(policies) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=policy
+            )
         ax.set_ylabel(labels[fig_name])
         ax.grid(axis="y", alpha=0.3)
-    lo = min(summary[c][p]["mean_accuracy"]["mean"] for c in cols for p in policies if summary[c][p]["mean_accuracy"]["mean"] == summary[c][p]["mean_accuracy"]["mean"])
+    lo = min(
+        summary[c][p]["mean_accuracy"]["mean"]
+        for c in cols
+        for p in policies
+        if summary[c][p]["mean_accuracy"]["mean"] == summary[c][p]["mean_accuracy"]["mean"]
+    )
     axes[2].set_ylim(max(0.0, lo - 0.03), None)
     axes[0].legend(fontsize=8, ncol=len(policies))
     axes[0].set_title("QoS scheduling on a heterogeneous pool (held-out workloads, 95% CI over seeds)")
@@ -207,7 +226,11 @@ def _handler(args: argparse.Namespace) -> int:
 
         console.print(f"training the RL policy ({setup.file.train.timesteps} decisions) → {policy_path}")
         res = train_with_progress(setup, out=policy_path)
-        train_info |= {"trained_now": True, "train_seconds": res[1], "recent_train_utility": res[0].recent_mean_utility}
+        train_info |= {
+            "trained_now": True,
+            "train_seconds": res[1],
+            "recent_train_utility": res[0].recent_mean_utility,
+        }
     n_runs = len(eval_workloads(setup, args.quick)) * len(POLICIES)
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as bar:

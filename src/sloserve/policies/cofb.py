@@ -277,7 +277,7 @@ class CoFBScheduler(QueueScheduler):
         ):
             self.throttled += 1
             return self._throttle_wake(now, inst, running, head.deadline)
-        if self.batching and self.wait and b == n and n < (self.max_batch if running else self._b_load):
+        if self.batching and self.wait and b == n and n < self._b_load:
             latest = head.deadline - self.predict(n + 1, inst.cores, k) - self.margin
             if latest > now:
                 return latest

@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -134,9 +134,11 @@ class BatchSearch:
     ``[1, lo]``.
 
     Ours (*spec*): when no batch size lands inside the band, the plain search alternates between
-    two neighbours, one of them over L, forever. So a batch size that went over L is remembered
-    (``breached``) and the upward search stops below it; the memory is forgotten after
-    ``retry_after`` seconds, so a device that became faster is found again.
+    two neighbours, one of them over L, forever. So the smallest batch size that went over L is
+    remembered (``breached``) and the upward search stops just below it, until the latency now
+    seen at batch b, scaled in proportion to ``breached / b``, is within L: batch latency grows at
+    most in proportion to the batch (it has a fixed part), so then ``breached`` fits again (the
+    device got faster) and the memory is dropped.
     """
 
     slo: float
@@ -146,14 +148,11 @@ class BatchSearch:
     batch: int = 1
     low: float = 0.85
     """The band is ``[low·L, L]``."""
-    retry_after: float = 60.0
-    """Seconds after which a batch size that went over L may be tried again."""
     lo: int = 1
     hi: int = 0
     """Interval upper end; 0 means ``max_batch``."""
     breached: int = 0
     """Smallest batch size seen over L (0: none remembered)."""
-    breached_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.slo <= 0:
@@ -166,23 +165,23 @@ class BatchSearch:
         if self.hi <= 0:
             self.hi = self.max_batch
 
-    def update(self, now: float, latency: float) -> int:
+    def update(self, latency: float) -> int:
         """Called once per decision with the window's mean latency (seconds; <= 0 when nothing
         was answered, which holds); returns the new batch size."""
         if latency <= 0:
             return self.batch
-        if self.breached and now - self.breached_at >= self.retry_after:
-            self.breached = 0
         if latency > self.slo:
-            self._down(now)
+            self._down()
         elif latency < self.low * self.slo:
-            self._up()
+            self._up(latency)
         return self.batch
 
-    def _up(self) -> None:
+    def _up(self, latency: float) -> None:
         b = self.batch
         if b >= self.max_batch:
             return
+        if self.breached and latency * self.breached / b <= self.slo:
+            self.breached = 0  # even scaled up in proportion, the size that went over L fits now
         if b >= self.hi:  # stuck at the top of the interval: reopen upwards
             self.lo, self.hi = self.hi, self.max_batch
         else:
@@ -192,10 +191,10 @@ class BatchSearch:
             target = min(target, self.breached - 1)
         self.batch = max(b, target)
 
-    def _down(self, now: float) -> None:
+    def _down(self) -> None:
         b = self.batch
-        if not self.breached or b <= self.breached:
-            self.breached, self.breached_at = b, now
+        if not self.breached or b < self.breached:
+            self.breached = b
         if b <= 1:
             return
         if b <= self.lo:  # stuck at the bottom of the interval: reopen downwards
@@ -205,15 +204,28 @@ class BatchSearch:
         self.batch = max(1, min(b - 1, (self.lo + self.hi) // 2))
 
 
+Statistic = Literal["mean", "p95"]
+"""Which window latency a scaler steers: the paper's mean, or the p95 that Clipper's AIMD uses."""
+
+
+def _latency(window: WindowStats, statistic: Statistic) -> float:
+    return window.p95_latency if statistic == "p95" else window.mean_latency
+
+
 class DnnBatchScaler:
     """Scaler ``dnnscaler_batch``: every ``interval`` (3 s) moves the batch cap by :class:`BatchSearch`
     on the window's mean latency."""
 
-    def __init__(self, model: str, search: BatchSearch, interval: float = 3.0) -> None:
+    def __init__(
+        self, model: str, search: BatchSearch, interval: float = 3.0, statistic: Statistic = "mean"
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
+        if statistic not in ("mean", "p95"):
+            raise ValueError(f"statistic must be 'mean' or 'p95', got {statistic!r}")
         self.model = model
         self.search = search
+        self.statistic: Statistic = statistic
         self._interval = interval
         self._started = False
 
@@ -225,7 +237,7 @@ class DnnBatchScaler:
         """Called every ``interval``; returns ``SetMaxBatch`` when the cap should change. The first
         window ran under a cap the search did not choose, so it only sets the starting cap."""
         if self._started:
-            batch = self.search.update(now, window.mean_latency)
+            batch = self.search.update(_latency(window, self.statistic))
         else:
             self._started = True
             batch = self.search.batch
@@ -286,7 +298,10 @@ class InstanceControl:
     low: float = 0.85
     """Add an instance while the latency is below ``low·L``."""
     settle: float = 5.0
-    """Seconds to wait after a change before judging again."""
+    """Seconds to wait after a change before judging again ..."""
+    settle_latencies: float = 2.0
+    """... or this many latencies (the last one seen), if longer: requests dispatched before the
+    change must finish and new ones be seen (the authors add a per-model wait, 1-15 s)."""
     unblock: float = 0.95
     settle_until: float = -math.inf
     blocked_at: int = 0
@@ -313,7 +328,7 @@ class InstanceControl:
                 self.count -= 1
                 self.blocked_at = self.count
                 self.block_latency = self.add_latency.get(self.count, 0.0)
-                self.settle_until = now + self.settle
+                self.settle_until = now + max(self.settle, self.settle_latencies * latency)
             return self.count
         blocked = self.blocked_at == self.count
         if blocked and self.block_latency <= 0:
@@ -325,7 +340,7 @@ class InstanceControl:
             self.blocked_at = 0
             self.add_latency[self.count] = latency
             self.count += 1
-            self.settle_until = now + self.settle
+            self.settle_until = now + max(self.settle, self.settle_latencies * latency)
         return self.count
 
 
@@ -334,9 +349,19 @@ class DnnInstanceScaler:
     :class:`InstanceControl`. The first tick sets the count to the initial one and the batch cap to
     ``batch`` (1: multi-tenancy runs each instance at batch 1)."""
 
-    def __init__(self, model: str, control: InstanceControl, interval: float = 1.0, batch: int = 1) -> None:
+    def __init__(
+        self,
+        model: str,
+        control: InstanceControl,
+        interval: float = 1.0,
+        batch: int = 1,
+        statistic: Statistic = "mean",
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
+        if statistic not in ("mean", "p95"):
+            raise ValueError(f"statistic must be 'mean' or 'p95', got {statistic!r}")
+        self.statistic: Statistic = statistic
         self.model = model
         self.control = control
         self.batch = batch
@@ -359,7 +384,7 @@ class DnnInstanceScaler:
             self.control.settle_until = now + self.control.settle
             return out
         before = self.control.count
-        after = self.control.update(now, window.mean_latency)
+        after = self.control.update(now, _latency(window, self.statistic))
         if after != before:
             out.append(SetInstanceCount(self.model, after))
         return out
@@ -405,18 +430,18 @@ def _no_more(params: dict[str, Any]) -> None:
 
 
 def build_batch_scaler(model: str, slo: float, max_batch: int, **params: Any) -> DnnBatchScaler:
-    """A batching scaler; ``params``: ``initial_batch`` (1), ``low`` (0.85), ``retry_after_s`` (60),
-    ``interval_s`` (3)."""
+    """A batching scaler; ``params``: ``initial_batch`` (1), ``low`` (0.85), ``interval_s`` (3),
+    ``statistic`` (``mean``, the paper's; or ``p95``)."""
     search = BatchSearch(
         slo=slo,
         max_batch=max_batch,
         batch=int(params.pop("initial_batch", 1)),
         low=float(params.pop("low", 0.85)),
-        retry_after=float(params.pop("retry_after_s", 60.0)),
     )
     interval = float(params.pop("interval_s", 3.0))
+    statistic = params.pop("statistic", "mean")
     _no_more(params)
-    return DnnBatchScaler(model, search, interval)
+    return DnnBatchScaler(model, search, interval, statistic=statistic)
 
 
 def build_instance_scaler(
@@ -424,7 +449,7 @@ def build_instance_scaler(
 ) -> tuple[DnnInstanceScaler, tuple[float, ...]]:
     """A multi-tenancy scaler and the latencies its start was predicted from. ``params``:
     ``initial_instances`` (default: predicted from ``profile`` at k = 1 and 8, else 1),
-    ``max_instances`` (10), ``low`` (0.85), ``settle_s`` (5), ``interval_s`` (1)."""
+    ``max_instances`` (10), ``low`` (0.85), ``settle_s`` (5), ``interval_s`` (1), ``statistic``."""
     max_instances = int(params.pop("max_instances", MAX_INSTANCES))
     predicted: tuple[float, ...] = ()
     initial = params.pop("initial_instances", None)
@@ -444,8 +469,9 @@ def build_instance_scaler(
         settle=float(params.pop("settle_s", 5.0)),
     )
     interval = float(params.pop("interval_s", 1.0))
+    statistic = params.pop("statistic", "mean")
     _no_more(params)
-    return DnnInstanceScaler(model, control, interval), predicted
+    return DnnInstanceScaler(model, control, interval, statistic=statistic), predicted
 
 
 def make_dnnscaler_batch(ctx: PolicyContext, **params: Any) -> DnnBatchScaler:

@@ -159,9 +159,7 @@ class UtilityParams(StrictModel):
 
     def build(self) -> QosUtility:
         """The utility in seconds."""
-        return QosUtility(
-            self.target_ms * MS, self.cutoff_ms * MS, self.alpha, self.decay, self.steepness
-        )
+        return QosUtility(self.target_ms * MS, self.cutoff_ms * MS, self.alpha, self.decay, self.steepness)
 
 
 class VariantParams(StrictModel):
@@ -198,4 +196,3 @@ def qos_spec_from_params(params: Mapping[str, Any], base_dir: str | Path = ".") 
         utility=parsed.utility.build(),
         batch_sizes=tuple(sorted(set(parsed.batch_sizes))),
     )
-

@@ -97,7 +97,9 @@ class QosScheduler:
         return out
 
     # -- for subclasses -----------------------------------------------------------------------
-    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+    def choose(
+        self, now: float, instance: InstanceView, instances: Sequence[InstanceView]
+    ) -> tuple[int, int] | None:
         """Called for a free ``instance`` while requests wait: ``(variant, batch size)`` to run on it
         now (the batch is cut to the queue length), or None to leave it idle until the next event."""
         raise NotImplementedError
@@ -130,18 +132,27 @@ class QosHeuristic(QosScheduler):
     the fastest run on this server is used with its smallest keeping-up batch (or the largest batch).
     """
 
-    def __init__(self, spec: QosSpec, *, headroom: float = 1.0, rate_tau: float = 1.0, max_queue_size: int = 0):
+    def __init__(
+        self, spec: QosSpec, *, headroom: float = 1.0, rate_tau: float = 1.0, max_queue_size: int = 0
+    ):
         super().__init__(spec, rate_tau=rate_tau, max_queue_size=max_queue_size)
         if headroom <= 0:
             raise ValueError(f"headroom must be > 0, got {headroom}")
         self.headroom = headroom
 
-    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+    def choose(
+        self, now: float, instance: InstanceView, instances: Sequence[InstanceView]
+    ) -> tuple[int, int] | None:
         return heuristic_choice(self, now, instance, instances, self.headroom)
 
 
 def keeping_up_batch(
-    spec: QosSpec, variant: int, rate: float, instances: Sequence[InstanceView], max_batch: int, headroom: float = 1.0
+    spec: QosSpec,
+    variant: int,
+    rate: float,
+    instances: Sequence[InstanceView],
+    max_batch: int,
+    headroom: float = 1.0,
 ) -> int | None:
     """Smallest batch bucket at which the pool's throughput with ``variant`` reaches ``headroom × rate``."""
     for b in spec.batch_sizes:
@@ -186,7 +197,9 @@ class RandomQos(QosScheduler):
         super().__init__(spec, rate_tau=rate_tau, max_queue_size=max_queue_size)
         self.rng = np.random.default_rng(seed)
 
-    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+    def choose(
+        self, now: float, instance: InstanceView, instances: Sequence[InstanceView]
+    ) -> tuple[int, int] | None:
         v = int(self.rng.integers(len(self.spec.variants)))
         allowed = [b for b in self.spec.batch_sizes if b <= self.max_batch]
         return v, int(allowed[int(self.rng.integers(len(allowed)))])

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_handler)
 
 
-def train_with_progress(setup: Any, *, out: str | Path | None = None, params: Any = None) -> tuple[Any, float]:
+def train_with_progress(
+    setup: Any, *, out: str | Path | None = None, params: Any = None
+) -> tuple[Any, float]:
     """Train with a rich progress bar showing the recent mean utility; returns (result, seconds)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

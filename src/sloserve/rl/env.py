@@ -90,7 +90,9 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
     def _terminal_obs(self) -> np.ndarray:
         return np.zeros(self.features.size, dtype=np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         workload = self.sample_workload(self.np_random)
         sched = RLQosScheduler(self.pool.spec, self.features, self._act, rate_tau=self.rate_tau)

@@ -46,7 +46,9 @@ class QosFeatures:
             ]
         )
         self.max_rate = float(self._caps.max())
-        self.size = 2 + n_oldest + 1 + len(self.hardware) + len(self.servers) + (3 if hint else 2) * self.n_actions
+        self.size = (
+            2 + n_oldest + 1 + len(self.hardware) + len(self.servers) + (3 if hint else 2) * self.n_actions
+        )
 
     def decode(self, action: int) -> tuple[int, int]:
         """``(variant, batch size)`` of action number ``action``."""

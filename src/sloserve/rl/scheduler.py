@@ -32,13 +32,23 @@ FORMAT = "sloserve-rl-policy/v1"
 class RLQosScheduler(QosScheduler):
     """Choice = ``features.decode(act(features(...)))``; see the module docstring."""
 
-    def __init__(self, spec: QosSpec, features: QosFeatures, act: Act, *, rate_tau: float = 1.0, max_queue_size: int = 0):
+    def __init__(
+        self,
+        spec: QosSpec,
+        features: QosFeatures,
+        act: Act,
+        *,
+        rate_tau: float = 1.0,
+        max_queue_size: int = 0,
+    ):
         super().__init__(spec, rate_tau=rate_tau, max_queue_size=max_queue_size)
         self.features = features
         self.act = act
         self._checked = False
 
-    def choose(self, now: float, instance: InstanceView, instances: Sequence[InstanceView]) -> tuple[int, int] | None:
+    def choose(
+        self, now: float, instance: InstanceView, instances: Sequence[InstanceView]
+    ) -> tuple[int, int] | None:
         if not self._checked:
             self.features.check_pool(instances)
             self._checked = True
@@ -88,7 +98,9 @@ def load_metadata(model_path: str | Path) -> tuple[QosFeatures, dict[str, Any]]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (saved next to the policy by `sloserve train-rl`)") from None
+        raise ConfigError(
+            f"{path}: file not found (saved next to the policy by `sloserve train-rl`)"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{path}: format must be {FORMAT!r}, got {meta.get('format')!r}")
     spec = qos_spec_from_params(meta["qos"])

@@ -94,7 +94,9 @@ def train(
                 if "qos" in info:
                     utilities.append(float(info["qos"]["mean_utility"]))
             if progress is not None and self.num_timesteps % 256 == 0:
-                progress(self.num_timesteps, p.timesteps, float(np.mean(utilities[-10:])) if utilities else None)
+                progress(
+                    self.num_timesteps, p.timesteps, float(np.mean(utilities[-10:])) if utilities else None
+                )
             return True
 
     model.learn(total_timesteps=p.timesteps, callback=_Report())
@@ -106,7 +108,13 @@ def train(
     save_metadata(
         path,
         env.features,
-        {"algo": p.algo, "seed": p.seed, "timesteps": p.timesteps, "rate_tau": p.rate_tau, "net": list(p.net)},
+        {
+            "algo": p.algo,
+            "seed": p.seed,
+            "timesteps": p.timesteps,
+            "rate_tau": p.rate_tau,
+            "net": list(p.net),
+        },
     )
     recent = float(np.mean(utilities[-10:])) if utilities else None
     if progress is not None:

@@ -1,0 +1,208 @@
+"""sloserve next to the peers users run today, on the same model, cores and load, in one run.
+
+For each demo model and for a tight and a loose SLO it measures the capacity at 99% attainment
+(the highest Poisson rate at which 99% of requests are answered within the SLO; refusals are
+misses) of:
+
+- **Ray Serve** with ``@serve.batch`` — ``max_batch_size`` the largest batch whose p99 latency fits
+  half the SLO, ``batch_wait_timeout_s`` a tenth of the SLO (Ray Serve's batching guide);
+- **sloserve, Triton-like** — Triton's dynamic batcher with the same batch cap and queue delay;
+- **sloserve, SLO-aware** — the default ``slo`` scheduler, driven by the model's measured profile;
+- **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
+  server and no latency bound (an upper bound no server can pass).
+
+Every server runs 2 instances × 1 intra-op thread on 127.0.0.1 and is driven over HTTP by the same
+open-loop load generator, whose own ceiling is measured first. SLOs: tight = max(4 × batch-1 p99,
+10 ms), loose = 4 × tight. Prints a ratio table, writes ``results/peers/peers.json`` and a bar plot.
+
+Run: ``python benchmarks/peers.py`` (``--quick`` for one model, one SLO, short runs; ``--models``).
+Needs the ``ray`` extra: ``pip install -e '.[ray]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from sloserve.bench.processes import RayServePeer, SloserveServer
+from sloserve.bench.runner import live_capacity, measure_ceiling
+from sloserve.core.profile_io import save_profiles
+from sloserve.core.profiles import max_batch_within
+from sloserve.runtime.demo.repository import ensure_demo_repository
+from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
+from sloserve.runtime.raw_throughput import measure_raw_throughput
+
+CORES = 2
+INSTANCES, THREADS = 2, 1
+console = Console()
+
+
+def write_repo(root: Path, model_dir: Path, name: str, config: dict[str, Any], profile: Path | None) -> Path:
+    """A one-model repository under ``root`` with ``config`` (the ONNX file is linked, not copied)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "model.onnx").symlink_to((model_dir / "model.onnx").resolve())
+    if profile is not None:
+        shutil.copy(profile, d / "profile.yaml")
+        config = config | {"profile": "profile.yaml"}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def capacity(url: str, model: str, slo_s: float, hi: float, duration: float) -> dict[str, Any]:
+    """Capacity at 99% attainment of the server at ``url`` (Poisson, HTTP)."""
+    result, runs = live_capacity(
+        url,
+        model,
+        "http",
+        slo_s,
+        target=0.99,
+        lo=max(1.0, hi / 50),
+        hi=hi,
+        duration=duration,
+        on_probe=lambda r, s: console.print(f"    {r:8.1f} req/s → {s['attainment']:.4f}"),
+    )
+    return {"capacity_rps": result.rate, "search": result.to_dict(), "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="mlp,mobilenet_v2", help="comma-separated demo model names")
+    parser.add_argument("--quick", action="store_true", help="one model, tight SLO only, short runs")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per probed rate")
+    parser.add_argument("--out", type=Path, default=Path("results/peers"))
+    args = parser.parse_args()
+    models = args.models.split(",")[:1] if args.quick else args.models.split(",")
+    duration = 4.0 if args.quick else args.duration
+    args.out.mkdir(parents=True, exist_ok=True)
+    repo = ensure_demo_repository(models=models)
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+        },
+        "deployment": f"{INSTANCES} instances x {THREADS} thread on {CORES} cores, HTTP, 127.0.0.1",
+        "workload": "Poisson arrivals; capacity: highest rate with >= 99% answered within the SLO",
+        "client_ceiling": measure_ceiling("http"),
+        "models": {},
+    }
+    console.print(f"client ceiling: {report['client_ceiling']['ceiling_rps']:.0f} req/s")
+    rows = []
+    for name in models:
+        source = resolve_model(name, repo)
+        console.print(f"[bold]{name}[/bold]: profiling and measuring the physical limit")
+        grid = ProfileGrid(
+            batches=(1, 2, 4, 8, 16, 32), threads=(THREADS,), instances=(1, INSTANCES), repeats=20
+        )
+        profile = profile_model(source, grid)
+        profile_path = args.out / f"{name}.profile.yaml"
+        save_profiles([profile], profile_path)
+        raw = measure_raw_throughput(source.path, cores=CORES).rows_per_s
+        tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
+        slos = [tight] if args.quick else [tight, 4 * tight]
+        entry: dict[str, Any] = {"raw_rps": raw, "slos": {}}
+        for slo in slos:
+            b = max(1, max_batch_within(profile, slo / 2, THREADS))
+            wait_s = slo / 10
+            console.print(f"  SLO {slo * 1e3:.1f} ms: batch cap {b}, wait {wait_s * 1e3:.1f} ms")
+            base = {
+                "max_batch_size": b,
+                "instance_group": {"count": INSTANCES, "threads": THREADS},
+                "slo_ms": slo * 1e3,
+            }
+            results: dict[str, Any] = {}
+            with tempfile.TemporaryDirectory() as tmp:
+                triton_cfg = base | {
+                    "max_queue_delay_microseconds": int(wait_s * 1e6),
+                    "scheduler": {"name": "triton"},
+                }
+                slo_cfg = base | {"scheduler": {"name": "slo"}}
+                for peer, cfg in (("sloserve-triton", triton_cfg), ("sloserve-slo", slo_cfg)):
+                    console.print(f"  {peer}")
+                    root = write_repo(Path(tmp) / peer, source.path.parent, name, cfg, profile_path)
+                    with SloserveServer(root) as server:
+                        results[peer] = capacity(server.url, name, slo, 1.2 * raw, duration)
+                console.print("  ray-serve")
+                with RayServePeer(
+                    source.path.parent,
+                    name,
+                    max_batch_size=b,
+                    wait_s=wait_s,
+                    threads=THREADS,
+                    replicas=INSTANCES,
+                    cpus=CORES,
+                ) as ray:
+                    results["ray-serve"] = capacity(ray.url, name, slo, 1.2 * raw, duration)
+            entry["slos"][f"{slo * 1e3:.1f}"] = results | {"batch_cap": b, "wait_ms": wait_s * 1e3}
+            cap = {k: v["capacity_rps"] for k, v in results.items()}
+            rows.append((name, slo * 1e3, cap, raw))
+        report["models"][name] = entry
+    table = Table(title="capacity at 99% attainment (req/s) and ratios")
+    for col in (
+        "model",
+        "SLO ms",
+        "Ray Serve",
+        "sloserve triton-like",
+        "sloserve SLO-aware",
+        "raw ORT limit",
+        "SLO-aware / Ray",
+        "SLO-aware / limit",
+    ):
+        table.add_column(col, justify="right")
+    for name, slo_ms, cap, raw in rows:
+        ray = cap["ray-serve"]
+        ours = cap["sloserve-slo"]
+        table.add_row(
+            name,
+            f"{slo_ms:.1f}",
+            f"{ray:.0f}",
+            f"{cap['sloserve-triton']:.0f}",
+            f"{ours:.0f}",
+            f"{raw:.0f}",
+            f"{ours / ray:.2f}x" if ray else "inf",
+            f"{ours / raw:.0%}",
+        )
+    console.print(table)
+    report["table"] = [{"model": n, "slo_ms": s, **c, "raw_rps": r} for n, s, c, r in rows]
+    (args.out / "peers.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    plot(rows, args.out / "peers.png")
+    console.print(f"wrote {args.out / 'peers.json'} and {args.out / 'peers.png'}")
+
+
+def plot(rows: list[tuple[str, float, dict[str, float], float]], path: Path) -> None:
+    """Grouped bars: capacity per peer for every (model, SLO), with the raw limit as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    peers = ["ray-serve", "sloserve-triton", "sloserve-slo"]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(rows)), 4))
+    for i, peer in enumerate(peers):
+        ax.bar(x + (i - 1) * 0.25, [r[2][peer] for r in rows], 0.25, label=peer)
+    ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", label="raw ORT limit")
+    ax.set_xticks(x, [f"{r[0]}\nSLO {r[1]:.0f} ms" for r in rows])
+    ax.set_ylabel("capacity at 99% attainment (req/s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""``sloserve experiment sponge --quick`` runs end to end; its scenario behaves as described."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sloserve.cli import main
+from sloserve.experiments.sponge import QUICK, build_workload, run_policies, summary, verdict
+
+
+def test_workload_has_dynamic_budgets_and_a_rate_step() -> None:
+    w = build_workload(QUICK, seed=0)
+    budgets = w.deadline_array - w.arrivals
+    assert np.all(budgets < QUICK.slo) and np.std(budgets) > 0.005
+    first = np.sum(w.arrivals < QUICK.segments[0]) / QUICK.segments[0]
+    second = np.sum((w.arrivals >= QUICK.segments[0]) & (w.arrivals < sum(QUICK.segments[:2])))
+    assert second / QUICK.segments[1] > 3 * first
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiment", "sponge", "--quick", "--out", str(tmp_path)]) == 0
+    assert "horizontal/sponge violations" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert set(doc["summary"]) == {"sponge", "horizontal", "static"}
+    assert (tmp_path / "timeline.png").stat().st_size > 0
+    history = doc["scaler_history_first_seed"]["sponge"]
+    assert len(history) >= 30 and max(h[3] for h in history) > min(h[3] for h in history)  # cores moved
+
+
+def test_sponge_scales_cores_with_the_rate_and_beats_horizontal_on_violations() -> None:
+    runs = [run_policies(QUICK, build_workload(QUICK, seed=0), seed=0)]
+    rows = summary(runs)
+    assert rows["sponge"]["violations"] <= rows["horizontal"]["violations"]
+    assert rows["static"]["core_seconds"] > rows["sponge"]["core_seconds"]
+    check = verdict(rows)
+    assert check["core_seconds_ratio_sponge_over_horizontal"] > 0
+    tl = runs[0]["sponge"][0].timeline
+    step = (tl.time > QUICK.segments[0] + 3) & (tl.time < sum(QUICK.segments[:2]))
+    calm = tl.time < QUICK.segments[0]
+    assert tl.cores[step].mean() > tl.cores[calm].mean()

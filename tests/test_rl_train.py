@@ -1,0 +1,123 @@
+"""A small training run: reproducible from a seed, better than random, save/load round trip, by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("stable_baselines3")
+
+import torch
+
+from sloserve.policies.base import PolicyContext
+from sloserve.policies.qos_scheduling import RandomQos
+from sloserve.policies.registry import make_scheduler
+from sloserve.rl.config import load_setup
+from sloserve.rl.scheduler import RLQosScheduler, load_act
+from sloserve.rl.train import train
+from sloserve.sim.hetero import HeteroSim
+from sloserve.sim.workload import gamma
+
+torch.set_num_threads(1)
+
+SETUP = {
+    "format": "sloserve-qos/v1",
+    "qos": {
+        "variants": [{"name": "small", "accuracy": 0.70}, {"name": "large", "accuracy": 0.80}],
+        "profiles": [
+            {"model": "small", "hardware": "fast", "kind": "affine", "alpha_ms": 5, "beta_ms": 3},
+            {"model": "large", "hardware": "fast", "kind": "affine", "alpha_ms": 12, "beta_ms": 20},
+            {"model": "small", "hardware": "slow", "kind": "affine", "alpha_ms": 12.5, "beta_ms": 7.5},
+            {"model": "large", "hardware": "slow", "kind": "affine", "alpha_ms": 30, "beta_ms": 50},
+        ],
+        "utility": {"target_ms": 150, "cutoff_ms": 450, "alpha": 2},
+        "batch_sizes": [1, 4, 16],
+    },
+    "pool": {
+        "servers": [{"hardware": "fast", "count": 1}, {"hardware": "slow", "count": 2}],
+        "noise_cv": 0.1,
+    },
+    "train": {
+        "timesteps": 3072,
+        "seed": 7,
+        "net": [32, 32],
+        "n_steps": 512,
+        "batch_size": 128,
+        "n_epochs": 4,
+        "learning_rate": 1e-3,
+        "workload": {"rate": [150, 300], "duration_s": 3.0},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Path]:
+    d = tmp_path_factory.mktemp("rl")
+    cfg = d / "qos.yaml"
+    cfg.write_text(yaml.safe_dump(SETUP), encoding="utf-8")
+    setup = load_setup(cfg)
+    a = train(setup, out=d / "a.zip").path
+    b = train(setup, out=d / "b.zip").path
+    return setup, a, b
+
+
+def _observations(setup: object, n: int = 200) -> np.ndarray:
+    """Observations met by a random policy on a fixed workload."""
+    from sloserve.rl.env import QosEnv
+
+    env = QosEnv(setup.pool, lambda rng: gamma(250.0, 2.0, 2.0, 99))  # type: ignore[attr-defined]
+    obs, _ = env.reset(seed=0)
+    out = [obs]
+    rng = np.random.default_rng(0)
+    while len(out) < n:
+        obs, _, done, _, _ = env.step(int(rng.integers(env.action_space.n)))
+        if done:
+            obs, _ = env.reset()
+        out.append(obs)
+    return np.array(out)
+
+
+@pytest.mark.slow
+def test_training_is_reproducible_from_the_seed(trained: tuple[object, Path, Path]) -> None:
+    setup, a, b = trained
+    obs = _observations(setup)
+    act_a, act_b = load_act(a), load_act(b)
+    assert [act_a(o) for o in obs] == [act_b(o) for o in obs]
+    import zipfile
+
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+        assert za.read("policy.pth") == zb.read("policy.pth")
+
+
+@pytest.mark.slow
+def test_the_saved_policy_loads_by_name_and_beats_random(trained: tuple[object, Path, Path]) -> None:
+    setup, a, _ = trained
+    ctx = PolicyContext(model="task", max_batch=16)
+    rl_utility, rand_utility = [], []
+    for seed in (1, 2):
+        w = gamma(250.0, 2.0, 5.0, seed=100 + seed)
+        sched = make_scheduler("qos_rl", ctx, {"model_path": str(a)})
+        assert isinstance(sched, RLQosScheduler)
+        rl_utility.append(HeteroSim(setup.pool, sched, w, seed=seed).run().qos.mean_utility)  # type: ignore[attr-defined]
+        rand = RandomQos(setup.spec, seed=seed)  # type: ignore[attr-defined]
+        rand_utility.append(HeteroSim(setup.pool, rand, w, seed=seed).run().qos.mean_utility)  # type: ignore[attr-defined]
+    assert np.mean(rl_utility) > 1.1 * np.mean(rand_utility)
+
+
+@pytest.mark.slow
+def test_save_load_round_trip_gives_the_same_actions(
+    trained: tuple[object, Path, Path], tmp_path: Path
+) -> None:
+    from stable_baselines3 import PPO
+
+    setup, a, _ = trained
+    model = PPO.load(str(a), device="cpu")
+    obs = _observations(setup, 100)
+    before = [int(model.predict(o, deterministic=True)[0]) for o in obs]
+    model.save(str(tmp_path / "again.zip"))
+    (tmp_path / "again.json").write_text(a.with_suffix(".json").read_text(encoding="utf-8"), encoding="utf-8")
+    again = load_act(tmp_path / "again.zip")
+    assert [again(o) for o in obs] == before
