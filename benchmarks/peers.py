@@ -67,7 +67,7 @@ def capacity(url: str, model: str, slo_s: float, hi: float, duration: float) -> 
         "http",
         slo_s,
         target=0.99,
-        lo=max(1.0, hi / 50),
+        lo=2.0,
         hi=hi,
         duration=duration,
         on_probe=lambda r, s: console.print(f"    {r:8.1f} req/s → {s['attainment']:.4f}"),
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="mlp,mobilenet_v2", help="comma-separated demo model names")
+    parser.add_argument("--models", default="mobilenet_v2,resnet18", help="comma-separated demo model names")
     parser.add_argument("--quick", action="store_true", help="one model, tight SLO only, short runs")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per probed rate")
     parser.add_argument("--out", type=Path, default=Path("results/peers"))

@@ -217,15 +217,48 @@ def test_throttle_wakes_when_the_running_batch_has_progressed_enough() -> None:
     assert dispatched(s.decide(w.time, [inst])) == [(10,)]
 
 
-def test_concurrent_batch_waits_while_slack_allows() -> None:
-    s = CoFBScheduler(PROFILE, max_batch=4)
-    inst = start_one(s, slo=0.5)
-    s.submit(0.001, req(10, 0.001, 0.2))
-    out = s.decide(0.001, [inst])
-    (w,) = [d for d in out if isinstance(d, WaitUntil)]
-    # latest start of a batch of 2 at s(2): deadline 201 ms - (10 + 10) ms * 1.5
-    assert w.time == pytest.approx(0.201 - 0.030)
+def test_a_batch_smaller_than_the_load_needs_waits_while_slack_allows() -> None:
+    # 3 requests in a 10 ms window = 300 req/s: more than batches below max_batch=4 sustain
+    s = CoFBScheduler(PROFILE, max_batch=4, rate_window=0.01)
+    for i in range(3):
+        s.submit(0.0, req(i, 0.0, 0.2))
+    out = s.decide(0.0, [idle()])
     assert dispatched(out) == []
+    (w,) = [d for d in out if isinstance(d, WaitUntil)]
+    # the latest start of a batch of 4: deadline 200 ms - (10 + 4 * 5) ms
+    assert w.time == pytest.approx(0.170)
+    assert [len(b) for b in dispatched(s.decide(w.time, [idle()]))] == [3]
+
+
+def test_at_light_load_an_idle_instance_starts_at_once() -> None:
+    s = CoFBScheduler(PROFILE, max_batch=4)  # 3 requests in 250 ms: b_load = 1
+    for i in range(3):
+        s.submit(0.0, req(i, 0.0, 0.2))
+    assert dispatched(s.decide(0.0, [idle()])) == [(0, 1, 2)]
+
+
+def test_load_aware_early_drop() -> None:
+    # at 300 req/s a batch of 4 is needed: a request that only a batch of 1-3 could save is dropped
+    s = CoFBScheduler(PROFILE, max_batch=4, rate_window=0.01)
+    s.submit(0.0, req(0, 0.0, 0.022))  # alone: 15 ms fits; with all 3 queued (25 ms) it does not
+    for i in range(1, 3):
+        s.submit(0.0, req(i, 0.0, 0.2))
+    out = s.decide(0.0, [idle()])
+    assert [(d.request.id, d.reason) for d in out if isinstance(d, Drop)] == [
+        (0, DropReason.DEADLINE_UNREACHABLE)
+    ]
+    plain = CoFBScheduler(PROFILE, max_batch=4, rate_window=0.01, load_aware_drop=False)
+    plain.submit(0.0, req(0, 0.0, 0.022))
+    for i in range(1, 3):
+        plain.submit(0.0, req(i, 0.0, 0.2))
+    assert dispatched(plain.decide(0.0, [idle()])) == [(0,)]  # the largest batch meeting 22 ms
+
+
+def test_concurrency_is_capped_where_it_adds_little_throughput() -> None:
+    assert CoFBScheduler(PROFILE, 4).useful_concurrency(4) == 2  # 1/1, 2/1.5, 3/2.2: +33%, +2%
+    steep = AffineProfile("m", 10 * MS, 5 * MS, slowdown=(1.0, 1.9, 2.8))
+    assert CoFBScheduler(steep, 4).useful_concurrency(4) == 1
+    assert CoFBScheduler(steep, 4, throttle=False).useful_concurrency(4) == 4
 
 
 def test_every_queued_request_ends_once_on_drain() -> None:

@@ -121,3 +121,46 @@ def test_save_load_round_trip_gives_the_same_actions(
     (tmp_path / "again.json").write_text(a.with_suffix(".json").read_text(encoding="utf-8"), encoding="utf-8")
     again = load_act(tmp_path / "again.zip")
     assert [again(o) for o in obs] == before
+
+
+@pytest.mark.slow
+def test_train_rl_and_experiment_commands_run_end_to_end(
+    trained: tuple[object, Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    from sloserve.cli import main
+
+    _, a, _ = trained
+    trace = tmp_path / "trace.csv"
+    times = np.sort(np.random.default_rng(0).uniform(0, 20, 2000))
+    trace.write_text("TIMESTAMP\n" + "\n".join(f"{t:.6f}" for t in times) + "\n", encoding="utf-8")
+    cfg = tmp_path / "qos.yaml"
+    doc = {
+        **SETUP,
+        "train": {**SETUP["train"], "timesteps": 512, "n_steps": 256, "batch_size": 64},  # type: ignore[dict-item]
+        "eval": {
+            "seeds": [1, 2, 3],
+            "rates": [200],
+            "duration_s": 3,
+            "trace": "trace.csv",
+            "trace_rate": 200,
+            "trace_window_s": 5,
+        },
+        "triton": {"variant": "small", "max_batch_size": 4},
+    }
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert main(["train-rl", str(cfg), "--out", str(tmp_path / "p.zip")]) == 0
+    assert (tmp_path / "p.zip").exists() and (tmp_path / "p.json").exists()
+    out = tmp_path / "res"
+    assert (
+        main(["experiment", "qos", "--quick", "--config", str(cfg), "--policy", str(a), "--out", str(out)])
+        == 0
+    )
+    result = json.loads((out / "qos.json").read_text(encoding="utf-8"))
+    assert (out / "qos.png").stat().st_size > 0
+    assert len(result["runs"]) == 2 * 2 * 4  # 2 seeds x (1 rate + trace) x 4 policies
+    overall = result["summary"]["overall"]
+    assert set(overall) == {"rl", "heuristic", "triton", "random", "rl_vs_heuristic"}
+    for fig in ("mean_utility", "attainment", "mean_accuracy"):
+        assert overall["heuristic"][fig]["ci95"] >= 0

@@ -63,9 +63,13 @@ class Settings:
     """Seconds before a new replica serves."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Each seed draws its own trace, bandwidth series and service noise; figures are summed."""
+    profile: SpongeProfile = PROFILE
+    delta_sweep: tuple[float, ...] = (0.0002, 0.0005)
+    """Other values of the profile's serial per-request time δ (s) to rerun with (first seed):
+    vertical scaling cannot parallelise δ, 1-core replicas can, so the core-seconds depend on it."""
 
 
-QUICK = Settings(segments=(10.0, 15.0, 10.0), seeds=(0,))
+QUICK = Settings(segments=(10.0, 15.0, 10.0), seeds=(0,), delta_sweep=())
 
 
 def build_workload(s: Settings, seed: int, bandwidth_csv: Path | None = None, column: str = "bps") -> Any:
@@ -90,7 +94,7 @@ def static_choice(s: Settings, budgets: np.ndarray) -> tuple[int, int]:
 
     q = float(np.percentile(budgets, 1))
     scaler = SpongeScaler(
-        PROFILE.model, PROFILE, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
+        s.profile.model, s.profile, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
     )
     return scaler.choose(max(s.rates), q)
 
@@ -102,24 +106,30 @@ def setups(s: Settings, policy: str, budgets: np.ndarray) -> Any:
     from sloserve.policies.sponge import HorizontalScaler, SpongeScaler
     from sloserve.sim import ModelSetup
 
-    name = PROFILE.model
-    scheduler = SloBatcher(PROFILE, max_batch=s.max_batch, slo=s.slo)
+    name = s.profile.model
+    scheduler = SloBatcher(s.profile, max_batch=s.max_batch, slo=s.slo)
     common: dict[str, Any] = {"noise_cv": NOISE_CV}
     if policy == "sponge":
         scaler: Any = SpongeScaler(
-            name, PROFILE, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
+            name, s.profile, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
         )
         return ModelSetup(
-            name, PROFILE, scheduler, scaler=scaler, actuation_delay=s.actuation_delay, **common
+            name, s.profile, scheduler, scaler=scaler, actuation_delay=s.actuation_delay, **common
         ), scaler
     if policy == "horizontal":
-        scaler = HorizontalScaler(name, PROFILE, s.slo, max_replicas=s.max_cores, max_batch=s.max_batch)
+        scaler = HorizontalScaler(name, s.profile, s.slo, max_replicas=s.max_cores, max_batch=s.max_batch)
         return ModelSetup(
-            name, PROFILE, scheduler, scaler=scaler, cold_start=s.cold_start, shared_hardware=False, **common
+            name,
+            s.profile,
+            scheduler,
+            scaler=scaler,
+            cold_start=s.cold_start,
+            shared_hardware=False,
+            **common,
         ), scaler
     cores, batch = static_choice(s, budgets)
     scheduler.set_max_batch(batch)
-    return ModelSetup(name, PROFILE, scheduler, cores=cores, **common), None
+    return ModelSetup(name, s.profile, scheduler, cores=cores, **common), None
 
 
 POLICIES = ("sponge", "horizontal", "static")
@@ -209,6 +219,14 @@ def _main(args: argparse.Namespace) -> int:
             descriptions.append(workload.description)
             runs.append(run_policies(s, workload, seed))
             bar.advance(task)
+    sweep = {}
+    for delta in s.delta_sweep:
+        alt = replace(s, profile=replace(s.profile, delta=delta))
+        seed = s.seeds[0]
+        alt_rows = summary(
+            [run_policies(alt, build_workload(alt, seed, args.bandwidth_csv, args.column), seed)]
+        )
+        sweep[f"{delta * 1e3:g} ms"] = {"summary": alt_rows, "target": verdict(alt_rows)}
     first = runs[0]
     print_metrics({k: r.metrics for k, (r, _) in first.items()}, title=f"Sponge, seed {s.seeds[0]}")
     rows = summary(runs)
@@ -224,6 +242,13 @@ def _main(args: argparse.Namespace) -> int:
         f"sponge/horizontal core-seconds: {check['core_seconds_ratio_sponge_over_horizontal']:.2f} "
         f"(target >= 5x at <= 1.0): {'met' if check['met'] else 'NOT met'}"
     )
+    for label, res in sweep.items():
+        t = res["target"]
+        print(
+            f"  with δ = {label} (seed {s.seeds[0]}): "
+            f"{t['violations_ratio_horizontal_over_sponge']:.2f}x fewer violations at "
+            f"{t['core_seconds_ratio_sponge_over_horizontal']:.2f}x the core-seconds"
+        )
     if not args.no_plots:
         plot_timeline(
             {k: r.timeline for k, (r, _) in first.items()},
@@ -235,6 +260,7 @@ def _main(args: argparse.Namespace) -> int:
         {
             "summary": rows,
             "target": check,
+            "delta_sweep": sweep,
             "per_seed": [{k: r.metrics.to_dict() for k, (r, _) in run.items()} for run in runs],
             "timelines_first_seed": {k: r.timeline.to_dict() for k, (r, _) in first.items()},
             "scaler_history_first_seed": {k: sc.history for k, (_, sc) in first.items() if sc is not None},
@@ -242,8 +268,8 @@ def _main(args: argparse.Namespace) -> int:
         experiment="sponge",
         workload=descriptions,
         seeds=list(s.seeds),
-        settings=s.__dict__,
-        profile=repr(PROFILE),
+        settings={k: v for k, v in s.__dict__.items() if k != "profile"},
+        profile=repr(s.profile),
     )
     print(f"wrote {out / 'results.json'}")
     return 0

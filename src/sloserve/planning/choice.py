@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
-from sloserve.planning.problem import FloatArray, IntArray, ModuleTable
+from sloserve.planning.latency import FloatArray, IntArray
+from sloserve.planning.problem import ModuleTable
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,29 @@
 """The batch-aware dispatch latency model every planner here shares (Harpagon's level 1).
 
-A *tuple* ``(h, b, n)`` is ``n`` machines of hardware ``h`` running batches of ``b``. The module's
-request stream is split among its tuples; tuple ``i`` receives a real rate ``r_i`` and may pad its
-stream with dummy requests at rate ``u_i``, so its stream rate is ``s_i = r_i + u_i``.
+A *tuple* ``(h, b, n)`` is ``n`` machines of hardware ``h`` running batches of ``b``, planned at a
+design utilization ``ρ`` (its capacity is ``c = ρ · b / d(b)`` requests per second). The module's
+stream is split among its tuples; tuple ``i`` receives a real rate ``r_i`` and may pad its stream
+with dummy requests at rate ``u_i``, so its stream rate is ``s_i = r_i + u_i <= n · c``.
 
-- The dispatcher fills one batch at a time from the tuple's stream and hands the full batch to a
-  free machine of the tuple, so a batch is collected at ``w = s_i`` and the worst-case module
-  latency is ``d(b) + b / s_i`` (paper: ``d(b) + b/w``). Round-robin dispatch of single requests
-  over ``n`` machines collects at ``s_i / n`` instead.
-- The tuple keeps up when ``s_i <= n · c`` with the machine capacity ``c = ρ · b / d(b)`` (``ρ``
-  the problem's ``max_utilization``, 1 by default).
+Paper: the dispatcher fills one batch at a time from the tuple's stream and hands the full batch
+to a free machine, so a batch is collected at ``w = s_i`` and the worst-case latency is
+``d(b) + b / w`` (round-robin of single requests over ``n`` machines collects at ``w = s_i / n``).
 
-So a tuple fits a budget ``B`` when ``d(b) + b / s_i <= B`` and ``s_i <= n · c``. At full load
-(``s_i = n·c``) the first condition reads ``n >= b / ((B − d) · c)`` (:func:`min_machines`; with
-``ρ = 1`` that is ``n >= d / (B − d)``).
-Which tuples to run, and the dummy rate, are the planners' choices; this module only judges them.
+Spec (ours): that bound assumes a machine is free whenever a batch is ready, which holds for
+periodic input (video frames) but not for Poisson arrivals, where a burst finds every machine
+busy. So the model adds a wait allowance ``q`` (the p-quantile of the wait for a free machine,
+``quantile`` = 0.99 by default): batches reach the tuple as an Erlang-``b`` stream (squared
+coefficient of variation ``1/b``), and the heavy-traffic tail of an ``n``-server queue at
+utilization ``ρ`` gives ``P(wait > t) ≈ exp(−2·n·(1 − ρ)·b·t / d)``, hence
+``q = d · ln(1/(1 − quantile)) / (2·b·n·(1 − ρ)) = d · A(b, ρ) / n``. Service-time variation is
+covered by planning with the profiles' p99 execution time. The latency bound of a tuple is then::
+
+    L = d(b) + d(b)·A/n + b / s_i        (A = 0 with the allowance off: the paper's model)
+
+and it fits a budget ``B`` when ``L <= B`` and ``s_i <= n·c``. At full load (``s_i = n·c``) this
+reads ``n >= (d·A + b/c) / (B − d)`` (:func:`min_machines`): feasibility is monotone in ``n``,
+which the brute force relies on. Which tuples to run, and the dummy rate, are the planners'
+choices; this module only judges them.
 """
 
 from __future__ import annotations
@@ -22,11 +31,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
-from sloserve.planning.problem import FloatArray, IntArray
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 REL_TOL = 1e-9
 """Relative slack in every feasibility comparison (floating-point noise only)."""
+
+
+def wait_factor(batch: int, utilization: float, quantile: float | None) -> float:
+    """``A(b, ρ)``: the wait allowance of ``n`` machines is ``d(b) · A / n`` (0 when ``quantile`` is None)."""
+    if quantile is None:
+        return 0.0
+    if utilization >= 1:
+        return math.inf
+    return math.log(1 / (1 - quantile)) / (2 * batch * (1 - utilization))
 
 
 def collection_time(batch: int, stream_rate: float) -> float:
@@ -34,59 +54,45 @@ def collection_time(batch: int, stream_rate: float) -> float:
     return math.inf if stream_rate <= 0 else batch / stream_rate
 
 
-def worst_case_latency(exec_time: float, batch: int, stream_rate: float) -> float:
-    """``d(b) + b / w``: a request may wait for the whole batch to fill, then for it to run."""
-    return exec_time + collection_time(batch, stream_rate)
+def tuple_latency(exec_time: float, wait: float, batch: int, stream_rate: float) -> float:
+    """``d(b) + q + b / w``: wait for the batch to fill, for a free machine, then for the run."""
+    return exec_time + wait + collection_time(batch, stream_rate)
 
 
-def min_stream_rate(exec_time: float, batch: int, budget: float) -> float:
-    """Slowest stream that still fills ``batch`` within ``budget - d(b)`` (``inf`` if none)."""
-    slack = budget - exec_time
+def min_stream_rate(exec_time: float, wait: float, batch: int, budget: float) -> float:
+    """Slowest stream that still fills ``batch`` in time (``inf`` when even an instant fill is late)."""
+    slack = budget - exec_time - wait
     return math.inf if slack <= 0 else batch / slack
 
 
-def min_machines(exec_time: float, batch: int, capacity: float, budget: float) -> float:
-    """Fewest machines a fully loaded tuple needs so its batches fill in time (``inf`` if none)."""
-    need = min_stream_rate(exec_time, batch, budget)
-    return math.inf if math.isinf(need) else float(math.ceil(need / capacity - REL_TOL))
-
-
-def dummy_rate(exec_time: float, batch: int, budget: float, real_rate: float) -> float:
-    """Dummy requests per second a tuple must add to its real stream to fill batches in time."""
-    return max(0.0, min_stream_rate(exec_time, batch, budget) - real_rate)
-
-
 def tuple_fits(
-    exec_time: float,
-    batch: int,
-    count: int,
-    budget: float,
-    real_rate: float,
-    dummies: float,
-    max_utilization: float = 1.0,
+    exec_time: float, wait: float, batch: int, count: int, capacity: float, budget: float, stream: float
 ) -> bool:
-    """Whether the tuple meets ``budget`` and keeps up with its stream (real plus dummy)."""
-    stream = real_rate + dummies
+    """Whether ``count`` machines (``capacity`` req/s each) meet ``budget`` with this stream."""
     if stream <= 0:
-        return exec_time <= budget * (1 + REL_TOL)
-    in_time = worst_case_latency(exec_time, batch, stream) <= budget * (1 + REL_TOL)
-    keeps_up = stream <= count * max_utilization * batch / exec_time * (1 + REL_TOL)
-    return in_time and keeps_up
+        return exec_time + wait <= budget * (1 + REL_TOL)
+    in_time = tuple_latency(exec_time, wait, batch, stream) <= budget * (1 + REL_TOL)
+    return in_time and stream <= count * capacity * (1 + REL_TOL)
 
 
-def min_stream_rate_array(latency: FloatArray, batch: IntArray, budget: FloatArray) -> FloatArray:
-    """:func:`min_stream_rate` for every (budget, config) pair: shape ``budget.shape + latency.shape``.
+def min_machines_array(
+    latency: FloatArray, wait_factors: FloatArray, capacity: FloatArray, batch: FloatArray, budgets: FloatArray
+) -> FloatArray:
+    """Fewest machines per (budget, config) that fill their batches in time at full load.
 
-    ``budget`` is a 1-d array of budgets (or a 0-d one); ``inf`` where ``d(b) >= budget``.
+    Shape ``budgets.shape + latency.shape``; ``inf`` where no count does (``d(b) >= B``).
     """
-    slack = np.subtract.outer(budget, latency)
+    slack = np.subtract.outer(budgets, latency)
+    need = latency * wait_factors + batch / capacity
     out = np.full(slack.shape, np.inf)
     ok = slack > 0
-    out[ok] = np.broadcast_to(batch, slack.shape)[ok] / slack[ok]
-    return out
+    out[ok] = np.ceil(np.broadcast_to(need, slack.shape)[ok] / slack[ok] - REL_TOL)
+    return np.maximum(out, 1.0)
 
 
-def min_machines_array(min_stream: FloatArray, capacity: FloatArray) -> FloatArray:
-    """:func:`min_machines` from :func:`min_stream_rate_array` (``inf`` stays ``inf``)."""
-    with np.errstate(invalid="ignore"):
-        return np.ceil(min_stream / capacity - REL_TOL)
+def min_machines(exec_time: float, wait_factor_: float, capacity: float, batch: int, budget: float) -> float:
+    """Scalar :func:`min_machines_array`."""
+    slack = budget - exec_time
+    if slack <= 0:
+        return math.inf
+    return max(1.0, float(math.ceil((exec_time * wait_factor_ + batch / capacity) / slack - REL_TOL)))

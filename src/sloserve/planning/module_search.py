@@ -31,7 +31,8 @@ import numpy as np
 
 from sloserve.planning.choice import CostTable, ModuleChoice, choose_batches, monotone_envelope
 from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
-from sloserve.planning.problem import FloatArray, ModuleTable
+from sloserve.planning.latency import FloatArray
+from sloserve.planning.problem import ModuleTable
 
 BULK_STEPS = 3
 """V: how many machines fewer than a single tuple the bulk may run (3 reaches ~99.9% of optima)."""

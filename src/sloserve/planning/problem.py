@@ -13,17 +13,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from sloserve.core.app import App
 from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import ProfileSet
+from sloserve.planning.latency import FloatArray, IntArray, min_machines_array, wait_factor
 
 LatencyKind = Literal["tail", "median"]
 """Which profile latency a planner plans with: the p99 (``tail``, the default) or the median."""
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +40,23 @@ class PlanningProblem:
     """Profile latency used as the batch execution time ``d(b)``."""
     max_batch: int = 128
     """Upper bound on batch sizes searched (also bounded by each profile's ``max_batch``)."""
-    max_utilization: float = 1.0
-    """Share of a machine's throughput ``b / d(b)`` a plan may use (headroom for bursts)."""
+    utilizations: tuple[float, ...] = (0.6, 0.75, 0.9)
+    """Design utilizations ``ρ`` a tuple may be planned at (its capacity is ``ρ · b / d(b)``)."""
+    wait_quantile: float | None = 0.99
+    """Quantile of the wait for a free machine the latency model allows for; None: the paper's
+    model without it (then a utilization of 1 is allowed)."""
 
     def __post_init__(self) -> None:
         if self.grid_steps < 1:
             raise ValueError(f"grid_steps must be >= 1, got {self.grid_steps}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        if not 0 < self.max_utilization <= 1:
-            raise ValueError(f"max_utilization must lie in (0, 1], got {self.max_utilization}")
+        top = 1.0 if self.wait_quantile is None else 1.0 - 1e-12
+        if not self.utilizations or not all(0 < u <= top for u in self.utilizations):
+            raise ValueError(f"utilizations must lie in (0, 1) (or (0, 1] without a wait quantile), "
+                             f"got {self.utilizations}")
+        if self.wait_quantile is not None and not 0 < self.wait_quantile < 1:
+            raise ValueError(f"wait_quantile must lie in (0, 1), got {self.wait_quantile}")
         names = [h.name for h in self.hardware]
         if not names:
             raise ValueError("the hardware catalogue is empty")
@@ -99,27 +103,32 @@ class ModuleTable:
     """``d(b)``: execution time of one batch, seconds."""
     price: FloatArray
     """Price per hour of one machine of the config's hardware."""
-    max_utilization: float = 1.0
+    utilization: FloatArray
+    """Design utilization ``ρ`` of the config."""
+    wait: FloatArray
+    """Wait factor ``A(b, ρ)``: ``n`` machines allow ``d(b) · A / n`` for a free machine."""
     capacity: FloatArray = field(init=False)
-    """``max_utilization · b / d(b)``: requests per second one machine may be planned to serve."""
+    """``ρ · b / d(b)``: requests per second one machine of the config may be planned to serve."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "capacity", self.max_utilization * self.batch / self.latency)
+        object.__setattr__(self, "capacity", self.utilization * self.batch / self.latency)
 
     def __len__(self) -> int:
         return len(self.batch)
 
+    def min_machines(self, budgets: FloatArray) -> FloatArray:
+        """Fewest machines per (budget, config) whose batches fill in time at full load."""
+        return min_machines_array(self.latency, self.wait, self.capacity, self.batch, budgets)
+
 
 def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
-    """One table per module, in the app's topological order."""
+    """One table per module, in the app's topological order; configs grouped by hardware type."""
     rates = problem.app.module_rates()
+    utils = sorted(set(problem.utilizations))
     out = []
     for name in problem.app.topological_order():
         model = problem.app.module(name).model
-        hw: list[int] = []
-        batch: list[int] = []
-        lat: list[float] = []
-        price: list[float] = []
+        rows: list[tuple[int, int, float, float, float, float]] = []
         for i, h in enumerate(problem.hardware):
             prof = problem.profiles.profiles.get((model, h.name))
             if prof is None:
@@ -127,23 +136,23 @@ def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
             f = prof.tail_latency if problem.latency == "tail" else prof.latency
             for b in range(1, min(prof.max_batch, problem.max_batch) + 1):
                 d = f(b, h.cores, 1)
-                if d <= 0:
-                    raise ValueError(f"profile {model!r} on {h.name!r}: latency at batch {b} is {d} <= 0")
-                hw.append(i)
-                batch.append(b)
-                lat.append(d)
-                price.append(h.price_per_hour)
+                if not d > 0:
+                    raise ValueError(f"profile {model!r} on {h.name!r}: latency at batch {b} is {d}, not > 0")
+                for u in utils:
+                    rows.append((i, b, d, h.price_per_hour, u, wait_factor(b, u, problem.wait_quantile)))
+        cols = list(zip(*rows, strict=True))
         out.append(
             ModuleTable(
                 name=name,
                 model=model,
                 rate=rates[name],
                 hardware=tuple(h.name for h in problem.hardware),
-                hw=np.array(hw, dtype=np.int64),
-                batch=np.array(batch, dtype=np.int64),
-                latency=np.array(lat, dtype=np.float64),
-                price=np.array(price, dtype=np.float64),
-                max_utilization=problem.max_utilization,
+                hw=np.array(cols[0], dtype=np.int64),
+                batch=np.array(cols[1], dtype=np.int64),
+                latency=np.array(cols[2], dtype=np.float64),
+                price=np.array(cols[3], dtype=np.float64),
+                utilization=np.array(cols[4], dtype=np.float64),
+                wait=np.array(cols[5], dtype=np.float64),
             )
         )
     return out

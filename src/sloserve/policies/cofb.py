@@ -28,7 +28,10 @@ flight still meets its deadline under the profiled slowdown ``s(k)``.
   requests and: on an idle instance, ``n < b_load`` (at light load it starts at once); for a
   *concurrent* batch (``j > 0``), ``n < max_batch`` — concurrency is used when slack runs out,
   not to start small batches early (each one slows the running ones by ``s(k)``).
-- Throttle: in-flight batches are tracked with their remaining work (progress at rate ``1/s(k)``
+- Throttle, part 1 (interference-aware cap): a ``k``-th concurrent batch is never started unless
+  each step up to ``k`` raises the throughput ``k / s(k)`` by at least ``min_concurrency_gain``
+  (10%): for a model whose ``s(k)`` grows about like ``k`` concurrency only adds latency.
+- Throttle, part 2: in-flight batches are tracked with their remaining work (progress at rate ``1/s(k)``
   while ``k`` run); with ``j`` running, another is admitted only if each in-flight batch that is
   on time now would still end by its earliest deadline when slowed to ``s(j+1)``, and the new
   batch, if on time alone, is on time at ``s(j+1)`` (a batch late anyway is not protected, so
@@ -92,6 +95,7 @@ class CoFBScheduler(QueueScheduler):
         slowdown: Sequence[float] | None = None,
         margin: float = 0.0,
         load_aware_drop: bool = True,
+        min_concurrency_gain: float = 0.1,
         rate_window: float = 0.25,
         default_priority: int = 1,
         max_queue_size: int = 0,
@@ -110,6 +114,7 @@ class CoFBScheduler(QueueScheduler):
         self.wait = wait
         self.margin = margin
         self.load_aware_drop = load_aware_drop and reorder
+        self.min_concurrency_gain = min_concurrency_gain
         self._track_rate = self.load_aware_drop or (batching and wait)
         self._b_load = 1
         self.rate_window = rate_window
@@ -134,6 +139,18 @@ class CoFBScheduler(QueueScheduler):
             return table[-1] + step * (k - len(table)) if table else 1.0
         return self.profile.latency(1, 1, k) / self.profile.latency(1, 1, 1)
 
+    def useful_concurrency(self, limit: int) -> int:
+        """With the throttle: the largest ``k <= limit`` such that each step up to it raises the
+        throughput ``k / s(k)`` by at least ``min_concurrency_gain``; without it, ``limit``."""
+        if not self.throttle:
+            return limit
+        k = 1
+        while k < limit and (k + 1) / self.slowdown(k + 1) >= k / self.slowdown(k) * (
+            1 + self.min_concurrency_gain
+        ):
+            k += 1
+        return k
+
     def predict(self, batch: int, cores: int, concurrent: int) -> float:
         """Predicted (tail) service time of a batch run with ``concurrent`` batches in flight."""
         return self.profile.tail_latency(batch, cores, 1) * self.slowdown(concurrent)
@@ -151,7 +168,7 @@ class CoFBScheduler(QueueScheduler):
             return 1
         per_instance = len(recent) / self.rate_window / len(live)
         cores = max(i.cores for i in live)
-        kmax = max(i.max_concurrency for i in live)
+        kmax = self.useful_concurrency(max(i.max_concurrency for i in live))
         best_k = max(range(1, kmax + 1), key=lambda k: k / self.slowdown(k))
         gain = best_k / self.slowdown(best_k)
         for b in range(1, self.max_batch + 1):
@@ -262,6 +279,8 @@ class CoFBScheduler(QueueScheduler):
         upto = min(n, self.max_batch)
         head = self.queue.peek()
         k = running + 1
+        if running and k > self.useful_concurrency(inst.max_concurrency):
+            return None
         if self.batching:
             b = self._largest_fitting(now, self._earliest_deadlines(upto), upto, inst.cores, k)
             if b == 0:

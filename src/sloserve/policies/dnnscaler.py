@@ -214,7 +214,7 @@ def _latency(window: WindowStats, statistic: Statistic) -> float:
 
 class DnnBatchScaler:
     """Scaler ``dnnscaler_batch``: every ``interval`` (3 s) moves the batch cap by :class:`BatchSearch`
-    on the window's mean latency."""
+    on the window's mean latency (the paper's; ``statistic="p95"`` steers the p95 instead)."""
 
     def __init__(
         self, model: str, search: BatchSearch, interval: float = 3.0, statistic: Statistic = "mean"
@@ -346,8 +346,9 @@ class InstanceControl:
 
 class DnnInstanceScaler:
     """Scaler ``dnnscaler_mt``: every ``interval`` (1 s) sets the instance count by
-    :class:`InstanceControl`. The first tick sets the count to the initial one and the batch cap to
-    ``batch`` (1: multi-tenancy runs each instance at batch 1)."""
+    :class:`InstanceControl` on the window's mean (or ``statistic="p95"``) latency. The first tick
+    sets the count to the initial one and the batch cap to ``batch`` (1: multi-tenancy runs each
+    instance at batch 1)."""
 
     def __init__(
         self,

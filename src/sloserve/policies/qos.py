@@ -68,7 +68,8 @@ class QosUtility:
         else:
             k = self.steepness
             h = (np.exp(-k * x) - math.exp(-k)) / (1.0 - math.exp(-k))
-        return np.where(np.isnan(d), 0.0, h)
+        out: np.ndarray = np.asarray(np.where(np.isnan(d), 0.0, h), dtype=np.float64)
+        return out
 
     def __call__(self, delay: float, accuracy: float) -> float:
         """Utility of one response answered after ``delay`` seconds by a variant of ``accuracy``."""
@@ -77,7 +78,8 @@ class QosUtility:
     def values(self, delays: np.ndarray, accuracies: np.ndarray) -> np.ndarray:
         """Utility per request; a NaN delay (dropped request) is worth 0."""
         acc = np.nan_to_num(np.asarray(accuracies, dtype=float), nan=0.0)
-        return np.power(acc, self.alpha) * self.delay_factors(delays)
+        out: np.ndarray = np.power(acc, self.alpha) * self.delay_factors(delays)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

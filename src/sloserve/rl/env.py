@@ -35,8 +35,6 @@ WorkloadSampler = Callable[[np.random.Generator], Workload]
 class QosEnv(gym.Env[np.ndarray, np.int64]):
     """See the module docstring."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
-
     def __init__(
         self,
         pool: HeteroPool,
@@ -51,6 +49,7 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
         self.shaping = shaping
         spec = pool.spec
         self._best_value = max(v.accuracy for v in spec.variants) ** spec.utility.alpha
+        self.metadata = {"render_modes": []}
         self.pool = pool
         self.sample_workload = sample_workload
         self.rate_tau = rate_tau
@@ -85,7 +84,7 @@ class QosEnv(gym.Env[np.ndarray, np.int64]):
         if not len(queue):
             return 0.0
         ages = sim.loop.now - sim.workload.arrivals[queue.peek().id : sim.arrived]
-        return self._best_value * float(sim.spec.utility.delay_factors(ages).sum())
+        return float(self._best_value * float(sim.spec.utility.delay_factors(ages).sum()))
 
     def _terminal_obs(self) -> np.ndarray:
         return np.zeros(self.features.size, dtype=np.float32)

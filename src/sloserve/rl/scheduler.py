@@ -114,7 +114,7 @@ def load_act(model_path: str | Path) -> Act:
 
     torch.set_num_threads(1)
     meta = json.loads(metadata_path(model_path).read_text(encoding="utf-8"))
-    algo = {"ppo": PPO, "dqn": DQN}[str(meta.get("algo", "ppo"))]
+    algo: Any = {"ppo": PPO, "dqn": DQN}[str(meta.get("algo", "ppo"))]
     path = Path(model_path)
     if not path.exists() and path.with_suffix(".zip").exists():
         path = path.with_suffix(".zip")

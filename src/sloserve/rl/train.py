@@ -88,7 +88,7 @@ def train(
     model = build_model(env, p)
     utilities: list[float] = []
 
-    class _Report(BaseCallback):  # type: ignore[misc]
+    class _Report(BaseCallback):
         def _on_step(self) -> bool:
             for info in self.locals.get("infos", []):
                 if "qos" in info:
