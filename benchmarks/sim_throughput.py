@@ -60,7 +60,9 @@ def one_run(n_requests: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="200k and 1M requests")
     parser.add_argument("--sizes", type=int, nargs="*", help="request counts to run")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -78,7 +80,10 @@ def main() -> int:
             cmd = ["taskset", "-c", "0", *cmd]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"{'requests':>12} {'wall s':>8} {'req/s (wall)':>14} {'req/s (cpu)':>13} {'peak RSS MiB':>13}  target")
+    print(
+        f"{'requests':>12} {'wall s':>8} {'req/s (wall)':>14} {'req/s (cpu)':>13} "
+        f"{'peak RSS MiB':>13}  target"
+    )
     for r in rows:
         print(
             f"{r['requests']:>12,} {r['wall_s']:>8.2f} {r['req_per_wall_s']:>14,.0f} "
@@ -86,7 +91,10 @@ def main() -> int:
         )
     if len(rows) > 1:
         growth = rows[-1]["peak_rss_mib"] - rows[0]["peak_rss_mib"]
-        print(f"peak RSS grew by {growth:+.1f} MiB from {rows[0]['requests']:,} to {rows[-1]['requests']:,} requests")
+        print(
+            f"peak RSS grew by {growth:+.1f} MiB from {rows[0]['requests']:,} "
+            f"to {rows[-1]['requests']:,} requests"
+        )
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from sloserve.sim.report import write_json
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sloserve.core.profiles import ModelProfile
 from sloserve.runtime.backend import TensorSpec
+from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
 from sloserve.runtime.model_config import ModelConfig
+from sloserve.sim.engine import EventLoop
 
 SPEC_IN = TensorSpec("INPUT0", "FP32", (-1, -1))
 SPEC_OUT = TensorSpec("OUTPUT0", "FP32", (-1, -1))
@@ -111,3 +115,47 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
+
+
+class VirtualTimers:
+    """Clock and timers on the simulator's event loop (virtual time)."""
+
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+
+    def now(self) -> float:
+        return self.loop.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Any:
+        loop = self.loop
+        handle = loop.at(when, callback)
+
+        class _Handle:
+            def cancel(self) -> None:
+                loop.cancel(handle)
+
+        return _Handle()
+
+
+class VirtualInstance(InstanceRunner):
+    """An instance whose batches take ``profile.latency(batch, threads)`` of virtual time."""
+
+    def __init__(self, loop: EventLoop, profile: ModelProfile, threads: int) -> None:
+        self.loop, self.profile, self.threads = loop, profile, threads
+        self.submitted: list[int] = []
+        self.stopped = False
+
+    def start(self, ready: Callable[[str | None], None]) -> None:
+        ready(None)
+
+    def submit(self, inputs: Sequence[Tensors], done: Callable[[BatchResult], None]) -> None:
+        self.submitted.append(len(inputs))
+        service = self.profile.latency(len(inputs), self.threads, 1)
+        result = BatchResult([dict(x) for x in inputs], service)
+        self.loop.at(self.loop.now + service, lambda: done(result))
+
+    def resize(self, threads: int) -> None:
+        self.threads = threads
+
+    def stop(self) -> None:
+        self.stopped = True

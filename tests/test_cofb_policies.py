@@ -199,6 +199,15 @@ def test_throttle_admits_when_every_deadline_still_holds() -> None:
     assert s.throttled == 0
 
 
+def test_throttle_does_not_protect_a_batch_that_is_late_anyway() -> None:
+    s = CoFBScheduler(PROFILE, max_batch=4, reorder=False)  # FIFO, no drops: a late batch runs
+    inst = start_one(s, slo=0.012)  # even a batch of 1 needs 15 ms: it runs all 4, late anyway
+    for i in range(10, 14):
+        s.submit(0.001, req(i, 0.001, 0.5))
+    assert dispatched(s.decide(0.001, [inst])) == [(10, 11, 12, 13)]
+    assert s.throttled == 0
+
+
 def test_throttle_off_admits_regardless() -> None:
     s = CoFBScheduler(PROFILE, max_batch=4, throttle=False, wait=False)
     inst = start_one(s, slo=0.035)
@@ -251,7 +260,7 @@ def test_load_aware_early_drop() -> None:
     plain.submit(0.0, req(0, 0.0, 0.022))
     for i in range(1, 3):
         plain.submit(0.0, req(i, 0.0, 0.2))
-    assert dispatched(plain.decide(0.0, [idle()])) == [(0,)]  # the largest batch meeting 22 ms
+    assert dispatched(plain.decide(0.0, [idle()])) == [(0, 1)]  # 10 + 5 * 2 <= 22 ms
 
 
 def test_concurrency_is_capped_where_it_adds_little_throughput() -> None:

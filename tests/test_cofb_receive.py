@@ -35,7 +35,9 @@ def run_path(steering, arrivals: list[tuple[float, int, int]]) -> tuple[dict[int
 
 def test_one_queue_is_drained_in_order_at_its_byte_rate() -> None:
     (f,) = flows_on(0, 2, 1)
-    delivered, path = run_path(StaticHashSteering(2), [(0.0, f, 1_000_000), (0.0, f, 2_000_000), (0.5e-3, f, 0)])
+    delivered, path = run_path(
+        StaticHashSteering(2), [(0.0, f, 1_000_000), (0.0, f, 2_000_000), (0.5e-3, f, 0)]
+    )
     assert delivered == pytest.approx({0: 1 * MS, 1: 3 * MS, 2: 3 * MS})
     assert path.pending == 0 and path.loads() == [0.0, 0.0]
     assert [w.received for w in path.workers] == [3, 0]

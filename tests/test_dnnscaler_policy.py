@@ -16,6 +16,7 @@ from sloserve.policies.dnnscaler import (
     DnnInstanceScaler,
     DnnScaler,
     InstanceControl,
+    Readings,
     detect,
     detect_from_points,
     detect_from_profile,
@@ -164,6 +165,30 @@ def test_batch_search_holds_on_empty_windows_and_respects_bounds() -> None:
         BatchSearch(slo=0.0, max_batch=8)
 
 
+def test_batch_search_once_in_band_needs_two_low_windows_in_a_row_to_move() -> None:
+    s = BatchSearch(slo=0.1, max_batch=127, batch=40, lo=1, hi=127)
+    for latency in (0.090, 0.084, 0.090, 0.084, 0.090, 0.084):  # noise around the band's lower edge
+        s.update(latency)
+    assert s.batch == 40
+    s.update(0.084)
+    s.update(0.084)
+    assert s.batch > 40
+    paper = BatchSearch(slo=0.1, max_batch=127, batch=40, lo=1, hi=127, patience=1)
+    paper.update(0.090)
+    paper.update(0.084)
+    assert paper.batch > 40
+
+
+def test_readings_pool_windows_until_enough_answers() -> None:
+    r = Readings(min_samples=20)
+    assert r.add(0.010, 5) is None
+    assert r.add(0.0, 0) is None  # an empty window adds nothing
+    assert r.add(0.020, 15) == pytest.approx((0.010 * 5 + 0.020 * 15) / 20)
+    assert r.add(0.030, 19) is None  # pooled afresh after each decision
+    r.clear()
+    assert r.add(0.040, 25) == pytest.approx(0.040)
+
+
 # -- multi-tenancy: instance count ---------------------------------------------------------------
 
 
@@ -251,7 +276,8 @@ def test_registry_builds_the_detected_scaler_and_it_sets_its_knob() -> None:
     bs = make_scaler("dnnscaler", bctx)
     assert bs.approach is Approach.BATCHING and bs.interval == 3.0
     assert bs.on_tick(3.0, window(3.0, 0.01, max_batch=64)) == [SetMaxBatch("b", 1)]
-    assert bs.on_tick(6.0, window(6.0, 0.01, max_batch=1)) == [SetMaxBatch("b", 33)]
+    assert bs.on_tick(6.0, window(6.0, 0.01, max_batch=1)) == []  # 10 answers: pooled, not enough
+    assert bs.on_tick(9.0, window(9.0, 0.01, max_batch=1)) == [SetMaxBatch("b", 33)]
     with pytest.raises(ValueError, match="needs an SLO"):
         make_scaler("dnnscaler_batch", PolicyContext(model="b", max_batch=8))
     with pytest.raises(ValueError, match="bad parameters"):

@@ -43,3 +43,30 @@ def test_sponge_scales_cores_with_the_rate_and_beats_horizontal_on_violations() 
     step = (tl.time > QUICK.segments[0] + 3) & (tl.time < sum(QUICK.segments[:2]))
     calm = tl.time < QUICK.segments[0]
     assert tl.cores[step].mean() > tl.cores[calm].mean()
+
+
+def test_server_configs_name_the_policies_and_are_valid() -> None:
+    from sloserve.experiments.sponge_server import ServerSettings, policy_config
+    from sloserve.runtime.model_config import ModelConfig
+
+    s = ServerSettings()
+    for policy, scaler in (("sponge", "sponge"), ("horizontal", "horizontal"), ("static", None)):
+        config = ModelConfig.model_validate(policy_config(s, policy, (2, 4)))
+        assert config.scheduler.name == "slo"
+        assert (config.scaler.name if config.scaler else None) == scaler
+    static = ModelConfig.model_validate(policy_config(s, "static", (2, 4)))
+    assert static.instance_group.threads == 2 and static.scheduler.params == {"max_batch_size": 4}
+
+
+def test_cores_gauge_is_summed_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from sloserve.experiments import sponge_server
+
+    text = (
+        'sloserve_instance_cores{model="a",version="1",instance="0"} 2.0\n'
+        'sloserve_instance_cores{model="a",version="1",instance="3"} 1.0\n'
+        'sloserve_instance_cores{model="b",version="1",instance="1"} 4.0\n'
+    )
+    monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
+    assert sponge_server.cores_now("127.0.0.1:1", "a") == 3.0

@@ -11,17 +11,17 @@ instance is a fake :class:`~sloserve.runtime.instances.InstanceRunner` that fini
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from server_fakes import VirtualInstance, VirtualTimers
 from sloserve.core.decisions import Dispatch, DropReason
-from sloserve.core.profiles import AffineProfile, ModelProfile
+from sloserve.core.profiles import AffineProfile
 from sloserve.policies.base import PolicyContext, Scheduler
 from sloserve.policies.registry import make_scheduler
-from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
 from sloserve.runtime.model_config import ModelConfig
 from sloserve.runtime.model_loop import Answer, ModelLoop, Outcome
 from sloserve.sim.cluster import DROP_CODES, ModelSetup, simulate
@@ -31,49 +31,12 @@ from sloserve.sim.workload import Workload, poisson, with_classes, with_slo
 PROFILE = AffineProfile(model="m", alpha=0.004, beta=0.0015, max_batch=16)
 
 
-class _Timers:
-    def __init__(self, loop: EventLoop) -> None:
-        self.loop = loop
-
-    def now(self) -> float:
-        return self.loop.now
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Any:
-        loop = self.loop
-        handle = loop.at(when, callback)
-
-        class _Handle:
-            def cancel(self) -> None:
-                loop.cancel(handle)
-
-        return _Handle()
-
-
-class _VirtualInstance(InstanceRunner):
-    def __init__(self, loop: EventLoop, profile: ModelProfile, threads: int) -> None:
-        self.loop, self.profile, self.threads = loop, profile, threads
-
-    def start(self, ready: Callable[[str | None], None]) -> None:
-        ready(None)
-
-    def submit(self, inputs: Sequence[Tensors], done: Callable[[BatchResult], None]) -> None:
-        service = self.profile.latency(len(inputs), self.threads, 1)
-        result = BatchResult([dict(x) for x in inputs], service)
-        self.loop.at(self.loop.now + service, lambda: done(result))
-
-    def resize(self, threads: int) -> None:
-        self.threads = threads
-
-    def stop(self) -> None:
-        pass
-
-
 def _server_run(
     workload: Workload, make: Callable[[], Scheduler], instances: int, cores: int
 ) -> dict[int, tuple[Any, ...]]:
     """Drive the server's loop over ``workload`` as the simulator steps; per request what happened."""
     loop = EventLoop()
-    env = _Timers(loop)
+    env = VirtualTimers(loop)
     config = ModelConfig(instance_group={"count": instances, "threads": cores}, max_batch_size=16)
     model = ModelLoop(
         "m",
@@ -81,7 +44,7 @@ def _server_run(
         make(),
         clock=env,
         timers=env,
-        spawn=lambda iid, threads: _VirtualInstance(loop, PROFILE, threads),
+        spawn=lambda iid, threads: VirtualInstance(loop, PROFILE, threads),
         profile=PROFILE,
     )
     model.start()
@@ -111,10 +74,9 @@ def _server_run(
     while True:  # the simulator's step(): events at or before the next arrival run first
         t = arrivals[j] if j < len(arrivals) else math.inf
         if loop.peek() <= t:
-            loop.step()
+            if not loop.step():
+                break
             continue
-        if t == math.inf:
-            break
         loop.now = t
         rid = next(ids)
         model.submit({}, finisher(rid), budget=budgets[j], priority=priorities[j])

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
-from server_fakes import FakeBackends, wait_for, write_model
 from tritonclient.utils import InferenceServerException
 
+from server_fakes import FakeBackends, wait_for, write_model
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
@@ -71,7 +71,9 @@ def test_infer_raw_contents(client: tg.InferenceServerClient) -> None:
     assert result.get_response().id == "g1"
 
 
-def test_priority_honoured(server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends) -> None:
+def test_priority_honoured(
+    server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends
+) -> None:
     control = fakes.control("gated")
     control.batches.clear()
     control.gate.clear()
@@ -81,10 +83,17 @@ def test_priority_honoured(server: BackgroundServer, client: tg.InferenceServerC
         return len(server.service.core.repository.models["gated"].loop.pending)
 
     try:
-        client.async_infer("gated", [_input(0)], callback=lambda result, error: results.append((result, error)))
+        client.async_infer(
+            "gated", [_input(0)], callback=lambda result, error: results.append((result, error))
+        )
         assert control.running.acquire(timeout=10)
         for value, priority in ((1, 2), (2, 2), (3, 1)):
-            client.async_infer("gated", [_input(value)], lambda result, error: results.append((result, error)), priority=priority)
+            client.async_infer(
+                "gated",
+                [_input(value)],
+                lambda result, error: results.append((result, error)),
+                priority=priority,
+            )
             wait_for(lambda v=value: pending() == v + 1)
     finally:
         control.gate.set()

@@ -7,14 +7,13 @@ import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as th
-from server_fakes import FakeBackends, wait_for, write_model
 from tritonclient.utils import InferenceServerException
 
+from server_fakes import FakeBackends, wait_for, write_model
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
@@ -78,7 +77,9 @@ def test_infer_json_and_binary(client: th.InferenceServerClient, binary: bool) -
     assert result.get_response()["id"] == "r-1"
 
 
-def test_priority_honoured(server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends) -> None:
+def test_priority_honoured(
+    server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends
+) -> None:
     control = fakes.control("gated")
     control.batches.clear()
     control.gate.clear()
@@ -96,7 +97,9 @@ def test_priority_honoured(server: BackgroundServer, client: th.InferenceServerC
     assert control.batches == [[0.0], [3.0], [1.0], [2.0]]  # the high-priority request overtook
 
 
-def test_deadline_honoured(server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends) -> None:
+def test_deadline_honoured(
+    server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends
+) -> None:
     control = fakes.control("gated")
     control.gate.clear()
     try:
@@ -157,16 +160,22 @@ def test_stats_consistent(client: th.InferenceServerClient) -> None:
     assert stats["inference_count"] == inf["success"]["count"] == inf["compute_infer"]["count"]
     assert inf["queue"]["count"] == inf["success"]["count"]
     assert stats["execution_count"] == sum(b["compute_infer"]["count"] for b in stats["batch_stats"])
-    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats["batch_stats"]) == inf["success"]["count"]
+    assert (
+        sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats["batch_stats"])
+        == inf["success"]["count"]
+    )
 
 
 def test_metrics(server: BackgroundServer, client: th.InferenceServerClient) -> None:
     client.infer("identity", [_input(1)])
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.service.metrics_port}/metrics").read().decode()
     stats = client.get_inference_statistics("identity")["model_stats"][0]
-    line = f'nv_inference_request_success{{model="identity",version="1"}} {float(stats["inference_stats"]["success"]["count"])}'
+    success = float(stats["inference_stats"]["success"]["count"])
+    line = f'nv_inference_request_success{{model="identity",version="1"}} {success}'
     assert line in text
-    assert 'sloserve_requests_dropped_total{model="slo_model",reason="deadline_unreachable",version="1"}' in text
+    assert (
+        'sloserve_requests_dropped_total{model="slo_model",reason="deadline_unreachable",version="1"}' in text
+    )
     assert "sloserve_instance_cores" in text and "nv_inference_queue_duration_us" in text
 
 

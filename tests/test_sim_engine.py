@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloserve.sim.engine import EventLoop
@@ -81,6 +81,7 @@ def test_scheduling_in_the_past_or_nan_is_an_error() -> None:
         loop.after(-1.0, lambda: None)
 
 
+@settings(derandomize=True)
 @given(st.lists(st.floats(min_value=0, max_value=1e6), max_size=60), st.data())
 def test_any_schedule_runs_sorted_and_cancelled_never_run(times: list[float], data: st.DataObject) -> None:
     loop = EventLoop()
@@ -92,3 +93,12 @@ def test_any_schedule_runs_sorted_and_cancelled_never_run(times: list[float], da
     loop.run()
     expected = sorted((t, i) for i, t in enumerate(times) if i not in cancelled)
     assert ran == expected
+
+
+def test_the_package_docstring_example_runs() -> None:
+    import sloserve.sim as sim
+
+    code = (sim.__doc__ or "").split("::", 1)[1]
+    code = "\n".join(line[4:] for line in code.splitlines())
+    namespace: dict[str, object] = {}
+    exec(compile(code, "sloserve.sim docstring", "exec"), namespace)

@@ -42,7 +42,7 @@ def _window(end: float, arrivals: int, budget: float = math.inf, duration: float
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     gamma=st.floats(0.0, 0.02),
     delta=st.floats(0.0, 0.002),

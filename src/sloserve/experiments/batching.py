@@ -186,17 +186,24 @@ def capacity(case: Case, make: Make, settings: Settings, *, seeds: Sequence[int]
 
 
 def grid_best(
-    case: Case, candidates: dict[str, tuple[dict[str, Any], Make]], settings: Settings
+    case: Case, candidates: dict[str, tuple[dict[str, Any], Make]], settings: Settings, top: int = 3
 ) -> tuple[float, dict[str, Any]]:
-    """Best static setting: each candidate searched with one seed, the winner re-measured with all."""
+    """Best static setting: every candidate searched with short runs and one seed, then the
+    ``top`` best re-measured like the other policies (all seeds, full runs); the best of those."""
     short = replace(settings, duration=settings.grid_duration)
-    scored = [
-        (capacity(case, make, short, seeds=settings.seeds[:1], tol=settings.grid_tol), key)
-        for key, (_, make) in candidates.items()
+    scored = sorted(
+        (
+            (capacity(case, make, short, seeds=settings.seeds[:1], tol=settings.grid_tol), key)
+            for key, (_, make) in candidates.items()
+        ),
+        reverse=True,
+    )
+    finals = [
+        (capacity(case, candidates[key][1], settings, seeds=settings.seeds, tol=settings.tol), key)
+        for _, key in scored[:top]
     ]
-    _, best = max(scored)
-    params, make = candidates[best]
-    return capacity(case, make, settings, seeds=settings.seeds, tol=settings.tol), params
+    rate, best = max(finals)
+    return rate, candidates[best][0]
 
 
 def triton_grid(case: Case, settings: Settings) -> dict[str, tuple[dict[str, Any], Make]]:

@@ -150,6 +150,8 @@ class Variant:
     """A serving configuration: which scheduler, which steering, how much concurrency."""
 
     name: str
+    short: str
+    """Column label."""
     scheduler: str
     """Registry name: ``triton``, ``dvabatch`` or ``cofb``."""
     steering: bool = False
@@ -162,12 +164,17 @@ class Variant:
 
 _OFF = {"reorder": False, "batching": False, "throttle": False, "wait": False}
 VARIANTS: tuple[Variant, ...] = (
-    Variant("triton-like", "triton", params={"timeout_action": "delay"}),
-    Variant("dvabatch-like", "dvabatch"),
-    Variant("flows only", "cofb", steering=True, params=dict(_OFF)),
-    Variant("reorder+batch only", "cofb", params=_OFF | {"reorder": True, "batching": True, "wait": True}),
-    Variant("throttle only", "cofb", params=_OFF | {"throttle": True}, concurrency=4),
-    Variant("cofb", "cofb", steering=True, params={}, concurrency=4),
+    Variant("triton-like", "triton", "triton", params={"timeout_action": "delay"}),
+    Variant("dvabatch-like", "dva", "dvabatch"),
+    Variant("flows only", "flows", "cofb", steering=True, params=dict(_OFF)),
+    Variant(
+        "reorder+batch only",
+        "reorder",
+        "cofb",
+        params=_OFF | {"reorder": True, "batching": True, "wait": True},
+    ),
+    Variant("throttle only", "throttle", "cofb", params=_OFF | {"throttle": True}, concurrency=4),
+    Variant("cofb", "cofb", "cofb", steering=True, params={}, concurrency=4),
 )
 """Rows of the ablation table; the first two are the baselines."""
 
@@ -189,6 +196,8 @@ class Settings:
     """Loads per p99-vs-load curve."""
     trace: Path = TRACE
     """CSV trace for trace-driven services."""
+    per_seed: bool = True
+    """Also search the capacity of each seed alone (its own flow placement), to show the spread."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -253,10 +262,12 @@ def build_run(service: Service, variant: Variant, settings: Settings) -> Callabl
     return run
 
 
-def effective_p99(result: Any) -> float:
-    """p99 latency with dropped requests counted as infinitely late (needs ``record=True``)."""
-    o = result.outcomes
-    lat = np.where(o.completed, o.finish - o.arrival, np.inf)
+def effective_p99(results: Sequence[Any]) -> float:
+    """p99 latency over the requests of ``results`` (runs made with ``record=True``), dropped
+    requests counted as infinitely late."""
+    lat = np.concatenate(
+        [np.where(r.outcomes.completed, r.outcomes.finish - r.outcomes.arrival, np.inf) for r in results]
+    )
     if len(lat) == 0:
         return 0.0
     return float(np.quantile(lat, 0.99, method="higher"))
@@ -285,7 +296,7 @@ def run_service(
     from sloserve.sim.capacity import capacity_search
 
     hi = upper_bound(service)
-    out: dict[str, Any] = {"capacity": {}, "search": {}, "curves": {}}
+    out: dict[str, Any] = {"capacity": {}, "capacity_per_seed": {}, "search": {}, "curves": {}}
     for v in variants:
         run = build_run(service, v, settings)
         res = capacity_search(
@@ -299,21 +310,38 @@ def run_service(
         )
         out["capacity"][v.name] = res.rate
         out["search"][v.name] = res.to_dict()
+        if settings.per_seed and len(settings.seeds) > 1:
+            out["capacity_per_seed"][v.name] = [
+                capacity_search(
+                    functools.partial(_metrics_of, run),
+                    settings.target,
+                    lo=hi / 64,
+                    hi=hi,
+                    seeds=(seed,),
+                    tol=settings.tol,
+                    on_probe=lambda _p: advance(),
+                ).rate
+                for seed in settings.seeds
+            ]
     top = max(out["capacity"].values()) or hi / 2
     loads = np.linspace(0.3, 1.3, settings.curve_points) * top
     for v in variants:
         run = build_run(service, v, settings)
         pts = []
         for rate in loads:
-            r = run(float(rate), settings.seeds[0], True)
-            pts.append((float(rate), effective_p99(r), float(r.metrics.attainment)))
+            # pooled over the seeds, like the capacity (mean attainment over the seeds)
+            results = [run(float(rate), seed, True) for seed in settings.seeds]
+            p99 = effective_p99(results)
+            attainment = float(np.mean([r.metrics.attainment for r in results]))
+            pts.append((float(rate), p99, attainment))
             advance()
         out["curves"][v.name] = pts
     return out
 
 
 def plot_p99_vs_load(results: dict[str, Any], services: Sequence[Service], path: Path) -> Path:
-    """One panel per service: effective p99 (drops = infinite, clipped) against offered load."""
+    """One panel per service: p99 over the seeds' requests (drops = infinite, clipped at 4x the SLO)
+    against offered load."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,30 +379,36 @@ def ratios(capacity: dict[str, float], base: str) -> dict[str, float]:
     return {k: (v / b if b > 0 else math.inf) for k, v in capacity.items()}
 
 
+def _payload(nbytes: float) -> str:
+    return f"{nbytes / MB:.2g} MB" if nbytes >= 100_000 else f"{nbytes / 1000:.2g} kB"
+
+
 def table(results: dict[str, Any], services: Sequence[Service], variants: Sequence[Variant]) -> Any:
-    """Rich table: capacity per service and variant, and CoFB's ratio to the baselines."""
+    """Rich table: capacity per service and variant (req/s), and each one relative to Triton-like."""
     from rich.table import Table
 
-    t = Table(title="CoFB: capacity (req/s) at p99 <= SLO (drops count as misses)", title_justify="left")
+    t = Table(
+        title="CoFB: capacity (req/s) with p99 <= SLO, drops as misses; (x) = vs triton-like",
+        title_justify="left",
+    )
     t.add_column("service")
     t.add_column("payload", justify="right")
-    t.add_column("SLO ms", justify="right")
+    t.add_column("SLO", justify="right")
     for v in variants:
-        t.add_column(v.name, justify="right")
-    t.add_column("cofb / triton", justify="right")
-    t.add_column("cofb / dva", justify="right")
+        t.add_column(v.short, justify="right")
+    t.add_column("cofb/dva", justify="right")
     for s in services:
         cap = results[s.name]["capacity"]
-        rt = ratios(cap, "triton-like").get("cofb", math.nan)
+        rel = ratios(cap, "triton-like")
         rd = ratios(cap, "dvabatch-like").get("cofb", math.nan)
         t.add_row(
-            s.name + ("" if s.data_intensive else " (compute-bound)"),
-            f"{s.payload_bytes / MB:.2g} MB",
-            f"{s.slo / MS:g}",
-            *[f"{cap.get(v.name, math.nan):.0f}" for v in variants],
-            f"{rt:.2f}x",
+            s.name + ("" if s.data_intensive else "*"),
+            _payload(s.payload_bytes),
+            f"{s.slo / MS:g}ms",
+            *[f"{cap.get(v.name, math.nan):.0f} ({rel.get(v.name, math.nan):.2f})" for v in variants],
             f"{rd:.2f}x",
         )
+    t.caption = "* compute-bound, not data-intensive"
     return t
 
 
@@ -392,7 +426,8 @@ def run_experiment(
 
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
-    per_service = len(variants) * (len(settings.seeds) * 12 + settings.curve_points)
+    searches = 1 + (len(settings.seeds) if settings.per_seed and len(settings.seeds) > 1 else 0)
+    per_service = len(variants) * (10 * searches + settings.curve_points)  # about 10 probes a search
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("cofb experiment", total=per_service * len(services))
         for s in services:
@@ -400,6 +435,7 @@ def run_experiment(
     summary = {
         s.name: {
             "capacity": results[s.name]["capacity"],
+            "capacity_per_seed": results[s.name]["capacity_per_seed"],
             "vs_triton": ratios(results[s.name]["capacity"], "triton-like"),
             "vs_dvabatch": ratios(results[s.name]["capacity"], "dvabatch-like"),
             "data_intensive": s.data_intensive,
@@ -456,7 +492,7 @@ def _main(args: argparse.Namespace) -> int:
     settings = Settings()
     services = list(SERVICES)
     if args.quick:
-        settings = replace(settings, duration=2.0, seeds=(0,), tol=0.08, curve_points=4)
+        settings = replace(settings, duration=2.0, seeds=(0,), tol=0.08, curve_points=4, per_seed=False)
         services = [s for s in SERVICES if s.name in QUICK_SERVICES]
     if args.duration is not None:
         settings = replace(settings, duration=args.duration)
@@ -472,7 +508,7 @@ def _main(args: argparse.Namespace) -> int:
             console.print(f"[yellow]trace {settings.trace} not found: skipping {', '.join(skipped)}[/yellow]")
         services = [s for s in services if s.trace_payload_bytes_per_unit is None]
     out = run_experiment(services, VARIANTS, settings, args.out)
-    console.print(table(out["results"], services, VARIANTS))
+    Console(width=max(console.width, 150)).print(table(out["results"], services, VARIANTS))
     console.print(
         f"seeds {list(settings.seeds)}, {settings.duration:g} s per run; "
         f"wrote {args.out / 'cofb.json'} and {args.out / 'p99_vs_load.png'}"

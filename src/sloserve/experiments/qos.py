@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--policy", default=None, help="trained policy .zip (default: the config's train.out)")
     p.add_argument("--retrain", action="store_true", help="train the policy even if it exists")
     p.add_argument("--out", default="results/qos", help="output directory (default results/qos)")
-    p.add_argument("--quick", action="store_true", help="2 seeds, 10 s workloads, 2 trace windows of 120 s")
+    p.add_argument("--quick", action="store_true", help="2 seeds, 10 s workloads, 2 trace windows")
     p.set_defaults(handler=_handler)
 
 

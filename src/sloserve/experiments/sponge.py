@@ -194,11 +194,64 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--cold-start", type=float, help="seconds before a new replica serves (default 5)")
     p.add_argument("--actuation-delay", type=float, help="seconds for an in-place core change (default 0.2)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="instead: one load level on the real server (a demo model), beside the simulator's prediction",
+    )
+    p.add_argument("--server-model", default="mobilenet_v2", help="demo model for --server")
+    p.add_argument("--server-rate", type=float, help="req/s for --server (default 40)")
+    p.add_argument("--server-profile", type=Path, help="profile file for --server (default: measure it)")
     p.set_defaults(handler=_main)
+
+
+def _server_main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sloserve.experiments.sponge_server import QUICK_SERVER, ServerSettings, compare
+    from sloserve.sim.report import write_json
+
+    s = QUICK_SERVER if args.quick else ServerSettings()
+    s = replace(s, model=args.server_model)
+    if args.server_rate is not None:
+        s = replace(s, rate=args.server_rate)
+    if args.seeds:
+        s = replace(s, seed=args.seeds[0])
+    result = compare(s, args.server_profile, args.out, args.quick)
+    table = Table(
+        title=f"Sponge on the server vs the simulator: {s.model}, {s.rate:g} req/s, {s.duration:g} s"
+    )
+    for col in ("policy", "where", "violations", "attain", "p50 ms", "p99 ms", "core·s", "mean cores"):
+        table.add_column(col, justify="left" if col in ("policy", "where") else "right")
+    for policy, pair in result["rows"].items():
+        for where, r in pair.items():
+            table.add_row(
+                policy,
+                where,
+                f"{r['violations']} / {r['requests']}",
+                f"{r['attainment'] * 100:.2f}%",
+                f"{r['latency_p50_ms']:.1f}",
+                f"{r['latency_p99_ms']:.1f}",
+                f"{r['core_seconds']:.1f}",
+                f"{r['cores_mean']:.2f}",
+            )
+    Console(width=140).print(table)
+    path = write_json(
+        args.out / "results_server.json",
+        result,
+        experiment="sponge --server",
+        settings=s.__dict__,
+    )
+    print(f"wrote {path}")
+    return 0
 
 
 def _main(args: argparse.Namespace) -> int:
     from rich.progress import Progress
+
+    if args.server:
+        return _server_main(args)
 
     from sloserve.sim.report import plot_timeline, print_metrics, write_json
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sloserve.core.app import App
-from sloserve.planning.choice import ModuleChoice
-from sloserve.planning.latency import REL_TOL, min_stream_rate
+from sloserve.planning.choice import ModuleChoice, floor_stream
+from sloserve.planning.latency import REL_TOL
 from sloserve.planning.plan import DispatchPolicy, ModulePlan, Plan, PlanTuple
 from sloserve.planning.problem import ModuleTable
 
@@ -51,10 +51,7 @@ def module_plan(
 ) -> ModulePlan:
     """The plan of one module running ``choice`` under ``budget``."""
     caps = [float(table.capacity[t.config]) * t.count for t in choice.tuples]
-    floors = [
-        min_stream_rate(float(table.latency[t.config]), int(table.batch[t.config]), budget)
-        for t in choice.tuples
-    ]
+    floors = [floor_stream(table, t.config, t.count, budget) for t in choice.tuples]
     tuples = []
     for t, (real, dummy) in zip(choice.tuples, split_rate(table.rate, caps, floors), strict=True):
         tuples.append(
@@ -65,6 +62,8 @@ def module_plan(
                 rate=real,
                 dummy_rate=dummy if dummy > REL_TOL * max(real, 1.0) else 0.0,
                 exec_time=float(table.latency[t.config]),
+                wait=float(table.latency[t.config] * table.wait[t.config]) / t.count,
+                design_utilization=float(table.utilization[t.config]),
                 price_per_hour=float(table.price[t.config]),
             )
         )

@@ -29,10 +29,9 @@ import numpy as np
 
 from sloserve.planning.assemble import assemble_plan, infeasible_plan
 from sloserve.planning.choice import NO_CHOICE, ModuleChoice, choose_batches
-from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
+from sloserve.planning.latency import REL_TOL, FloatArray
 from sloserve.planning.plan import Plan
 from sloserve.planning.problem import (
-    FloatArray,
     ModuleTable,
     PlanningProblem,
     module_tables,
@@ -45,8 +44,7 @@ def _per_hardware(table: ModuleTable, budget: float) -> list[tuple[int, float, F
 
     N is the fewest machines of that type that carry the whole rate alone; more are never needed.
     """
-    smin = min_stream_rate_array(table.latency, table.batch, np.array(budget))
-    nmin = min_machines_array(smin, table.capacity)
+    nmin = table.min_machines(np.array(budget))
     out = []
     for h in np.unique(table.hw):
         idx = np.flatnonzero((table.hw == h) & np.isfinite(nmin))

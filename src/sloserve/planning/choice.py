@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
-from sloserve.planning.latency import FloatArray, IntArray
+from sloserve.planning.latency import REL_TOL, FloatArray, IntArray, min_stream_rate
 from sloserve.planning.problem import ModuleTable
 
 
@@ -72,10 +71,10 @@ def choose_batches(table: ModuleTable, budget: float, counts: Mapping[int, int])
     on its own, the tuple needing the fastest stream moves to a smaller batch that needs a slower
     one, as long as the tuples still carry the rate: dummies only where no smaller batch will do.
     """
-    smin = min_stream_rate_array(table.latency, table.batch, np.array(budget))
-    nmin = min_machines_array(smin, table.capacity)
+    nmin = table.min_machines(np.array(budget))
     options: list[IntArray] = []
-    picks: list[int] = []
+    floors: list[FloatArray] = []  # per option: the stream its batches need to fill in time
+    picks: list[int] = []  # position in options[i]
     ns: list[int] = []
     for h, n in sorted(counts.items()):
         if n <= 0:
@@ -84,20 +83,30 @@ def choose_batches(table: ModuleTable, budget: float, counts: Mapping[int, int])
         if not len(usable):
             raise ValueError(f"module {table.name!r}: no batch on hardware {h} fits {n} machines")
         options.append(usable)
-        picks.append(int(usable[np.argmax(table.capacity[usable])]))
+        floors.append(np.array([floor_stream(table, int(j), n, budget) for j in usable]))
+        picks.append(int(np.argmax(table.capacity[usable])))
         ns.append(n)
     rate = table.rate
-    while sum(smin[p] for p in picks) > rate * (1 + REL_TOL):
-        total_cap = sum(float(table.capacity[p]) * n for p, n in zip(picks, ns, strict=True))
-        for i in sorted(range(len(picks)), key=lambda i: -smin[picks[i]]):
-            spare = total_cap - float(table.capacity[picks[i]]) * ns[i]
-            alt = options[i][
-                (smin[options[i]] < smin[picks[i]])
-                & (spare + table.capacity[options[i]] * ns[i] >= rate * (1 - REL_TOL))
-            ]
-            if len(alt):
-                picks[i] = int(alt[np.argmax(table.capacity[alt])])
+
+    def cap(i: int, pos: int | FloatArray | IntArray) -> FloatArray:
+        return np.asarray(table.capacity[options[i][pos]] * ns[i])
+
+    while sum(floors[i][p] for i, p in enumerate(picks)) > rate * (1 + REL_TOL):
+        total = sum(float(cap(i, p)) for i, p in enumerate(picks))
+        for i in sorted(range(len(picks)), key=lambda i: -floors[i][picks[i]]):
+            spare = total - float(cap(i, picks[i]))
+            better = (floors[i] < floors[i][picks[i]]) & (spare + cap(i, np.arange(len(options[i]))) >=
+                                                         rate * (1 - REL_TOL))
+            if better.any():
+                alt = np.flatnonzero(better)
+                picks[i] = int(alt[np.argmax(table.capacity[options[i][alt]])])
                 break
         else:
             break
-    return tuple(TupleChoice(p, n) for p, n in zip(picks, ns, strict=True))
+    return tuple(TupleChoice(int(options[i][p]), n) for i, (p, n) in enumerate(zip(picks, ns, strict=True)))
+
+
+def floor_stream(table: ModuleTable, config: int, count: int, budget: float) -> float:
+    """Stream rate ``count`` machines of ``config`` need so their batches fill within ``budget``."""
+    d = float(table.latency[config])
+    return min_stream_rate(d, d * float(table.wait[config]) / count, int(table.batch[config]), budget)

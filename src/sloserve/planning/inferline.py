@@ -7,11 +7,13 @@ Each model has one centralized batched queue that idle replicas pull from.
 
 Spec (ours): latencies come from the shared model (:mod:`~sloserve.planning.latency`) instead of
 InferLine's simulator: one tuple per module, collected from the module's whole stream, so its
-latency is ``d(b) + b / r`` and it needs ``ceil(r / c)`` machines. Replicas are always the fewest
-that carry the rate, so "remove a replica" is part of the other two actions; "increase batch"
-jumps to the smallest larger batch that saves a replica (a step of one would rarely change the
-cost, and the greedy only takes cost-reducing steps). Budgets are the modules' latencies with the
-slack left on each path spread in proportion.
+latency is ``d(b) + d(b)·A/n + b / r`` with ``n = ceil(r / c)`` machines at design utilization
+``ρ``. The start uses the lowest ``ρ`` (the most headroom). *Increase batch* jumps to the
+smallest larger batch that saves a replica (a step of one would rarely change the cost, and the
+greedy only takes cost-reducing steps); *remove replica* moves to the next higher ``ρ`` (fewer
+replicas, each busier); *downgrade* moves to the next cheaper hardware type at the largest batch
+not above the current one. Budgets are the modules' latencies with the slack left on each path
+spread in proportion.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from sloserve.planning.assemble import infeasible_plan, module_plan
 from sloserve.planning.choice import ModuleChoice, TupleChoice
@@ -40,26 +44,30 @@ class _State:
 
 def _state(table: ModuleTable, j: int) -> _State:
     n = max(1, math.ceil(table.rate / float(table.capacity[j]) * (1 - REL_TOL)))
-    lat = float(table.latency[j]) + int(table.batch[j]) / table.rate
+    d = float(table.latency[j])
+    lat = d + d * float(table.wait[j]) / n + int(table.batch[j]) / table.rate
     return _State(j, n, lat, n * float(table.price[j]))
 
 
 def _actions(table: ModuleTable, s: _State) -> Iterator[_State]:
-    """Configurations one action away from ``s``: a larger batch, or the next cheaper hardware."""
-    hw, batch = int(table.hw[s.config]), int(table.batch[s.config])
-    same = [j for j in range(len(table)) if table.hw[j] == hw and table.batch[j] > batch]
-    for j in sorted(same, key=lambda j: int(table.batch[j])):
-        nxt = _state(table, j)
+    """Configurations one action away from ``s`` (see the module docstring)."""
+    j0 = s.config
+    hw, batch, util = int(table.hw[j0]), int(table.batch[j0]), float(table.utilization[j0])
+    same_hw = table.hw == hw
+    larger = np.flatnonzero(same_hw & (table.utilization == util) & (table.batch > batch))
+    for j in larger[np.argsort(table.batch[larger], kind="stable")]:
+        nxt = _state(table, int(j))
         if nxt.count < s.count:
             yield nxt
             break
-    price = float(table.price[s.config])
-    cheaper = sorted({float(table.price[j]) for j in range(len(table)) if table.price[j] < price})
-    if cheaper:
-        target = cheaper[-1]
-        options = [j for j in range(len(table)) if table.price[j] == target and table.batch[j] <= batch]
-        if options:
-            yield _state(table, max(options, key=lambda j: int(table.batch[j])))
+    busier = np.flatnonzero(same_hw & (table.batch == batch) & (table.utilization > util))
+    if len(busier):
+        yield _state(table, int(busier[np.argmin(table.utilization[busier])]))
+    cheaper = table.price[table.price < table.price[j0]]
+    if len(cheaper):
+        down = np.flatnonzero((table.price == cheaper.max()) & (table.utilization == util) & (table.batch <= batch))
+        if len(down):
+            yield _state(table, int(down[np.argmax(table.batch[down])]))
 
 
 def plan_inferline(problem: PlanningProblem) -> Plan:
@@ -77,8 +85,8 @@ def plan_inferline(problem: PlanningProblem) -> Plan:
 
     states = []
     for t in tables:
-        fastest = min((j for j in range(len(t)) if t.batch[j] == 1), key=lambda j: float(t.latency[j]))
-        states.append(_state(t, fastest))
+        start_at = np.flatnonzero((t.batch == 1) & (t.utilization == t.utilization.min()))
+        states.append(_state(t, int(start_at[np.argmin(t.latency[start_at])])))
     if not fits(states):
         plan = infeasible_plan(app, "inferline", "batch 1 on the fastest hardware already misses the SLO")
         return replace(plan, planning_time=time.perf_counter() - start)

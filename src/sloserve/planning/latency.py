@@ -49,6 +49,16 @@ def wait_factor(batch: int, utilization: float, quantile: float | None) -> float
     return math.log(1 / (1 - quantile)) / (2 * batch * (1 - utilization))
 
 
+def wait_factors(batch: IntArray, utilization: FloatArray, quantile: float | None) -> FloatArray:
+    """:func:`wait_factor` for arrays of batches and utilizations."""
+    if quantile is None:
+        return np.zeros(len(batch))
+    with np.errstate(divide="ignore"):
+        return np.where(
+            utilization < 1, math.log(1 / (1 - quantile)) / (2 * batch * (1 - utilization)), np.inf
+        )
+
+
 def collection_time(batch: int, stream_rate: float) -> float:
     """Seconds to collect ``batch`` requests from a stream of ``stream_rate`` req/s."""
     return math.inf if stream_rate <= 0 else batch / stream_rate

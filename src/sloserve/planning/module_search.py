@@ -7,20 +7,21 @@ pad that tuple's stream with dummy requests where a larger batch then fills with
 
 Spec (ours, as SEEDS.md §1 asks), in the terms of :mod:`~sloserve.planning.latency`:
 
-- With batch-aware dispatch, ``n`` machines of type ``h`` fill a batch ``b`` in time once
-  ``n >= min_machines(b)``; so each (type, count) has a best-ranked config: the usable batch with
-  the most throughput (hence the most throughput per price on that type), dummies allowed.
+- With batch-aware dispatch, ``n`` machines of a config fill its batches in time once
+  ``n >= min_machines``; so each (hardware type, count) has a best-ranked config: the usable one
+  with the most throughput (hence the most throughput per price on that type), dummies allowed.
 - *Single tuple*: per type, the fewest machines that carry the whole rate.
 - *Bulk + residual*: per type ``h``, replicate its best config over the bulk with ``v = 1..V``
   machines fewer than the single tuple needs; the residual rate goes to the cheapest tuple on
   another type. With two to four types every type is tried as the bulk, not only the first-ranked
   one: ranking alone misses plans where a slightly worse ratio leaves a cheaper residual.
-- The cheapest candidate wins; :func:`~sloserve.planning.choice.choose_batches` then drops dummies
-  wherever a smaller batch carries the same machines' load (ties keep no dummies).
+- The cheapest candidate wins (ties keep a single tuple);
+  :func:`~sloserve.planning.choice.choose_batches` then drops dummies wherever a smaller batch
+  carries the same machines' load.
 
-All budgets are evaluated at once with numpy (configs are grouped by hardware type, so per-type
-minima and maxima are ``reduceat``s); this keeps planning in milliseconds. Called by
-:mod:`sloserve.planning.harpagon` once per module.
+All budgets are evaluated at once with numpy over the undominated configs (grouped by hardware
+type, so per-type minima and maxima are ``reduceat``s); this keeps planning in milliseconds.
+Called by :mod:`sloserve.planning.harpagon` once per module.
 """
 
 from __future__ import annotations
@@ -30,58 +31,105 @@ import math
 import numpy as np
 
 from sloserve.planning.choice import CostTable, ModuleChoice, choose_batches, monotone_envelope
-from sloserve.planning.latency import REL_TOL, min_machines_array, min_stream_rate_array
-from sloserve.planning.latency import FloatArray
+from sloserve.planning.latency import REL_TOL, FloatArray, IntArray
 from sloserve.planning.problem import ModuleTable
 
 BULK_STEPS = 3
 """V: how many machines fewer than a single tuple the bulk may run (3 reaches ~99.9% of optima)."""
+RESIDUAL_MACHINES = 24
+"""Most machines a residual tuple may have (beyond that a single tuple or a larger bulk wins)."""
 
 
-def _fewest(nmin: FloatArray, capacity: FloatArray, need: FloatArray, starts: np.ndarray) -> FloatArray:
+def _fewest(nmin: FloatArray, capacity: FloatArray, need: FloatArray, starts: IntArray) -> FloatArray:
     """Fewest machines per hardware group carrying ``need`` (``need[..., None]`` vs configs)."""
     per_config = np.maximum(nmin, np.ceil(need[..., None] * (1 - REL_TOL) / capacity))
     return np.minimum.reduceat(per_config, starts, axis=-1)
 
 
-def harpagon_cost_table(table: ModuleTable, budgets: FloatArray, bulk_steps: int = BULK_STEPS) -> CostTable:
-    """Harpagon's configuration and its price for ``table``'s module at each of ``budgets``."""
-    r, cap = table.rate, table.capacity
-    starts = np.flatnonzero(np.r_[True, table.hw[1:] != table.hw[:-1]])
-    group_hw = table.hw[starts]
-    group_price = table.price[starts]
-    group_of = np.cumsum(np.r_[0, table.hw[1:] != table.hw[:-1]])  # config -> group
-    n_groups = len(starts)
-    nmin = min_machines_array(min_stream_rate_array(table.latency, table.batch, budgets), cap)  # (K, C)
+def _first_usable(table: ModuleTable, nmin: FloatArray, step: float, n: IntArray) -> IntArray:
+    """First budget row where ``n`` machines of each config fill their batches in time, per
+    (count, config); the row count when none. The closed form ``B >= d + E/n`` is corrected by one
+    row either way against ``nmin`` itself, so the two always agree."""
+    n_k, n_c = nmin.shape
+    need = table.latency * table.wait + table.batch / table.capacity
+    with np.errstate(invalid="ignore"):
+        est = np.ceil((table.latency + need / (n[:, None] + REL_TOL)) / step)
+    first = np.clip(np.nan_to_num(est, nan=n_k, posinf=n_k), 0, n_k).astype(np.int64)
+    cols = np.broadcast_to(np.arange(n_c), first.shape)
+    first -= (first > 0) & (nmin[np.maximum(first - 1, 0), cols] <= n[:, None])
+    first += (first < n_k) & (nmin[np.minimum(first, n_k - 1), cols] > n[:, None])
+    return first
 
-    # Single tuple: (K, G) machines per type, and its cost.
-    single_n = _fewest(nmin, cap, np.full(len(budgets), r), starts)
-    best = single_n * group_price
-    # Bulk of v fewer machines on type g: (V, K, G).
+
+def _capacity_by_count(
+    table: ModuleTable, nmin: FloatArray, step: float, group_of: IntArray, n_groups: int, n_max: int
+) -> FloatArray:
+    """``cap[k, g, n-1]``: what ``n`` machines of type ``g`` carry at budget row ``k`` (best config).
+
+    Per count, configs sorted by the row from which they are usable, with a running maximum of
+    capacity, give every row's best config without a rows x configs x counts array.
+    """
+    n_k = nmin.shape[0]
+    n = np.arange(1, n_max + 1)
+    key = group_of * (n_k + 1) + _first_usable(table, nmin, step, n)  # (N, C)
+    order = np.argsort(key, axis=1, kind="stable")
+    skey = np.take_along_axis(key, order, axis=1)
+    top = float(table.capacity.max()) + 1.0  # lifts each group above the previous ones
+    run = np.maximum.accumulate(np.take_along_axis(table.capacity + group_of * top, order.ravel())
+                                .reshape(order.shape), axis=1)
+    stride = n_groups * (n_k + 1)
+    flat = (skey + (np.arange(n_max) * stride)[:, None]).ravel()
+    base = np.arange(n_max)[:, None, None] * stride + np.arange(n_groups)[None, None, :] * (n_k + 1)
+    pos = np.searchsorted(flat, base + np.arange(n_k)[None, :, None], side="right") - 1  # (N, K, G)
+    found = (pos >= 0) & (flat[np.maximum(pos, 0)] >= base)
+    best = np.where(found, run.ravel()[np.maximum(pos, 0)] - np.arange(n_groups) * top, 0.0)
+    return (best * n[:, None, None]).transpose(1, 2, 0)
+
+
+def harpagon_cost_table(table: ModuleTable, budgets: FloatArray, bulk_steps: int = BULK_STEPS) -> CostTable:
+    """Harpagon's configuration and its price for ``table``'s module at each of ``budgets``.
+
+    ``budgets`` is the grid ``k · step`` for k = 0..K; rows where no batch runs in time cost ``inf``.
+    """
+    full = table
+    table = table.subset(table.undominated())
+    r, cap = table.rate, table.capacity
+    skip = int(np.searchsorted(budgets, table.latency.min(), side="right"))  # nothing fits below
+    rows = budgets[skip:]
+    n_k = len(rows)
+    change = np.r_[True, table.hw[1:] != table.hw[:-1]]
+    starts = np.flatnonzero(change)
+    group_of = np.cumsum(change) - 1  # config -> group
+    group_hw, group_price = table.hw[starts], table.price[starts]
+    n_groups = len(starts)
+    nmin = table.min_machines(rows)  # (K, C)
+
+    # Single tuple: machines per type (K, G).
+    single_n = _fewest(nmin, cap, np.full(n_k, r), starts)
+    # Bulk of v fewer machines on type g (V, K, G), and what it leaves over.
     v = np.arange(1, bulk_steps + 1)[:, None, None]
     bulk_n = single_n[None] - v
     bulk_n = np.where(np.isfinite(bulk_n) & (bulk_n >= 1), bulk_n, np.nan)
-    per_config_n = bulk_n[..., group_of]  # (V, K, C)
     with np.errstate(invalid="ignore"):
-        usable = nmin[None] <= per_config_n
-    bulk_cap = bulk_n * np.maximum.reduceat(np.where(usable, cap, 0.0), starts, axis=-1)
-    with np.errstate(invalid="ignore"):
-        residual = np.where(bulk_cap > 0, r - bulk_cap, np.inf)  # (V, K, G); NaN compares false
-    res_n = _fewest(nmin[None, :, None, :], cap, residual, starts)  # (V, K, G, G')
+        usable = nmin[None] <= bulk_n[..., group_of]  # (V, K, C); NaN compares false
+        bulk_cap = bulk_n * np.maximum.reduceat(np.where(usable, cap, 0.0), starts, axis=-1)
+        residual = np.where(bulk_cap > 0, r - bulk_cap, np.inf)
+    # Residual tuple on type g' (V, K, G, G'): the first count whose capacity carries it.
+    step = float(budgets[1] - budgets[0]) if len(budgets) > 1 else float(budgets[0])
+    capn = _capacity_by_count(table, nmin, step, group_of, n_groups, RESIDUAL_MACHINES)
+    res_n = 1.0 + (capn[None, :, None] < residual[..., None, None] * (1 - REL_TOL)).sum(axis=-1)
+    res_n[res_n > RESIDUAL_MACHINES] = np.inf
     res_n[..., np.arange(n_groups), np.arange(n_groups)] = np.inf  # the residual goes elsewhere
     pair = np.nan_to_num(bulk_n, nan=np.inf)[..., None] * group_price[:, None] + res_n * group_price
 
-    # Cheapest per budget: single tuples first, so ties keep one tuple.
-    n_k = len(budgets)
-    flat = np.concatenate(
-        [best, pair.transpose(1, 0, 2, 3).reshape(n_k, -1)], axis=1
-    )  # (K, G + V*G*G')
+    # Cheapest per budget row; single tuples come first, so ties keep one tuple.
+    flat = np.concatenate([single_n * group_price, pair.transpose(1, 0, 2, 3).reshape(n_k, -1)], axis=1)
     pick = np.argmin(flat, axis=1)
-    cost = flat[np.arange(n_k), pick]
+    cost = np.concatenate([np.full(skip, np.inf), flat[np.arange(n_k), pick]])
     env, src = monotone_envelope(cost)
 
-    def counts_at(j: int) -> dict[int, int]:
-        p = int(pick[j])
+    def counts_at(k: int) -> dict[int, int]:
+        j, p = k - skip, int(pick[k - skip])
         if p < n_groups:
             return {int(group_hw[p]): int(single_n[j, p])}
         vi, g, g2 = np.unravel_index(p - n_groups, (bulk_steps, n_groups, n_groups))
@@ -90,6 +138,6 @@ def harpagon_cost_table(table: ModuleTable, budgets: FloatArray, bulk_steps: int
     def choice(k: int) -> ModuleChoice:
         if not math.isfinite(env[k]):
             return ModuleChoice(math.inf, ())
-        return ModuleChoice(float(env[k]), choose_batches(table, float(budgets[k]), counts_at(int(src[k]))))
+        return ModuleChoice(float(env[k]), choose_batches(full, float(budgets[k]), counts_at(int(src[k]))))
 
     return CostTable(env, choice)

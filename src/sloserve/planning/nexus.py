@@ -8,10 +8,15 @@ latency ``D + d(b')``), and residual nodes of different modules on one hardware 
 ("squishy bin packing") when their batches fit one duty cycle. The SLO is split evenly or by
 dynamic programming over the total machine count.
 
-Spec (ours): machine capacity includes the problem's ``max_utilization`` ρ, so the batch rule is
-``d(b)·(1 + 1/ρ) <= B`` (the paper's rule when ρ = 1); each module takes the hardware type with the
-most throughput per price at its batch; the DP objective is the fractional price ``r·price/T`` and
-is minimised exactly on the planners' budget grid; packing is best fit by occupancy, largest first.
+Spec (ours): the same latency model as the other planners (:mod:`~sloserve.planning.latency`)
+under round-robin dispatch — each of ``n`` full machines at design utilization ``ρ`` collects its
+batch in ``d/ρ`` and may wait ``d·A/n`` for itself — so the batch rule is
+``d(b)·(1 + A/n + 1/ρ) <= B`` with ``n = max(1, floor(r / T))``, which is the paper's
+``2·d(b) <= B`` when ``ρ = 1`` and the wait allowance is off. Each module takes the allowed config
+with the most throughput per price. A duty-cycle node runs, every ``D``, a batch sized for the
+``wait_quantile`` of the Poisson arrivals in ``D`` (all of them when the allowance is off) and
+needs ``D + d(b) <= B``. The DP objective is the fractional price ``r·price/T``, minimised
+exactly on the planners' budget grid; packing is best fit by occupancy, largest first.
 """
 
 from __future__ import annotations
@@ -22,13 +27,18 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from scipy.stats import poisson
 
 from sloserve.planning.assemble import infeasible_plan
+from sloserve.planning.latency import REL_TOL, FloatArray, IntArray
 from sloserve.planning.bruteforce import best_split
 from sloserve.planning.plan import ModulePlan, Plan, PlanTuple, SharedGroup, SharedMember
-from sloserve.planning.problem import FloatArray, ModuleTable, PlanningProblem, module_tables, path_indices
+from sloserve.planning.problem import ModuleTable, PlanningProblem, module_tables, path_indices
 
 NexusSplit = Literal["dp", "even"]
+
+CYCLE_GRID = 64
+"""Duty cycles tried for a residual node: multiples of budget / CYCLE_GRID."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,45 +60,46 @@ class _Residual:
     budget: float
     latency: FloatArray
     """``d(b)`` on the node's hardware for b = 1..max batch."""
+    quantile: float | None
+    """Batches hold this quantile of a cycle's Poisson arrivals (None: the mean, rounded up)."""
 
-    def batch(self, cycle: float) -> int:
-        """Requests that arrive in one duty cycle: the batch the node runs."""
-        return max(1, math.ceil(self.rate * cycle - 1e-9))
+    def batch(self, cycle: FloatArray) -> IntArray:
+        """The batch a node with duty cycle ``cycle`` must run for this residual."""
+        mean = self.rate * np.asarray(cycle)
+        if self.quantile is None:
+            b = np.ceil(mean - 1e-9)
+        else:
+            b = poisson.ppf(self.quantile, mean)
+        return np.maximum(b, 1).astype(np.int64)
 
     def member(self, cycle: float) -> SharedMember | None:
         """This residual on a node with duty cycle ``cycle``, or None if it cannot meet its budget."""
-        b = self.batch(cycle)
-        if b > len(self.latency) or cycle + self.latency[b - 1] > self.budget * (1 + 1e-9):
+        b = int(self.batch(np.array(cycle)))
+        if b > len(self.latency) or cycle + self.latency[b - 1] > self.budget * (1 + REL_TOL):
             return None
         return SharedMember(self.module, b, self.rate, float(self.latency[b - 1]))
 
     def own_cycle(self) -> float | None:
-        """The duty cycle of a node of its own: the one with the lowest occupancy ``d(b) / D``."""
-        b = np.arange(1, len(self.latency) + 1)
-        cycle = np.minimum(b / self.rate, self.budget - self.latency)
-        ok = (cycle > 0) & (self.rate * cycle > b - 1 + 1e-9)
+        """The duty cycle of a node of its own: the lowest occupancy ``d(b) / D`` on a fine grid."""
+        cycle = self.budget * np.arange(1, CYCLE_GRID) / CYCLE_GRID
+        b = self.batch(cycle)
+        ok = b <= len(self.latency)
+        exec_time = np.where(ok, self.latency[np.minimum(b, len(self.latency)) - 1], np.inf)
+        ok &= (cycle + exec_time <= self.budget * (1 + REL_TOL)) & (exec_time <= cycle)
         if not ok.any():
             return None
-        occupancy = np.where(ok, self.latency / np.where(ok, cycle, 1.0), np.inf)
-        return float(cycle[int(np.argmin(occupancy))])
+        return float(cycle[int(np.argmin(np.where(ok, exec_time / cycle, np.inf)))])
 
 
 def nexus_config(table: ModuleTable, budget: float) -> _Config | None:
-    """The module's configuration: per type the largest batch with ``d·(1 + 1/ρ) <= B``, then the
-    type with the most throughput per price (None when no batch fits)."""
-    rho = table.max_utilization
-    ok = table.latency * (1 + 1 / rho) <= budget
+    """The module's configuration: among configs with ``d·(1 + A/n + 1/ρ) <= B``, the one with the
+    most throughput per price (None when none fits)."""
+    n = np.maximum(1.0, np.floor(table.rate / table.capacity * (1 + REL_TOL)))
+    ok = table.latency * (1 + table.wait / n + 1 / table.utilization) <= budget * (1 + REL_TOL)
     if not ok.any():
         return None
-    best: _Config | None = None
-    best_ratio = -math.inf
-    for h in np.unique(table.hw[ok]):
-        idx = np.flatnonzero(ok & (table.hw == h))
-        j = int(idx[np.argmax(table.batch[idx])])
-        ratio = float(table.capacity[j] / table.price[j])
-        if ratio > best_ratio:
-            best, best_ratio = _Config(j, float(table.capacity[j])), ratio
-    return best
+    j = int(np.argmax(np.where(ok, table.capacity / table.price, -np.inf)))
+    return _Config(j, float(table.capacity[j]))
 
 
 def fractional_costs(table: ModuleTable, budgets: FloatArray) -> FloatArray:
@@ -115,13 +126,14 @@ def _fit(members: list[_Residual], cycle: float) -> list[SharedMember] | None:
     return fitted if sum(m.exec_time for m in fitted) <= cycle * (1 + 1e-9) else None
 
 
-def _pack(residuals: list[_Residual]) -> list[SharedGroup] | None:
-    """Squishy bin packing: best fit by occupancy, largest first, per hardware type."""
+def _pack(residuals: list[_Residual]) -> list[SharedGroup]:
+    """Squishy bin packing: best fit by occupancy, largest first, per hardware type.
+
+    Every residual must have a duty cycle of its own (:meth:`_Residual.own_cycle`)."""
     items = []
     for r in residuals:
         cycle = r.own_cycle()
-        if cycle is None:
-            return None
+        assert cycle is not None
         own = r.member(cycle)
         assert own is not None
         items.append((own.exec_time / cycle, cycle, r))
@@ -147,6 +159,19 @@ def _pack(residuals: list[_Residual]) -> list[SharedGroup] | None:
         assert fitted is not None
         groups.append(SharedGroup(members[0].hardware, members[0].price, cycle, tuple(fitted)))
     return groups
+
+
+def _round_robin_tuple(table: ModuleTable, configs: IntArray, n: int, budget: float) -> PlanTuple | None:
+    """``n`` round-robin machines carrying the module's whole rate with the largest batch of
+    ``configs`` that fits, or None."""
+    for j in configs[np.argsort(-table.batch[configs], kind="stable")]:
+        d, b = float(table.latency[j]), int(table.batch[j])
+        wait = d * float(table.wait[j]) / n
+        per_machine = table.rate / n
+        if per_machine <= table.capacity[j] and d + wait + b / per_machine <= budget * (1 + REL_TOL):
+            return PlanTuple(table.hardware[int(table.hw[j])], b, n, table.rate, 0.0, d, wait,
+                             float(table.utilization[j]), float(table.price[j]))
+    return None
 
 
 def plan_nexus(problem: PlanningProblem, split: NexusSplit = "dp") -> Plan:
@@ -179,18 +204,25 @@ def plan_nexus(problem: PlanningProblem, split: NexusSplit = "dp") -> Plan:
         full = math.floor(table.rate / cfg.throughput * (1 + 1e-9))
         hw_name = table.hardware[int(table.hw[j])]
         price = float(table.price[j])
-        tuples = ()
+        tuples: tuple[PlanTuple, ...] = ()
+        d = float(table.latency[j])
         if full:
-            tuples = (PlanTuple(hw_name, int(table.batch[j]), full, full * cfg.throughput, 0.0,
-                                float(table.latency[j]), price),)
+            tuples = (PlanTuple(hw_name, int(table.batch[j]), full, full * cfg.throughput, 0.0, d,
+                                d * float(table.wait[j]) / full, float(table.utilization[j]), price),)
         rest = table.rate - full * cfg.throughput
-        if rest > table.rate * 1e-9:
-            lat = table.latency[table.hw == table.hw[j]]
-            residuals.append(_Residual(table.name, hw_name, price, rest, budget, lat))
+        if rest > table.rate * REL_TOL:
+            same = (table.hw == table.hw[j]) & (table.utilization == table.utilization[j])
+            res = _Residual(table.name, hw_name, price, rest, budget, table.latency[same], problem.wait_quantile)
+            if res.own_cycle() is not None:
+                residuals.append(res)
+            else:  # too little load for a duty cycle: one more round-robin machine takes it
+                extra = _round_robin_tuple(table, np.flatnonzero(same), full + 1, budget)
+                if extra is None:
+                    return replace(infeasible_plan(app, name, f"module {table.name!r}: its residual rate "
+                                                   "fits neither a duty cycle nor one more machine"),
+                                   planning_time=time.perf_counter() - start)
+                tuples = (extra,)
         modules.append(ModulePlan(table.name, table.model, table.rate, budget, "round_robin", tuples))
     shared = _pack(residuals)
-    if shared is None:
-        return replace(infeasible_plan(app, name, "a residual rate fits no duty cycle"),
-                       planning_time=time.perf_counter() - start)
     plan = Plan(app.name, name, app.slo, app.rate, True, tuple(modules), app.edges, tuple(shared))
     return replace(plan, planning_time=time.perf_counter() - start)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sloserve.core.app import Edge
-from sloserve.planning.latency import worst_case_latency
+from sloserve.planning.latency import tuple_latency
 
 DispatchPolicy = Literal["harpagon", "round_robin"]
 """How a module's requests reach its machines: batch-aware (Harpagon) or round-robin of requests."""
@@ -31,6 +31,10 @@ class PlanTuple:
     """Dummy requests per second added to its stream so batches fill within the budget."""
     exec_time: float
     """``d(b)``: planned execution time of one batch, seconds."""
+    wait: float
+    """Allowance for waiting on a free machine, seconds (see :mod:`sloserve.planning.latency`)."""
+    design_utilization: float
+    """``ρ``: the tuple may be loaded up to ``count · ρ · batch / exec_time`` requests per second."""
     price_per_hour: float
     """Price of one machine of ``hardware``."""
 
@@ -40,9 +44,14 @@ class PlanTuple:
         return self.count * self.price_per_hour
 
     @property
+    def capacity(self) -> float:
+        """Requests per second (real plus dummy) the tuple may be planned to serve."""
+        return self.count * self.design_utilization * self.batch / self.exec_time
+
+    @property
     def worst_case_latency(self) -> float:
-        """``d(b) + b / (rate + dummy_rate)`` under batch-aware dispatch."""
-        return worst_case_latency(self.exec_time, self.batch, self.rate + self.dummy_rate)
+        """``d(b) + wait + b / (rate + dummy_rate)`` under batch-aware dispatch."""
+        return tuple_latency(self.exec_time, self.wait, self.batch, self.rate + self.dummy_rate)
 
     @property
     def utilization(self) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from sloserve.core.app import App
 from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import ProfileSet
-from sloserve.planning.latency import FloatArray, IntArray, min_machines_array, wait_factor
+from sloserve.planning.latency import FloatArray, IntArray, min_machines_array, wait_factors
 
 LatencyKind = Literal["tail", "median"]
 """Which profile latency a planner plans with: the p99 (``tail``, the default) or the median."""
@@ -120,39 +120,66 @@ class ModuleTable:
         """Fewest machines per (budget, config) whose batches fill in time at full load."""
         return min_machines_array(self.latency, self.wait, self.capacity, self.batch, budgets)
 
+    def subset(self, idx: IntArray) -> ModuleTable:
+        """The same module with only the configs ``idx`` (kept in order)."""
+        return ModuleTable(self.name, self.model, self.rate, self.hardware, self.hw[idx], self.batch[idx],
+                           self.latency[idx], self.price[idx], self.utilization[idx], self.wait[idx])
+
+    def undominated(self) -> IntArray:
+        """Configs that no other config of the same hardware beats at every budget.
+
+        ``j`` beats ``i`` when it has at least the capacity, at most the latency and at most the
+        fill requirement ``d·A + b/c`` (so it fits every budget ``i`` fits with no more machines);
+        a tuple of ``i`` can then become a tuple of ``j`` at the same price. Ties keep the first.
+        """
+        need = self.latency * self.wait + self.batch / self.capacity
+        keep = []
+        for h in np.unique(self.hw):
+            idx = np.flatnonzero(self.hw == h)
+            c, d, e = self.capacity[idx], self.latency[idx], need[idx]
+            geq = (c[:, None] >= c) & (d[:, None] <= d) & (e[:, None] <= e)  # [j, i]: j at least as good
+            strict = (c[:, None] > c) | (d[:, None] < d) | (e[:, None] < e)
+            earlier = np.arange(len(idx))[:, None] < np.arange(len(idx))
+            beaten = (geq & (strict | earlier)).any(axis=0)
+            keep.append(idx[~beaten])
+        return np.concatenate(keep)
+
 
 def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
     """One table per module, in the app's topological order; configs grouped by hardware type."""
     rates = problem.app.module_rates()
-    utils = sorted(set(problem.utilizations))
+    utils = np.array(sorted(set(problem.utilizations)))
     out = []
     for name in problem.app.topological_order():
         model = problem.app.module(name).model
-        rows: list[tuple[int, int, float, float, float, float]] = []
+        parts: list[tuple[int, IntArray, FloatArray, float]] = []
         for i, h in enumerate(problem.hardware):
             prof = problem.profiles.profiles.get((model, h.name))
             if prof is None:
                 continue
             f = prof.tail_latency if problem.latency == "tail" else prof.latency
-            for b in range(1, min(prof.max_batch, problem.max_batch) + 1):
-                d = f(b, h.cores, 1)
-                if not d > 0:
-                    raise ValueError(f"profile {model!r} on {h.name!r}: latency at batch {b} is {d}, not > 0")
-                for u in utils:
-                    rows.append((i, b, d, h.price_per_hour, u, wait_factor(b, u, problem.wait_quantile)))
-        cols = list(zip(*rows, strict=True))
+            batches = np.arange(1, min(prof.max_batch, problem.max_batch) + 1)
+            lat = np.array([f(int(b), h.cores, 1) for b in batches], dtype=np.float64)
+            if not np.all(lat > 0):
+                bad = int(batches[np.argmin(lat > 0)])
+                raise ValueError(f"profile {model!r} on {h.name!r}: latency at batch {bad} is not > 0")
+            parts.append((i, batches, lat, h.price_per_hour))
+        # One row per (hardware, batch, utilization), grouped by hardware.
+        hw = np.concatenate([np.full(len(b) * len(utils), i) for i, b, _, _ in parts])
+        batch = np.concatenate([np.repeat(b, len(utils)) for _, b, _, _ in parts])
+        util = np.tile(utils, len(batch) // len(utils))
         out.append(
             ModuleTable(
                 name=name,
                 model=model,
                 rate=rates[name],
                 hardware=tuple(h.name for h in problem.hardware),
-                hw=np.array(cols[0], dtype=np.int64),
-                batch=np.array(cols[1], dtype=np.int64),
-                latency=np.array(cols[2], dtype=np.float64),
-                price=np.array(cols[3], dtype=np.float64),
-                utilization=np.array(cols[4], dtype=np.float64),
-                wait=np.array(cols[5], dtype=np.float64),
+                hw=hw.astype(np.int64),
+                batch=batch.astype(np.int64),
+                latency=np.concatenate([np.repeat(lat, len(utils)) for _, _, lat, _ in parts]),
+                price=np.concatenate([np.full(len(b) * len(utils), p) for _, b, _, p in parts]),
+                utilization=util,
+                wait=wait_factors(batch, util, problem.wait_quantile),
             )
         )
     return out

@@ -66,7 +66,9 @@ class PlanSimResult:
 
 def dispatcher_for(module: ModulePlan, dispatch: DispatchPolicy | None = None) -> Scheduler:
     """The scheduler that serves ``module`` as planned (``dispatch`` overrides the plan's policy)."""
-    routes = [TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time) for t in module.tuples]
+    routes = [
+        TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time, t.wait) for t in module.tuples
+    ]
     kind = dispatch or module.dispatch
     cls = HarpagonDispatcher if kind == "harpagon" else RoundRobinPlanDispatcher
     return cls(routes, module.budget)

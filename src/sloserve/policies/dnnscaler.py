@@ -124,6 +124,33 @@ def detect_from_points(points: Iterable[ProfilePoint], k: int = 4) -> Detection:
 
 
 @dataclass(slots=True)
+class Readings:
+    """Window latencies pooled until at least ``min_samples`` answered requests back a decision
+    (the authors average their last 100 readings; a 1-second window of a model that answers two
+    requests a second is too noisy to act on). Ours (*spec*): count-weighted mean of the windows."""
+
+    min_samples: int = 20
+    total: float = 0.0
+    samples: int = 0
+
+    def add(self, latency: float, samples: int) -> float | None:
+        """Called per window; returns the pooled latency once enough requests are in, else None."""
+        if latency <= 0 or samples <= 0:
+            return None
+        self.total += latency * samples
+        self.samples += samples
+        if self.samples < self.min_samples:
+            return None
+        value = self.total / self.samples
+        self.clear()
+        return value
+
+    def clear(self) -> None:
+        """Forget what was pooled (after a change, readings of the old setting are stale)."""
+        self.total, self.samples = 0.0, 0
+
+
+@dataclass(slots=True)
 class BatchSearch:
     """DNNScaler's batch-size search, without a clock: feed it one mean latency per decision.
 
@@ -138,7 +165,9 @@ class BatchSearch:
     remembered (``breached``) and the upward search stops just below it, until the latency now
     seen at batch b, scaled in proportion to ``breached / b``, is within L: batch latency grows at
     most in proportion to the batch (it has a fixed part), so then ``breached`` fits again (the
-    device got faster) and the memory is dropped.
+    device got faster) and the memory is dropped. And once a window at the current batch size
+    was inside the band, leaving it upwards takes ``patience`` windows in a row below the band
+    (noise near the lower edge would otherwise send the search on a probe over L now and then).
     """
 
     slo: float
@@ -153,6 +182,11 @@ class BatchSearch:
     """Interval upper end; 0 means ``max_batch``."""
     breached: int = 0
     """Smallest batch size seen over L (0: none remembered)."""
+    patience: int = 2
+    settled: bool = False
+    """A window at the current batch size was inside the band."""
+    below: int = 0
+    """Windows in a row below the band at the current batch size."""
 
     def __post_init__(self) -> None:
         if self.slo <= 0:
@@ -170,10 +204,18 @@ class BatchSearch:
         was answered, which holds); returns the new batch size."""
         if latency <= 0:
             return self.batch
+        before = self.batch
         if latency > self.slo:
+            self.below = 0
             self._down()
         elif latency < self.low * self.slo:
-            self._up(latency)
+            self.below += 1
+            if not self.settled or self.below >= self.patience:
+                self._up(latency)
+        else:
+            self.settled, self.below = True, 0
+        if self.batch != before:
+            self.settled, self.below = False, 0
         return self.batch
 
     def _up(self, latency: float) -> None:
@@ -217,7 +259,12 @@ class DnnBatchScaler:
     on the window's mean latency (the paper's; ``statistic="p95"`` steers the p95 instead)."""
 
     def __init__(
-        self, model: str, search: BatchSearch, interval: float = 3.0, statistic: Statistic = "mean"
+        self,
+        model: str,
+        search: BatchSearch,
+        interval: float = 3.0,
+        statistic: Statistic = "mean",
+        min_samples: int = 20,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
@@ -226,6 +273,7 @@ class DnnBatchScaler:
         self.model = model
         self.search = search
         self.statistic: Statistic = statistic
+        self.readings = Readings(min_samples)
         self._interval = interval
         self._started = False
 
@@ -236,11 +284,12 @@ class DnnBatchScaler:
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval``; returns ``SetMaxBatch`` when the cap should change. The first
         window ran under a cap the search did not choose, so it only sets the starting cap."""
-        if self._started:
-            batch = self.search.update(_latency(window, self.statistic))
-        else:
+        if not self._started:
             self._started = True
             batch = self.search.batch
+        else:
+            pooled = self.readings.add(_latency(window, self.statistic), window.completed)
+            batch = self.search.batch if pooled is None else self.search.update(pooled)
         return [SetMaxBatch(self.model, batch)] if batch != window.max_batch else []
 
 
@@ -310,6 +359,11 @@ class InstanceControl:
     """Reference latency of the block (0: take the next one seen)."""
     add_latency: dict[int, float] = field(default_factory=dict)
     """Latency seen at count c when instance c + 1 was added."""
+    patience: int = 2
+    """Once the latency at this count was inside the band, adding takes this many decisions in a
+    row below it (as :class:`BatchSearch`)."""
+    settled: bool = False
+    below: int = 0
 
     def __post_init__(self) -> None:
         if self.slo <= 0:
@@ -328,19 +382,26 @@ class InstanceControl:
                 self.count -= 1
                 self.blocked_at = self.count
                 self.block_latency = self.add_latency.get(self.count, 0.0)
+                self.settled, self.below = False, 0
                 self.settle_until = now + max(self.settle, self.settle_latencies * latency)
             return self.count
         blocked = self.blocked_at == self.count
         if blocked and self.block_latency <= 0:
             self.block_latency = latency
             return self.count
-        if latency < self.low * self.slo and self.count < self.max_instances:
-            if blocked and latency >= self.unblock * self.block_latency:
-                return self.count
-            self.blocked_at = 0
-            self.add_latency[self.count] = latency
-            self.count += 1
-            self.settle_until = now + max(self.settle, self.settle_latencies * latency)
+        if latency >= self.low * self.slo:
+            self.settled, self.below = True, 0
+            return self.count
+        self.below += 1
+        if self.count >= self.max_instances or (self.settled and self.below < self.patience):
+            return self.count
+        if blocked and latency >= self.unblock * self.block_latency:
+            return self.count
+        self.blocked_at = 0
+        self.add_latency[self.count] = latency
+        self.count += 1
+        self.settled, self.below = False, 0
+        self.settle_until = now + max(self.settle, self.settle_latencies * latency)
         return self.count
 
 
@@ -357,12 +418,14 @@ class DnnInstanceScaler:
         interval: float = 1.0,
         batch: int = 1,
         statistic: Statistic = "mean",
+        min_samples: int = 20,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         if statistic not in ("mean", "p95"):
             raise ValueError(f"statistic must be 'mean' or 'p95', got {statistic!r}")
         self.statistic: Statistic = statistic
+        self.readings = Readings(min_samples)
         self.model = model
         self.control = control
         self.batch = batch
@@ -384,8 +447,14 @@ class DnnInstanceScaler:
                 out.append(SetInstanceCount(self.model, self.control.count))
             self.control.settle_until = now + self.control.settle
             return out
+        if now < self.control.settle_until:
+            self.readings.clear()  # requests of the old setting are still finishing
+            return out
+        pooled = self.readings.add(_latency(window, self.statistic), window.completed)
+        if pooled is None:
+            return out
         before = self.control.count
-        after = self.control.update(now, _latency(window, self.statistic))
+        after = self.control.update(now, pooled)
         if after != before:
             out.append(SetInstanceCount(self.model, after))
         return out
@@ -432,17 +501,19 @@ def _no_more(params: dict[str, Any]) -> None:
 
 def build_batch_scaler(model: str, slo: float, max_batch: int, **params: Any) -> DnnBatchScaler:
     """A batching scaler; ``params``: ``initial_batch`` (1), ``low`` (0.85), ``interval_s`` (3),
-    ``statistic`` (``mean``, the paper's; or ``p95``)."""
+    ``statistic`` (``mean``, the paper's; or ``p95``), ``min_samples`` (20), ``patience`` (2)."""
     search = BatchSearch(
         slo=slo,
         max_batch=max_batch,
         batch=int(params.pop("initial_batch", 1)),
         low=float(params.pop("low", 0.85)),
+        patience=int(params.pop("patience", 2)),
     )
     interval = float(params.pop("interval_s", 3.0))
     statistic = params.pop("statistic", "mean")
+    min_samples = int(params.pop("min_samples", 20))
     _no_more(params)
-    return DnnBatchScaler(model, search, interval, statistic=statistic)
+    return DnnBatchScaler(model, search, interval, statistic=statistic, min_samples=min_samples)
 
 
 def build_instance_scaler(
@@ -450,7 +521,8 @@ def build_instance_scaler(
 ) -> tuple[DnnInstanceScaler, tuple[float, ...]]:
     """A multi-tenancy scaler and the latencies its start was predicted from. ``params``:
     ``initial_instances`` (default: predicted from ``profile`` at k = 1 and 8, else 1),
-    ``max_instances`` (10), ``low`` (0.85), ``settle_s`` (5), ``interval_s`` (1), ``statistic``."""
+    ``max_instances`` (10), ``low`` (0.85), ``settle_s`` (5), ``interval_s`` (1), ``statistic``,
+    ``min_samples`` (20), ``patience`` (2)."""
     max_instances = int(params.pop("max_instances", MAX_INSTANCES))
     predicted: tuple[float, ...] = ()
     initial = params.pop("initial_instances", None)
@@ -468,11 +540,14 @@ def build_instance_scaler(
         max_instances=max_instances,
         low=float(params.pop("low", 0.85)),
         settle=float(params.pop("settle_s", 5.0)),
+        patience=int(params.pop("patience", 2)),
     )
     interval = float(params.pop("interval_s", 1.0))
     statistic = params.pop("statistic", "mean")
+    min_samples = int(params.pop("min_samples", 20))
     _no_more(params)
-    return DnnInstanceScaler(model, control, interval, statistic=statistic), predicted
+    scaler = DnnInstanceScaler(model, control, interval, statistic=statistic, min_samples=min_samples)
+    return scaler, predicted
 
 
 def make_dnnscaler_batch(ctx: PolicyContext, **params: Any) -> DnnBatchScaler:
@@ -521,6 +596,7 @@ __all__ = [
     "DnnInstanceScaler",
     "DnnScaler",
     "InstanceControl",
+    "Readings",
     "build_batch_scaler",
     "build_instance_scaler",
     "detect",

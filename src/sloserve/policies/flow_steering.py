@@ -170,11 +170,11 @@ class LoadSteering(StaticHashSteering):
         out: list[Resteer] = []
         for _ in range(self.max_moves):
             gap = queue_rate[busiest] - queue_rate[least]
-            active = [f for f, q in self._bound.items() if q == busiest and rates[f] > 0]
             movable = [
                 f
-                for f in active
-                if rates[f] < gap
+                for f, q in self._bound.items()
+                if q == busiest
+                and 0 < rates[f] < gap
                 and now - self._moved_at.get(f, -math.inf) >= self.min_dwell
             ]
             if not movable:

@@ -13,8 +13,8 @@ Then, per *lane* (a queue with a batch size and the machines it feeds):
   the tuple's rate.
 
 A lane sends a batch when it holds ``b`` requests, or when the oldest request would otherwise miss
-its budget (``deadline − d(b)``; spec, ours: a plan's batches fill in time on average, the timeout
-bounds bursts), or — for tuples the plan pads with dummies — when the dummy stream (``u``
+its budget (at ``deadline − d(b) − wait``, ``wait`` being the plan's allowance for a busy machine;
+spec, ours: a plan's batches fill in time on average, the timeout bounds bursts), or — for tuples the plan pads with dummies — when the dummy stream (``u``
 requests/s since the batch opened) tops the batch up; the batch then carries that padding. Nothing
 is dropped: a late request still runs. Sans-I/O, driven by the simulator or the server through the
 :class:`~sloserve.policies.base.Scheduler` contract.
@@ -48,23 +48,27 @@ class TupleRoute:
     dummy_rate: float
     """Dummy requests per second the tuple pads its stream with (0: none)."""
     exec_time: float
-    """Planned execution time of a batch, seconds (the timeout leaves this much)."""
+    """Planned execution time of a batch, seconds."""
+    wait: float = 0.0
+    """Planned allowance for waiting on a free machine, seconds; the timeout leaves
+    ``exec_time + wait`` before the deadline."""
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.count < 1:
             raise ValueError(f"tuple on {self.hardware!r}: batch and count must be >= 1")
-        if self.rate < 0 or self.dummy_rate < 0 or self.exec_time < 0:
-            raise ValueError(f"tuple on {self.hardware!r}: rates and exec_time must be >= 0")
+        if min(self.rate, self.dummy_rate, self.exec_time, self.wait) < 0:
+            raise ValueError(f"tuple on {self.hardware!r}: rates and times must be >= 0")
 
 
 class _Lane:
     """A queue, its batch size and the machines (instance ids) it may use."""
 
-    __slots__ = ("batch", "dummy_rate", "exec_time", "instances", "last_sent", "queue")
+    __slots__ = ("batch", "dummy_rate", "instances", "last_sent", "lead", "queue")
 
-    def __init__(self, batch: int, exec_time: float, dummy_rate: float) -> None:
+    def __init__(self, batch: int, lead: float, dummy_rate: float) -> None:
         self.batch = batch
-        self.exec_time = exec_time
+        self.lead = lead
+        """Seconds before the deadline a batch must leave (execution plus wait allowance)."""
         self.dummy_rate = dummy_rate
         self.queue: deque[Request] = deque()
         self.instances: list[int] = []
@@ -76,7 +80,7 @@ class _Lane:
         if n >= b:
             return -math.inf
         oldest = self.queue[0]
-        ready = min(oldest.deadline, oldest.arrival + budget) - self.exec_time
+        ready = min(oldest.deadline, oldest.arrival + budget) - self.lead
         if self.dummy_rate > 0:
             opened = max(oldest.arrival, self.last_sent)
             ready = min(ready, opened + (b - n) / self.dummy_rate)
@@ -224,7 +228,7 @@ class HarpagonDispatcher(_PlanScheduler):
     """Batch-aware: one lane per tuple, batches filled from the tuple's whole stream."""
 
     def make_lanes(self, t: TupleRoute) -> list[_Lane]:
-        return [_Lane(t.batch, t.exec_time, t.dummy_rate)]
+        return [_Lane(t.batch, t.exec_time + t.wait, t.dummy_rate)]
 
     def bind_lanes(self, lanes: list[_Lane], slots: list[int]) -> None:
         lanes[0].instances = list(slots)
@@ -234,7 +238,7 @@ class RoundRobinPlanDispatcher(_PlanScheduler):
     """Round-robin: requests go to the tuple's machines in turn; each machine batches alone."""
 
     def make_lanes(self, t: TupleRoute) -> list[_Lane]:
-        return [_Lane(t.batch, t.exec_time, t.dummy_rate / t.count) for _ in range(t.count)]
+        return [_Lane(t.batch, t.exec_time + t.wait, t.dummy_rate / t.count) for _ in range(t.count)]
 
     def bind_lanes(self, lanes: list[_Lane], slots: list[int]) -> None:
         for lane, iid in zip(lanes, slots, strict=False):
@@ -244,7 +248,7 @@ class RoundRobinPlanDispatcher(_PlanScheduler):
 def _routes(params: dict[str, Any]) -> list[TupleRoute]:
     raw = params.pop("tuples", None)
     if not raw:
-        raise ValueError("needs 'tuples': [{hardware, batch, count, rate, dummy_rate, exec_ms}, ...]")
+        raise ValueError("needs 'tuples': [{hardware, batch, count, rate, dummy_rate, exec_ms, wait_ms}, ...]")
     out = []
     for t in raw:
         t = dict(t)
@@ -256,6 +260,7 @@ def _routes(params: dict[str, Any]) -> list[TupleRoute]:
                 rate=float(t.pop("rate", 1.0)),
                 dummy_rate=float(t.pop("dummy_rate", 0.0)),
                 exec_time=float(t.pop("exec_ms")) * 1e-3,
+                wait=float(t.pop("wait_ms", 0.0)) * 1e-3,
             )
         )
         if t:

@@ -128,8 +128,8 @@ class QosHeuristic(QosScheduler):
     estimated arrival rate, whose run still meets the target delay for the oldest request.
 
     "Keeps up": every server of the pool running that variant at that batch size would serve at
-    least ``headroom × rate`` requests per second. When no variant meets the target, the variant with
-    the fastest run on this server is used with its smallest keeping-up batch (or the largest batch).
+    least ``headroom × rate`` requests per second. When no variant meets the target (a backlog), the
+    variant with the highest throughput on this server runs the largest batch, to drain it (ours).
     """
 
     def __init__(
@@ -184,10 +184,9 @@ def heuristic_choice(
     largest = max(b for b in spec.batch_sizes if b <= sched.max_batch)
     fastest = min(
         range(len(spec.variants)),
-        key=lambda v: spec.latency(v, instance.hardware, min(largest, waiting)),
+        key=lambda v: spec.latency(v, instance.hardware, min(largest, waiting)) / min(largest, waiting),
     )
-    b = keeping_up_batch(spec, fastest, rate, instances, sched.max_batch, headroom)
-    return fastest, b if b is not None else largest
+    return fastest, largest
 
 
 class RandomQos(QosScheduler):

@@ -63,6 +63,10 @@ class TrainParams(StrictModel):
     n_epochs: int = Field(default=10, ge=1, description="PPO epochs per rollout")
     ent_coef: float = Field(default=0.01, ge=0)
     rate_tau: float = Field(default=1.0, gt=0, description="time constant of the rate estimate, s")
+    imitation_steps: int = Field(
+        default=20_000, ge=0, description="PPO: decisions of the heuristic to imitate before RL (0: none)"
+    )
+    imitation_epochs: int = Field(default=10, ge=1, description="passes over the imitation data")
     workload: TrainWorkloadParams
     out: str = Field(default="results/qos/policy.zip", description="where the policy is saved")
 
@@ -140,7 +144,7 @@ def eval_workloads(setup: QosSetup, quick: bool = False) -> list[tuple[str, int,
     out = [(f"gamma {r:g}/s cv={e.cv:g}", s, gamma(r, e.cv, duration, s)) for r in e.rates for s in seeds]
     trace = setup.trace_path()
     if trace is not None:
-        window = min(e.trace_window_s, 120.0) if quick else e.trace_window_s
+        window = e.trace_window_s
         for k, s in enumerate(seeds):
             w = from_trace_csv(trace, target_rate=e.trace_rate, start=k * window, duration=window)
             out.append((f"trace {trace.stem} @{e.trace_rate:g}/s", s, w))

@@ -55,6 +55,12 @@ class QosFeatures:
         v, k = divmod(int(action), len(self.spec.batch_sizes))
         return v, self.spec.batch_sizes[k]
 
+    def hint_action(self, obs: np.ndarray) -> int:
+        """The heuristic's action as shown in ``obs`` (``hint=True``)."""
+        if not self.hint:
+            raise ValueError("these features carry no heuristic hint")
+        return int(np.argmax(obs[self.size - self.n_actions :]))
+
     def check_pool(self, instances: Sequence[InstanceView]) -> None:
         """Raise ``ValueError`` unless ``instances`` have the layout the features were built for."""
         got = tuple(i.hardware for i in sorted(instances, key=lambda i: i.id))

@@ -1,5 +1,11 @@
 """Training the QoS policy with Stable-Baselines3 (PPO or DQN) on the CPU, reproducibly from a seed.
 
+PPO starts from the heuristic (ours, *spec*): the policy network first imitates the heuristic's
+choices (shown to it in the observation) and its value head fits their discounted returns, for
+``imitation_steps`` decisions; PPO then improves on it. Without this warm start PPO settles within a
+few hundred thousand decisions on "always the small variant", which is good under heavy load and
+poor under light load.
+
 Same seed, same setup, same library versions → the same policy (single torch thread, seeded env).
 The policy is saved as ``OUT.zip`` (Stable-Baselines3) plus ``OUT.json`` (what loading needs).
 """
@@ -29,6 +35,8 @@ class TrainResult:
     episodes: int
     recent_mean_utility: float | None
     """Mean per-request utility over the last (up to 10) training episodes."""
+    imitation_agreement: float | None = None
+    """Share of imitation decisions where the warm-started policy picks the heuristic's action."""
 
 
 def make_env(setup: QosSetup, params: TrainParams | None = None) -> QosEnv:
@@ -73,6 +81,51 @@ def build_model(env: QosEnv, p: TrainParams) -> Any:
     )
 
 
+def imitate_heuristic(model: Any, env: QosEnv, p: TrainParams) -> float:
+    """Behaviour cloning of the heuristic into a PPO policy (actions and value); returns the share of
+    decisions where the trained policy's most likely action equals the heuristic's."""
+    import torch
+
+    obs_l: list[np.ndarray] = []
+    act_l: list[int] = []
+    rew_l: list[float] = []
+    done_l: list[bool] = []
+    obs, _ = env.reset(seed=p.seed + 10_007)
+    while len(obs_l) < p.imitation_steps:
+        a = env.features.hint_action(obs)
+        obs_l.append(obs)
+        act_l.append(a)
+        obs, r, done, _, _ = env.step(a)
+        rew_l.append(r)
+        done_l.append(done)
+        if done:
+            obs, _ = env.reset()
+    n = len(obs_l)
+    returns = np.zeros(n, dtype=np.float32)
+    g = 0.0
+    for i in reversed(range(n)):
+        g = rew_l[i] + (0.0 if done_l[i] else p.gamma * g)
+        returns[i] = g
+    o = torch.as_tensor(np.array(obs_l))
+    a_t = torch.as_tensor(np.array(act_l))
+    g_t = torch.as_tensor(returns)
+    policy = model.policy
+    policy.set_training_mode(True)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(p.seed)
+    for _ in range(p.imitation_epochs):
+        for idx in torch.split(torch.randperm(n, generator=gen), 256):
+            values, log_prob, _ = policy.evaluate_actions(o[idx], a_t[idx])
+            loss = -log_prob.mean() + 0.5 * ((values.flatten() - g_t[idx]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        predicted = policy.get_distribution(o).distribution.probs.argmax(dim=1)
+    return float((predicted == a_t).float().mean())
+
+
 def train(
     setup: QosSetup,
     *,
@@ -86,6 +139,9 @@ def train(
     p = params or setup.file.train
     env = make_env(setup, p)
     model = build_model(env, p)
+    imitation = None
+    if p.algo == "ppo" and p.imitation_steps > 0:
+        imitation = imitate_heuristic(model, make_env(setup, p), p)
     utilities: list[float] = []
 
     class _Report(BaseCallback):
@@ -119,4 +175,4 @@ def train(
     recent = float(np.mean(utilities[-10:])) if utilities else None
     if progress is not None:
         progress(p.timesteps, p.timesteps, recent)
-    return TrainResult(path, p.timesteps, len(utilities), recent)
+    return TrainResult(path, p.timesteps, len(utilities), recent, imitation)

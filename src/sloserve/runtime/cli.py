@@ -30,6 +30,15 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to finish queued requests at stop"
     )
+    p.add_argument(
+        "--decode-workers", type=int, default=0, help="decode infer bodies on N threads (default 0: inline)"
+    )
+    p.add_argument(
+        "--decode-balance",
+        choices=["load", "connection"],
+        default="load",
+        help="decode worker choice: by load (CoFB flow scheduling, default) or by connection",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=_serve)
 
@@ -57,5 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         models=args.models,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         drain_timeout=args.drain_timeout,
+        decode_workers=args.decode_workers,
+        decode_balance=args.decode_balance,
     )
     return serve(options)

@@ -224,6 +224,7 @@ def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
         shape = check_shape(item.get("shape"), where)
         datatype = item.get("datatype")
         check_datatype(datatype, where)
+        assert isinstance(datatype, str)
         iparams = item.get("parameters") or {}
         if not isinstance(iparams, dict):
             raise ProtocolError(f"{where}: 'parameters' must be a JSON object")
@@ -308,12 +309,12 @@ def check_inputs(
     schedules one sample per request and forms batches itself).
     """
     known = {s.name for s in specs}
-    unknown = [n for n in inputs if n not in known]
-    if unknown:
-        raise ProtocolError(f"unknown input(s) {unknown}; the model takes {[s.name for s in specs]}")
     missing = [s.name for s in specs if s.name not in inputs]
     if missing:
         raise ProtocolError(f"missing input(s) {missing}; the model takes {[s.name for s in specs]}")
+    unknown = [n for n in inputs if n not in known]
+    if unknown:
+        raise ProtocolError(f"unknown input(s) {unknown}; the model takes {[s.name for s in specs]}")
     out = {}
     for spec in specs:
         arr = inputs[spec.name]

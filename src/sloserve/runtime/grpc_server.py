@@ -226,7 +226,7 @@ class GrpcServer:
         if bound == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         await self._grpc.start()
-        return bound
+        return int(bound)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._grpc is not None:

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from sloserve.core.config import ConfigError
 from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
+from sloserve.runtime.decode_pool import DecodePool
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 
 log = logging.getLogger("sloserve.runtime")
@@ -52,8 +53,10 @@ def _empty(ok: bool) -> HttpResponse:
 class HttpApi:
     """Routes requests to an :class:`InferenceServer`; see the module docstring."""
 
-    def __init__(self, server: InferenceServer) -> None:
+    def __init__(self, server: InferenceServer, decode_pool: DecodePool | None = None) -> None:
         self.server = server
+        self.decode_pool = decode_pool
+        """When set, infer bodies are decoded on its workers (CoFB's load-balanced decoding)."""
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         """Called once per HTTP request; never raises."""
@@ -147,7 +150,10 @@ class HttpApi:
                 raise ProtocolError(
                     f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
                 ) from None
-        request = decode_http_infer(body, header_length)
+        if self.decode_pool is not None:
+            request = await self.decode_pool.run(len(body), lambda: decode_http_infer(body, header_length))
+        else:
+            request = decode_http_infer(body, header_length)
         model, outputs = await self.server.infer(
             name, version, request, header_timeout_ms=headers.get(TIMEOUT_HEADER), payload_bytes=len(body)
         )

@@ -17,6 +17,7 @@ rate, and it gives direct control over what the issue asks for at the connection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -26,6 +27,7 @@ from typing import Any
 
 import httptools
 
+from sloserve.runtime.decode_pool import CONNECTION
 from sloserve.runtime.http_api import HttpResponse, error_response
 
 log = logging.getLogger("sloserve.runtime")
@@ -77,10 +79,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.server.connections.add(self)
         self._arm(self.server.keepalive_timeout)
 
@@ -158,6 +158,7 @@ class _Connection(asyncio.Protocol):
 
     async def _serve(self) -> None:
         handler = self.server.handler
+        CONNECTION.set(id(self))  # this task's context: which connection a request came on
         try:
             while self.queue and not self.closing:
                 method, url, headers, body, keep_alive = self.queue.popleft()

@@ -8,12 +8,14 @@ Runtime, one session with its own intra-op threads) driven by one worker thread 
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -76,8 +78,13 @@ class LocalInstance(InstanceRunner):
         post: Post,
         run_batch: BatchRunner,
         backend: ExecutionBackend | None = None,
+        concurrency: int = 1,
     ) -> None:
-        """``make_backend(threads)`` builds the backend on the worker thread unless ``backend`` is given."""
+        """``make_backend(threads)`` builds the backend on the worker thread unless ``backend`` is given.
+
+        ``concurrency`` > 1 (``instance_group.max_concurrency``) runs up to that many batches at once
+        on the same backend, one worker thread each (they share, and slow, the instance's cores).
+        """
         self.name = name
         self._make_backend = make_backend
         self._threads = threads
@@ -87,10 +94,20 @@ class LocalInstance(InstanceRunner):
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=f"instance-{name}", daemon=True)
         self._ready: Callable[[str | None], None] | None = None
+        self._concurrency = max(1, concurrency)
+        self._extra = [
+            threading.Thread(target=self._serve_batches, name=f"instance-{name}-{i}", daemon=True)
+            for i in range(1, self._concurrency)
+        ]
+        self._started = threading.Event()
+        self._workers_left = self._concurrency
+        self._left_lock = threading.Lock()
 
     def start(self, ready: Callable[[str | None], None]) -> None:
         self._ready = ready
         self._thread.start()
+        for t in self._extra:
+            t.start()
 
     def submit(self, inputs: Sequence[Tensors], done: Callable[[BatchResult], None]) -> None:
         self._work.put((inputs, done))
@@ -102,7 +119,8 @@ class LocalInstance(InstanceRunner):
             backend.set_threads(threads)  # in place: the backend swaps sessions between runs
 
     def stop(self) -> None:
-        self._work.put(_STOP)
+        for _ in range(self._concurrency):
+            self._work.put(_STOP)
 
     @property
     def backend(self) -> ExecutionBackend | None:
@@ -119,18 +137,27 @@ class LocalInstance(InstanceRunner):
                 log.exception("instance %s failed to start", self.name)
                 message = str(exc)
                 self._post(lambda: ready(message))
+                self._started.set()
                 return
         elif self._backend.threads != self._threads:
             self._backend.set_threads(self._threads)
         self._post(lambda: ready(None))
+        self._started.set()
+        self._serve_batches()
+
+    def _serve_batches(self) -> None:
+        """One worker's loop (``concurrency`` of them share the queue); the last one out closes."""
+        self._started.wait()
         backend = self._backend
+        if backend is None:  # the backend failed to build
+            return
         run_batch = self._run_batch
         post = self._post
         while True:
             item = self._work.get()
             if item is _STOP:
                 break
-            inputs, done = item  # type: ignore[misc]
+            inputs, done = cast(tuple[Sequence[Tensors], Callable[[BatchResult], None]], item)
             start = time.perf_counter()
             try:
                 outputs = run_batch(backend, inputs)
@@ -138,5 +165,9 @@ class LocalInstance(InstanceRunner):
             except Exception as exc:
                 log.warning("instance %s: batch failed: %s", self.name, exc)
                 result = BatchResult(None, time.perf_counter() - start, str(exc) or type(exc).__name__)
-            post(lambda done=done, result=result: done(result))
-        backend.close()
+            post(functools.partial(done, result))
+        with self._left_lock:
+            self._workers_left -= 1
+            last = self._workers_left == 0
+        if last:
+            backend.close()

@@ -23,10 +23,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from sloserve.runtime.server import InferenceServer
+
 
 class _TritonCounter(Metric):
     """A counter whose samples carry Triton's exact names (no ``_total`` suffix), as Triton exports them."""

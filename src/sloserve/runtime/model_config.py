@@ -19,7 +19,7 @@ policy, ``instance_group``) and Ray Serve for autoscaling bounds; sloserve adds 
     priority_levels: 2                 # 1 is the highest level
     default_priority_level: 2          # level of requests sent with priority 0
     queue_policy:
-      timeout_action: REJECT           # REJECT: drop a request whose deadline passed in the queue; DELAY: run it
+      timeout_action: REJECT           # REJECT: drop a request whose deadline passed queued; DELAY: run it
       default_timeout_microseconds: 0  # deadline budget when neither the request nor slo_ms gives one
       allow_timeout_override: true     # honour the request's ``timeout`` parameter / header
       max_queue_size: 0                # 0: unbounded
@@ -49,7 +49,9 @@ CONFIG_NAMES = ("config.yaml", "config.yml", "config.json")
 """File names a model directory's configuration may have (first found wins)."""
 
 DEFAULT_SCHEDULER = "triton"
-"""Scheduler a model gets when its config names none (the one place this default lives)."""
+"""Scheduler a model gets when its config names none (the one place this default lives)..."""
+SLO_SCHEDULER = "slo"
+"""... unless the config has a ``profile`` and ``slo_ms``: then the SLO-aware batcher."""
 
 
 class QueuePolicy(StrictModel):
@@ -133,6 +135,13 @@ class ModelConfig(StrictModel):
     separate batches of equal shapes."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     """Free-form backend parameters (passed to the backend factory)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scheduler(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scheduler" not in data and data.get("profile") and data.get("slo_ms"):
+            return {**data, "scheduler": {"name": SLO_SCHEDULER}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -258,7 +258,13 @@ class ModelRepository:
 
         def make(threads: int, backend: ExecutionBackend | None = None) -> LocalInstance:
             return LocalInstance(
-                name, lambda t: factory(directory, config, t), threads, self.post, run_batch, backend
+                name,
+                lambda t: factory(directory, config, t),
+                threads,
+                self.post,
+                run_batch,
+                backend,
+                concurrency=config.instance_group.max_concurrency,
             )
 
         model_loop = ModelLoop(

@@ -9,6 +9,7 @@ both front ends return (in Triton's JSON shapes; the gRPC front end parses them 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -100,10 +101,9 @@ class InferenceServer:
         loop = asyncio.get_running_loop()
 
         def post(callback: Any) -> None:
-            try:
+            # a closed loop raises RuntimeError: nobody waits for the answer any more
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(callback)
-            except RuntimeError:  # the loop has closed: nobody waits for the answer any more
-                pass
 
         self._repository = ModelRepository(
             self.repository_root, clock=self.clock, loop=loop, post=post, backends=self.backends

@@ -15,11 +15,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from sloserve.runtime.decode_pool import Balance, DecodePool
 from sloserve.runtime.http_api import HttpApi, HttpResponse, error_response
 from sloserve.runtime.http_server import HttpServer
 from sloserve.runtime.repository import BackendFactory
 from sloserve.runtime.server import DEFAULT_MAX_BODY_BYTES, InferenceServer
+
+if TYPE_CHECKING:
+    from sloserve.runtime.grpc_server import GrpcServer
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -43,6 +48,10 @@ class ServeOptions:
     """Seconds a client has to send a whole request (408 after)."""
     drain_timeout: float = 30.0
     """Seconds queued requests get to finish at shutdown before they are refused."""
+    decode_workers: int = 0
+    """Decode infer bodies on this many worker threads (0: on the event loop)."""
+    decode_balance: Balance = "load"
+    """How requests pick a decode worker: ``load`` (CoFB flow scheduling) or ``connection``."""
 
 
 class Service:
@@ -56,12 +65,15 @@ class Service:
             backends=options.backends,
             max_body_bytes=options.max_body_bytes,
         )
+        self.decode_pool = (
+            DecodePool(options.decode_workers, options.decode_balance) if options.decode_workers else None
+        )
         self.http = HttpServer(
-            HttpApi(self.core).handle,
+            HttpApi(self.core, self.decode_pool).handle,
             max_body_bytes=options.max_body_bytes,
             request_timeout=options.request_timeout,
         )
-        self.grpc = None
+        self.grpc: GrpcServer | None = None
         self.metrics_http: HttpServer | None = None
         self.http_port = self.grpc_port = self.metrics_port = 0
 
@@ -103,6 +115,8 @@ class Service:
         """Drain: refuse new work, finish queued requests, then close the listeners."""
         await self.core.shutdown(self.options.drain_timeout)
         await self.http.stop()
+        if self.decode_pool is not None:
+            self.decode_pool.close()
         if self.grpc is not None:
             await self.grpc.stop(1.0)
         if self.metrics_http is not None:

@@ -63,6 +63,9 @@ from sloserve.sim.engine import EventLoop
 from sloserve.sim.metrics import LatencyHistogram, Metrics, MetricsCollector, combine, merged_histogram
 from sloserve.sim.workload import StreamedWorkload, Workload, WorkloadLike
 
+IDLE_SCALER_TICKS = 10
+"""After the last arrival, scaler ticks in a row with no completion before the run may end."""
+
 DROP_CODES: tuple[DropReason, ...] = tuple(DropReason)
 """Outcome codes in :class:`Outcomes`: ``-1`` = completed, ``i`` = dropped for ``DROP_CODES[i]``."""
 _CODE = {r: i for i, r in enumerate(DROP_CODES)}
@@ -93,7 +96,8 @@ class ModelSetup:
     scheduler: Scheduler
     """The policy that queues, batches and dispatches (one per setup; it keeps state)."""
     instances: int = 1
-    """Instances at the start."""
+    """Instances at the start. Instance ids are driver-wide: the starting instances are numbered
+    0, 1, ... in the order of the setups given to ``simulate``; added ones get the next numbers."""
     cores: int = 1
     """Cores of each instance at the start (and of instances added later)."""
     hardware: str = "cpu"
@@ -746,15 +750,21 @@ class Simulation:
         if self._more_to_come():
             self.loop.at(now + dt, self._timeline_tick)
 
-    def _scaler_tick(self, m: _Model, start: float) -> None:
+    def _scaler_tick(self, m: _Model, start: float, idle: int = 0) -> None:
         scaler = m.setup.scaler
         assert scaler is not None
         now = self.loop.now
-        for d in scaler.on_tick(now, m.window(start, now)):
+        window = m.window(start, now)
+        for d in scaler.on_tick(now, window):
             self.apply(d)
         m.decide()
-        if self._more_to_come():
-            self.loop.at(now + scaler.interval, partial(self._scaler_tick, m, now))
+        # Keep ticking while requests may still come or run. After the last arrival, a scaler gets
+        # up to IDLE_SCALER_TICKS ticks without any completion to bring capacity back for requests
+        # still queued; its own actuations do not keep the run alive.
+        work = self.next_arrival() < math.inf or any(x.running or x.wake_handle >= 0 for x in self.models)
+        idle = 0 if work or window.completed else idle + 1
+        if work or (any(len(x.scheduler) for x in self.models) and idle < IDLE_SCALER_TICKS):
+            self.loop.at(now + scaler.interval, partial(self._scaler_tick, m, now, idle))
 
     def apply(self, decision: ScaleDecision) -> None:
         """Carry out one scaling decision now (scalers' decisions go through here)."""
@@ -809,17 +819,42 @@ class Simulation:
         run_events = loop.run
         arrive = self._arrive
         bar = self._start_progress()
+        models = self.models
+        # fast path: arrivals straight to the scheduler (no receive hook, no scaler window to track)
+        fast = self.arrival_hook is None and all(m.win_latencies is None for m in models)
         while True:
             arr = self._arr
             n = len(arr)
             j = self._j
-            while j < n:
-                t = arr[j]
-                if heap and heap[0][0] <= t:
-                    run_events(t)
-                loop.now = t
-                arrive()
-                j = self._j
+            if fast:
+                dl, pr, pb, md = self._dl, self._pr, self._pb, self._md
+                offset = self._offset
+                m = models[0]
+                collector = m.collector
+                while j < n:
+                    t = arr[j]
+                    if heap and heap[0][0] <= t:
+                        run_events(t)
+                    loop.now = t
+                    if md is not None:
+                        m = models[md[j]]
+                        collector = m.collector
+                    self._j = j + 1
+                    self.arrived += 1
+                    collector.arrivals += 1
+                    d = m.scheduler.submit(t, Request(offset + j, m.name, t, dl[j], pr[j], pb[j]))
+                    if d is not None:
+                        self.end_dropped(m, d.request, d.reason)
+                    m.decide()
+                    j += 1
+            else:
+                while j < n:
+                    t = arr[j]
+                    if heap and heap[0][0] <= t:
+                        run_events(t)
+                    loop.now = t
+                    arrive()
+                    j = self._j
             if bar is not None:
                 bar[0].update(bar[1], completed=min(loop.now, self.workload.duration))
             if not self._next_chunk():
@@ -858,7 +893,10 @@ class Simulation:
             raise RuntimeError(
                 f"{self.arrived} requests arrived but {self.ended} ended: a request was lost or ended twice"
             )
-        end = max(now, self.workload.duration)
+        # resources are charged up to the end of the arrival window or the last request's end,
+        # whichever is later (a stepping driver that stops early is charged up to now)
+        makespan = max((m.collector.last_end for m in self.models), default=0.0)
+        end = max(self.workload.duration, makespan, 0.0 if settled else now)
         for m in self.models:
             m.account(end)
         parts = {}

@@ -565,7 +565,9 @@ def run_experiment(
         if loads:
             curves = {k: [(r, a) for _, r, a in v] for k, v in loads.items()}
             target = spec.capacity.target if spec.capacity else 0.99
-            files.append(report.plot_attainment_vs_load(curves, out / "attainment_vs_load.png", target=target))
+            files.append(
+                report.plot_attainment_vs_load(curves, out / "attainment_vs_load.png", target=target)
+            )
     for f in files:
         echo(f"wrote {f}")
     return ExperimentOutcome(main, loads, capacity, files)
@@ -608,7 +610,13 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
     "models": [
         {
             "name": "cnn",
-            "profile": {"kind": "affine", "alpha_ms": 6.0, "beta_ms": 2.0, "max_batch": 32, "tail_factor": 1.2},
+            "profile": {
+                "kind": "affine",
+                "alpha_ms": 6.0,
+                "beta_ms": 2.0,
+                "max_batch": 32,
+                "tail_factor": 1.2,
+            },
             "instances": 1,
             "cores": 4,
             "noise_cv": 0.1,

@@ -1,0 +1,225 @@
+"""A lean Open Inference Protocol client for overhead and peak-rate benchmarks.
+
+The bench load generator (``sloserve.bench``) measures SLO attainment under open-loop load; here
+the client's own cost must be as small as possible, because on a small machine it competes with
+the server for the same cores. So: pre-encoded request bytes, raw sockets, no response parsing
+beyond the status line and ``content-length``; several client processes for peak rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+
+def http_infer_bytes(model: str, inputs: dict[str, np.ndarray], binary_output: bool = True) -> bytes:
+    """A complete HTTP/1.1 infer request (binary tensor extension) for ``inputs``."""
+    header = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(arr.shape),
+                "datatype": _datatype(arr),
+                "parameters": {"binary_data_size": arr.nbytes},
+            }
+            for name, arr in inputs.items()
+        ],
+        "parameters": {"binary_data_output": binary_output},
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = head + b"".join(np.ascontiguousarray(a).tobytes() for a in inputs.values())
+    return (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: bench\r\n"
+        f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {len(head)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def _datatype(arr: np.ndarray) -> str:
+    return {"float32": "FP32", "int64": "INT64", "int32": "INT32", "float64": "FP64"}[str(arr.dtype)]
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> int:
+    """Read one response from ``sock`` (``buf`` keeps leftovers); returns the status."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    head = bytes(buf[:end]).lower()
+    status = int(head.split(b" ", 2)[1])
+    i = head.find(b"content-length:")
+    length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+    need = end + 4 + length
+    while len(buf) < need:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    del buf[:need]
+    return status
+
+
+class HttpConn:
+    """One keep-alive connection, one request at a time (sequential latency runs)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split(":")
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def call(self, request: bytes) -> float:
+        """Round-trip seconds of one request (raises unless 200)."""
+        t0 = time.perf_counter()
+        self.sock.sendall(request)
+        status = _read_response(self.sock, self.buf)
+        dt = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}")
+        return dt
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class GrpcConn:
+    """A blocking gRPC stub with one pre-built ``ModelInferRequest``."""
+
+    def __init__(self, url: str, model: str, inputs: dict[str, np.ndarray]) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(url)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        req = service_pb2.ModelInferRequest(model_name=model)
+        for name, arr in inputs.items():
+            t = req.inputs.add()
+            t.name, t.datatype = name, _datatype(arr)
+            t.shape.extend(arr.shape)
+            req.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
+        self.request = req
+
+    def call(self) -> float:
+        t0 = time.perf_counter()
+        self.stub.ModelInfer(self.request)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+# -- closed-loop peak rate -----------------------------------------------------------------------
+
+
+async def _closed_loop(url: str, request: bytes, conns: int, duration: float) -> tuple[int, int]:
+    host, port = url.split(":")
+    stop_at = time.monotonic() + duration
+    ok = bad = 0
+
+    async def worker() -> None:
+        nonlocal ok, bad
+        reader, writer = await asyncio.open_connection(host, int(port))
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while time.monotonic() < stop_at:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                low = head.lower()
+                i = low.find(b"content-length:")
+                length = int(low[i + 15 : low.find(b"\r\n", i)]) if i >= 0 else 0
+                await reader.readexactly(length)
+                if head.startswith(b"HTTP/1.1 200"):
+                    ok += 1
+                else:
+                    bad += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return ok, bad
+
+
+def _proc_main(url: str, request: bytes, conns: int, duration: float, start_at: float, out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    time.sleep(max(0.0, start_at - time.time()))
+    out.put(asyncio.run(_closed_loop(url, request, conns, duration)))
+
+
+def http_peak(url: str, request: bytes, *, procs: int = 2, conns: int = 32, duration: float = 4.0) -> dict[str, float]:
+    """Answered requests per second with ``procs × conns`` connections each sending back to back."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    start_at = time.time() + 3.0  # every process starts sending at the same moment
+    args = (url, request, conns, duration, start_at, q)
+    workers = [ctx.Process(target=_proc_main, args=args) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    results = [q.get(timeout=duration + 120) for _ in workers]
+    for w in workers:
+        w.join()
+    ok = sum(r[0] for r in results)
+    return {"rps": ok / duration, "ok": ok, "errors": sum(r[1] for r in results)}
+
+
+async def _grpc_closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], conc: int, duration: float) -> int:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        req = service_pb2.ModelInferRequest(model_name=model)
+        for name, arr in inputs.items():
+            t = req.inputs.add()
+            t.name, t.datatype = name, _datatype(arr)
+            t.shape.extend(arr.shape)
+            req.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
+        stop_at = time.monotonic() + duration
+        ok = 0
+
+        async def worker() -> None:
+            nonlocal ok
+            while time.monotonic() < stop_at:
+                await stub.ModelInfer(req)
+                ok += 1
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        return ok
+
+
+def _grpc_proc(
+    url: str, model: str, inputs: dict[str, np.ndarray], conc: int, duration: float, start_at: float, out: Any
+) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+    out.put(asyncio.run(_grpc_closed_loop(url, model, inputs, conc, duration)))
+
+
+def grpc_peak(
+    url: str, model: str, inputs: dict[str, np.ndarray], *, procs: int = 2, conc: int = 32, duration: float = 4.0
+) -> dict[str, float]:
+    """Answered gRPC requests per second, ``procs`` processes × ``conc`` concurrent calls."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    args = (url, model, inputs, conc, duration, time.time() + 3.0, q)
+    workers = [ctx.Process(target=_grpc_proc, args=args) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    ok = sum(q.get(timeout=duration + 120) for _ in workers)
+    for w in workers:
+        w.join()
+    return {"rps": ok / duration, "ok": ok}

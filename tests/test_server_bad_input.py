@@ -1,0 +1,156 @@
+"""Bad input: every malformed request gets the right status and a message saying what was wrong,
+the server keeps serving, and the counts add up."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+MAX_BODY = 64 * 1024
+GOOD = {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("repo")
+    build_demo_model("identity", root)
+    options = ServeOptions(
+        root, http_port=0, grpc_port=None, metrics_port=None, max_body_bytes=MAX_BODY, request_timeout=0.5
+    )
+    with BackgroundServer(options) as s:
+        yield s
+
+
+def _post(
+    server: BackgroundServer,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, dict[str, str]]:
+    conn = http.client.HTTPConnection(server.http_url, timeout=10)
+    try:
+        conn.request(method, path, body, headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, (json.loads(data) if data else {})
+    finally:
+        conn.close()
+
+
+def _infer(server: BackgroundServer, doc: object, model: str = "identity") -> tuple[int, dict[str, str]]:
+    return _post(server, f"/v2/models/{model}/infer", json.dumps(doc).encode())
+
+
+def _stats(server: BackgroundServer) -> dict[str, dict[str, int]]:
+    status, doc = _post(server, "/v2/models/identity/stats", b"", method="GET")
+    assert status == 200
+    return doc["model_stats"][0]["inference_stats"]  # type: ignore[index,return-value]
+
+
+def _tensor(**changes: object) -> dict[str, object]:
+    t: dict[str, object] = {"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+    t.update(changes)
+    return {"inputs": [t]}
+
+
+# (what is sent, expected status, words the error must contain); all reach the identity model
+MODEL_CASES = [
+    ("malformed_json", b'{"inputs": [', 400, "not valid JSON"),
+    ("not_an_object", b"[1, 2]", 400, "JSON object"),
+    ("no_inputs", json.dumps({"inputs": []}).encode(), 400, "non-empty list"),
+    ("wrong_datatype", json.dumps(_tensor(datatype="INT32")).encode(), 400, "datatype INT32"),
+    ("unknown_datatype", json.dumps(_tensor(datatype="FLOAT")).encode(), 400, "unknown datatype"),
+    ("wrong_rank", json.dumps(_tensor(shape=[1, 3, 1])).encode(), 400, "does not match"),
+    ("data_count", json.dumps(_tensor(shape=[1, 4])).encode(), 400, "needs 4"),
+    ("bad_shape", json.dumps(_tensor(shape=[1, -3])).encode(), 400, "non-negative integers"),
+    ("not_numbers", json.dumps(_tensor(data=["a", "b", "c"])).encode(), 400, "FP32"),
+    ("missing_input", json.dumps(_tensor(name="OTHER")).encode(), 400, "missing input"),
+    ("batch_of_two", json.dumps(_tensor(shape=[2, 3], data=[1] * 6)).encode(), 400, "batch dimension 2"),
+    ("bad_priority", json.dumps({**GOOD, "parameters": {"priority": 7}}).encode(), 400, "priority"),
+    ("bad_timeout", json.dumps({**GOOD, "parameters": {"timeout": "soon"}}).encode(), 400, "timeout"),
+    ("unknown_output", json.dumps({**GOOD, "outputs": [{"name": "NOPE"}]}).encode(), 400, "unknown output"),
+]
+
+
+def test_malformed_requests_each_get_a_clear_error(server: BackgroundServer) -> None:
+    before = _stats(server)
+    for label, body, status, words in MODEL_CASES:
+        got, doc = _post(server, "/v2/models/identity/infer", body)
+        assert (got, words in doc.get("error", "")) == (status, True), (label, got, doc)
+    assert _infer(server, GOOD)[0] == 200  # still serving
+    after = _stats(server)
+    assert after["fail"]["count"] - before["fail"]["count"] == len(MODEL_CASES)
+    assert after["success"]["count"] - before["success"]["count"] == 1
+
+
+def test_binary_path_garbage(server: BackgroundServer) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
+    ).encode()
+    cases = [
+        (header + b"\x00" * 7, str(len(header)), "runs past"),
+        (header + b"\x00" * 20, str(len(header)), "left over"),
+        (header + b"\x00" * 16, str(len(header) + 100), "outside the body"),
+        (header + b"\x00" * 16, "abc", "must be an integer"),
+        (b"\xff\xfe garbage" + b"\x00" * 16, "10", "not valid JSON"),
+    ]
+    for body, length, words in cases:
+        status, doc = _post(
+            server, "/v2/models/identity/infer", body, {"Inference-Header-Content-Length": length}
+        )
+        assert status == 400 and words in doc["error"], (words, doc)
+    ok, _ = _post(
+        server,
+        "/v2/models/identity/infer",
+        header + b"\x00" * 16,
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert ok == 200
+
+
+def test_unknown_model_version_and_route(server: BackgroundServer) -> None:
+    status, doc = _infer(server, GOOD, model="nope")
+    assert status == 404 and "unknown model 'nope'" in doc["error"]
+    status, doc = _infer(server, GOOD, model="identity/versions/7")
+    assert status == 404 and "unknown version '7'" in doc["error"]
+    status, doc = _post(server, "/v2/nothing/here", b"", method="GET")
+    assert status == 404 and "no route" in doc["error"]
+    status, doc = _post(server, "/v2/models/identity/infer", b"", method="GET")
+    assert status == 405 and "use POST" in doc["error"]
+
+
+def test_oversize_body_is_refused(server: BackgroundServer) -> None:
+    body = json.dumps(_tensor(shape=[1, 40000], data=[0.5] * 40000)).encode()
+    assert len(body) > MAX_BODY
+    status, doc = _post(server, "/v2/models/identity/infer", body)
+    assert status == 413 and "exceeds the limit" in doc["error"]
+    assert _infer(server, GOOD)[0] == 200
+
+
+def test_malformed_http_and_slow_client(server: BackgroundServer) -> None:
+    host, port = server.http_url.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(b"POST /v2/models/identity/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert _infer(server, GOOD)[0] == 200  # others are served while the slow client dawdles
+        reply = slow.recv(4096)  # the request timeout (0.5 s) ends it
+        assert reply.startswith(b"HTTP/1.1 408") and b"not received within" in reply

@@ -1,0 +1,97 @@
+"""Health tells the truth during start-up and shutdown; shutdown drains requests in flight;
+instances and threads change while a real ONNX model serves, without failing requests."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as th
+
+from server_fakes import FakeBackend, FakeBackends, wait_for, write_model
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.model_config import ModelConfig
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+
+def _status(url: str, path: str) -> int:
+    conn = http.client.HTTPConnection(url, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_health_during_startup_and_drain(tmp_path: Path) -> None:
+    fakes = FakeBackends()
+    loading = threading.Event()
+    release = threading.Event()
+
+    def slow_factory(model_dir: Path, config: ModelConfig, threads: int) -> FakeBackend:
+        loading.set()
+        release.wait(30)
+        return fakes(model_dir, config, threads)
+
+    write_model(tmp_path, "m", {"backend": "slow", "max_batch_size": 1})
+    server = BackgroundServer(
+        ServeOptions(
+            tmp_path, http_port=0, grpc_port=None, metrics_port=None, backends={"slow": slow_factory}
+        )
+    )
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    try:
+        assert loading.wait(30)
+        url = f"127.0.0.1:{server.service.http_port}"
+        assert _status(url, "/v2/health/live") == 200
+        assert _status(url, "/v2/health/ready") == 503  # still loading models
+        release.set()
+        starter.join(30)
+        assert _status(url, "/v2/health/ready") == 200
+        control = fakes.control("m")
+        control.gate.clear()
+        client = th.InferenceServerClient(url)
+        inp = th.InferInput("INPUT0", [1, 2], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 2), np.float32))
+        in_flight = client.async_infer("m", [inp])
+        assert control.running.acquire(timeout=10)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        wait_for(lambda: not server.service.core.ready)
+        assert _status(url, "/v2/health/ready") == 503  # draining
+        control.gate.set()
+        assert in_flight.get_result().as_numpy("OUTPUT0").shape == (1, 2)  # drained, not failed
+        stopper.join(30)
+        assert not stopper.is_alive()
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_resize_while_serving_real_model(tmp_path: Path) -> None:
+    build_demo_model("identity", tmp_path)
+    with BackgroundServer(ServeOptions(tmp_path, http_port=0, grpc_port=None, metrics_port=None)) as server:
+        client = th.InferenceServerClient(server.http_url, concurrency=4)
+        loop = server.service.core.repository.models["identity"].loop
+        requests = []
+        changes = [
+            lambda: loop.set_instance_count(2),
+            lambda: loop.set_instance_threads(0, 2),
+            lambda: loop.set_instance_count(1),
+            lambda: loop.set_instance_threads(0, 1),
+        ]
+        for i in range(40):
+            inp = th.InferInput("INPUT0", [1, 3], "FP32")
+            inp.set_data_from_numpy(np.full((1, 3), i, np.float32))
+            requests.append(client.async_infer("identity", [inp]))
+            if i % 10 == 5:
+                server.loop.call_soon_threadsafe(changes[i // 10])
+        for i, req in enumerate(requests):
+            assert req.get_result().as_numpy("OUTPUT0")[0, 0] == i
+        wait_for(lambda: len(loop.views) == 1 and loop.views[0].cores == 1)
+        client.close()

@@ -1,0 +1,182 @@
+"""The model loop on virtual time: scaling while serving, in-place resizes, scalers and their
+bounds, serve_late, drain on close, failing instances — every request ends exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from server_fakes import VirtualInstance, VirtualTimers
+from sloserve.core.cluster import WindowStats
+from sloserve.core.config import ConfigError
+from sloserve.core.decisions import DropReason, SetInstanceCores, SetInstanceCount, SetMaxBatch
+from sloserve.core.profiles import AffineProfile
+from sloserve.policies.base import PolicyContext
+from sloserve.policies.registry import make_scheduler
+from sloserve.runtime.model_config import ModelConfig, load_model_config
+from sloserve.runtime.model_loop import Answer, ModelLoop, Outcome, Refusal
+from sloserve.sim.engine import EventLoop
+
+PROFILE = AffineProfile(model="m", alpha=0.010, beta=0.0, max_batch=4)
+
+
+class _Scaler:
+    interval = 1.0
+
+    def __init__(self, plan: list[list[Any]]) -> None:
+        self.plan = plan
+        self.windows: list[WindowStats] = []
+
+    def on_tick(self, now: float, window: WindowStats) -> list[Any]:
+        self.windows.append(window)
+        return self.plan.pop(0) if self.plan else []
+
+
+def _loop(
+    config: dict[str, Any] | None = None, scheduler: str = "triton", scaler: Any = None
+) -> tuple[EventLoop, ModelLoop, dict[int, VirtualInstance]]:
+    ev = EventLoop()
+    env = VirtualTimers(ev)
+    cfg = ModelConfig.model_validate({"max_batch_size": 4, **(config or {})})
+    ctx = PolicyContext(model="m", max_batch=4, profile=PROFILE, slo=cfg.slo_ms and cfg.slo_ms * 1e-3)
+    runners: dict[int, VirtualInstance] = {}
+
+    def spawn(iid: int, threads: int) -> VirtualInstance:
+        runners[iid] = VirtualInstance(ev, PROFILE, threads)
+        return runners[iid]
+
+    loop = ModelLoop(
+        "m",
+        cfg,
+        make_scheduler(scheduler, ctx, cfg.scheduler_params()),
+        clock=env,
+        timers=env,
+        spawn=spawn,
+        scaler=scaler,
+        profile=PROFILE,
+    )
+    loop.start()
+    return ev, loop, runners
+
+
+def _send(loop: ModelLoop, outcomes: list[Outcome], n: int, **kw: Any) -> None:
+    for _ in range(n):
+        loop.submit({}, outcomes.append, **kw)
+
+
+def test_scaling_down_while_busy_fails_nothing() -> None:
+    ev, loop, runners = _loop({"instance_group": {"count": 2}})
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 8)
+    assert [v.in_flight for v in loop.views.values()] == [1, 1]
+    loop.set_instance_count(1)  # instance 1 is busy: it retires after its batch
+    assert 1 in loop.views and not loop.views[1].available
+    ev.run()
+    assert 1 not in loop.views and runners[1].stopped and not runners[0].stopped
+    assert len(outcomes) == 8 and all(isinstance(o, Answer) for o in outcomes)
+    loop.set_instance_count(3)
+    assert sorted(loop.views) == [0, 2, 3]
+    _send(loop, outcomes, 12)
+    ev.run()
+    assert len(outcomes) == 20 and all(isinstance(o, Answer) for o in outcomes)
+    assert {len(r.submitted) > 0 for r in (runners[2], runners[3])} == {True}
+
+
+def test_resize_in_place_and_scaler_bounds() -> None:
+    scaler = _Scaler(
+        [
+            [SetInstanceCores(0, 3), SetMaxBatch("m", 2)],
+            [SetInstanceCount("m", 10)],  # above autoscaling.max_replicas
+        ]
+    )
+    ev, loop, runners = _loop({"autoscaling": {"min_replicas": 1, "max_replicas": 2}}, scaler=scaler)
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 3)
+    ev.run(until=1.5)
+    assert loop.views[0].cores == 3 and runners[0].threads == 3 and loop.scheduler.max_batch == 2
+    ev.run(until=2.5)
+    assert len(loop.views) == 2  # clamped to max_replicas
+    assert scaler.windows[0].arrivals == 3 and scaler.windows[0].completed == 3
+    _send(loop, outcomes, 4)
+    ev.run(until=3.5)
+    assert all(isinstance(o, Answer) for o in outcomes) and len(outcomes) == 7
+    loop.close()
+    ev.run()
+
+
+def test_serve_late_runs_what_would_be_refused() -> None:
+    for late, expect in ((False, Refusal), (True, Answer)):
+        ev, loop, _ = _loop(
+            {"slo_ms": 1000, "serve_late": late, "scheduler": {"name": "slo"}}, scheduler="slo"
+        )
+        outcomes: list[Outcome] = []
+        _send(loop, outcomes, 1, budget=0.001)  # 1 ms; a batch takes 10 ms
+        ev.run()
+        assert len(outcomes) == 1 and isinstance(outcomes[0], expect)
+        if late:
+            assert loop.stats.slo_missed == 1
+        else:
+            assert outcomes[0].reason == DropReason.DEADLINE_UNREACHABLE  # type: ignore[union-attr]
+
+
+def test_close_drains_and_abort_refuses() -> None:
+    ev, loop, runners = _loop()
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 9)
+    closed: list[bool] = []
+    loop.close(lambda: closed.append(True))
+    _send(loop, outcomes, 1)  # refused at once: not accepting
+    assert isinstance(outcomes[-1], Refusal) and outcomes[-1].reason == DropReason.UNAVAILABLE
+    ev.run()
+    assert closed == [True] and runners[0].stopped
+    assert sum(isinstance(o, Answer) for o in outcomes) == 9
+
+    ev, loop, _ = _loop()
+    outcomes = []
+    _send(loop, outcomes, 9)
+    loop.abort()  # queued ones end now; the running batch (the first request, alone) still finishes
+    ev.run()
+    assert sum(isinstance(o, Answer) for o in outcomes) == 1
+    assert sum(isinstance(o, Refusal) for o in outcomes) == 8
+    assert loop.stats.success_count + loop.stats.fail_count == loop.stats.arrivals == 9
+
+
+def test_instance_that_fails_to_start_is_dropped() -> None:
+    ev, loop, _runners = _loop({"instance_group": {"count": 1}})
+
+    class Broken(VirtualInstance):
+        def start(self, ready: Any) -> None:
+            ready("cannot load")
+
+    loop.spawn = lambda iid, threads: Broken(ev, PROFILE, threads)
+    loop.set_instance_count(2)
+    assert list(loop.views) == [0]
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 2)
+    ev.run()
+    assert all(isinstance(o, Answer) for o in outcomes)
+
+
+def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
+    cases = {
+        "preferred_batch_size: [16]\nmax_batch_size: 8\n": "preferred_batch_size [16]",
+        "queue_policy: {timeout_action: DROP}\n": "queue_policy.timeout_action",
+        "max_batch_sise: 8\n": "max_batch_sise",
+        "instance_group: {count: 1, threads: 0}\n": "instance_group.threads",
+        "name: other\n": "differs from the directory name",
+        "profile: missing.yaml\n": "profile: file 'missing.yaml' not found",
+        "autoscaling: {min_replicas: 3, max_replicas: 2}\n": "min_replicas (3) > max_replicas (2)",
+    }
+    for i, (text, words) in enumerate(cases.items()):
+        d = tmp_path / f"m{i}"
+        d.mkdir()
+        (d / "config.yaml").write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_model_config(d)
+        assert str(d / "config.yaml") in str(err.value) and words in str(err.value), str(err.value)
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    config = load_model_config(ok)  # no file: defaults
+    assert config.scheduler.name == "triton" and config.deadline_budget(None) is None
+    assert config.deadline_budget(0.5) == 0.5

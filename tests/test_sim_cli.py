@@ -1,0 +1,110 @@
+"""``sloserve simulate``: the built-in experiment, user configs, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sloserve.cli import main
+from sloserve.core.config import ConfigError
+from sloserve.sim.experiment import DEFAULT_EXPERIMENT, Experiment
+
+CONFIG = {
+    "name": "mine",
+    "seed": 3,
+    "models": [
+        {
+            "name": "cnn",
+            "profile": {"kind": "affine", "alpha_ms": 5, "beta_ms": 1, "max_batch": 16},
+            "noise_cv": 0.1,
+        }
+    ],
+    "policies": [
+        {"scheduler": "triton", "params": {"max_queue_delay_microseconds": 2000}},
+        {"label": "ray8", "scheduler": "ray", "params": {"max_batch_size": 8}},
+    ],
+    "workload": {"kind": "poisson", "rate": 200, "duration_s": 10, "slo_ms": 50},
+    "loads": [0.5, 1.0],
+    "capacity": {"target": 0.95, "lo": 50, "hi": 1000, "tol": 0.1},
+}
+
+
+def write(tmp_path: Path, data: object, name: str = "exp.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_builtin_experiment_runs_quick_and_writes_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for label in ("triton", "ray", "fixed-16"):
+        assert label in out
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert set(doc["runs"]) == {p["label"] for p in DEFAULT_EXPERIMENT["policies"]}
+    assert doc["seed"] == 0 and "gamma" in doc["workload"] and doc["machine"]["cores"] >= 1
+    for png in ("latency_cdf.png", "timeline.png", "attainment_vs_load.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_example_prints_a_config_that_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--example"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert Experiment.from_file(write(tmp_path, data)).spec.name == "batchers"
+
+
+def test_user_config_with_loads_and_capacity(tmp_path: Path) -> None:
+    path = write(tmp_path, CONFIG)
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--quick", "--no-plots", "--no-progress", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["runs"]) == {"triton", "ray8"}
+    assert [p["multiplier"] for p in doc["loads"]["triton"]] == [0.5, 1.0]
+    assert doc["capacity"]["triton"]["rate"] > 100
+    assert doc["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"models": [{"name": "cnn", "cores": 0}]},
+            "models.0.cores: Input should be greater than or equal to 1",
+        ),
+        ({"workload": {"kind": "poisson", "duration_s": 5}}, "workload.poisson.rate: Field required"),
+        ({"workload": {"kind": "zipf"}}, "workload: Input tag 'zipf' found using 'kind' does not match"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"policies": [{"scheduler": "nope"}]}, "policies (nope): unknown scheduler 'nope'"),
+        ({"models": [{"name": "cnn", "profile": "resnet"}]}, "models.0.profile"),
+        (
+            {"models": [{"name": "cnn", "profile": {"kind": "affine", "alpha_ms": -1, "beta_ms": 1}}]},
+            "models.0.profile: profiles.0.affine.alpha_ms",
+        ),
+        ({"workload": {"kind": "trace", "path": "missing.csv"}}, "missing.csv: file not found"),
+        ({"capacity": {"lo": 10, "hi": 5}}, "capacity: Value error, lo (10.0) must be below hi (5.0)"),
+    ],
+)
+def test_bad_configs_name_the_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object], message: str
+) -> None:
+    path = write(tmp_path, {**CONFIG, **change})
+    assert (
+        main(["simulate", str(path), "--quick", "--no-plots", "--no-progress", "--out", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err
+    assert "sloserve: error:" in err
+
+
+def test_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        Experiment.from_file(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        Experiment.from_file(bad)
