@@ -8,9 +8,10 @@ process:
 - ``uvicorn_starlette``: uvicorn (httptools, uvloop) + a Starlette catch-all route;
 - ``aiohttp``: aiohttp's web server (on uvloop), when aiohttp is installed.
 
-For each: the latency at low load (Poisson, 100 req/s, the bench load generator's HTTP client),
-minus the same client's latency against a null server (``sloserve.bench.null_server``) = the
-latency the server adds; and the peak rate (all requests due at once, 64 outstanding).
+For each: the p50 round trip of sequential requests from a lean raw-socket client
+(``benchmarks/lean_client.py``), interleaved with the same requests to a null server
+(``sloserve.bench.null_server``), the difference being the latency the stack + server add; and
+the closed-loop peak rate (2 client processes x 32 keep-alive connections).
 
     python benchmarks/http_stack.py [--quick]
 
@@ -90,7 +91,13 @@ def serve(stack: str, repo: Path, port: int) -> None:
             lifespan=asynccontextmanager(lifespan),
         )
         uvicorn.run(
-            app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
         )
     elif stack == "aiohttp":
         from aiohttp import web
@@ -99,7 +106,9 @@ def serve(stack: str, repo: Path, port: int) -> None:
             body = await request.read()
             headers = {k.lower(): v for k, v in request.headers.items()}
             r = await api.handle(request.method, request.path, headers, body)
-            return web.Response(body=r.body, status=r.status, headers=dict(r.headers), content_type=r.content_type)
+            return web.Response(
+                body=r.body, status=r.status, headers=dict(r.headers), content_type=r.content_type
+            )
 
         async def on_startup(app: web.Application) -> None:
             await core.start()
@@ -131,24 +140,20 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0
     raise RuntimeError("server not ready in time")
 
 
-def measure(url: str, model: str, low_rate: float, low_s: float, peak_n: int) -> dict[str, float]:
-    """Low-load latency percentiles and the peak answered rate of ``url``."""
-    from sloserve.bench.runner import make_target, run_load
-    from sloserve.sim.workload import poisson
+def measure(url: str, null_url: str, n: int, peak_s: float) -> dict[str, float]:
+    """Sequential latency (interleaved with the null server) and the closed-loop peak rate."""
+    from lean_client import HttpConn, http_infer_bytes, http_peak
+    from server_overhead import paired_latency, summarize
 
-    planned = np.asarray(poisson(low_rate, low_s, seed=1).arrivals)
-    low = run_load(make_target(url, model, "http"), planned, None, max_outstanding=16)
-    lat = low.latency[low.ok]
-    peak = run_load(make_target(url, model, "http"), np.zeros(peak_n), None, max_outstanding=64)
-    elapsed = float(np.nanmax(peak.done) - np.nanmin(peak.sent))
-    return {
-        "p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3),
-        "ok_low": int(low.ok.sum()),
-        "sent_low": len(planned),
-        "peak_rps": float(peak.ok.sum() / elapsed),
-        "ok_peak": int(peak.ok.sum()),
-    }
+    x = {"INPUT0": np.arange(16, dtype=np.float32).reshape(1, 16)}
+    req, req_null = http_infer_bytes("identity", x), http_infer_bytes("null", x)
+    conn, conn_null = HttpConn(url), HttpConn(null_url)
+    lat, lat_null = paired_latency([lambda: conn.call(req), lambda: conn_null.call(req_null)], n)
+    conn.close()
+    conn_null.close()
+    out = summarize(lat, lat_null)
+    out["peak_rps"] = http_peak(url, req, duration=peak_s)["rps"]
+    return out
 
 
 def main() -> int:
@@ -169,16 +174,14 @@ def main() -> int:
     from sloserve.bench.processes import free_port
     from sloserve.bench.runner import NullServer
 
-    low_s, peak_n = (3.0, 1500) if args.quick else (8.0, 5000)
+    n, peak_s = (1000, 3.0) if args.quick else (3000, 5.0)
     results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "workload": f"identity model, FP32[1,16] binary; low load Poisson 100 req/s for {low_s:g} s; "
-        f"peak: {peak_n} requests, 64 outstanding; client = sloserve.bench HttpTarget (aiohttp)",
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "loadavg": os.getloadavg()},
+        "workload": f"identity model, FP32[1,16] binary; latency: {n} sequential requests interleaved with "
+        f"a null server (lean raw-socket client); peak: closed loop {peak_s:g} s, 2 processes x 32 connections",
         "stacks": {},
     }
-    with NullServer() as null:
-        results["null"] = measure(null.http, "null", 100.0, low_s, peak_n)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, NullServer() as null:
         repo = make_repository(Path(tmp))
         for stack in STACKS:
             if stack == "aiohttp":
@@ -191,22 +194,24 @@ def main() -> int:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 _wait_ready(port, proc)
-                r = measure(f"127.0.0.1:{port}", "identity", 100.0, low_s, peak_n)
-                r["added_p50_ms"] = r["p50_ms"] - results["null"]["p50_ms"]
-                results["stacks"][stack] = r
+                results["stacks"][stack] = measure(f"127.0.0.1:{port}", null.http, n, peak_s)
+                print(stack, results["stacks"][stack], flush=True)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     table = Table(title="HTTP stacks on the identity model (same routes, same core)")
-    for col in ("stack", "p50 ms", "p99 ms", "added p50 ms", "peak req/s"):
+    for col in ("stack", "p50 ms", "p99 ms", "null p50 ms", "added p50 ms", "peak req/s"):
         table.add_column(col, justify="right")
-    n = results["null"]
-    table.add_row("null server (client only)", f"{n['p50_ms']:.3f}", f"{n['p99_ms']:.3f}", "-", f"{n['peak_rps']:.0f}")
     for stack, r in results["stacks"].items():
         table.add_row(
-            stack, f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['added_p50_ms']:.3f}", f"{r['peak_rps']:.0f}"
+            stack,
+            f"{r['p50_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['null_p50_ms']:.3f}",
+            f"{r['added_p50_ms']:.3f}",
+            f"{r['peak_rps']:.0f}",
         )
     Console().print(table)
     print(f"wrote {args.out}")

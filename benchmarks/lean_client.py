@@ -55,10 +55,9 @@ def _read_response(sock: socket.socket, buf: bytearray) -> int:
         if not chunk:
             raise ConnectionError("server closed the connection")
         buf += chunk
-    head = bytes(buf[:end]).lower()
+    head = bytes(buf[:end]).lower() + b"\r\n"
     status = int(head.split(b" ", 2)[1])
-    i = head.find(b"content-length:")
-    length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+    length = _content_length(head)
     need = end + 4 + length
     while len(buf) < need:
         chunk = sock.recv(65536)
@@ -67,6 +66,12 @@ def _read_response(sock: socket.socket, buf: bytearray) -> int:
         buf += chunk
     del buf[:need]
     return status
+
+
+def _content_length(head: bytes) -> int:
+    """The ``content-length`` of a lower-cased response head ending in CRLF (0 when absent)."""
+    i = head.find(b"\r\ncontent-length:")
+    return int(head[i + 17 : head.find(b"\r\n", i + 2)]) if i >= 0 else 0
 
 
 class HttpConn:
@@ -135,10 +140,7 @@ async def _closed_loop(url: str, request: bytes, conns: int, duration: float) ->
             while time.monotonic() < stop_at:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-                low = head.lower()
-                i = low.find(b"content-length:")
-                length = int(low[i + 15 : low.find(b"\r\n", i)]) if i >= 0 else 0
-                await reader.readexactly(length)
+                await reader.readexactly(_content_length(head.lower()))
                 if head.startswith(b"HTTP/1.1 200"):
                     ok += 1
                 else:
@@ -161,7 +163,9 @@ def _proc_main(url: str, request: bytes, conns: int, duration: float, start_at: 
     out.put(asyncio.run(_closed_loop(url, request, conns, duration)))
 
 
-def http_peak(url: str, request: bytes, *, procs: int = 2, conns: int = 32, duration: float = 4.0) -> dict[str, float]:
+def http_peak(
+    url: str, request: bytes, *, procs: int = 2, conns: int = 32, duration: float = 4.0
+) -> dict[str, float]:
     """Answered requests per second with ``procs × conns`` connections each sending back to back."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -177,7 +181,9 @@ def http_peak(url: str, request: bytes, *, procs: int = 2, conns: int = 32, dura
     return {"rps": ok / duration, "ok": ok, "errors": sum(r[1] for r in results)}
 
 
-async def _grpc_closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], conc: int, duration: float) -> int:
+async def _grpc_closed_loop(
+    url: str, model: str, inputs: dict[str, np.ndarray], conc: int, duration: float
+) -> tuple[int, int]:
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -190,16 +196,19 @@ async def _grpc_closed_loop(url: str, model: str, inputs: dict[str, np.ndarray],
             t.shape.extend(arr.shape)
             req.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
         stop_at = time.monotonic() + duration
-        ok = 0
+        ok = bad = 0
 
         async def worker() -> None:
-            nonlocal ok
+            nonlocal ok, bad
             while time.monotonic() < stop_at:
-                await stub.ModelInfer(req)
-                ok += 1
+                try:
+                    await stub.ModelInfer(req)
+                    ok += 1
+                except grpc.aio.AioRpcError:
+                    bad += 1
 
         await asyncio.gather(*(worker() for _ in range(conc)))
-        return ok
+        return ok, bad
 
 
 def _grpc_proc(
@@ -210,7 +219,13 @@ def _grpc_proc(
 
 
 def grpc_peak(
-    url: str, model: str, inputs: dict[str, np.ndarray], *, procs: int = 2, conc: int = 32, duration: float = 4.0
+    url: str,
+    model: str,
+    inputs: dict[str, np.ndarray],
+    *,
+    procs: int = 2,
+    conc: int = 32,
+    duration: float = 4.0,
 ) -> dict[str, float]:
     """Answered gRPC requests per second, ``procs`` processes × ``conc`` concurrent calls."""
     ctx = mp.get_context("spawn")
@@ -219,7 +234,8 @@ def grpc_peak(
     workers = [ctx.Process(target=_grpc_proc, args=args) for _ in range(procs)]
     for w in workers:
         w.start()
-    ok = sum(q.get(timeout=duration + 120) for _ in workers)
+    results = [q.get(timeout=duration + 120) for _ in workers]
     for w in workers:
         w.join()
-    return {"rps": ok / duration, "ok": ok}
+    ok = sum(r[0] for r in results)
+    return {"rps": ok / duration, "ok": ok, "errors": sum(r[1] for r in results)}

@@ -48,6 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter trials (0.3 s) and fewer runs")
     parser.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated demo models")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat each measurement; keep the best (for a busy machine)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results") / "runtime_raw_throughput.json")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -63,9 +66,16 @@ def main() -> None:
         rows = []
         for name in models:
             path = repo / name / "model.onnx"
-            lat = {t: batch1_latency_ms(path, t, 50 if args.quick else 200) for t in (1, 2)}
-            raw = measure_raw_throughput(
-                path, duration_s=0.3 if args.quick else 1.0, variable_dim=SEQUENCE, name=name
+            runs = 50 if args.quick else 200
+            lat = {t: min(batch1_latency_ms(path, t, runs) for _ in range(args.rounds)) for t in (1, 2)}
+            raw = max(
+                (
+                    measure_raw_throughput(
+                        path, duration_s=0.3 if args.quick else 1.0, variable_dim=SEQUENCE, name=name
+                    )
+                    for _ in range(args.rounds)
+                ),
+                key=lambda r: r.rows_per_s,
             )
             rows.append({"model": name, "batch1_ms": lat, "raw": raw.to_dict()})
             b = raw.best
@@ -95,6 +105,8 @@ def main() -> None:
         },
         "sequence_length": SEQUENCE,
         "seed": 0,
+        "rounds": args.rounds,
+        "load_average": os.getloadavg(),
         "demo_build_s": build_s,
         "demo_second_call_s": rebuild_s,
         "models": rows,

@@ -38,12 +38,15 @@ def pool_views() -> list[InstanceView]:
     return [InstanceView(id=i, model="task", hardware=h) for i, h in enumerate(SERVERS)]
 
 
-def feed(s: QosHeuristic, rate: float, until: float, start: float = 0.0) -> None:
-    """Submit requests at a steady ``rate`` in [start, until)."""
-    n = int((until - start) * rate)
+def feed(s: QosHeuristic, rate: float, until: float, waiting: int = 3) -> None:
+    """Arrivals at a steady ``rate`` in [0, until) of which the last ``waiting`` are still queued."""
+    n = int(until * rate)
     for k in range(n):
-        t = start + k / rate
-        s.submit(t, Request(k, "task", t, t + 0.15))
+        t = k / rate
+        if k >= n - waiting:
+            s.submit(t, Request(k, "task", t, t + 0.15))
+        else:
+            s.rate.observe(t)
 
 
 def only_dispatch(decisions: list[object]) -> Dispatch:
@@ -79,6 +82,13 @@ def test_a_rate_the_large_variant_cannot_sustain_switches_to_the_small_one() -> 
     assert smaller == 0 or sum(
         smaller / make_spec().latency(SMALL, h, smaller) for h in SERVERS
     ) < s.rate.rate(2.0)
+
+
+def test_a_backlog_past_the_target_is_drained_with_the_fastest_variant_and_largest_batch() -> None:
+    s = QosHeuristic(make_spec())
+    feed(s, rate=100.0, until=1.0, waiting=40)
+    variant, batch = s.choose(1.0 + 0.2, pool_views()[2], pool_views())  # type: ignore[misc]
+    assert (variant, batch) == (SMALL, 32)
 
 
 def test_an_old_request_gets_the_variant_that_still_meets_the_target() -> None:

@@ -48,6 +48,10 @@ SETUP = {
         "batch_size": 128,
         "n_epochs": 4,
         "learning_rate": 1e-3,
+        "gamma": 0.99,
+        "ent_coef": 0.01,
+        "target_kl": None,
+        "imitation_steps": 0,  # pure RL from random weights: the test is that learning beats random
         "workload": {"rate": [150, 300], "duration_s": 3.0},
     },
 }
@@ -164,3 +168,13 @@ def test_train_rl_and_experiment_commands_run_end_to_end(
     assert set(overall) == {"rl", "heuristic", "triton", "random", "rl_vs_heuristic"}
     for fig in ("mean_utility", "attainment", "mean_accuracy"):
         assert overall["heuristic"][fig]["ci95"] >= 0
+
+
+@pytest.mark.slow
+def test_imitation_warm_start_reproduces_the_heuristic(trained: tuple[object, Path, Path]) -> None:
+    from sloserve.rl.train import build_model, imitate_heuristic, make_env
+
+    setup, _, _ = trained
+    p = setup.file.train.model_copy(update={"imitation_steps": 2000, "imitation_epochs": 10})  # type: ignore[attr-defined]
+    agreement = imitate_heuristic(build_model(make_env(setup, p), p), make_env(setup, p), p)  # type: ignore[arg-type]
+    assert agreement > 0.95

@@ -4,6 +4,10 @@ instances and threads change while a real ONNX model serves, without failing req
 from __future__ import annotations
 
 import http.client
+import json
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -95,3 +99,30 @@ def test_resize_while_serving_real_model(tmp_path: Path) -> None:
             assert req.get_result().as_numpy("OUTPUT0")[0, 0] == i
         wait_for(lambda: len(loop.views) == 1 and loop.views[0].cores == 1)
         client.close()
+
+
+def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
+    build_demo_model("identity", tmp_path)
+    cmd = [sys.executable, "-m", "sloserve", "serve", str(tmp_path), "--http-port", "0", "--grpc-port", "0"]
+    proc = subprocess.Popen([*cmd, "--metrics-port", "-1"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        port = None
+        for line in proc.stderr:
+            record = json.loads(line)  # structured logs: one JSON object per line
+            if record["msg"] == "listening":
+                port = record["http"]
+            if record["msg"] == "server ready":
+                break
+        assert port is not None
+        client = th.InferenceServerClient(f"127.0.0.1:{port}")
+        inp = th.InferInput("INPUT0", [1, 2], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 2), np.float32))
+        assert client.infer("identity", [inp]).as_numpy("OUTPUT0").shape == (1, 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert any(json.loads(line)["msg"] == "server stopped" for line in proc.stderr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -108,3 +108,68 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
     bad.write_text("models: [\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         Experiment.from_file(bad)
+
+
+TRACE = Path("/work/shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv")
+TRACE = (
+    TRACE
+    if TRACE.exists()
+    else Path(__file__).resolve().parents[2] / "shared/data/traces/azure_llm_2023" / TRACE.name
+)
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [
+        {
+            "kind": "gamma",
+            "rate": 100,
+            "cv": 2,
+            "duration_s": 20,
+            "slo_by_priority": {1: 50, 2: 200},
+            "classes": [1, 3],
+        },
+        {
+            "kind": "mmpp",
+            "rate_on": 200,
+            "rate_off": 10,
+            "mean_on_s": 1,
+            "mean_off_s": 2,
+            "duration_s": 20,
+            "slo_ms": 80,
+        },
+        {"kind": "piecewise", "rates": [50, 150, 100], "segment_s": 5, "slo_ms": 80},
+        {"kind": "diurnal", "rate": 100, "amplitude": 0.5, "period_s": 10, "duration_s": 20, "slo_ms": 80},
+        {"kind": "counts", "counts": [100, 50, 100, 150], "slo_ms": 80},
+        {"kind": "trace", "path": str(TRACE), "target_rate": 100, "duration_s": 600, "slo_ms": 80},
+        {
+            "kind": "poisson",
+            "rate": 100,
+            "duration_s": 20,
+            "slo_ms": 200,
+            "payload_bytes": 50000,
+            "payload_cv": 0.5,
+            "network": {"mean_bps": 1.0e6, "cv": 0.5, "base_delay_ms": 5},
+        },
+    ],
+)
+def test_every_workload_kind_builds_scales_and_gets_slos(workload: dict[str, object]) -> None:
+    exp = Experiment.from_data({**CONFIG, "workload": workload}, "<test>")
+    base = exp.workload(1.0, seed=1)
+    double = exp.workload(2.0, seed=1)
+    assert len(base) > 50
+    assert double.mean_rate == pytest.approx(2 * base.mean_rate, rel=0.15)
+    slos = base.slos
+    assert (slos < 0.25).all() and (slos > 0).any()
+    if "network" in workload:
+        assert slos.max() < 0.2 - 0.005 and len(set(slos.round(6))) > 10  # dynamic per request
+    if "classes" in workload:
+        assert set(slos.round(6)) == {0.05, 0.2}
+    assert exp.workload(1.0, seed=1).arrivals.tolist() == base.arrivals.tolist()
+
+
+def test_network_needs_an_slo() -> None:
+    wl_spec = {"kind": "poisson", "rate": 10, "duration_s": 5, "network": {"mean_bps": 1e6}}
+    exp = Experiment.from_data({**CONFIG, "workload": wl_spec}, "<test>")
+    with pytest.raises(ConfigError, match=r"workload\.network: needs slo_ms"):
+        exp.workload()

@@ -155,5 +155,17 @@ def test_bad_setups_give_clear_errors() -> None:
         simulate([ModelSetup("a", p, s), ModelSetup("b", p, s)], at(0.0))
     with pytest.raises(ValueError, match="model index 1"):
         simulate(ModelSetup("a", p, FixedBatcher(1)), wl.Workload(np.array([0.0]), models=np.array([1])))
+    with pytest.raises(ValueError, match=r"hardware_prices has no entry for \['cpu'\]"):
+        simulate(
+            ModelSetup("a", p, FixedBatcher(1)), at(0.0), hardware_prices={"gpu": Hardware("gpu", 1, 1.0)}
+        )
     with pytest.raises(ValueError, match="record=True needs a Workload"):
         simulate(ModelSetup("a", p, FixedBatcher(1)), wl.stream_poisson(10, 1), record=True)
+
+
+def test_progress_bar_and_streamed_workload_run() -> None:
+    p = AffineProfile("m", alpha=0.005, beta=0.001, max_batch=16)
+    w = wl.stream_poisson(400, 5, seed=2, slo=0.05, chunk=512)
+    r = simulate(ModelSetup("m", p, TritonDynamicBatcher(16)), w, progress=True)
+    assert r.metrics.requests == sum(len(c) for c in w.chunks()) > 1500
+    assert r.metrics.completed + r.metrics.dropped == r.metrics.requests

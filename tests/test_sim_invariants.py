@@ -77,6 +77,7 @@ scenario = st.fixed_dictionaries(
         "noise_cv": st.sampled_from([0.0, 0.3]),
         "tail": st.booleans(),
         "scaler": st.booleans(),
+        "dynamic": st.booleans(),
         "rate": st.floats(20, 600),
         "cv": st.floats(0.5, 3.0),
         "slo": st.floats(0.005, 0.2),
@@ -102,6 +103,7 @@ def run(s: dict[str, Any]) -> tuple[SimResult, AffineProfile]:
         scaler=ToggleScaler("m", s["max_batch"]) if s["scaler"] else None,
         actuation_delay=0.05,
         cold_start=0.1,
+        dynamic_slowdown=s["dynamic"],
     )
     return simulate(setup, w, seed=s["seed"], record=True, timeline_interval=0.5), profile
 

@@ -131,3 +131,15 @@ def test_bad_traces_and_parameters_give_clear_errors(tmp_path: Path) -> None:
         wl.Workload(np.array([1.0, 2.0]), deadlines=np.array([3.0]))
     with pytest.raises(ValueError, match="bandwidth values must be finite and > 0"):
         wl.NetworkDelayModel(np.array([1.0, 0.0]))
+
+
+def test_counts_from_csv(tmp_path: Path) -> None:
+    good = tmp_path / "counts.csv"
+    good.write_text("# requests per second\nsecond,count\n0,3\n1,0\n2,5\n")
+    c = wl.counts_from_csv(good)
+    assert c.tolist() == [3, 0, 5]
+    assert len(wl.from_counts(c, seed=1)) == 8
+    bad = tmp_path / "bad.csv"
+    bad.write_text("count\n3\nmany\n")
+    with pytest.raises(ConfigError, match=r"bad.csv: line 3: column 'count': 'many' is not a number"):
+        wl.counts_from_csv(bad)

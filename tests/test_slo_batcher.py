@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sloserve.core import AffineProfile, Dispatch, Drop, DropReason, InstanceView, Request, WaitUntil
@@ -161,7 +161,7 @@ _request_specs = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=_request_specs,
     max_batch=st.integers(1, 40),

@@ -74,3 +74,13 @@ def test_slo_scheduler_and_sponge_scaler_in_the_server(tmp_path: Path) -> None:
     assert set(res.status[hopeless].tolist()) == {503}  # type: ignore[attr-defined]
     reasons = [res.reasons[i] for i in np.flatnonzero(hopeless)]  # type: ignore[attr-defined]
     assert all("deadline" in r for r in reasons), reasons
+
+
+def test_slo_batcher_is_the_default_with_a_profile_and_an_slo() -> None:
+    from sloserve.runtime.model_config import ModelConfig
+
+    assert ModelConfig.model_validate({"profile": "p.yaml", "slo_ms": 50}).scheduler.name == "slo"
+    assert ModelConfig.model_validate({"slo_ms": 50}).scheduler.name == "triton"
+    assert ModelConfig.model_validate({"profile": "p.yaml"}).scheduler.name == "triton"
+    named = {"profile": "p.yaml", "slo_ms": 50, "scheduler": {"name": "ray"}}
+    assert ModelConfig.model_validate(named).scheduler.name == "ray"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sloserve.core import SetInstanceCores, SetInstanceCount, SetMaxBatch, SpongeProfile, WindowStats
@@ -42,7 +42,7 @@ def _window(end: float, arrivals: int, budget: float = math.inf, duration: float
     )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     gamma=st.floats(0.0, 0.02),
     delta=st.floats(0.0, 0.002),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,7 @@ def run_comparison(
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per workload and overall (mean over workloads per seed): mean ± CI of each figure per policy,
     and RL's change in mean utility against the heuristic (paired by workload and seed)."""
-    groups = sorted({r["workload"] for r in rows}, key=lambda g: (g.startswith("trace"), g))
+    groups = list(dict.fromkeys(r["workload"] for r in rows))  # in the order they ran
     seeds = sorted({r["seed"] for r in rows})
     table: dict[tuple[str, str, int], dict[str, Any]] = {
         (r["workload"], r["policy"], r["seed"]): r for r in rows
@@ -162,6 +163,8 @@ def plot(summary: dict[str, Any], groups: list[str], path: Path) -> Path:
             )
         ax.set_ylabel(labels[fig_name])
         ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(0, None)
+    axes[1].set_ylim(0, 1.05)
     lo = min(
         summary[c][p]["mean_accuracy"]["mean"]
         for c in cols
@@ -171,7 +174,7 @@ def plot(summary: dict[str, Any], groups: list[str], path: Path) -> Path:
     axes[2].set_ylim(max(0.0, lo - 0.03), None)
     axes[0].legend(fontsize=8, ncol=len(policies))
     axes[0].set_title("QoS scheduling on a heterogeneous pool (held-out workloads, 95% CI over seeds)")
-    axes[-1].set_xticks(x, [c.replace(" cv", "\ncv").replace(" @", "\n@") for c in cols], fontsize=7)
+    axes[-1].set_xticks(x, [textwrap.fill(c, 16) for c in cols], fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -57,7 +57,7 @@ def _per_hardware(table: ModuleTable, budget: float) -> list[tuple[int, float, F
         n = np.arange(top + 1)
         pos = np.searchsorted(need, n, side="right") - 1
         best_cap = np.where(pos >= 0, run_max[np.maximum(pos, 0)], 0.0)
-        out.append((int(h), float(table.price[idx[0]]), n * best_cap))
+        out.append((int(h), float(table.price[idx[0]]), np.asarray(n * best_cap, dtype=np.float64)))
     return out
 
 
@@ -99,8 +99,8 @@ def exact_module_choice(table: ModuleTable, budget: float) -> ModuleChoice:
     search(0, r, 0.0)
     if not math.isfinite(best_cost):
         return NO_CHOICE
-    counts = {h: n for (h, _, _), n in zip(hws, best_counts, strict=True)}
-    return ModuleChoice(best_cost, choose_batches(table, budget, counts))
+    chosen = {h: n for (h, _, _), n in zip(hws, best_counts, strict=True)}
+    return ModuleChoice(best_cost, choose_batches(table, budget, chosen))
 
 
 def best_split(costs: Sequence[FloatArray], paths: Sequence[tuple[int, ...]], steps: int) -> list[int] | None:
@@ -141,10 +141,8 @@ def plan_bruteforce(problem: PlanningProblem) -> Plan:
     """The exact optimum of ``problem`` on its grid (see the module docstring)."""
     start = time.perf_counter()
     app = problem.app
-    if app.rate <= 0:
-        raise ValueError(f"app {app.name!r}: planning needs an input rate > 0, got {app.rate}")
     tables = module_tables(problem)
-    budgets = np.arange(problem.grid_steps + 1) * problem.step
+    budgets = problem.budgets()
     choices = [[exact_module_choice(t, float(b)) for b in budgets] for t in tables]
     costs = [np.array([c.cost for c in row]) for row in choices]
     paths = path_indices(app, [t.name for t in tables])

@@ -56,5 +56,6 @@ def plan_problems(plan: Plan) -> list[str]:
     for path in app.paths():
         total = sum(budgets[n] for n in path)
         if total > plan.slo * (1 + REL_TOL):
-            out.append(f"path {' -> '.join(path)}: budgets sum to {total * 1e3:g} ms > SLO {plan.slo * 1e3:g} ms")
+            chain = " -> ".join(path)
+            out.append(f"path {chain}: budgets sum to {total * 1e3:g} ms > SLO {plan.slo * 1e3:g} ms")
     return out

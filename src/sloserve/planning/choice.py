@@ -72,38 +72,29 @@ def choose_batches(table: ModuleTable, budget: float, counts: Mapping[int, int])
     one, as long as the tuples still carry the rate: dummies only where no smaller batch will do.
     """
     nmin = table.min_machines(np.array(budget))
-    options: list[IntArray] = []
-    floors: list[FloatArray] = []  # per option: the stream its batches need to fill in time
-    picks: list[int] = []  # position in options[i]
-    ns: list[int] = []
+    tuples: list[tuple[int, IntArray, FloatArray, FloatArray]] = []  # (count, configs, capacity, floor)
     for h, n in sorted(counts.items()):
         if n <= 0:
             continue
-        usable = np.flatnonzero((table.hw == h) & (nmin <= n))
-        if not len(usable):
+        configs = np.flatnonzero((table.hw == h) & (nmin <= n))
+        if not len(configs):
             raise ValueError(f"module {table.name!r}: no batch on hardware {h} fits {n} machines")
-        options.append(usable)
-        floors.append(np.array([floor_stream(table, int(j), n, budget) for j in usable]))
-        picks.append(int(np.argmax(table.capacity[usable])))
-        ns.append(n)
+        floor = np.array([floor_stream(table, int(j), n, budget) for j in configs])
+        tuples.append((n, configs, table.capacity[configs] * n, floor))
+    picks = [int(np.argmax(cap)) for _, _, cap, _ in tuples]  # positions in each tuple's configs
     rate = table.rate
-
-    def cap(i: int, pos: int | FloatArray | IntArray) -> FloatArray:
-        return np.asarray(table.capacity[options[i][pos]] * ns[i])
-
-    while sum(floors[i][p] for i, p in enumerate(picks)) > rate * (1 + REL_TOL):
-        total = sum(float(cap(i, p)) for i, p in enumerate(picks))
-        for i in sorted(range(len(picks)), key=lambda i: -floors[i][picks[i]]):
-            spare = total - float(cap(i, picks[i]))
-            better = (floors[i] < floors[i][picks[i]]) & (spare + cap(i, np.arange(len(options[i]))) >=
-                                                         rate * (1 - REL_TOL))
-            if better.any():
-                alt = np.flatnonzero(better)
-                picks[i] = int(alt[np.argmax(table.capacity[options[i][alt]])])
+    while sum(t[3][p] for t, p in zip(tuples, picks, strict=True)) > rate * (1 + REL_TOL):
+        total = sum(float(t[2][p]) for t, p in zip(tuples, picks, strict=True))
+        for i in sorted(range(len(tuples)), key=lambda i: -tuples[i][3][picks[i]]):
+            _, _, cap, floor = tuples[i]
+            spare = total - float(cap[picks[i]])
+            alt = np.flatnonzero((floor < floor[picks[i]]) & (spare + cap >= rate * (1 - REL_TOL)))
+            if len(alt):
+                picks[i] = int(alt[np.argmax(cap[alt])])
                 break
         else:
             break
-    return tuple(TupleChoice(int(options[i][p]), n) for i, (p, n) in enumerate(zip(picks, ns, strict=True)))
+    return tuple(TupleChoice(int(t[1][p]), t[0]) for t, p in zip(tuples, picks, strict=True))
 
 
 def floor_stream(table: ModuleTable, config: int, count: int, budget: float) -> float:

@@ -9,10 +9,10 @@ module scheduler with multi-tuple configurations and dummy requests
 from __future__ import annotations
 
 import time
-
-import numpy as np
+from dataclasses import replace
 
 from sloserve.planning.assemble import assemble_plan, infeasible_plan
+from sloserve.planning.choice import CostTable
 from sloserve.planning.module_search import harpagon_cost_table
 from sloserve.planning.plan import Plan
 from sloserve.planning.problem import PlanningProblem, module_tables, path_indices
@@ -23,10 +23,8 @@ def plan_harpagon(problem: PlanningProblem) -> Plan:
     """Harpagon's plan for ``problem``; ``feasible`` is false (with a reason) when none fits."""
     start = time.perf_counter()
     app = problem.app
-    if app.rate <= 0:
-        raise ValueError(f"app {app.name!r}: planning needs an input rate > 0, got {app.rate}")
     tables = module_tables(problem)
-    budgets = np.arange(problem.grid_steps + 1) * problem.step
+    budgets = problem.budgets()
     cost_tables = [harpagon_cost_table(t, budgets) for t in tables]
     paths = path_indices(app, [t.name for t in tables])
     ks = split_budgets([c.cost.tolist() for c in cost_tables], paths, problem.grid_steps)
@@ -35,16 +33,12 @@ def plan_harpagon(problem: PlanningProblem) -> Plan:
     else:
         choices = [c.choice(k) for c, k in zip(cost_tables, ks, strict=True)]
         plan = assemble_plan(app, "harpagon", tables, choices, [float(budgets[k]) for k in ks])
-    return _timed(plan, start)
-
-
-def _timed(plan: Plan, start: float) -> Plan:
-    from dataclasses import replace
-
     return replace(plan, planning_time=time.perf_counter() - start)
 
 
-def _why_infeasible(problem: PlanningProblem, cost_tables: list, paths: list[tuple[int, ...]]) -> str:
+def _why_infeasible(
+    problem: PlanningProblem, cost_tables: list[CostTable], paths: list[tuple[int, ...]]
+) -> str:
     names = problem.app.topological_order()
     firsts = [c.first_feasible for c in cost_tables]
     hopeless = [n for n, f in zip(names, firsts, strict=True) if f is None]

@@ -65,7 +65,9 @@ def _actions(table: ModuleTable, s: _State) -> Iterator[_State]:
         yield _state(table, int(busier[np.argmin(table.utilization[busier])]))
     cheaper = table.price[table.price < table.price[j0]]
     if len(cheaper):
-        down = np.flatnonzero((table.price == cheaper.max()) & (table.utilization == util) & (table.batch <= batch))
+        down = np.flatnonzero(
+            (table.price == cheaper.max()) & (table.utilization == util) & (table.batch <= batch)
+        )
         if len(down):
             yield _state(table, int(down[np.argmax(table.batch[down])]))
 
@@ -74,8 +76,6 @@ def plan_inferline(problem: PlanningProblem) -> Plan:
     """InferLine-style plan of ``problem``."""
     start = time.perf_counter()
     app = problem.app
-    if app.rate <= 0:
-        raise ValueError(f"app {app.name!r}: planning needs an input rate > 0, got {app.rate}")
     tables = module_tables(problem)
     paths = path_indices(app, [t.name for t in tables])
     slo = app.slo * (1 + REL_TOL)
@@ -105,7 +105,9 @@ def plan_inferline(problem: PlanningProblem) -> Plan:
         states[best[2]] = best[3]
 
     # Budgets: each module's latency, with every path's slack shared in proportion.
-    scale = [min(app.slo / sum(states[i].latency for i in p) for p in paths if m in p) for m in range(len(states))]
+    path_latency = [sum(states[i].latency for i in p) for p in paths]
+    scale = [min(app.slo / lat for p, lat in zip(paths, path_latency, strict=True) if m in p)
+             for m in range(len(states))]
     modules = tuple(
         module_plan(t, ModuleChoice(s.cost, (TupleChoice(s.config, s.count),)), s.latency * f)
         for t, s, f in zip(tables, states, scale, strict=True)

@@ -59,14 +59,9 @@ def wait_factors(batch: IntArray, utilization: FloatArray, quantile: float | Non
         )
 
 
-def collection_time(batch: int, stream_rate: float) -> float:
-    """Seconds to collect ``batch`` requests from a stream of ``stream_rate`` req/s."""
-    return math.inf if stream_rate <= 0 else batch / stream_rate
-
-
 def tuple_latency(exec_time: float, wait: float, batch: int, stream_rate: float) -> float:
     """``d(b) + q + b / w``: wait for the batch to fill, for a free machine, then for the run."""
-    return exec_time + wait + collection_time(batch, stream_rate)
+    return exec_time + wait + (math.inf if stream_rate <= 0 else batch / stream_rate)
 
 
 def min_stream_rate(exec_time: float, wait: float, batch: int, budget: float) -> float:
@@ -86,18 +81,18 @@ def tuple_fits(
 
 
 def min_machines_array(
-    latency: FloatArray, wait_factors: FloatArray, capacity: FloatArray, batch: FloatArray, budgets: FloatArray
+    latency: FloatArray, wait: FloatArray, capacity: FloatArray, batch: IntArray, budgets: FloatArray
 ) -> FloatArray:
     """Fewest machines per (budget, config) that fill their batches in time at full load.
 
     Shape ``budgets.shape + latency.shape``; ``inf`` where no count does (``d(b) >= B``).
     """
     slack = np.subtract.outer(budgets, latency)
-    need = latency * wait_factors + batch / capacity
+    need = latency * wait + batch / capacity
     out = np.full(slack.shape, np.inf)
     ok = slack > 0
     out[ok] = np.ceil(np.broadcast_to(need, slack.shape)[ok] / slack[ok] - REL_TOL)
-    return np.maximum(out, 1.0)
+    return np.asarray(np.maximum(out, 1.0), dtype=np.float64)
 
 
 def min_machines(exec_time: float, wait_factor_: float, capacity: float, batch: int, budget: float) -> float:

@@ -30,8 +30,8 @@ import numpy as np
 from scipy.stats import poisson
 
 from sloserve.planning.assemble import infeasible_plan
-from sloserve.planning.latency import REL_TOL, FloatArray, IntArray
 from sloserve.planning.bruteforce import best_split
+from sloserve.planning.latency import REL_TOL, FloatArray, IntArray
 from sloserve.planning.plan import ModulePlan, Plan, PlanTuple, SharedGroup, SharedMember
 from sloserve.planning.problem import ModuleTable, PlanningProblem, module_tables, path_indices
 
@@ -66,10 +66,7 @@ class _Residual:
     def batch(self, cycle: FloatArray) -> IntArray:
         """The batch a node with duty cycle ``cycle`` must run for this residual."""
         mean = self.rate * np.asarray(cycle)
-        if self.quantile is None:
-            b = np.ceil(mean - 1e-9)
-        else:
-            b = poisson.ppf(self.quantile, mean)
+        b = np.ceil(mean - 1e-9) if self.quantile is None else poisson.ppf(self.quantile, mean)
         return np.maximum(b, 1).astype(np.int64)
 
     def member(self, cycle: float) -> SharedMember | None:
@@ -177,52 +174,58 @@ def _round_robin_tuple(table: ModuleTable, configs: IntArray, n: int, budget: fl
 def plan_nexus(problem: PlanningProblem, split: NexusSplit = "dp") -> Plan:
     """Nexus-style plan of ``problem`` (round-robin dispatch, residual nodes packed)."""
     start = time.perf_counter()
+    plan = _plan(problem, split)
+    return replace(plan, planning_time=time.perf_counter() - start)
+
+
+def _plan(problem: PlanningProblem, split: NexusSplit) -> Plan:
     app = problem.app
-    if app.rate <= 0:
-        raise ValueError(f"app {app.name!r}: planning needs an input rate > 0, got {app.rate}")
+    name = f"nexus-{split}"
     tables = module_tables(problem)
-    budgets = np.arange(problem.grid_steps + 1) * problem.step
+    budgets = problem.budgets()
     paths = path_indices(app, [t.name for t in tables])
     if split == "dp":
         ks = best_split([fractional_costs(t, budgets) for t in tables], paths, problem.grid_steps)
     else:
         ks = _even_split(problem, paths, len(tables))
-    name = f"nexus-{split}"
     if ks is None:
-        return replace(infeasible_plan(app, name, "no split gives every module a batch within half its budget"),
-                       planning_time=time.perf_counter() - start)
+        return infeasible_plan(app, name, "no split gives every module a batch that fits its budget")
     modules: list[ModulePlan] = []
     residuals: list[_Residual] = []
     for table, k in zip(tables, ks, strict=True):
-        budget = float(budgets[k])
-        cfg = nexus_config(table, budget)
-        if cfg is None:
-            return replace(infeasible_plan(app, name, f"module {table.name!r}: no batch fits half of "
-                                           f"its {budget * 1e3:g} ms budget"),
-                           planning_time=time.perf_counter() - start)
-        j = cfg.config
-        full = math.floor(table.rate / cfg.throughput * (1 + 1e-9))
-        hw_name = table.hardware[int(table.hw[j])]
-        price = float(table.price[j])
-        tuples: tuple[PlanTuple, ...] = ()
-        d = float(table.latency[j])
-        if full:
-            tuples = (PlanTuple(hw_name, int(table.batch[j]), full, full * cfg.throughput, 0.0, d,
-                                d * float(table.wait[j]) / full, float(table.utilization[j]), price),)
-        rest = table.rate - full * cfg.throughput
-        if rest > table.rate * REL_TOL:
-            same = (table.hw == table.hw[j]) & (table.utilization == table.utilization[j])
-            res = _Residual(table.name, hw_name, price, rest, budget, table.latency[same], problem.wait_quantile)
-            if res.own_cycle() is not None:
-                residuals.append(res)
-            else:  # too little load for a duty cycle: one more round-robin machine takes it
-                extra = _round_robin_tuple(table, np.flatnonzero(same), full + 1, budget)
-                if extra is None:
-                    return replace(infeasible_plan(app, name, f"module {table.name!r}: its residual rate "
-                                                   "fits neither a duty cycle nor one more machine"),
-                                   planning_time=time.perf_counter() - start)
-                tuples = (extra,)
-        modules.append(ModulePlan(table.name, table.model, table.rate, budget, "round_robin", tuples))
-    shared = _pack(residuals)
-    plan = Plan(app.name, name, app.slo, app.rate, True, tuple(modules), app.edges, tuple(shared))
-    return replace(plan, planning_time=time.perf_counter() - start)
+        part = _module_plan(table, float(budgets[k]), problem.wait_quantile)
+        if isinstance(part, str):
+            return infeasible_plan(app, name, part)
+        modules.append(part[0])
+        if part[1] is not None:
+            residuals.append(part[1])
+    return Plan(app.name, name, app.slo, app.rate, True, tuple(modules), app.edges, tuple(_pack(residuals)))
+
+
+def _module_plan(
+    table: ModuleTable, budget: float, quantile: float | None
+) -> tuple[ModulePlan, _Residual | None] | str:
+    """One module's full machines and its residual node (if any), or why it cannot be served."""
+    cfg = nexus_config(table, budget)
+    if cfg is None:
+        return f"module {table.name!r}: no batch fits its {budget * 1e3:g} ms budget"
+    j = cfg.config
+    full = math.floor(table.rate / cfg.throughput * (1 + REL_TOL))
+    hw_name = table.hardware[int(table.hw[j])]
+    price = float(table.price[j])
+    d = float(table.latency[j])
+    tuples: tuple[PlanTuple, ...] = ()
+    if full:
+        tuples = (PlanTuple(hw_name, int(table.batch[j]), full, full * cfg.throughput, 0.0, d,
+                            d * float(table.wait[j]) / full, float(table.utilization[j]), price),)
+    residual = None
+    rest = table.rate - full * cfg.throughput
+    if rest > table.rate * REL_TOL:
+        same = (table.hw == table.hw[j]) & (table.utilization == table.utilization[j])
+        residual = _Residual(table.name, hw_name, price, rest, budget, table.latency[same], quantile)
+        if residual.own_cycle() is None:  # too little load for a duty cycle: one more machine takes it
+            extra = _round_robin_tuple(table, np.flatnonzero(same), full + 1, budget)
+            if extra is None:
+                return f"module {table.name!r}: its residual fits neither a duty cycle nor one more machine"
+            tuples, residual = (extra,), None
+    return ModulePlan(table.name, table.model, table.rate, budget, "round_robin", tuples), residual

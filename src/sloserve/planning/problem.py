@@ -3,7 +3,8 @@
 Every planner (Harpagon, the brute force, Nexus-style, InferLine-style) reads the same
 :class:`PlanningProblem` and the same :class:`ModuleTable`s built from it, so they search one
 discretisation: module budgets are whole multiples of ``step = slo / grid_steps``, batch sizes are
-the integers ``1..max_batch`` of each (model, hardware) profile and machine counts are integers.
+the integers ``1..max_batch`` of each (model, hardware) profile, design utilizations come from
+``utilizations`` and machine counts are integers.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class PlanningProblem:
     model without it (then a utilization of 1 is allowed)."""
 
     def __post_init__(self) -> None:
+        if not self.app.rate > 0:
+            raise ValueError(f"app {self.app.name!r}: planning needs an input rate > 0, got {self.app.rate}")
         if self.grid_steps < 1:
             raise ValueError(f"grid_steps must be >= 1, got {self.grid_steps}")
         if self.max_batch < 1:
@@ -76,17 +79,14 @@ class PlanningProblem:
         """Seconds per budget grid step."""
         return self.app.slo / self.grid_steps
 
-    def hardware_named(self, name: str) -> Hardware:
-        """The catalogue entry called ``name``."""
-        for h in self.hardware:
-            if h.name == name:
-                return h
-        raise KeyError(f"no hardware {name!r} in the catalogue")
+    def budgets(self) -> FloatArray:
+        """The budget grid ``k · step`` for k = 0..grid_steps, seconds."""
+        return np.arange(self.grid_steps + 1, dtype=np.float64) * self.step
 
 
 @dataclass(frozen=True, slots=True)
 class ModuleTable:
-    """Every (hardware, batch) configuration of one module, as flat arrays (one entry per config).
+    """Every (hardware, batch, utilization) config of one module, as flat arrays (one entry each).
 
     Built once per plan by :func:`module_tables`; the planners only read it.
     """
@@ -125,25 +125,6 @@ class ModuleTable:
         return ModuleTable(self.name, self.model, self.rate, self.hardware, self.hw[idx], self.batch[idx],
                            self.latency[idx], self.price[idx], self.utilization[idx], self.wait[idx])
 
-    def undominated(self) -> IntArray:
-        """Configs that no other config of the same hardware beats at every budget.
-
-        ``j`` beats ``i`` when it has at least the capacity, at most the latency and at most the
-        fill requirement ``d·A + b/c`` (so it fits every budget ``i`` fits with no more machines);
-        a tuple of ``i`` can then become a tuple of ``j`` at the same price. Ties keep the first.
-        """
-        need = self.latency * self.wait + self.batch / self.capacity
-        keep = []
-        for h in np.unique(self.hw):
-            idx = np.flatnonzero(self.hw == h)
-            c, d, e = self.capacity[idx], self.latency[idx], need[idx]
-            geq = (c[:, None] >= c) & (d[:, None] <= d) & (e[:, None] <= e)  # [j, i]: j at least as good
-            strict = (c[:, None] > c) | (d[:, None] < d) | (e[:, None] < e)
-            earlier = np.arange(len(idx))[:, None] < np.arange(len(idx))
-            beaten = (geq & (strict | earlier)).any(axis=0)
-            keep.append(idx[~beaten])
-        return np.concatenate(keep)
-
 
 def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
     """One table per module, in the app's topological order; configs grouped by hardware type."""
@@ -168,21 +149,30 @@ def module_tables(problem: PlanningProblem) -> list[ModuleTable]:
         hw = np.concatenate([np.full(len(b) * len(utils), i) for i, b, _, _ in parts])
         batch = np.concatenate([np.repeat(b, len(utils)) for _, b, _, _ in parts])
         util = np.tile(utils, len(batch) // len(utils))
-        out.append(
-            ModuleTable(
-                name=name,
-                model=model,
-                rate=rates[name],
-                hardware=tuple(h.name for h in problem.hardware),
-                hw=hw.astype(np.int64),
-                batch=batch.astype(np.int64),
-                latency=np.concatenate([np.repeat(lat, len(utils)) for _, _, lat, _ in parts]),
-                price=np.concatenate([np.full(len(b) * len(utils), p) for _, b, _, p in parts]),
-                utilization=util,
-                wait=wait_factors(batch, util, problem.wait_quantile),
-            )
+        table = ModuleTable(
+            name=name,
+            model=model,
+            rate=rates[name],
+            hardware=tuple(h.name for h in problem.hardware),
+            hw=hw.astype(np.int64),
+            batch=batch.astype(np.int64),
+            latency=np.concatenate([np.repeat(lat, len(utils)) for _, _, lat, _ in parts]),
+            price=np.concatenate([np.full(len(b) * len(utils), p) for _, b, _, p in parts]),
+            utilization=util,
+            wait=wait_factors(batch, util, problem.wait_quantile),
         )
+        out.append(table.subset(_useful_levels(table, len(utils))))
     return out
+
+
+def _useful_levels(table: ModuleTable, levels: int) -> IntArray:
+    """Drop a (hardware, batch) config at one utilization when a higher utilization of the same
+    batch needs no more fill time ``d·A + b/c`` at every budget: it carries more with the same
+    machines, so no plan needs the lower one. ``table`` rows come in blocks of ``levels``."""
+    need = (table.latency * table.wait + table.batch / table.capacity).reshape(-1, levels)
+    after = np.minimum.accumulate(need[:, ::-1], axis=1)[:, ::-1]  # min over this level and higher
+    beaten = np.c_[after[:, 1:] <= need[:, :-1], np.zeros(len(need), dtype=bool)]
+    return np.flatnonzero(~beaten.ravel())
 
 
 def path_indices(app: App, order: Sequence[str]) -> list[tuple[int, ...]]:

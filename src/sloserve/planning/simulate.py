@@ -17,7 +17,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Literal
 
 import numpy as np
 
@@ -66,9 +65,8 @@ class PlanSimResult:
 
 def dispatcher_for(module: ModulePlan, dispatch: DispatchPolicy | None = None) -> Scheduler:
     """The scheduler that serves ``module`` as planned (``dispatch`` overrides the plan's policy)."""
-    routes = [
-        TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time, t.wait) for t in module.tuples
-    ]
+    routes = [TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time, t.wait)
+              for t in module.tuples]
     kind = dispatch or module.dispatch
     cls = HarpagonDispatcher if kind == "harpagon" else RoundRobinPlanDispatcher
     return cls(routes, module.budget)
@@ -200,7 +198,7 @@ class _Run:
         now = self.loop.now
         owner = self.owner.get(d.instance)
         if owner is None or owner[0] is not mod or not owner[1].free:
-            raise RuntimeError(f"module {mod.plan.name}: dispatch to instance {d.instance} that cannot take it")
+            raise RuntimeError(f"module {mod.plan.name}: instance {d.instance} cannot take a batch now")
         inst = owner[1]
         prof = mod.profile[inst.id]
         size = d.batch.size

@@ -35,12 +35,12 @@ class _Splitter:
         self.costs = costs
         self.paths = paths
         self.steps = steps
-        self.through = [[p for p in paths if m in p] for m in range(len(costs))]
+        self.through = [[j for j, p in enumerate(paths) if m in p] for m in range(len(costs))]
         # Budget indices where each module's cost drops: the only grants worth considering.
         self.drops = [[k for k in range(1, len(c)) if c[k] < c[k - 1]] for c in costs]
 
     def slack(self, k: Sequence[int], m: int) -> int:
-        return self.steps - max(sum(k[i] for i in p) for p in self.through[m])
+        return self.steps - max(sum(k[i] for i in self.paths[j]) for j in self.through[m])
 
     def total(self, k: Sequence[int]) -> float:
         return sum(c[i] for c, i in zip(self.costs, k, strict=True))
@@ -49,10 +49,11 @@ class _Splitter:
         """Greedy grants by latency-cost efficiency until no grant lowers the cost."""
         while True:
             best = (0.0, 0, -1)  # (efficiency, -steps, module)
+            used = [sum(k[i] for i in p) for p in self.paths]
             for m, cost in enumerate(self.costs):
                 if m == blocked:
                     continue
-                room = self.slack(k, m)
+                room = self.steps - max(used[j] for j in self.through[m])
                 here = cost[k[m]]
                 for target in self.drops[m]:
                     j = target - k[m]

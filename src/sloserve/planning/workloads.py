@@ -5,8 +5,8 @@ detector → {two classifiers}), 2–4 hardware types and affine profiles. Hardw
 speed and price so that none dominates: a type ``s`` times faster costs about ``s**0.8`` times more
 (with noise), and batching helps fast types more (their fixed overhead shrinks less than their
 per-item time). Rates and SLOs are drawn over the ranges video-analytics papers use: 20–1000 input
-requests/s (log-uniform, so the
-few-machine and many-machine regimes are both well represented), fan-outs 0.5–3, SLOs 3–12× the pipeline's fastest batch-1 latency (about 30–600 ms).
+requests/s (log-uniform, so the few-machine and many-machine regimes are both well represented),
+fan-outs 0.5–3, SLOs 3–12× the pipeline's fastest batch-1 latency (about 30–600 ms).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Then, per *lane* (a queue with a batch size and the machines it feeds):
 
 A lane sends a batch when it holds ``b`` requests, or when the oldest request would otherwise miss
 its budget (at ``deadline − d(b) − wait``, ``wait`` being the plan's allowance for a busy machine;
-spec, ours: a plan's batches fill in time on average, the timeout bounds bursts), or — for tuples the plan pads with dummies — when the dummy stream (``u``
-requests/s since the batch opened) tops the batch up; the batch then carries that padding. Nothing
+spec, ours: a plan's batches fill in time on average, the timeout bounds bursts), or — for tuples
+the plan pads with dummies — when the dummy stream (``u`` requests/s since the batch opened) tops
+the batch up; the batch then carries that padding. Nothing
 is dropped: a late request still runs. Sans-I/O, driven by the simulator or the server through the
 :class:`~sloserve.policies.base.Scheduler` contract.
 """
@@ -170,7 +171,7 @@ class _PlanScheduler:
         """Nothing to learn: the plan fixed the configuration."""
 
     def drain(self, now: float, reason: DropReason) -> list[Drop]:
-        out = []
+        out: list[Drop] = []
         for lanes in self._lanes_of:
             for lane in lanes:
                 out.extend(Drop(r, reason) for r in lane.queue)
@@ -248,7 +249,7 @@ class RoundRobinPlanDispatcher(_PlanScheduler):
 def _routes(params: dict[str, Any]) -> list[TupleRoute]:
     raw = params.pop("tuples", None)
     if not raw:
-        raise ValueError("needs 'tuples': [{hardware, batch, count, rate, dummy_rate, exec_ms, wait_ms}, ...]")
+        raise ValueError("needs 'tuples': [{hardware, batch, count, rate, dummy_rate, exec_ms, wait_ms}]")
     out = []
     for t in raw:
         t = dict(t)

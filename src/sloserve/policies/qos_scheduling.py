@@ -51,6 +51,8 @@ class QosScheduler:
         """Requests older than this cannot earn utility any more."""
         self.planned_busy: dict[int, float] = {}
         """Busy-until times of servers given a batch earlier in the current ``decide`` call."""
+        self._latency: dict[tuple[int, str, int], float] = {}
+        self._capacity: dict[tuple[int, int, tuple[str, ...]], float] = {}
 
     # -- Scheduler protocol -------------------------------------------------------------------
     @property
@@ -84,7 +86,7 @@ class QosScheduler:
             variant, batch = choice
             picked = [self.queue.pop() for _ in range(min(batch, self._max_batch, len(self.queue)))]
             out.append(Dispatch(Batch(tuple(picked), meta={VARIANT_KEY: float(variant)}), inst.id))
-            self.planned_busy[inst.id] = now + self.spec.latency(variant, inst.hardware, len(picked))
+            self.planned_busy[inst.id] = now + self.latency(variant, inst.hardware, len(picked))
         return out
 
     def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
@@ -104,9 +106,25 @@ class QosScheduler:
         now (the batch is cut to the queue length), or None to leave it idle until the next event."""
         raise NotImplementedError
 
+    def latency(self, variant: int, hardware: str, batch: int) -> float:
+        """``spec.latency``, memoised (profiles do not change during a run)."""
+        key = (variant, hardware, batch)
+        lat = self._latency.get(key)
+        if lat is None:
+            lat = self._latency[key] = self.spec.latency(variant, hardware, batch)
+        return lat
+
+    def capacity(self, variant: int, batch: int, instances: Sequence[InstanceView]) -> float:
+        """Requests per second ``instances`` serve running ``variant`` at ``batch`` (memoised)."""
+        key = (variant, batch, tuple(i.hardware for i in instances))
+        cap = self._capacity.get(key)
+        if cap is None:
+            cap = self._capacity[key] = sum(batch / self.latency(variant, h, batch) for h in key[2])
+        return cap
+
     def speed_key(self, instance: InstanceView) -> float:
         """Sort key of free servers: the most accurate variant's batch-1 latency on its hardware."""
-        return self.spec.latency(self._best, instance.hardware, 1)
+        return self.latency(self._best, instance.hardware, 1)
 
     def busy_until(self, instance: InstanceView) -> float:
         """When ``instance`` is predicted to be free, counting batches given in this ``decide`` call."""
@@ -147,19 +165,13 @@ class QosHeuristic(QosScheduler):
 
 
 def keeping_up_batch(
-    spec: QosSpec,
-    variant: int,
-    rate: float,
-    instances: Sequence[InstanceView],
-    max_batch: int,
-    headroom: float = 1.0,
+    sched: QosScheduler, variant: int, rate: float, instances: Sequence[InstanceView], headroom: float = 1.0
 ) -> int | None:
     """Smallest batch bucket at which the pool's throughput with ``variant`` reaches ``headroom × rate``."""
-    for b in spec.batch_sizes:
-        if b > max_batch:
+    for b in sched.spec.batch_sizes:
+        if b > sched.max_batch:
             break
-        capacity = sum(b / spec.latency(variant, i.hardware, b) for i in instances)
-        if capacity >= headroom * rate:
+        if sched.capacity(variant, b, instances) >= headroom * rate:
             return b
     return None
 
@@ -178,13 +190,16 @@ def heuristic_choice(
     age = now - sched.queue.oldest_arrival()
     waiting = len(sched.queue)
     for v in spec.by_accuracy():
-        b = keeping_up_batch(spec, v, rate, instances, sched.max_batch, headroom)
-        if b is not None and age + spec.latency(v, instance.hardware, min(b, waiting)) <= spec.utility.target:
+        b = keeping_up_batch(sched, v, rate, instances, headroom)
+        if (
+            b is not None
+            and age + sched.latency(v, instance.hardware, min(b, waiting)) <= spec.utility.target
+        ):
             return v, b
     largest = max(b for b in spec.batch_sizes if b <= sched.max_batch)
     fastest = min(
         range(len(spec.variants)),
-        key=lambda v: spec.latency(v, instance.hardware, min(largest, waiting)) / min(largest, waiting),
+        key=lambda v: sched.latency(v, instance.hardware, min(largest, waiting)) / min(largest, waiting),
     )
     return fastest, largest
 

@@ -25,6 +25,8 @@ SCHEDULERS: dict[str, str] = {
     "slo": "sloserve.policies.slo_batcher:make_slo_batcher",
     "cofb": "sloserve.policies.cofb:make_cofb",
     "dvabatch": "sloserve.policies.dvabatch:make_dvabatch",
+    "harpagon": "sloserve.policies.harpagon_dispatch:make_harpagon",
+    "plan_round_robin": "sloserve.policies.harpagon_dispatch:make_plan_round_robin",
 }
 """Scheduler (queue + batcher) names."""
 

@@ -13,11 +13,13 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   model's running batches + 1 when its instances share a machine, else the instance's own + 1).
   The base batch is the largest EDF prefix with ``now + tail(b) <=`` the earliest deadline in it
   (every smaller prefix of a feasible one is feasible, so no batch is a predicted miss while a
-  smaller one would make it). A larger batch ``w`` — the EDF-first ``w`` requests among those with
-  deadline ``>= now + tail(w)``, passing over the most urgent — is taken instead when it leaves
-  fewer requests hopeless at the next chance to serve them (``min(`` this instance free again,
-  another instance free ``) + tail(1)``); ties go to the larger batch. Under overload this keeps
-  batches (and throughput) up instead of shrinking them to the most urgent request's budget.
+  smaller one would make it). When batches of that size would fall behind this instance's share
+  of the arrival rate (by the profile's median latency: throughput is a mean), the batch is
+  instead the smallest that keeps up (else the largest) among the batches ``w`` whose members all
+  make it: the EDF-first ``w`` requests among those with deadline ``>= now + tail(w)``, passing
+  over the most urgent. Under overload this keeps batches (and throughput) up instead of
+  shrinking them to the most urgent request's budget; the passed-over requests stay queued and
+  are dropped once hopeless.
 - **Waiting.** When the whole queue fits in one batch with room to spare, hold it (``WaitUntil``)
   only while (a) every queued request still makes its deadline if the batch starts then with one
   more request, and (b) waiting raises throughput: the next request is expected (from this
@@ -126,8 +128,6 @@ class SloBatcher(QueueScheduler):
         self.shared_hardware = shared_hardware
         """True: the model's instances share one machine, so every running batch slows a new one."""
         self._instances = 1
-        self._free_at: dict[int, float] = {}
-        """When each live instance can next take a batch (``now`` for a free one), at ``decide``."""
         self._running = 0
         """Batches running (or dispatched in this ``decide``) that a new batch would run beside."""
         self._best_single = 0.0
@@ -151,7 +151,6 @@ class SloBatcher(QueueScheduler):
         if live:
             self._best_single = min(self.profile.tail_latency(1, i.cores, 1) for i in live)
         self._running = sum(i.in_flight for i in instances)
-        self._free_at = {i.id: now if i.free else max(now, i.busy_until) for i in live}
         return super().decide(now, instances)
 
     # ----------------------------------------------------------------- the rule
@@ -194,7 +193,6 @@ class SloBatcher(QueueScheduler):
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
         self._running += 1
-        self._free_at[instance.id] = now + self.tail(len(chosen), instance)
         return Batch(tuple(item[3] for item in chosen))
 
     def typical(self, batch: int, instance: InstanceView) -> float:

@@ -112,6 +112,8 @@ class SpongeScaler:
         self.max_cores = max_cores
         self.max_batch = max_batch
         self.instance = instance
+        """Id of the instance it resizes: 0 is a model's first instance on the server (ids count per
+        model there) and in a one-model simulation."""
         self.margin = margin * slo
         self.predictor = MaxRatePredictor(windows)
         self.budget = RecentBudget(slo, windows)

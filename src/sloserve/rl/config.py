@@ -28,7 +28,7 @@ from pydantic import Field
 from sloserve.core.config import StrictModel, load_model_file
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
 from sloserve.sim.hetero import HeteroPool
-from sloserve.sim.workload import Workload, from_trace_csv, gamma, piecewise
+from sloserve.sim.workload import Workload, from_trace_csv, gamma, mmpp_on_off, piecewise
 
 
 class ServerTypeParams(StrictModel):
@@ -42,13 +42,17 @@ class PoolParams(StrictModel):
 
 
 class TrainWorkloadParams(StrictModel):
-    """Each training episode draws one workload: a Gamma renewal process, or piecewise Poisson."""
+    """Each training episode draws one workload: bursty on/off (MMPP), piecewise Poisson, or Gamma."""
 
     rate: tuple[float, float] = Field(description="req/s range, drawn log-uniformly")
     cv: tuple[float, float] = Field(default=(1.0, 3.0), description="inter-arrival CV range (Gamma)")
     duration_s: float = Field(default=20.0, gt=0)
     piecewise_share: float = Field(default=0.5, ge=0, le=1, description="share of piecewise episodes")
     segment_s: float = Field(default=4.0, gt=0, description="segment length of piecewise episodes")
+    bursty_share: float = Field(default=0.0, ge=0, le=1, description="share of on/off (MMPP) episodes")
+    burst_factor: tuple[float, float] = Field(
+        default=(3.0, 15.0), description="MMPP: range of the ON rate over the mean rate (OFF rate: 0.3x)"
+    )
 
 
 class TrainParams(StrictModel):
@@ -56,12 +60,14 @@ class TrainParams(StrictModel):
     timesteps: int = Field(default=100_000, ge=1, description="decisions to train on")
     seed: int = 0
     net: list[int] = Field(default=[64, 64], min_length=1, description="hidden layer sizes")
-    learning_rate: float = Field(default=3e-4, gt=0)
-    gamma: float = Field(default=0.99, gt=0, le=1, description="discount per decision")
+    learning_rate: float = Field(default=1e-4, gt=0)
+    gamma: float = Field(default=0.95, gt=0, le=1, description="discount per decision")
     n_steps: int = Field(default=1024, ge=8, description="PPO rollout length")
     batch_size: int = Field(default=256, ge=8)
     n_epochs: int = Field(default=10, ge=1, description="PPO epochs per rollout")
-    ent_coef: float = Field(default=0.01, ge=0)
+    ent_coef: float = Field(default=0.001, ge=0)
+    gae_lambda: float = Field(default=0.95, gt=0, le=1, description="PPO: GAE lambda")
+    target_kl: float | None = Field(default=0.02, gt=0, description="PPO: stop an update past this KL")
     rate_tau: float = Field(default=1.0, gt=0, description="time constant of the rate estimate, s")
     imitation_steps: int = Field(
         default=20_000, ge=0, description="PPO: decisions of the heuristic to imitate before RL (0: none)"
@@ -127,7 +133,16 @@ def training_workload(rng: np.random.Generator, p: TrainWorkloadParams) -> Workl
     """One episode's workload, drawn from the training distribution with ``rng``."""
     lo, hi = np.log(p.rate[0]), np.log(p.rate[1])
     seed = int(rng.integers(2**31))
-    if rng.random() < p.piecewise_share:
+    u = rng.random()
+    if u < p.bursty_share:
+        rate = float(np.exp(rng.uniform(lo, hi)))
+        k = float(rng.uniform(*p.burst_factor))
+        on_share = 0.7 / (k - 0.3)  # keeps the mean rate at `rate`
+        mean_on = float(rng.uniform(0.05, 0.3))
+        return mmpp_on_off(
+            k * rate, 0.3 * rate, mean_on, mean_on * (1 - on_share) / on_share, p.duration_s, seed
+        )
+    if u < p.bursty_share + p.piecewise_share:
         n = max(1, int(np.ceil(p.duration_s / p.segment_s)))
         rates = np.exp(rng.uniform(lo, hi, n))
         return piecewise(rates, p.duration_s / n, seed)

@@ -95,7 +95,7 @@ class QosFeatures:
         nb = len(spec.batch_sizes)
         for v in range(len(spec.variants)):
             for k, b in enumerate(spec.batch_sizes):
-                lat = spec.latency(v, instance.hardware, max(1, min(b, q)))
+                lat = sched.latency(v, instance.hardware, max(1, min(b, q)))
                 out[j + v * nb + k] = min(max((u.target - age0 - lat) / u.target, -2.0), 1.0)
         j += self.n_actions
         out[j : j + self.n_actions] = np.minimum(rate / self._caps.ravel(), 2.0)

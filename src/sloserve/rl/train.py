@@ -61,6 +61,8 @@ def build_model(env: QosEnv, p: TrainParams) -> Any:
             n_epochs=p.n_epochs,
             gamma=p.gamma,
             ent_coef=p.ent_coef,
+            gae_lambda=p.gae_lambda,
+            target_kl=p.target_kl,
             policy_kwargs={"net_arch": list(p.net)},
             seed=p.seed,
             device="cpu",

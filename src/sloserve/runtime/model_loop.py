@@ -378,7 +378,10 @@ class ModelLoop:
             stats.fail_ns += duration_ns
             stats.failures[outcome.reason.value] += 1
             window.dropped += 1
-        pending.done(outcome)
+        try:
+            pending.done(outcome)
+        except Exception:  # a front end's callback must not break the loop (the request has ended)
+            log.exception("model %s: callback for request %d failed", self.name, rid)
 
     # -- instances -----------------------------------------------------------------------------
 

@@ -182,8 +182,13 @@ class InferenceServer:
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not future.done():  # the caller may have gone (a cancelled gRPC call)
+                future.set_result(outcome)
+
         model.loop.submit(
-            inputs, future.set_result, budget=budget, priority=priority, payload_bytes=payload_bytes
+            inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes
         )
         outcome = await future
         if isinstance(outcome, Answer):

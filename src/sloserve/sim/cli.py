@@ -39,6 +39,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     if args.example:
         print(yaml.safe_dump(DEFAULT_EXPERIMENT, sort_keys=False), end="")
+        print(_field_reference())
         return 0
     if args.config:
         exp = Experiment.from_file(args.config)
@@ -49,3 +50,13 @@ def _handle(args: argparse.Namespace) -> int:
     out = args.out or Path(exp.spec.out or Path("results") / exp.spec.name)
     run_experiment(exp, out, quick=args.quick, plots=not args.no_plots, progress=not args.no_progress)
     return 0
+
+
+def _field_reference() -> str:
+    """The documented config example of :mod:`sloserve.sim.experiment`, as YAML comments."""
+    from sloserve.sim import experiment
+
+    doc = experiment.__doc__ or ""
+    body = doc.split("::", 1)[1].split("\n\n", 2)[1] if "::" in doc else ""
+    lines = [line[4:] if line.startswith("    ") else line for line in body.splitlines()]
+    return "\n# Every field (sloserve.sim.experiment):\n" + "\n".join(f"#   {line}" for line in lines)

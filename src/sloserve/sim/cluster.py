@@ -576,6 +576,11 @@ class Simulation:
         self.seed = seed
         self.workload = workload
         self.hardware_prices = dict(hardware_prices or {})
+        missing = sorted({x.hardware for x in setups} - set(self.hardware_prices))
+        if self.hardware_prices and missing:
+            raise ValueError(
+                f"hardware_prices has no entry for {missing}; known: {sorted(self.hardware_prices)}"
+            )
         self.timeline_interval = timeline_interval
         self.next_instance_id = 0
         self.instance_owner: dict[int, _Instance] = {}
@@ -719,7 +724,10 @@ class Simulation:
     # -- periodic ticks --------------------------------------------------------------------------
 
     def _more_to_come(self) -> bool:
-        return self.next_arrival() < math.inf or any(m.busy() for m in self.models)
+        """Whether the timeline should keep ticking: arrivals to come, work in progress, or other
+        events pending (a receive path, a scaler's last ticks). Called from inside a tick, which is
+        then no longer in the loop, so two timelines never keep each other alive."""
+        return self.next_arrival() < math.inf or any(m.busy() for m in self.models) or len(self.loop) > 0
 
     def _timeline_tick(self) -> None:
         now = self.loop.now

@@ -20,6 +20,8 @@ load sweep and capacity search. Every field is checked by pydantic through
         noise_cv: 0.1            # service-time multiplier CV; noise: lognormal | gamma
         actuation_delay_s: 0.0
         cold_start_s: 0.0
+        shared_hardware: true    # instances share a machine: k concurrent batches slow by s(k)
+        dynamic_slowdown: false  # true: a later batch slows the running ones too
         scaler: {name: sponge, params: {}}   # optional, by registry name
         slo_ms: 100              # this model's SLO (overrides the workload's slo_ms)
         rate_share: 1.0          # share of the workload when there are several models
@@ -107,6 +109,7 @@ class ModelSpec(StrictModel):
     actuation_delay_s: NonNeg = 0.0
     cold_start_s: NonNeg = 0.0
     shared_hardware: bool = True
+    dynamic_slowdown: bool = False
     scaler: NamedSpec | None = None
     slo_ms: Pos | None = None
     rate_share: Pos = 1.0
@@ -368,11 +371,7 @@ class Experiment:
         counts: Any = s.counts
         if counts is None:
             assert s.path is not None
-            cells = wl._read_column(self.path(s.path), s.column)
-            try:
-                counts = [float(c) for _, c in cells]
-            except ValueError:
-                raise ConfigError(f"{s.path}: column {s.column!r}: counts must be numbers") from None
+            counts = wl.counts_from_csv(self.path(s.path), s.column)
         if quick:
             counts = counts[: max(1, math.ceil(len(counts) * shorten))]
         return wl.from_counts(counts, seed, interval=s.interval_s, rate_scale=s.rate_scale * mult)
@@ -447,6 +446,7 @@ class Experiment:
                     if m.tail_noise is None
                     else TailNoise(m.tail_noise.probability, m.tail_noise.factor),
                     shared_hardware=m.shared_hardware,
+                    dynamic_slowdown=m.dynamic_slowdown,
                 )
             )
         return out

@@ -380,6 +380,22 @@ def _read_column(path: Path, column: str) -> list[tuple[int, str]]:
     return out
 
 
+def counts_from_csv(path: str | Path, column: str = "count") -> np.ndarray:
+    """Per-interval request counts from a CSV column (for :func:`from_counts`); errors name the
+    file, line and column."""
+    p = Path(path)
+    cells = _read_column(p, column)
+    out = np.empty(len(cells))
+    for i, (lineno, cell) in enumerate(cells):
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            raise ConfigError(f"{p}: line {lineno}: column {column!r}: {cell!r} is not a number") from None
+        if not (math.isfinite(out[i]) and out[i] >= 0):
+            raise ConfigError(f"{p}: line {lineno}: column {column!r}: counts must be finite and >= 0")
+    return out
+
+
 def _parse_times(path: Path, cells: list[tuple[int, str]], column: str) -> np.ndarray:
     """Seconds from numbers or ISO-like timestamps (``2023-11-16 18:17:03.97``)."""
     values = [c for _, c in cells]
@@ -679,6 +695,7 @@ __all__ = [
     "StreamedWorkload",
     "Workload",
     "WorkloadLike",
+    "counts_from_csv",
     "diurnal",
     "from_counts",
     "from_trace_csv",

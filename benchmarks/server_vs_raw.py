@@ -1,0 +1,123 @@
+"""Per demo model: the server's throughput at its best configuration against raw ONNX Runtime.
+
+For each model, in the same run:
+
+1. **raw**: :func:`sloserve.runtime.raw_throughput.measure_raw_throughput` — sessions driven back
+   to back with a pre-built batch, no server (the best of batch × threads × sessions);
+2. **server**: ``sloserve serve`` with that best configuration (instances = sessions, threads per
+   instance, ``preferred_batch_size`` = the best batch, a queue delay long enough to fill it, no
+   SLO), loaded by a closed-loop client (``benchmarks/lean_client.py``: one process, enough
+   keep-alive connections to fill the batches) sending one sample per request (binary tensors).
+
+The ratio server / raw is the figure (target ≥ 90%). Client and server share the machine's cores,
+as raw ONNX Runtime does not have to: on a 2-core machine that is part of what the ratio shows.
+
+    python benchmarks/server_vs_raw.py [--quick] [--models mlp,resnet18]
+
+Writes ``results/server_vs_raw.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lean_client import http_infer_bytes, http_peak
+
+MODELS = ("mlp", "mobilenet_v2", "resnet18", "bert")
+SEQUENCE = 64
+
+
+def server_repository(src: Path, root: Path, name: str, batch: int, threads: int, sessions: int) -> Path:
+    """A one-model repository serving ``name`` with the given configuration."""
+    dst = root / name
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    config = yaml.safe_load((dst / "config.yaml").read_text())
+    config.pop("slo_ms", None)
+    config["max_batch_size"] = max(batch, int(config.get("max_batch_size", batch)))
+    config["preferred_batch_size"] = [batch]
+    config["max_queue_delay_microseconds"] = 20_000
+    config["instance_group"] = {"count": sessions, "threads": threads}
+    (dst / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter trials")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", type=Path, default=Path("results/server_vs_raw.json"))
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sloserve.bench.processes import SloserveServer
+    from sloserve.runtime.demo.repository import build_demo_model
+    from sloserve.runtime.onnx_backend import OnnxBackend
+    from sloserve.runtime.raw_throughput import measure_raw_throughput
+    from sloserve.runtime.stacking import example_inputs
+
+    cores = os.cpu_count() or 1
+    trial_s, load_s = (0.4, 3.0) if args.quick else (1.0, 6.0)
+    cache = Path(tempfile.gettempdir()) / "sloserve-bench-demo"
+    results: dict[str, Any] = {
+        "machine": {"cores": cores, "loadavg": os.getloadavg()},
+        "workload": f"closed loop, one sample per request, {load_s:g} s per model; raw trials {trial_s:g} s",
+        "models": {},
+    }
+    console = Console()
+    for name in [m for m in args.models.split(",") if m]:
+        src = build_demo_model(name, cache)
+        raw = measure_raw_throughput(
+            src / "model.onnx", cores=cores, batches=(1, 4, 8, 16, 32), duration_s=trial_s,
+            variable_dim=SEQUENCE, spinning=(False,), name=name,
+        )
+        best = raw.best
+        backend = OnnxBackend(src / "model.onnx", 1)
+        sample = example_inputs(backend.inputs, 1, variable_dim=SEQUENCE)
+        backend.close()
+        request = http_infer_bytes(name, sample)
+        conns = max(8, 3 * best.batch * best.sessions)  # a full batch always waits
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = server_repository(src, Path(tmp), name, best.batch, best.threads, best.sessions)
+            with SloserveServer(repo) as server:
+                peak = http_peak(server.url, request, procs=1, conns=conns, duration=load_s)
+        row = {
+            "raw_rows_per_s": raw.rows_per_s,
+            "raw_best": {"batch": best.batch, "threads": best.threads, "sessions": best.sessions},
+            "server_rows_per_s": peak["rps"],
+            "server_errors": peak["errors"],
+            "ratio": peak["rps"] / raw.rows_per_s,
+            "connections": conns,
+        }
+        results["models"][name] = row
+        console.print(name, row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    table = Table(title=f"server vs raw ONNX Runtime ({cores} cores)")
+    for col in ("model", "best config (batch, threads x sessions)", "raw rows/s", "server rows/s", "server / raw"):
+        table.add_column(col, justify="right")
+    for name, r in results["models"].items():
+        b = r["raw_best"]
+        table.add_row(
+            name,
+            f"{b['batch']}, {b['threads']} x {b['sessions']}",
+            f"{r['raw_rows_per_s']:.0f}",
+            f"{r['server_rows_per_s']:.0f}",
+            f"{r['ratio']:.0%}",
+        )
+    console.print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

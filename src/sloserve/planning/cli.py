@@ -1,0 +1,150 @@
+"""``sloserve plan APP.yaml`` and ``sloserve simulate --plan PLAN``.
+
+:func:`register` is called by :mod:`sloserve.cli` after the simulator's commands are registered:
+it adds ``plan`` and, when the ``simulate`` command exists, extends it with ``--plan`` (the plain
+``simulate`` behaviour is unchanged without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PLANNERS = ("harpagon", "bruteforce", "nexus-dp", "nexus-even", "inferline")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``plan`` (and ``simulate --plan``) to the ``sloserve`` command line."""
+    add_plan_parser(subparsers)
+    simulate = subparsers.choices.get("simulate")
+    if simulate is not None:
+        add_simulate_plan_options(simulate)
+
+
+def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """The ``plan`` command."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "plan",
+        help="plan the cheapest serving configuration of a multi-model app under its SLO (Harpagon)",
+        description="Read an app file (DAG, SLO, rate, hardware catalogue, profiles), print the plan "
+        "as a table and write it as a plan file. Format: see examples/apps/README.md.",
+    )
+    p.add_argument("app", type=Path, help="application file (YAML or JSON)")
+    p.add_argument("--planner", choices=PLANNERS, default="harpagon", help="planner (default: harpagon)")
+    p.add_argument("--out", type=Path, help="plan file (default: results/plans/<app>.<planner>.yaml)")
+    p.add_argument("--grid-steps", type=int, help="override the app file's budget grid")
+    p.add_argument("--compare", action="store_true", help="also run the other planners and compare costs")
+    p.set_defaults(handler=_plan_command)
+    return p
+
+
+def _make_plan(planner: str, problem: Any) -> Any:
+    from sloserve.planning.bruteforce import plan_bruteforce
+    from sloserve.planning.harpagon import plan_harpagon
+    from sloserve.planning.inferline import plan_inferline
+    from sloserve.planning.nexus import plan_nexus
+
+    makers: dict[str, Callable[[Any], Any]] = {
+        "harpagon": plan_harpagon,
+        "bruteforce": plan_bruteforce,
+        "nexus-dp": lambda p: plan_nexus(p, "dp"),
+        "nexus-even": lambda p: plan_nexus(p, "even"),
+        "inferline": plan_inferline,
+    }
+    return makers[planner](problem)
+
+
+def _plan_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sloserve.planning.files import load_problem
+    from sloserve.planning.plan_io import save_plan
+    from sloserve.planning.report import plan_table
+
+    problem = load_problem(args.app)
+    if args.grid_steps is not None:
+        problem = replace(problem, grid_steps=args.grid_steps)
+    console = Console(width=max(Console().width, 130))
+    plan = replace(_make_plan(args.planner, problem), app_file=str(args.app))
+    console.print(plan_table(plan))
+    out = args.out or Path("results") / "plans" / f"{problem.app.name}.{args.planner}.yaml"
+    save_plan(plan, out)
+    console.print(f"plan written to {out}")
+    if args.compare:
+        t = Table(title="planners compared", title_justify="left")
+        for col in ("planner", "$/h", "vs " + args.planner, "planning ms"):
+            t.add_column(col, justify="left" if col == "planner" else "right")
+        for name in PLANNERS:
+            other = plan if name == args.planner else _make_plan(name, problem)
+            both = plan.feasible and other.feasible
+            ratio = other.cost_per_hour / plan.cost_per_hour if both else float("nan")
+            t.add_row(name, f"{other.cost_per_hour:.3f}" if other.feasible else "infeasible",
+                      f"{ratio:.2f}×", f"{other.planning_time * 1e3:.1f}")
+        console.print(t)
+    return 0 if plan.feasible else 1
+
+
+def add_simulate_plan_options(simulate: argparse.ArgumentParser) -> None:
+    """Extend ``simulate`` with ``--plan``; without it the original command runs unchanged."""
+    simulate.add_argument("--plan", type=Path, help="simulate a plan file (from `sloserve plan`) instead")
+    simulate.add_argument("--app", type=Path, help="with --plan: app file (default: the plan's app_file)")
+    simulate.add_argument("--dispatch", choices=("planned", "harpagon", "round_robin", "both"),
+                          default="both", help="with --plan: dispatch ('both': batch-aware and round-robin)")
+    simulate.add_argument("--duration", type=float, default=60.0, help="with --plan: seconds of input")
+    original = simulate.get_default("handler")
+
+    def handler(args: argparse.Namespace) -> int:
+        if args.plan is None:
+            return int(original(args) or 0)
+        if getattr(args, "config", None):
+            simulate.error("give either an experiment CONFIG or --plan, not both")
+        return _simulate_plan_command(args)
+
+    simulate.set_defaults(handler=handler)
+
+
+def _simulate_plan_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sloserve.core.config import ConfigError
+    from sloserve.planning.files import load_problem
+    from sloserve.planning.plan import DispatchPolicy
+    from sloserve.planning.plan_io import load_plan
+    from sloserve.planning.simulate import simulate_plan
+
+    plan = load_plan(args.plan)
+    app_file = args.app or (Path(plan.app_file) if plan.app_file else None)
+    if app_file is None:
+        raise ConfigError(f"{args.plan}: the plan names no app_file; give --app APP.yaml for its profiles")
+    problem = load_problem(app_file)
+    if not plan.feasible:
+        raise ConfigError(f"{args.plan}: the plan is infeasible ({plan.reason})")
+    if plan.shared:
+        raise ConfigError(f"{args.plan}: plans with shared duty-cycle nodes (Nexus) cannot be simulated")
+    both: list[DispatchPolicy | None] = ["harpagon", "round_robin"]
+    kinds = both if args.dispatch == "both" else [None if args.dispatch == "planned" else args.dispatch]
+    seed = args.seed if args.seed is not None else 0
+    results = [simulate_plan(plan, problem.profiles, problem.hardware, dispatch=k, duration=args.duration,
+                             seed=seed) for k in kinds]
+    t = Table(title=f"{plan.app}: {plan.planner} plan, Poisson input at {plan.rate:g} req/s for "
+              f"{args.duration:g} s (seed {seed}), SLO {plan.slo * 1e3:g} ms", title_justify="left")
+    for col in ("dispatch", "requests", "SLO met", "p50 ms", "p99 ms", "unanswered", "module budgets met"):
+        t.add_column(col, justify="left" if col in ("dispatch", "module budgets met") else "right")
+    for r in results:
+        mods = ", ".join(f"{n} {v:.1%}" for n, v in r.module_met.items())
+        t.add_row(r.dispatch, str(r.requests), f"{r.attainment:.2%}", f"{r.latency_p50 * 1e3:.1f}",
+                  f"{r.latency_p99 * 1e3:.1f}", str(r.dropped), mods)
+    Console(width=max(Console().width, 130)).print(t)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "plan_simulation.json").write_text(
+            json.dumps({"plan": str(args.plan), "results": [r.to_dict() for r in results]}, indent=2) + "\n"
+        )
+    return 0

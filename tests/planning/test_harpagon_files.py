@@ -1,0 +1,119 @@
+"""App files, hardware catalogues and plan files: documented formats, errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sloserve.core.config import ConfigError
+from sloserve.planning.files import load_problem, problem_from_data
+from sloserve.planning.harpagon import plan_harpagon
+from sloserve.planning.nexus import plan_nexus
+from sloserve.planning.plan_io import load_plan, plan_from_data, plan_to_dict, save_plan
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "apps"
+
+
+@pytest.mark.parametrize("name", ["traffic", "traffic_branch", "qa"])
+def test_example_apps_load_and_plan(name: str) -> None:
+    problem = load_problem(EXAMPLES / f"{name}.yaml")
+    plan = plan_harpagon(problem)
+    assert plan.feasible
+    assert {m.name for m in plan.modules} == {m.name for m in problem.app.modules}
+
+
+def app_data(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "format": "sloserve-app/v1",
+        "slo_ms": 200,
+        "rate": 100,
+        "modules": [{"name": "det", "model": "yolov5s"}, {"name": "cls", "model": "resnet50"}],
+        "edges": [{"from": "det", "to": "cls", "fanout": 2}],
+        "hardware": "hardware.yaml",
+        "profiles": "profiles.yaml",
+    }
+    data.update(changes)
+    return data
+
+
+def load(data: dict[str, Any]) -> None:
+    problem_from_data(data, "app.yaml", EXAMPLES)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"slo_ms": -5}, "slo_ms"),
+        ({"rate": None}, "rate"),
+        ({"modules": []}, "modules"),
+        ({"edges": [{"from": "det", "to": "nope"}]}, "edges.0.to"),
+        ({"edges": [{"from": "det", "to": "cls", "fanout": 0}]}, "edges.0.fanout"),
+        ({"edges": [{"from": "det", "to": "cls"}, {"from": "cls", "to": "det"}]}, "edges"),
+        ({"modules": [{"name": "det", "model": "yolov5s"}, {"name": "det", "model": "x"}]}, "modules.1.name"),
+        ({"modules": [{"name": "det", "model": "unknown"}], "edges": []}, "modules.0.model"),
+        ({"hardware": [{"name": "t4", "price_per_hour": 0}]}, "hardware"),
+        ({"planner": {"grid_steps": 0}}, "planner.grid_steps"),
+        ({"planner": {"wait_quantile": 1.5}}, "planner.wait_quantile"),
+        ({"slo": 200}, "slo"),
+    ],
+)
+def test_app_file_errors_name_the_file_and_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(app_data(**changes))
+    assert "app.yaml" in str(err.value) and field in str(err.value)
+
+
+def test_missing_catalogue_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "app.yaml").write_text(yaml.safe_dump(app_data(hardware="nowhere.yaml")))
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml"):
+        load_problem(tmp_path / "app.yaml")
+
+
+def test_inline_hardware_and_planner_settings() -> None:
+    hw = [{"name": "t4-g4dn.xlarge", "cores": 4, "price_per_hour": 0.5}]
+    p = problem_from_data(app_data(hardware=hw, planner={"grid_steps": 10, "wait_quantile": None,
+                                                          "utilizations": [1.0]}), "app.yaml", EXAMPLES)
+    assert [h.name for h in p.hardware] == ["t4-g4dn.xlarge"]
+    assert (p.grid_steps, p.wait_quantile, p.utilizations) == (10, None, (1.0,))
+    assert p.app.slo == pytest.approx(0.2) and p.app.module_rates() == {"det": 100, "cls": 200}
+
+
+def test_plan_files_round_trip(tmp_path: Path) -> None:
+    problem = load_problem(EXAMPLES / "traffic_branch.yaml")
+    for plan in (plan_harpagon(problem), plan_nexus(problem)):
+        path = tmp_path / f"{plan.planner}.yaml"
+        save_plan(plan, path)
+        back = load_plan(path)
+        assert back.cost_per_hour == pytest.approx(plan.cost_per_hour)
+        assert [m.name for m in back.modules] == [m.name for m in plan.modules]
+        for a, b in zip(plan.modules, back.modules, strict=True):
+            assert a.budget == pytest.approx(b.budget) and len(a.tuples) == len(b.tuples)
+            for x, y in zip(a.tuples, b.tuples, strict=True):
+                assert (x.hardware, x.batch, x.count) == (y.hardware, y.batch, y.count)
+                assert x.exec_time == pytest.approx(y.exec_time) and x.wait == pytest.approx(y.wait)
+        assert len(back.shared) == len(plan.shared)
+        assert back.edges == plan.edges
+        # JSON works the same
+        save_plan(plan, tmp_path / "p.json")
+        assert load_plan(tmp_path / "p.json").cost_per_hour == pytest.approx(plan.cost_per_hour)
+
+
+def test_plan_files_keep_the_app_file_relative(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    plan = replace(plan_harpagon(load_problem(EXAMPLES / "qa.yaml")), app_file=str(EXAMPLES / "qa.yaml"))
+    out = tmp_path / "plans" / "qa.yaml"
+    save_plan(plan, out)
+    stored = yaml.safe_load(out.read_text())["app_file"]
+    assert not Path(stored).is_absolute()
+    assert Path(load_plan(out).app_file or "").resolve() == (EXAMPLES / "qa.yaml").resolve()
+
+
+def test_plan_file_errors_name_the_field() -> None:
+    data = plan_to_dict(plan_harpagon(load_problem(EXAMPLES / "qa.yaml")))
+    data["modules"][0]["tuples"][0]["batch"] = 0
+    with pytest.raises(ConfigError, match=r"plan.yaml: modules\.0\.tuples\.0\.batch"):
+        plan_from_data(data, "plan.yaml")
