@@ -65,7 +65,8 @@ def serve(stack: str, repo: Path, port: int) -> None:
     core = InferenceServer(repo, models=["identity"])
     api = HttpApi(core)
     if stack == "raw":
-        from sloserve.runtime.service import ServeOptions, serve as run
+        from sloserve.runtime.service import ServeOptions
+        from sloserve.runtime.service import serve as run
 
         run(ServeOptions(repo, http_port=port, grpc_port=None, metrics_port=None, models=["identity"]))
     elif stack == "uvicorn_starlette":
@@ -178,7 +179,8 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "loadavg": os.getloadavg()},
         "workload": f"identity model, FP32[1,16] binary; latency: {n} sequential requests interleaved with "
-        f"a null server (lean raw-socket client); peak: closed loop {peak_s:g} s, 2 processes x 32 connections",
+        f"a null server (lean raw-socket client); peak: closed loop {peak_s:g} s, "
+        "2 processes x 32 connections",
         "stacks": {},
     }
     with tempfile.TemporaryDirectory() as tmp, NullServer() as null:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from lean_client import GrpcConn, HttpConn, grpc_peak, http_infer_bytes, http_peak
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from lean_client import http_infer_bytes, http_peak
 
 MODELS = ("mlp", "mobilenet_v2", "resnet18", "bert")
@@ -41,7 +42,7 @@ def server_repository(src: Path, root: Path, name: str, batch: int, threads: int
     shutil.copytree(src, dst, dirs_exist_ok=True)
     config = yaml.safe_load((dst / "config.yaml").read_text())
     config.pop("slo_ms", None)
-    config["max_batch_size"] = max(batch, int(config.get("max_batch_size", batch)))
+    config["max_batch_size"] = batch  # batches of exactly the raw-best size
     config["preferred_batch_size"] = [batch]
     config["max_queue_delay_microseconds"] = 20_000
     config["instance_group"] = {"count": sessions, "threads": threads}
@@ -77,8 +78,13 @@ def main() -> int:
     for name in [m for m in args.models.split(",") if m]:
         src = build_demo_model(name, cache)
         raw = measure_raw_throughput(
-            src / "model.onnx", cores=cores, batches=(1, 4, 8, 16, 32), duration_s=trial_s,
-            variable_dim=SEQUENCE, spinning=(False,), name=name,
+            src / "model.onnx",
+            cores=cores,
+            batches=(1, 4, 8, 16, 32),
+            duration_s=trial_s,
+            variable_dim=SEQUENCE,
+            spinning=(False,),
+            name=name,
         )
         best = raw.best
         backend = OnnxBackend(src / "model.onnx", 1)
@@ -103,7 +109,13 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     table = Table(title=f"server vs raw ONNX Runtime ({cores} cores)")
-    for col in ("model", "best config (batch, threads x sessions)", "raw rows/s", "server rows/s", "server / raw"):
+    for col in (
+        "model",
+        "best config (batch, threads x sessions)",
+        "raw rows/s",
+        "server rows/s",
+        "server / raw",
+    ):
         table.add_column(col, justify="right")
     for name, r in results["models"].items():
         b = r["raw_best"]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import yaml
 
 from sloserve.policies.flow_steering import flow_hash
@@ -142,7 +141,6 @@ def _infer(port: int, values: np.ndarray) -> tuple[int, np.ndarray | None]:
         conn.close()
 
 
-@pytest.mark.slow
 def test_server_decodes_on_the_pool_with_the_cofb_scheduler(tmp_path: Path) -> None:
     from sloserve.runtime.service import BackgroundServer, ServeOptions
 

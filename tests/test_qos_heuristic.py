@@ -117,6 +117,8 @@ def test_registry_names_build_the_qos_schedulers() -> None:
     assert isinstance(make_scheduler("qos_random", ctx, {**PARAMS, "seed": 3}), RandomQos)
     t = make_scheduler("qos_triton", ctx, {**PARAMS, "variant": "small", "max_batch_size": 8})
     assert isinstance(t, TritonQos) and t.variant == SMALL and t.max_batch == 8
+    small_model = PolicyContext(model="task", max_batch=4)
+    assert make_scheduler("qos_heuristic", small_model, PARAMS).max_batch == 4
     with pytest.raises(ValueError, match="unknown variant"):
         make_scheduler("qos_triton", ctx, {**PARAMS, "variant": "huge"})
 

@@ -158,4 +158,3 @@ def plan_bruteforce(problem: PlanningProblem) -> Plan:
             [float(budgets[k]) for k in ks],
         )
     return replace(plan, planning_time=time.perf_counter() - start)
-

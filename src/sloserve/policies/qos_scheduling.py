@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -244,17 +244,26 @@ def _split(params: dict[str, Any]) -> tuple[QosSpec, dict[str, Any]]:
     return qos_spec_from_params(qos, base_dir), params
 
 
+S = TypeVar("S", bound=QosScheduler)
+
+
+def capped(sched: S, ctx: PolicyContext) -> S:
+    """``sched`` with its batch cap lowered to the model's ``max_batch`` (the largest batch it accepts)."""
+    sched.set_max_batch(min(sched.max_batch, ctx.max_batch))
+    return sched
+
+
 def make_qos_heuristic(ctx: PolicyContext, **params: Any) -> QosHeuristic:
     """Registry factory ``qos_heuristic``: QoS params (``variants``, ``profiles``, ``utility``,
     ``batch_sizes``, ``base_dir``) plus ``headroom`` and ``rate_tau``."""
     spec, rest = _split(params)
-    return QosHeuristic(spec, max_queue_size=ctx.max_queue_size, **rest)
+    return capped(QosHeuristic(spec, max_queue_size=ctx.max_queue_size, **rest), ctx)
 
 
 def make_qos_random(ctx: PolicyContext, **params: Any) -> RandomQos:
     """Registry factory ``qos_random``: QoS params plus ``seed``."""
     spec, rest = _split(params)
-    return RandomQos(spec, max_queue_size=ctx.max_queue_size, **rest)
+    return capped(RandomQos(spec, max_queue_size=ctx.max_queue_size, **rest), ctx)
 
 
 def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
@@ -270,7 +279,7 @@ def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
     dispatcher: Dispatcher | None = rest.pop("dispatcher", None)
     return TritonQos(
         variant,
-        max_batch=int(rest.pop("max_batch_size", spec.batch_sizes[-1])),
+        max_batch=int(rest.pop("max_batch_size", min(spec.batch_sizes[-1], ctx.max_batch))),
         preferred_batch_sizes=tuple(rest.pop("preferred_batch_size", ())),
         max_queue_delay=float(rest.pop("max_queue_delay_microseconds", 0)) * 1e-6,
         timeout_action=str(rest.pop("timeout_action", "reject")).lower(),

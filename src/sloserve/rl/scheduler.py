@@ -20,7 +20,7 @@ from sloserve.core.config import ConfigError
 from sloserve.core.profile_io import profile_to_dict
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
-from sloserve.policies.qos_scheduling import QosScheduler
+from sloserve.policies.qos_scheduling import QosScheduler, capped
 from sloserve.rl.features import QosFeatures
 
 Act = Callable[[np.ndarray], int | None]
@@ -149,4 +149,5 @@ def make_rl_scheduler(ctx: PolicyContext, **params: Any) -> RLQosScheduler:
     base = Path(str(params.pop("base_dir", ".")))
     if params:
         raise ValueError(f"qos_rl: unknown params {sorted(params)}")
-    return load_rl_scheduler(path if path.is_absolute() else base / path, max_queue_size=ctx.max_queue_size)
+    sched = load_rl_scheduler(path if path.is_absolute() else base / path, max_queue_size=ctx.max_queue_size)
+    return capped(sched, ctx)

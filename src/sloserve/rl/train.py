@@ -172,6 +172,8 @@ def train(
             "timesteps": p.timesteps,
             "rate_tau": p.rate_tau,
             "net": list(p.net),
+            "imitation_agreement": imitation,
+            "train": p.model_dump(),
         },
     )
     recent = float(np.mean(utilities[-10:])) if utilities else None

@@ -39,6 +39,12 @@ def register(subparsers: Any) -> None:
         default="load",
         help="decode worker choice: by load (CoFB flow scheduling, default) or by connection",
     )
+    p.add_argument(
+        "--plan",
+        type=Path,
+        help="deploy this plan file (sloserve plan): per module its dispatcher, instances, batch sizes "
+        "and budgets; refused if it needs hardware other than this machine's 'cpu'",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=_serve)
 
@@ -68,5 +74,6 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         decode_workers=args.decode_workers,
         decode_balance=args.decode_balance,
+        plan=args.plan,
     )
     return serve(options)

@@ -84,6 +84,7 @@ class ModelStats:
     """Cumulative counts of one loaded model (what the stats extension and metrics report)."""
 
     arrivals: int = 0
+    """Every request the model saw; ``success_count + fail_count == arrivals + len(pending)``."""
     success_count: int = 0
     success_ns: int = 0
     fail_count: int = 0
@@ -218,6 +219,7 @@ class ModelLoop:
 
     def record_failure(self, reason: str) -> None:
         """Count a request refused before it reached the scheduler (e.g. ``bad_request``)."""
+        self.stats.arrivals += 1
         self.stats.fail_count += 1
         self.stats.failures[reason] += 1
 
@@ -239,8 +241,7 @@ class ModelLoop:
         now = self.clock.now()
         rid = next(self._request_ids)
         if not self.accepting:
-            self.stats.fail_count += 1
-            self.stats.failures[DropReason.UNAVAILABLE.value] += 1
+            self.record_failure(DropReason.UNAVAILABLE.value)
             done(Refusal(DropReason.UNAVAILABLE, f"model {self.name!r} is not accepting requests"))
             return
         slo = self.config.deadline_budget(budget)

@@ -31,6 +31,7 @@ from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, Tensors
 from sloserve.runtime.model_config import ModelConfig, find_config, load_model_config
 from sloserve.runtime.model_loop import ModelLoop
+from sloserve.runtime.pipeline_config import find_pipeline_config
 from sloserve.runtime.stacking import BatchInputError, split_outputs, stack_requests
 
 log = logging.getLogger("sloserve.runtime")
@@ -127,11 +128,15 @@ class ModelRepository:
         """Sub-directories of the root that look like models (have a config or a model file)."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            d.name
+        found = [
+            d
             for d in self.root.iterdir()
-            if d.is_dir() and not d.name.startswith(".") and (find_config(d) or (d / "model.onnx").is_file())
-        )
+            if d.is_dir()
+            and not d.name.startswith(".")
+            and (find_config(d) or find_pipeline_config(d) or (d / "model.onnx").is_file())
+        ]
+        # pipelines last, so their members are loaded first (pipeline hook, see runtime/pipeline.py)
+        return [d.name for d in sorted(found, key=lambda d: (find_pipeline_config(d) is not None, d.name))]
 
     def index(self) -> list[dict[str, str]]:
         """The repository extension's index: every model on disk or loaded, with its state."""
@@ -221,6 +226,10 @@ class ModelRepository:
         directory = self.root / name
         if not directory.is_dir():
             raise ProtocolError(f"no model {name!r} in the repository {self.root}", 404)
+        if find_pipeline_config(directory) is not None:  # pipeline hook
+            from sloserve.runtime.pipeline import build_pipeline
+
+            return await build_pipeline(self, name, directory)
         config = load_model_config(directory)
         source = str(find_config(directory) or directory)
         factory = self.backends.get(config.backend)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,9 @@ class InferenceServer:
         self._repository: ModelRepository | None = None
         self.bad_requests = 0
         """Requests refused before reaching a model (malformed, unknown model, ...)."""
+        self.before_ready: Callable[[ModelRepository], None] | None = None
+        """Called once the initial models are loaded, just before the server turns ready (e.g. to
+        deploy a plan); an exception stops the start."""
 
     @property
     def repository(self) -> ModelRepository:
@@ -114,6 +117,8 @@ class InferenceServer:
                 await self._repository.load(name)
             except Exception as exc:
                 log.error("model failed to load", extra={"model": name, "error": str(exc)})
+        if self.before_ready is not None:
+            self.before_ready(self._repository)
         self.state = ServerState.READY
         log.info("server ready", extra={"models": sorted(self._repository.models)})
 
@@ -187,9 +192,7 @@ class InferenceServer:
             if not future.done():  # the caller may have gone (a cancelled gRPC call)
                 future.set_result(outcome)
 
-        model.loop.submit(
-            inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes
-        )
+        model.loop.submit(inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes)
         outcome = await future
         if isinstance(outcome, Answer):
             return model, outcome.outputs

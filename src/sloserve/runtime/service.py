@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sloserve.runtime.decode_pool import Balance, DecodePool
 from sloserve.runtime.http_api import HttpApi, HttpResponse, error_response
 from sloserve.runtime.http_server import HttpServer
-from sloserve.runtime.repository import BackendFactory
+from sloserve.runtime.repository import BackendFactory, ModelRepository
 from sloserve.runtime.server import DEFAULT_MAX_BODY_BYTES, InferenceServer
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ class ServeOptions:
     """Decode infer bodies on this many worker threads (0: on the event loop)."""
     decode_balance: Balance = "load"
     """How requests pick a decode worker: ``load`` (CoFB flow scheduling) or ``connection``."""
+    plan: Path | None = None
+    """A plan file to deploy once the models are loaded (see :mod:`sloserve.runtime.plan_deploy`)."""
 
 
 class Service:
@@ -65,6 +67,15 @@ class Service:
             backends=options.backends,
             max_body_bytes=options.max_body_bytes,
         )
+        if options.plan is not None:  # plan hook: refused here (before listening) if not runnable
+            from sloserve.runtime.plan_deploy import apply_plan, read_plan
+
+            plan, source = read_plan(options.plan), str(options.plan)
+
+            def deploy(repo: ModelRepository) -> None:
+                apply_plan(repo, plan, source)
+
+            self.core.before_ready = deploy
         self.decode_pool = (
             DecodePool(options.decode_workers, options.decode_balance) if options.decode_workers else None
         )

@@ -1,0 +1,357 @@
+"""Pipeline models: a DAG of member models served as one model (like a Triton ensemble).
+
+:func:`build_pipeline` (called by the repository for a directory with a ``pipeline.yaml``) checks
+the wiring against the members' tensor metadata and returns a
+:class:`~sloserve.runtime.repository.LoadedModel` whose ``loop`` is a :class:`PipelineLoop`.
+The loop offers what the server and the repository use of a
+:class:`~sloserve.runtime.model_loop.ModelLoop` (``submit``, ``ready``, ``stats``, ``pending``,
+``views``, ``close``, ``abort``, ``record_failure``), so the HTTP and gRPC front ends serve a
+pipeline unchanged.
+
+A request runs each step when all the steps it reads from are done, by submitting the step's
+inputs to the member's own loop (so every step is batched and scheduled by the member's policy)
+with the step's deadline from :class:`~sloserve.policies.deadline_split.DeadlineSplit` and the
+request's priority. A request that can no longer make its end-to-end deadline is refused at the
+first step where that is known; a step refused by its member ends the request with the member's
+reason. Every request ends exactly once, through :meth:`PipelineLoop._end`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+from sloserve.core.config import ConfigError
+from sloserve.core.decisions import DropReason
+from sloserve.core.cluster import InstanceView
+from sloserve.policies.deadline_split import DeadlineSplit, SplitStep
+from sloserve.runtime.backend import TensorSpec
+from sloserve.runtime.clock import Clock
+from sloserve.runtime.instances import Tensors
+from sloserve.runtime.model_config import ModelConfig
+from sloserve.runtime.model_loop import Answer, ModelLoop, ModelStats, Outcome, Refusal
+from sloserve.runtime.pipeline_config import (
+    PipelineConfig,
+    PipelineStep,
+    find_pipeline_config,
+    load_pipeline_config,
+)
+
+if TYPE_CHECKING:
+    from sloserve.runtime.repository import LoadedModel, ModelRepository
+
+log = logging.getLogger("sloserve.runtime")
+
+PIPELINE_BACKEND = "pipeline"
+"""The ``backend`` (and platform) a pipeline reports in its model configuration."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """One pipeline request in progress."""
+
+    rid: int
+    arrival: float
+    deadline: float
+    priority: int
+    done: Callable[[Outcome], None]
+    tensors: dict[str, np.ndarray]
+    waiting: dict[str, int]
+    """Step → parents not yet done."""
+    left: int
+    """Steps not yet done."""
+    step_deadlines: dict[str, float] = field(default_factory=dict)
+
+
+class PipelineLoop:
+    """Runs pipeline requests through the member models' loops; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        config: PipelineConfig,
+        model_config: ModelConfig,
+        split: DeadlineSplit,
+        *,
+        clock: Clock,
+        member: Callable[[str], ModelLoop | None],
+    ) -> None:
+        self.name = name
+        self.pipeline = config
+        self.config = model_config
+        self.split = split
+        self.clock = clock
+        self.member = member
+        """Model name → its current loop (None when not loaded): members may be reloaded."""
+        self.steps: dict[str, PipelineStep] = {s.step_name: s for s in config.steps}
+        self.parents = config.parents()
+        self.children: dict[str, list[str]] = {n: [] for n in self.steps}
+        for n, ps in self.parents.items():
+            for p in ps:
+                self.children[p].append(n)
+        self.outputs = config.pipeline_outputs()
+        self.pending: dict[int, _Run] = {}
+        self.stats = ModelStats()
+        self.step_drops: Counter[str] = Counter()
+        """Requests ended at each step (dropped there or refused by the member)."""
+        self.views: dict[int, InstanceView] = {}
+        """A pipeline has no instances of its own (its members have)."""
+        self.retiring: set[int] = set()
+        self.accepting = False
+        self._ids = itertools.count()
+        self._closing = False
+        self._closed_callbacks: list[Callable[[], None]] = []
+
+    # -- life cycle (what the repository calls) ---------------------------------------------------
+
+    def start(self) -> None:
+        self.accepting = True
+
+    @property
+    def ready(self) -> bool:
+        """Accepting, and every member loaded and ready."""
+        if not self.accepting:
+            return False
+        loops = [self.member(s.model) for s in self.steps.values()]
+        return all(loop is not None and loop.ready for loop in loops)
+
+    def close(self, on_closed: Callable[[], None] | None = None) -> None:
+        """Stop accepting; requests in progress still end normally."""
+        self.accepting = False
+        self._closing = True
+        if on_closed is not None:
+            self._closed_callbacks.append(on_closed)
+        self._maybe_closed()
+
+    def abort(self, reason: DropReason = DropReason.UNAVAILABLE) -> None:
+        """End every request in progress with ``reason`` (steps still running are ignored)."""
+        now = self.clock.now()
+        for run in list(self.pending.values()):
+            self._end(now, run, Refusal(reason, f"pipeline {self.name!r} is unavailable ({reason.value})"))
+        self._maybe_closed()
+
+    def _maybe_closed(self) -> None:
+        if not self._closing or self.pending:
+            return
+        callbacks, self._closed_callbacks = self._closed_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def record_failure(self, reason: str) -> None:
+        """Count a request refused before it reached the pipeline (e.g. ``bad_request``)."""
+        self.stats.fail_count += 1
+        self.stats.failures[reason] += 1
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Split deadlines by these step weights from now on (a deployed plan's budgets)."""
+        unknown = sorted(set(weights) - set(self.steps))
+        if unknown:
+            raise ValueError(f"pipeline {self.name!r} has no step(s) {unknown}")
+        self.split = self.split.with_weights(weights)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        inputs: Tensors,
+        done: Callable[[Outcome], None],
+        *,
+        budget: float | None = None,
+        priority: int = 0,
+        payload_bytes: int = 0,
+    ) -> None:
+        """Called by a front end per request; ``done`` is called exactly once with the outcome."""
+        now = self.clock.now()
+        if not self.accepting:
+            self.record_failure(DropReason.UNAVAILABLE.value)
+            done(Refusal(DropReason.UNAVAILABLE, f"pipeline {self.name!r} is not accepting requests"))
+            return
+        slo = self.config.deadline_budget(budget)
+        deadline = now + slo if slo is not None else math.inf
+        run = _Run(
+            next(self._ids),
+            now,
+            deadline,
+            priority,
+            done,
+            dict(inputs),
+            {n: len(ps) for n, ps in self.parents.items()},
+            len(self.steps),
+        )
+        self.pending[run.rid] = run
+        self.stats.arrivals += 1
+        for step, parents in self.parents.items():
+            if not parents and run.rid in self.pending:
+                self._start(now, run, step)
+
+    def _start(self, now: float, run: _Run, step: str) -> None:
+        spec = self.steps[step]
+        split = self.split
+        if split.unreachable(step, now, run.deadline):
+            self.step_drops[step] += 1
+            message = (
+                f"dropped at step {step!r}: the request can no longer finish before its end-to-end "
+                f"deadline ({DropReason.DEADLINE_UNREACHABLE.value})"
+            )
+            self._end(now, run, Refusal(DropReason.DEADLINE_UNREACHABLE, message))
+            return
+        parent_deadlines = [run.step_deadlines[p] for p in self.parents[step]]
+        deadline = split.step_deadline(step, now, run.arrival, run.deadline, parent_deadlines)
+        run.step_deadlines[step] = deadline
+        loop = self.member(spec.model)
+        if loop is None:
+            self.step_drops[step] += 1
+            message = f"step {step!r}: model {spec.model!r} is not loaded ({DropReason.UNAVAILABLE.value})"
+            self._end(now, run, Refusal(DropReason.UNAVAILABLE, message))
+            return
+        inputs = {member_in: run.tensors[t] for member_in, t in spec.input_map.items()}
+        budget = None if math.isinf(deadline) else max(deadline - now, 1e-9)
+        loop.submit(
+            inputs, lambda outcome: self._step_done(run, step, outcome), budget=budget, priority=run.priority
+        )
+
+    def _step_done(self, run: _Run, step: str, outcome: Outcome) -> None:
+        if run.rid not in self.pending:  # another branch already ended the request
+            return
+        now = self.clock.now()
+        spec = self.steps[step]
+        if isinstance(outcome, Refusal):
+            self.step_drops[step] += 1
+            message = f"step {step!r} (model {spec.model!r}): {outcome.message}"
+            self._end(now, run, Refusal(outcome.reason, message))
+            return
+        for member_out, tensor in spec.output_map.items():
+            run.tensors[tensor] = outcome.outputs[member_out]
+        run.left -= 1
+        if run.left == 0:
+            self._end(now, run, Answer({t: run.tensors[t] for t in self.outputs}))
+            return
+        for child in self.children[step]:
+            run.waiting[child] -= 1
+            if run.waiting[child] == 0 and run.rid in self.pending:
+                self._start(now, run, child)
+
+    def _end(self, now: float, run: _Run, outcome: Outcome) -> None:
+        del self.pending[run.rid]  # KeyError here would mean a request ended twice
+        duration_ns = int((now - run.arrival) * 1e9)
+        stats = self.stats
+        if isinstance(outcome, Answer):
+            stats.success_count += 1
+            stats.success_ns += duration_ns
+            if now <= run.deadline:
+                stats.slo_met += 1
+            else:
+                stats.slo_missed += 1
+        else:
+            stats.fail_count += 1
+            stats.fail_ns += duration_ns
+            stats.failures[outcome.reason.value] += 1
+        try:
+            run.done(outcome)
+        except Exception:  # a front end's callback must not break the pipeline
+            log.exception("pipeline %s: callback for request %d failed", self.name, run.rid)
+        self._maybe_closed()
+
+
+# -- building -------------------------------------------------------------------------------------
+
+
+def split_steps(config: PipelineConfig, loops: Mapping[str, ModelLoop]) -> list[SplitStep]:
+    """The split rule's view of the steps: weights from the members' profiles (latency at batch 1)
+    when every member has one, else even; ``loops`` maps model name → loop."""
+    parents = config.parents()
+    profiles = {s.step_name: loops[s.model].profile for s in config.steps}
+    known = all(p is not None for p in profiles.values())
+    steps = []
+    for s in config.steps:
+        profile = profiles[s.step_name]
+        latency = profile.latency(1) if profile is not None else 0.0
+        weight = latency if known and latency > 0 else 1.0
+        steps.append(SplitStep(s.step_name, parents[s.step_name], weight, latency))
+    return steps
+
+
+async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> LoadedModel:
+    """Build the pipeline in ``directory`` (members load first when not loaded yet).
+
+    Raises :class:`ConfigError` naming the file and the field for a wiring that does not match
+    the members' tensors.
+    """
+    from sloserve.runtime.repository import LoadedModel
+
+    config = load_pipeline_config(directory)
+    source = str(find_pipeline_config(directory))
+    members: dict[str, LoadedModel] = {}
+    for i, step in enumerate(config.steps):
+        if step.model == name:
+            raise ConfigError(f"{source}: steps.{i}.model: a pipeline cannot contain itself")
+        if step.model not in members:
+            if step.model not in repo.models:
+                if not (repo.root / step.model).is_dir():
+                    raise ConfigError(f"{source}: steps.{i}.model: no model {step.model!r} in {repo.root}")
+                await repo.load(step.model)
+            members[step.model] = repo.models[step.model]
+    if any(isinstance(m.loop, PipelineLoop) for m in members.values()):
+        raise ConfigError(f"{source}: steps: a member is itself a pipeline (nesting is not supported)")
+    specs: dict[str, TensorSpec] = {}
+    for i, step in enumerate(config.steps):
+        member = members[step.model]
+        ins = {s.name: s for s in member.inputs}
+        outs = {s.name: s for s in member.outputs}
+        unknown = sorted(set(step.input_map) - set(ins))
+        if unknown:
+            raise ConfigError(f"{source}: steps.{i}.input_map: {step.model!r} has no input(s) {unknown}; "
+                              f"it has {sorted(ins)}")  # fmt: skip
+        missing = sorted(set(ins) - set(step.input_map))
+        if missing:
+            raise ConfigError(f"{source}: steps.{i}.input_map: input(s) {missing} of {step.model!r} are not mapped")
+        unknown = sorted(set(step.output_map) - set(outs))
+        if unknown:
+            raise ConfigError(f"{source}: steps.{i}.output_map: {step.model!r} has no output(s) {unknown}; "
+                              f"it has {sorted(outs)}")  # fmt: skip
+        for member_in, tensor in step.input_map.items():
+            specs.setdefault(tensor, TensorSpec(tensor, ins[member_in].datatype, ins[member_in].shape))
+        for member_out, tensor in step.output_map.items():
+            specs[tensor] = TensorSpec(tensor, outs[member_out].datatype, outs[member_out].shape)
+    caps = {m.config.max_batch_size for m in members.values()}
+    if 0 in caps and len(caps) > 1:
+        raise ConfigError(f"{source}: steps: members mix batching and non-batching models ({sorted(caps)})")
+    model_config = ModelConfig.model_validate(
+        {
+            "name": name,
+            "version": config.version,
+            "backend": PIPELINE_BACKEND,
+            "model_file": "",
+            "max_batch_size": min(caps),
+            "priority_levels": config.priority_levels,
+            "default_priority_level": config.default_priority_level,
+            "slo_ms": config.slo_ms,
+            "instance_group": {"count": 0},
+        }
+    )
+    split = DeadlineSplit(split_steps(config, {n: m.loop for n, m in members.items()}), config.deadline_split)
+
+    def member(model: str) -> ModelLoop | None:
+        loaded = repo.models.get(model)
+        return loaded.loop if loaded is not None else None
+
+    loop = PipelineLoop(name, config, model_config, split, clock=repo.clock, member=member)
+    loop.start()
+    inputs = tuple(specs[t] for t in config.pipeline_inputs())
+    outputs = tuple(specs[t] for t in config.pipeline_outputs())
+    # The pipeline loop offers the part of ModelLoop's interface the server and repository use.
+    return LoadedModel(name, config.version, model_config, directory, inputs, outputs, cast(ModelLoop, loop))
+
+
+def pipeline_loop(model: LoadedModel) -> PipelineLoop | None:
+    """The pipeline loop of a loaded model, or None when it is an ordinary model."""
+    loop: object = model.loop
+    return loop if isinstance(loop, PipelineLoop) else None

@@ -1,0 +1,165 @@
+"""Deploying a Harpagon plan on the running server (``sloserve serve --plan PLAN``).
+
+For each module of the plan, the loaded model it names (``model``) gets:
+
+- the plan's dispatcher as its scheduler (``harpagon``: batch-aware, or ``plan_round_robin``),
+  built through the policy registry with the module's tuples (batch sizes, counts, rates, dummy
+  rates, execution times) and its latency budget;
+- one instance per planned machine (the sum of the tuples' counts), each with the model's
+  configured threads;
+
+and every pipeline with a step of the module's name (else, a step running the module's model)
+splits deadlines by the plan's budgets from then on.
+
+Hardware: this server runs instances on the local CPU and names that hardware ``"cpu"`` (the
+name :class:`~sloserve.core.cluster.InstanceView` carries and the dispatchers match tuples by),
+with ``os.cpu_count()`` cores. A plan whose tuples need any other hardware is refused before the
+server starts listening, with a message naming the hardware and the modules. The plan is applied
+after the models are loaded and before the server reports ready, so no request is queued under
+the models' own schedulers when the dispatchers are swapped in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from sloserve.core.config import ConfigError
+from sloserve.planning.plan import Plan
+from sloserve.planning.plan_io import load_plan
+from sloserve.policies.base import PolicyContext
+from sloserve.policies.registry import make_scheduler
+from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
+from sloserve.runtime.repository import ModelRepository
+
+log = logging.getLogger("sloserve.runtime")
+
+LOCAL_HARDWARE = "cpu"
+"""The name of this machine's hardware type in plans (instances run on the local CPU)."""
+
+DISPATCHERS = {"harpagon": "harpagon", "round_robin": "plan_round_robin"}
+"""A plan's dispatch policy → the scheduler's registry name."""
+
+
+def local_hardware() -> tuple[str, int]:
+    """``("cpu", os.cpu_count())``: what plans for this machine must name, and its cores."""
+    return LOCAL_HARDWARE, os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedModule:
+    """What was applied for one module."""
+
+    module: str
+    model: str
+    dispatcher: str
+    instances: int
+    batches: tuple[int, ...]
+    budget: float
+
+
+def read_plan(path: str | Path) -> Plan:
+    """Load a plan file and check that this machine can run it; :class:`ConfigError` otherwise."""
+    plan = load_plan(path)
+    check_plan(plan, str(path))
+    return plan
+
+
+def check_plan(plan: Plan, source: str) -> None:
+    """Refuse (``ConfigError``) an infeasible plan, one with shared nodes, or one for hardware this
+    machine does not have."""
+    if not plan.feasible:
+        raise ConfigError(f"{source}: feasible: the plan is infeasible ({plan.reason}); nothing to deploy")
+    if plan.shared:
+        raise ConfigError(f"{source}: shared: plans with shared duty-cycle nodes cannot be deployed")
+    name, cores = local_hardware()
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for m in plan.modules:
+        for t in m.tuples:
+            if t.hardware != name and m.name not in wanted[t.hardware]:
+                wanted[t.hardware].append(m.name)
+    if wanted:
+        needs = "; ".join(f"{hw!r} (modules {mods})" for hw, mods in sorted(wanted.items()))
+        raise ConfigError(
+            f"{source}: modules.tuples.hardware: the plan needs hardware {needs}, but this machine "
+            f"only has {name!r} ({cores} cores, os.cpu_count()); make the plan with a hardware "
+            f"catalogue naming this machine {name!r}"
+        )
+    models: dict[str, str] = {}
+    for m in plan.modules:
+        if m.model in models:
+            raise ConfigError(
+                f"{source}: modules: modules {models[m.model]!r} and {m.name!r} both run model "
+                f"{m.model!r}; one loaded model serves one module"
+            )
+        models[m.model] = m.name
+
+
+def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> list[DeployedModule]:
+    """Apply ``plan`` to the loaded models (see the module docstring); called before the server
+    is ready. Raises :class:`ConfigError` when a module's model is not loaded or cannot batch as
+    planned."""
+    check_plan(plan, source)
+    pipelines = [p for p in (pipeline_loop(m) for m in repo.models.values()) if p is not None]
+    deployed = []
+    for i, module in enumerate(plan.modules):
+        where = f"{source}: modules.{i}"
+        loaded = repo.models.get(module.model)
+        if loaded is None or pipeline_loop(loaded) is not None:
+            raise ConfigError(f"{where}.model: no loaded model {module.model!r} (loaded: {sorted(repo.models)})")
+        config, loop = loaded.config, loaded.loop
+        batches = tuple(t.batch for t in module.tuples)
+        if max(batches, default=1) > config.batch_cap:
+            raise ConfigError(
+                f"{where}.tuples.batch: batch {max(batches)} is beyond {module.model!r}'s "
+                f"max_batch_size {config.max_batch_size}"
+            )
+        if len(loop.scheduler):
+            raise ConfigError(f"{where}: model {module.model!r} has queued requests; deploy plans at start")
+        params = {
+            "budget_ms": module.budget * 1e3,
+            "tuples": [
+                {"hardware": t.hardware, "batch": t.batch, "count": t.count, "rate": t.rate,
+                 "dummy_rate": t.dummy_rate, "exec_ms": t.exec_time * 1e3, "wait_ms": t.wait * 1e3}
+                for t in module.tuples
+            ],
+        }  # fmt: skip
+        ctx = PolicyContext(
+            model=module.model,
+            max_batch=config.batch_cap,
+            profile=loop.profile,
+            slo=module.budget,
+            default_priority=config.default_priority,
+            priority_levels=config.priority_levels,
+            max_queue_size=config.queue_policy.max_queue_size,
+        )
+        name = DISPATCHERS[module.dispatch]
+        loop.scheduler = make_scheduler(name, ctx, params)
+        instances = sum(t.count for t in module.tuples)
+        loop.set_instance_count(instances)
+        deployed.append(DeployedModule(module.name, module.model, name, instances, batches, module.budget))
+        log.info(
+            "plan module deployed",
+            extra={"module": module.name, "model": module.model, "dispatcher": name,
+                   "instances": instances, "batches": list(batches), "budget_ms": module.budget * 1e3},
+        )  # fmt: skip
+    for p in pipelines:
+        _split_by_budgets(p, plan)
+    return deployed
+
+
+def _split_by_budgets(pipeline: PipelineLoop, plan: Plan) -> None:
+    """Give the pipeline's steps the plan's budgets as split weights (by step name, else by model)."""
+    by_name = {m.name: m.budget for m in plan.modules}
+    by_model = {m.model: m.budget for m in plan.modules}
+    weights = {}
+    for step, spec in pipeline.steps.items():
+        budget = by_name.get(step, by_model.get(spec.model))
+        if budget is not None:
+            weights[step] = budget
+    if weights:
+        pipeline.set_weights(weights)
+        log.info("pipeline split by plan budgets", extra={"pipeline": pipeline.name, "weights": weights})

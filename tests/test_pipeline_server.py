@@ -1,0 +1,232 @@
+"""Pipeline models served over HTTP and gRPC with Triton's client: same outputs as calling the
+members one by one, metadata, split deadlines with early drop vs the whole-deadline baseline,
+priority carried through the steps, and every request ending exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+import yaml
+from tritonclient.utils import InferenceServerException
+
+from server_fakes import FakeBackends, wait_for, write_model
+from sloserve.core.request import Request
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+AFFINE_50MS = {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 8}
+
+
+def write_pipeline(root: Path, name: str, doc: dict[str, Any]) -> None:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "pipeline.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+
+def _step(model: str, ins: dict[str, str], outs: dict[str, str], name: str | None = None) -> dict[str, Any]:
+    step: dict[str, Any] = {"model": model, "input_map": ins, "output_map": outs}
+    return step | ({"name": name} if name else {})
+
+
+@pytest.fixture(scope="module")
+def fakes() -> FakeBackends:
+    return FakeBackends()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("repo")
+    build_demo_model("identity", root)
+    build_demo_model("mlp", root)
+    fake = {"backend": "fake", "max_batch_size": 4, "priority_levels": 2}
+    write_model(root, "fake_a", fake)
+    write_model(root, "fake_b", fake, AFFINE_50MS)
+    write_pipeline(
+        root,
+        "two_step",
+        {"steps": [_step("identity", {"INPUT0": "INPUT0"}, {"OUTPUT0": "x"}),
+                   _step("mlp", {"input": "x"}, {"logits": "logits"})]},
+    )  # fmt: skip
+    write_pipeline(
+        root,
+        "fanout",
+        {
+            "steps": [
+                _step("identity", {"INPUT0": "INPUT0"}, {"OUTPUT0": "x"}, "first"),
+                _step("mlp", {"input": "x"}, {"logits": "logits"}),
+                _step("identity", {"INPUT0": "x"}, {"OUTPUT0": "copy"}, "copy"),
+            ],
+            "outputs": ["logits", "copy"],
+        },
+    )
+    gated = {
+        "priority_levels": 2,
+        "steps": [_step("fake_a", {"INPUT0": "INPUT0"}, {"OUTPUT0": "mid"}, "a"),
+                  _step("fake_b", {"INPUT0": "mid"}, {"OUTPUT0": "OUTPUT0"}, "b")],
+    }  # fmt: skip
+    write_pipeline(root, "gated_split", gated)
+    write_pipeline(root, "gated_whole", gated | {"deadline_split": "whole"})
+    options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None, backends={"fake": fakes})
+    with BackgroundServer(options) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: BackgroundServer) -> Iterator[th.InferenceServerClient]:
+    c = th.InferenceServerClient(server.http_url, concurrency=4)
+    yield c
+    c.close()
+
+
+def _loop(server: BackgroundServer, name: str) -> PipelineLoop:
+    loop = pipeline_loop(server.service.core.repository.models[name])
+    assert loop is not None
+    return loop
+
+
+def _http_in(name: str, x: np.ndarray) -> th.InferInput:
+    inp = th.InferInput(name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    return inp
+
+
+def _call(client: th.InferenceServerClient, model: str, name: str, x: np.ndarray, out: str) -> np.ndarray:
+    result = client.infer(model, [_http_in(name, x)])
+    arr = result.as_numpy(out)
+    assert arr is not None
+    return arr
+
+
+def test_metadata_names_pipeline_inputs_and_outputs(client: th.InferenceServerClient) -> None:
+    meta = client.get_model_metadata("fanout")
+    assert meta["platform"] == "pipeline"
+    assert meta["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, -1]}]
+    assert [o["name"] for o in meta["outputs"]] == ["logits", "copy"]
+    assert client.get_model_metadata("two_step")["outputs"][0]["shape"] == [-1, 10]
+    assert client.is_model_ready("two_step")
+
+
+def test_two_step_equals_members_one_by_one(client: th.InferenceServerClient) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
+    direct = _call(client, "mlp", "input", _call(client, "identity", "INPUT0", x, "OUTPUT0"), "logits")
+    np.testing.assert_allclose(_call(client, "two_step", "INPUT0", x, "logits"), direct, rtol=1e-6)
+
+
+def test_fanout_and_join_equal_members(client: th.InferenceServerClient) -> None:
+    x = np.random.default_rng(1).standard_normal((1, 784)).astype(np.float32)
+    result = client.infer("fanout", [_http_in("INPUT0", x)])
+    np.testing.assert_allclose(result.as_numpy("logits"), _call(client, "mlp", "input", x, "logits"), rtol=1e-6)
+    np.testing.assert_array_equal(result.as_numpy("copy"), x)
+
+
+def test_two_step_over_grpc(server: BackgroundServer, client: th.InferenceServerClient) -> None:
+    x = np.random.default_rng(2).standard_normal((1, 784)).astype(np.float32)
+    g = tg.InferenceServerClient(server.grpc_url)
+    try:
+        meta = g.get_model_metadata("two_step", as_json=True)
+        assert [i["name"] for i in meta["inputs"]] == ["INPUT0"]
+        inp = tg.InferInput("INPUT0", [1, 784], "FP32")
+        inp.set_data_from_numpy(x)
+        got = g.infer("two_step", [inp]).as_numpy("logits")
+    finally:
+        g.close()
+    np.testing.assert_allclose(got, _call(client, "two_step", "INPUT0", x, "logits"), rtol=1e-6)
+
+
+def _hold_first_step(server: BackgroundServer, fakes: FakeBackends, model: str, budget_ms: float) -> Any:
+    """Send one request with the first step held past the end-to-end deadline; returns the result or error."""
+    control = fakes.control("fake_a")
+    c = th.InferenceServerClient(server.http_url)
+    control.gate.clear()
+    try:
+        pending = c.async_infer(model, [_http_in("INPUT0", np.ones((1, 4), np.float32))],
+                                headers={"x-slo-timeout-ms": str(budget_ms)})  # fmt: skip
+        assert control.running.acquire(timeout=10)
+        time.sleep(3 * budget_ms / 1000)  # the end-to-end deadline passes while step a runs
+        control.gate.set()
+        try:
+            return pending.get_result()
+        except InferenceServerException as exc:
+            return exc
+    finally:
+        control.gate.set()
+        c.close()
+
+
+def test_split_drops_at_earliest_step_whole_runs_late(server: BackgroundServer, fakes: FakeBackends) -> None:
+    b = fakes.control("fake_b")
+    before = len(b.batches)
+    refused = _hold_first_step(server, fakes, "gated_split", 100)
+    assert isinstance(refused, InferenceServerException) and refused.status() == "503"
+    assert "dropped at step 'b'" in refused.message() and "deadline_unreachable" in refused.message()
+    assert len(b.batches) == before  # step b never ran
+    assert _loop(server, "gated_split").step_drops["b"] == 1
+    late = _hold_first_step(server, fakes, "gated_whole", 100)  # Triton-ensemble baseline
+    assert not isinstance(late, InferenceServerException)
+    assert len(b.batches) == before + 1
+    whole = _loop(server, "gated_whole").stats
+    assert whole.slo_missed == 1 and whole.slo_met == 0
+
+
+def test_budget_below_fastest_path_drops_at_first_step(
+    client: th.InferenceServerClient, server: BackgroundServer, fakes: FakeBackends
+) -> None:
+    a_before = len(fakes.control("fake_a").batches)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("gated_split", [_http_in("INPUT0", np.ones((1, 4), np.float32))], headers={"x-slo-timeout-ms": "10"})
+    assert "dropped at step 'a'" in info.value.message() and info.value.status() == "503"
+    assert len(fakes.control("fake_a").batches) == a_before
+    assert _loop(server, "gated_split").step_drops["a"] == 1
+
+
+def test_priority_carried_through_every_step(client: th.InferenceServerClient, server: BackgroundServer) -> None:
+    models = server.service.core.repository.models
+    seen: list[tuple[str, int]] = []
+
+    def hook(model: str) -> Any:
+        def record(now: float, decision: Any) -> None:
+            seen.extend((model, r.priority) for r in decision.batch.requests if isinstance(r, Request))
+
+        return record
+
+    for m in ("fake_a", "fake_b"):
+        models[m].loop.on_dispatch = hook(m)
+    try:
+        client.infer("gated_whole", [_http_in("INPUT0", np.ones((1, 4), np.float32))], priority=1)
+        client.infer("gated_split", [_http_in("INPUT0", np.ones((1, 4), np.float32))], priority=2)
+    finally:
+        for m in ("fake_a", "fake_b"):
+            models[m].loop.on_dispatch = None
+    assert seen == [("fake_a", 1), ("fake_b", 1), ("fake_a", 2), ("fake_b", 2)]
+
+
+def test_every_request_ends_exactly_once(client: th.InferenceServerClient, server: BackgroundServer) -> None:
+    x = np.ones((1, 784), np.float32)
+    sent = 40
+    futures = [client.async_infer("fanout", [_http_in("INPUT0", x)]) for _ in range(sent)]
+    for i in range(sent // 4):  # a quarter with a budget no pipeline can meet: refused at the first step
+        futures.append(client.async_infer("gated_split", [_http_in("INPUT0", x[:, :4])], headers={"x-slo-timeout-ms": "1"}))
+    answered = refused = 0
+    for f in futures:
+        try:
+            f.get_result()
+            answered += 1
+        except InferenceServerException:
+            refused += 1
+    assert answered == sent and refused == sent // 4
+    for name in ("fanout", "gated_split"):
+        loop = _loop(server, name)
+        wait_for(lambda loop=loop: not loop.pending)
+        s = loop.stats
+        assert s.arrivals == s.success_count + s.fail_count
+        assert sum(loop.step_drops.values()) == s.fail_count
+        stats = client.get_inference_statistics(name)["model_stats"][0]["inference_stats"]
+        assert int(stats["success"]["count"]) == s.success_count
+        assert int(stats["fail"]["count"]) == s.fail_count
