@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from sloserve.core import AffineProfile, ProfilePoint, SetInstanceCount, SetMaxBatch, WindowStats
+from sloserve.core import (
+    AffineProfile,
+    ProfilePoint,
+    SetInstanceCount,
+    SetMaxBatch,
+    TabulatedProfile,
+    WindowStats,
+)
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.dnnscaler import (
     Approach,
@@ -17,6 +24,7 @@ from sloserve.policies.dnnscaler import (
     DnnScaler,
     InstanceControl,
     Readings,
+    colocated_latency,
     detect,
     detect_from_points,
     detect_from_profile,
@@ -73,6 +81,23 @@ def test_detector_on_published_mobilenet_row_picks_multi_tenancy() -> None:
     # even a perfectly amortised batch (batch 4 as fast as batch 1) loses to 4 instances at 6.64 ms
     d = detect(lat[0] * MS, lat[0] * MS, lat[3] * MS, k=4)
     assert d.approach is Approach.MULTI_TENANCY
+
+
+def test_detector_on_a_measured_profile_uses_its_slowdown_not_the_time_sliced_point() -> None:
+    # with 4 one-thread instances on 2 cores the batch-1 median at k = 4 looks like no slowdown,
+    # while the profile's s(k) (over all batch sizes) shows the contention
+    pts = tuple(
+        ProfilePoint(b, 1, k, med, med * 2)
+        for b, k, med in (
+            (1, 1, 0.010), (4, 1, 0.025), (1, 4, 0.011), (4, 4, 0.100), (1, 8, 0.011), (4, 8, 0.200),
+        )
+    )  # fmt: skip
+    prof = TabulatedProfile("m", pts, slowdown=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0))
+    assert colocated_latency(prof, 4) == pytest.approx(0.040)
+    assert detect_from_profile(prof).approach is Approach.BATCHING  # 4 / 2.5 beats 4 / 4
+    assert detect_from_points(pts).approach is Approach.MULTI_TENANCY  # the raw medians are fooled
+    affine = AffineProfile("a", 0.009, 0.001, slowdown=(1.0, 1.5))
+    assert colocated_latency(affine, 2) == pytest.approx(affine.latency(1, 1, 2))
 
 
 def test_detector_ties_go_to_batching_and_bad_input_is_refused() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sloserve.cli import main
@@ -44,3 +45,50 @@ def test_capacity_search_ranks_a_sensible_policy_above_a_bad_one() -> None:
     good = capacity(case, make_slo(p, case.slo), s, seeds=s.seeds, tol=s.tol)
     bad = capacity(case, make_triton(1), s, seeds=s.seeds, tol=s.tol)
     assert good > 2 * bad > 0
+
+
+def test_scenarios_add_rows_with_their_conditions() -> None:
+    from sloserve.experiments.batching import COLOCATED_SLOWDOWN, SCENARIOS, load_cases
+
+    quick, _ = load_cases(None, quick=True)
+    assert {c.scenario.key for c in quick} == {"base"} and len(quick) == 6
+    full, _ = load_cases(None, quick=False)
+    assert {c.scenario.key for c in full} == set(SCENARIOS)
+    extra = [c for c in full if c.scenario.key != "base"]
+    assert {c.label for c in extra} == {"tight", "loose"}
+    coloc = [c for c in full if c.scenario.key == "coloc4"]
+    assert all(
+        c.profile.latency(1, 1, 4) == pytest.approx(COLOCATED_SLOWDOWN[3] * c.profile.latency(1))
+        for c in coloc
+    )
+    # the SLOs stay those of the plain profile (4 and 16 times its batch-1 tail)
+    base = {(c.profile.model, c.label): c.slos for c in full if c.scenario.key == "base"}
+    assert all(c.slos == base[(c.profile.model, c.label)] for c in coloc)
+
+
+def test_trace_arrivals_are_scaled_to_the_rate_under_test() -> None:
+    from sloserve.experiments.batching import AZURE_CODE_TRACE, trace_arrivals
+
+    if not AZURE_CODE_TRACE.exists():
+        pytest.skip(f"{AZURE_CODE_TRACE} not present")
+    a = trace_arrivals(200.0, 0, 5.0)
+    b = trace_arrivals(200.0, 1, 5.0)
+    assert len(a) == len(b) == 1000
+    assert (len(a) - 1) / a.arrivals[-1] == pytest.approx(200.0 * (999 / 1000), rel=0.01)
+    assert not np.array_equal(np.diff(a.arrivals), np.diff(b.arrivals))  # seeds pick other windows
+    # bursty: inter-arrival CV far above Poisson's 1
+    gaps = np.diff(a.arrivals)
+    assert gaps.std() / gaps.mean() > 2
+
+
+def test_four_instances_serve_what_one_cannot() -> None:
+    from sloserve.experiments.batching import SCENARIOS, run_once
+
+    p = BUILTIN_PROFILES[1]
+    slo = 16 * p.tail_latency(1)
+    one_max = p.max_batch / p.latency(p.max_batch)  # one instance's best throughput
+    rate = 2.5 * one_max
+    one = Case(p, "loose", (slo,))
+    four = Case(p, "loose", (slo,), SCENARIOS["inst4"])
+    assert run_once(one, make_slo(p, slo), rate, 0, 2.0).attainment < 0.6
+    assert run_once(four, make_slo(p, slo), rate, 0, 2.0).attainment >= 0.99

@@ -122,7 +122,9 @@ def test_two_step_equals_members_one_by_one(client: th.InferenceServerClient) ->
 def test_fanout_and_join_equal_members(client: th.InferenceServerClient) -> None:
     x = np.random.default_rng(1).standard_normal((1, 784)).astype(np.float32)
     result = client.infer("fanout", [_http_in("INPUT0", x)])
-    np.testing.assert_allclose(result.as_numpy("logits"), _call(client, "mlp", "input", x, "logits"), rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("logits"), _call(client, "mlp", "input", x, "logits"), rtol=1e-6
+    )
     np.testing.assert_array_equal(result.as_numpy("copy"), x)
 
 
@@ -180,13 +182,19 @@ def test_budget_below_fastest_path_drops_at_first_step(
 ) -> None:
     a_before = len(fakes.control("fake_a").batches)
     with pytest.raises(InferenceServerException) as info:
-        client.infer("gated_split", [_http_in("INPUT0", np.ones((1, 4), np.float32))], headers={"x-slo-timeout-ms": "10"})
+        client.infer(
+            "gated_split",
+            [_http_in("INPUT0", np.ones((1, 4), np.float32))],
+            headers={"x-slo-timeout-ms": "10"},
+        )
     assert "dropped at step 'a'" in info.value.message() and info.value.status() == "503"
     assert len(fakes.control("fake_a").batches) == a_before
     assert _loop(server, "gated_split").step_drops["a"] == 1
 
 
-def test_priority_carried_through_every_step(client: th.InferenceServerClient, server: BackgroundServer) -> None:
+def test_priority_carried_through_every_step(
+    client: th.InferenceServerClient, server: BackgroundServer
+) -> None:
     models = server.service.core.repository.models
     seen: list[tuple[str, int]] = []
 
@@ -211,8 +219,12 @@ def test_every_request_ends_exactly_once(client: th.InferenceServerClient, serve
     x = np.ones((1, 784), np.float32)
     sent = 40
     futures = [client.async_infer("fanout", [_http_in("INPUT0", x)]) for _ in range(sent)]
-    for i in range(sent // 4):  # a quarter with a budget no pipeline can meet: refused at the first step
-        futures.append(client.async_infer("gated_split", [_http_in("INPUT0", x[:, :4])], headers={"x-slo-timeout-ms": "1"}))
+    for _ in range(sent // 4):  # a quarter with a budget no pipeline can meet: refused at the first step
+        futures.append(
+            client.async_infer(
+                "gated_split", [_http_in("INPUT0", x[:, :4])], headers={"x-slo-timeout-ms": "1"}
+            )
+        )
     answered = refused = 0
     for f in futures:
         try:
@@ -230,3 +242,16 @@ def test_every_request_ends_exactly_once(client: th.InferenceServerClient, serve
         stats = client.get_inference_statistics(name)["model_stats"][0]["inference_stats"]
         assert int(stats["success"]["count"]) == s.success_count
         assert int(stats["fail"]["count"]) == s.fail_count
+
+
+def test_wiring_errors_name_file_and_field(
+    client: th.InferenceServerClient, server: BackgroundServer
+) -> None:
+    root = server.options.repository
+    write_pipeline(root, "bad_inputs", {"steps": [_step("identity", {"NOPE": "INPUT0"}, {"OUTPUT0": "y"})]})
+    write_pipeline(root, "bad_member", {"steps": [_step("no_such_model", {"INPUT0": "x"}, {"OUTPUT0": "y"})]})
+    for name, field in (("bad_inputs", "steps.0.input_map"), ("bad_member", "steps.0.model")):
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model(name)
+        assert f"{root / name / 'pipeline.yaml'}: {field}" in info.value.message()
+        assert not client.is_model_ready(name)

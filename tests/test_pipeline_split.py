@@ -40,7 +40,11 @@ def test_whole_mode_gives_each_step_the_whole_budget() -> None:
 
 
 def test_unreachable_uses_fastest_remaining_path() -> None:
-    steps = [SplitStep("a", (), 1.0, 0.01), SplitStep("b", ("a",), 1.0, 0.05), SplitStep("c", ("a",), 1.0, 0.02)]
+    steps = [
+        SplitStep("a", (), 1.0, 0.01),
+        SplitStep("b", ("a",), 1.0, 0.05),
+        SplitStep("c", ("a",), 1.0, 0.02),
+    ]
     split = DeadlineSplit(steps)
     assert split.fastest["a"] == pytest.approx(0.06)
     assert split.unreachable("a", 0.0, 0.05) and not split.unreachable("a", 0.0, 0.07)
@@ -68,7 +72,9 @@ def dags(draw: st.DrawFn) -> list[SplitStep]:
 
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(dags(), st.floats(0.001, 10.0), st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6))
-def test_deadlines_monotone_bounded_and_slack_passes(steps: list[SplitStep], budget: float, fracs: list[float]) -> None:
+def test_deadlines_monotone_bounded_and_slack_passes(
+    steps: list[SplitStep], budget: float, fracs: list[float]
+) -> None:
     """Run every step in topological order, each finishing at some time before its deadline:
     step deadlines never exceed the end-to-end deadline, never go backwards along an edge, and a
     step starting earlier never gets less time."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,56 @@ QUICK = Settings(
 
 
 @dataclass(frozen=True)
+class Scenario:
+    """The serving conditions of a row: arrival process and instances (the SLOs are the case's)."""
+
+    key: str
+    """Name on the command line (``--scenarios``) and in file names."""
+    name: str
+    """Short label shown in the table, e.g. ``gamma cv3, 4 inst``."""
+    arrivals: str = "poisson"
+    """``poisson``, ``gamma`` (renewal, inter-arrival CV ``cv``) or ``azure_code`` (trace replay)."""
+    cv: float = 1.0
+    instances: int = 1
+    """1-core instances serving the model (the dispatch is the policy's own)."""
+    slowdown: tuple[float, ...] = ()
+    """``s(k)`` of co-located instances on one machine (batches slow each other while they
+    overlap, dynamically); empty: each instance on its own core, no interference."""
+    min_requests: int = 0
+    """Runs last at least this many expected requests (bursty rows at low rates need them)."""
+
+    def duration(self, rate: float, duration: float) -> float:
+        """Simulated seconds of one run at ``rate``."""
+        return max(duration, self.min_requests / rate) if self.min_requests else duration
+
+
+POISSON_1 = Scenario("base", "poisson, 1 inst")
+"""The original rows: Poisson arrivals, one 1-core instance."""
+COLOCATED_SLOWDOWN: tuple[float, ...] = (1.0, 1.1, 1.375, 1.73)
+"""``s(k)``, k = 1..4, of InceptionV1 co-located on one device (DNNScaler's published figures,
+``data/dnnscaler_instances.csv``, latency at k / latency at 1)."""
+EXTRA_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("gamma3", "gamma cv3, 1 inst", "gamma", cv=3.0, min_requests=4000),
+    Scenario("azure", "azure code, 1 inst", "azure_code", min_requests=4000),
+    Scenario("inst4", "poisson, 4 inst", instances=4),
+    Scenario("gamma3-inst4", "gamma cv3, 4 inst", "gamma", cv=3.0, instances=4, min_requests=4000),
+    Scenario("coloc4", "poisson, 4 co-located", instances=4, slowdown=COLOCATED_SLOWDOWN),
+)
+"""Conditions added to the original rows (tight and loose SLO each)."""
+AZURE_CODE_TRACE = Path("../shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv")
+"""The bursty Azure trace (inter-arrival CV about 13), relative to the repository root."""
+
+
+@dataclass(frozen=True)
 class Case:
-    """One point of the comparison: a profile and an SLO setting."""
+    """One point of the comparison: a profile and an SLO setting under a scenario."""
 
     profile: ModelProfile
     label: str
     """``tight``, ``loose`` or ``mixed``."""
     slos: tuple[float, ...]
     """The SLO every request gets, or the SLOs requests draw from with equal odds (mixed)."""
+    scenario: Scenario = POISSON_1
 
     @property
     def slo(self) -> float:
@@ -116,10 +158,13 @@ def slos_for(profile: ModelProfile) -> dict[str, tuple[float, ...]]:
     return {"tight": (tight,), "loose": (loose,), "mixed": (tight, loose)}
 
 
-def make_slo(profile: ModelProfile, slo: float) -> Make:
+def make_slo(profile: ModelProfile, slo: float, *, shared_hardware: bool = True) -> Make:
     from sloserve.policies.slo_batcher import SloBatcher
 
-    return lambda: (SloBatcher(profile, max_batch=profile.max_batch, slo=slo), None)
+    return lambda: (
+        SloBatcher(profile, max_batch=profile.max_batch, slo=slo, shared_hardware=shared_hardware),
+        None,
+    )
 
 
 def make_triton(max_batch: int, delay: float = 0.0, action: str = "delay") -> Make:
@@ -145,11 +190,48 @@ def make_aimd(max_batch: int, slo: float) -> Make:
     return build
 
 
-def workload_for(case: Case, rate: float, seed: int, duration: float) -> Any:
-    """Poisson arrivals; each request's deadline from the case's SLO(s)."""
+_TRACES: dict[Path, Any] = {}
+
+
+def trace_arrivals(rate: float, seed: int, duration: float, path: Path = AZURE_CODE_TRACE) -> Any:
+    """The Azure LLM 2023 code trace scaled to ``rate``: a window of ``rate·duration`` consecutive
+    requests (the whole trace if it has fewer) starting at a seed-dependent offset, its times
+    scaled so that the window's mean rate is ``rate`` (the bursts keep their shape, compressed)."""
     from sloserve.sim import workload as wl
 
-    w = wl.poisson(rate=rate, duration=duration, seed=seed)
+    if path not in _TRACES:
+        _TRACES[path] = wl.from_trace_csv(path)
+    full = _TRACES[path]
+    n = min(len(full), max(2, round(rate * duration)))
+    start = (seed * 7919) % (len(full) - n + 1)
+    times = full.arrivals[start : start + n] - full.arrivals[start]
+    span = float(times[-1]) if times[-1] > 0 else 1.0
+    scaled = times * (n / span) / rate
+    return wl.Workload(
+        scaled,
+        duration=float(scaled[-1]) + 1.0 / rate,
+        description=f"azure code trace requests [{start}, {start + n}) scaled to {rate:g}/s",
+    )
+
+
+def arrivals_for(scenario: Scenario, rate: float, seed: int, duration: float) -> Any:
+    """The scenario's arrival process at mean ``rate`` (no deadlines yet)."""
+    from sloserve.sim import workload as wl
+
+    if scenario.arrivals == "poisson":
+        return wl.poisson(rate=rate, duration=duration, seed=seed)
+    if scenario.arrivals == "gamma":
+        return wl.gamma(rate=rate, cv=scenario.cv, duration=duration, seed=seed)
+    if scenario.arrivals == "azure_code":
+        return trace_arrivals(rate, seed, duration)
+    raise ValueError(f"unknown arrival process {scenario.arrivals!r}")
+
+
+def workload_for(case: Case, rate: float, seed: int, duration: float) -> Any:
+    """The scenario's arrivals; each request's deadline from the case's SLO(s)."""
+    from sloserve.sim import workload as wl
+
+    w = arrivals_for(case.scenario, rate, seed, case.scenario.duration(rate, duration))
     if len(case.slos) == 1:
         return wl.with_slo(w, case.slos[0])
     rng = np.random.default_rng([seed, 99])
@@ -165,7 +247,17 @@ def run_once(case: Case, make: Make, rate: float, seed: int, duration: float) ->
     from sloserve.sim import ModelSetup, simulate
 
     scheduler, scaler = make()
-    setup = ModelSetup("m", case.profile, scheduler, scaler=scaler, noise_cv=NOISE_CV)
+    sc = case.scenario
+    setup = ModelSetup(
+        "m",
+        case.profile,
+        scheduler,
+        scaler=scaler,
+        noise_cv=NOISE_CV,
+        instances=sc.instances,
+        shared_hardware=bool(sc.slowdown),
+        dynamic_slowdown=bool(sc.slowdown),
+    )
     return simulate(setup, workload_for(case, rate, seed, duration), seed=seed).metrics
 
 
@@ -173,7 +265,8 @@ def capacity(case: Case, make: Make, settings: Settings, *, seeds: Sequence[int]
     """Highest rate with mean attainment >= target over ``seeds``."""
     from sloserve.sim.capacity import capacity_search
 
-    hi = 1.5 * case.profile.max_batch / case.profile.latency(case.profile.max_batch, 1, 1)
+    n = case.scenario.instances
+    hi = 1.5 * n * case.profile.max_batch / case.profile.latency(case.profile.max_batch, 1, n)
     result = capacity_search(
         lambda rate, seed: run_once(case, make, rate, seed, settings.duration),
         settings.target,
@@ -233,7 +326,7 @@ def evaluate(case: Case, settings: Settings) -> dict[str, PolicyResult]:
     p, full = case.profile, settings.seeds
     mb = p.max_batch
     makes: dict[str, Make] = {
-        "slo": make_slo(p, case.slo),
+        "slo": make_slo(p, case.slo, shared_hardware=bool(case.scenario.slowdown)),
         "triton default": make_triton(mb),
         "ray default": make_ray(min(10, mb)),
         "clipper aimd": make_aimd(mb, case.slo),
@@ -271,8 +364,15 @@ def _key_of(params: dict[str, Any]) -> str:
     return f"{params['max_batch_size']}/{params['batch_wait_timeout_s']}"
 
 
-def load_cases(profiles_path: Path | None, quick: bool) -> tuple[list[Case], str]:
-    """The cases to run and where their profiles come from."""
+SCENARIOS: dict[str, Scenario] = {sc.key: sc for sc in (POISSON_1, *EXTRA_SCENARIOS)}
+
+
+def load_cases(
+    profiles_path: Path | None, quick: bool, scenarios: Sequence[str] | None = None
+) -> tuple[list[Case], str]:
+    """The cases to run and where their profiles come from: the original rows (tight, loose and
+    mixed SLO; ``--quick``: tight and loose) and, unless ``quick``, each extra scenario at the
+    tight and loose SLO. ``scenarios`` (keys of :data:`SCENARIOS`) picks some of them."""
     if profiles_path is not None:
         from sloserve.core.profile_io import load_profiles
 
@@ -282,8 +382,14 @@ def load_cases(profiles_path: Path | None, quick: bool) -> tuple[list[Case], str
     else:
         profiles = list(BUILTIN_PROFILES)
         source = "published-style affine CPU profiles (built in, not measured)"
-    labels = ("tight", "loose") if quick else ("tight", "loose", "mixed")
-    cases = [Case(p, label, slos_for(p)[label]) for p in profiles for label in labels]
+    keys = list(scenarios) if scenarios else (["base"] if quick else list(SCENARIOS))
+    cases: list[Case] = []
+    for key in keys:
+        sc = SCENARIOS[key]
+        labels = ("tight", "loose") if quick or sc is not POISSON_1 else ("tight", "loose", "mixed")
+        for p in profiles:
+            run_profile = replace(p, slowdown=sc.slowdown) if sc.slowdown else p  # type: ignore[type-var]
+            cases += [Case(run_profile, label, slos_for(p)[label], sc) for label in labels]
     return cases, source
 
 
@@ -300,6 +406,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--duration", type=float, help="simulated seconds per run")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (capacity = mean attainment over them)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=list(SCENARIOS),
+        help="scenarios to run (default: all; --quick: base). "
+        + "; ".join(f"{k} = {sc.name}" for k, sc in SCENARIOS.items()),
+    )
     p.set_defaults(handler=_main)
 
 
@@ -315,32 +428,43 @@ def _main(args: argparse.Namespace) -> int:
         settings = replace(settings, duration=args.duration)
     if args.seeds:
         settings = replace(settings, seeds=tuple(args.seeds))
-    cases, source = load_cases(args.profiles, args.quick)
+    cases, source = load_cases(args.profiles, args.quick, args.scenarios)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with Progress(transient=True) as bar:
         task = bar.add_task("capacity searches", total=len(cases))
         for case in cases:
-            bar.update(task, description=f"{case.profile.model} {case.label}")
+            bar.update(task, description=f"{case.scenario.name} {case.profile.model} {case.label}")
             results = evaluate(case, settings)
             rows.append(_row(case, results))
             if not args.no_plots:
                 plot_attainment_vs_load(
                     {name: r.curve for name, r in results.items()},
-                    out / f"attainment_{case.profile.model}_{case.label}.png",
+                    out / f"attainment_{_file_tag(case)}.png",
                     target=settings.target,
-                    title=f"{case.profile.model}, {case.label} SLO {_slo_text(case)}",
+                    title=f"{case.profile.model}, {case.scenario.name}, {case.label} SLO {_slo_text(case)}",
                 )
             bar.advance(task)
     table = Table(title=f"Capacity at {settings.target:.0%} attainment (req/s) — {source}")
-    for col in ("model", "SLO", "slo", "triton def", "triton best", "ray def", "ray best", "aimd"):
-        table.add_column(col, justify="left" if col in ("model", "SLO") else "right")
+    for col in (
+        "scenario",
+        "model",
+        "SLO",
+        "slo",
+        "triton def",
+        "triton best",
+        "ray def",
+        "ray best",
+        "aimd",
+    ):
+        table.add_column(col, justify="left" if col in ("scenario", "model", "SLO") else "right")
     table.add_column("× triton def", justify="right")
     table.add_column("× triton best", justify="right")
     for r in rows:
         c = r["capacity"]
         table.add_row(
+            r["scenario"]["name"],
             r["model"],
             f"{r['case']} {r['slo_ms']}",
             *(f"{c[k]:.0f}" for k in ("slo", "triton default", "triton best", "ray default", "ray best")),
@@ -357,13 +481,34 @@ def _main(args: argparse.Namespace) -> int:
         {"rows": rows, "targets_met": met},
         experiment="batching",
         profiles=source,
-        workload=f"Poisson arrivals, {settings.duration:g} s per run, one 1-core instance, "
-        f"lognormal service noise CV {NOISE_CV}",
+        workload=f"{settings.duration:g} s per run (at least the scenario's min_requests expected "
+        f"requests), 1-core instances, lognormal service noise CV {NOISE_CV}; scenarios: "
+        + "; ".join(sorted({_scenario_text(c.scenario) for c in cases})),
         seeds=list(settings.seeds),
         target=settings.target,
     )
     print(f"wrote {out / 'results.json'}")
     return 0
+
+
+def _file_tag(case: Case) -> str:
+    base = f"{case.profile.model}_{case.label}"
+    return base if case.scenario is POISSON_1 else f"{case.scenario.key}_{base}"
+
+
+def _scenario_text(sc: Scenario) -> str:
+    arrivals = {
+        "poisson": "Poisson arrivals",
+        "gamma": f"gamma renewal arrivals (inter-arrival CV {sc.cv:g})",
+        "azure_code": "Azure LLM 2023 code trace (a window of rate x duration consecutive requests "
+        "from a seed-dependent offset, time-scaled to the rate under test)",
+    }[sc.arrivals]
+    where = (
+        f"co-located on one machine, dynamic slowdown s(k) = {list(sc.slowdown)}"
+        if sc.slowdown
+        else "no interference"
+    )
+    return f"{sc.name}: {arrivals}, {sc.instances} instance(s), {where}"
 
 
 def _slo_text(case: Case) -> str:
@@ -383,6 +528,7 @@ def _row(case: Case, results: dict[str, PolicyResult]) -> dict[str, Any]:
         return slo / base if base > 0 else (math.inf if slo > 0 else 1.0)
 
     return {
+        "scenario": {**asdict(case.scenario), "description": _scenario_text(case.scenario)},
         "model": case.profile.model,
         "case": case.label,
         "slo_ms": _slo_text(case),
@@ -394,4 +540,13 @@ def _row(case: Case, results: dict[str, PolicyResult]) -> dict[str, Any]:
     }
 
 
-__all__ = ["BUILTIN_PROFILES", "Case", "Settings", "evaluate", "register"]
+__all__ = [
+    "BUILTIN_PROFILES",
+    "EXTRA_SCENARIOS",
+    "SCENARIOS",
+    "Case",
+    "Scenario",
+    "Settings",
+    "evaluate",
+    "register",
+]

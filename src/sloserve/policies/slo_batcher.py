@@ -22,11 +22,12 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   are dropped once hopeless.
 - **Waiting.** When the whole queue fits in one batch with room to spare, hold it (``WaitUntil``)
   only while (a) every queued request still makes its deadline if the batch starts then with one
-  more request, and (b) waiting raises throughput: the next request is expected (from this
-  instance's share of the arrival rate over the last ``rate_window`` arrivals) sooner than the
-  (median) time it adds to the batch, ``l(b+1) - l(b)``; otherwise idling costs the instance more
-  than serving that request in a later batch, so the batch runs now. The wake-up is the earlier of
-  the latest start and the expected next arrival.
+  more request, and (b) waiting raises throughput: the next request is expected (from the arrival
+  rate over the last ``rate_window`` arrivals, shared among the instances free now: a busy
+  instance cannot take it, so with the others busy every arrival joins this batch) sooner than
+  the (median) time it adds to the batch, ``l(b+1) - l(b)``; otherwise idling costs the instance
+  more than serving that request in a later batch, so the batch runs now. The wake-up is the
+  earlier of the latest start and the expected next arrival.
 
 The only required knob is the SLO (per request through its deadline, or the model's ``slo``);
 everything else comes from the profile.
@@ -132,6 +133,8 @@ class SloBatcher(QueueScheduler):
         """Batches running (or dispatched in this ``decide``) that a new batch would run beside."""
         self._best_single = 0.0
         """Tail latency of a batch of one on the fastest instance seen at the last ``decide`` (0 before)."""
+        self._free = 1
+        """Instances that can take a batch now (counted in ``decide``, less those given one since)."""
 
     # ----------------------------------------------------------------- driver calls
     def submit(self, now: float, request: Request) -> Drop | None:
@@ -145,9 +148,11 @@ class SloBatcher(QueueScheduler):
         return drop
 
     def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
-        """Records how many instances share the load and the fastest one, then dispatches."""
+        """Records how many instances share the load, how many are free, and the fastest one, then
+        dispatches."""
         live = [i for i in instances if i.available]
         self._instances = max(1, len(live))
+        self._free = max(1, sum(1 for i in live if i.free))
         if live:
             self._best_single = min(self.profile.tail_latency(1, i.cores, 1) for i in live)
         self._running = sum(i.in_flight for i in instances)
@@ -193,6 +198,7 @@ class SloBatcher(QueueScheduler):
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
         self._running += 1
+        self._free = max(1, self._free - 1)
         return Batch(tuple(item[3] for item in chosen))
 
     def typical(self, batch: int, instance: InstanceView) -> float:
@@ -232,7 +238,7 @@ class SloBatcher(QueueScheduler):
         if size >= self.max_batch or math.isinf(earliest):
             return None  # batch full, or no deadline to wait against
         latest_start = earliest - self.tail(size + 1, instance)
-        rate = self.arrival_rate(now) / self._instances
+        rate = self.arrival_rate(now) / self._free
         if latest_start <= now or rate <= 0:
             return None
         gap = 1.0 / rate

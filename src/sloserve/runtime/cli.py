@@ -63,6 +63,10 @@ def _serve(args: argparse.Namespace) -> int:
         from sloserve.core.config import ConfigError
 
         raise ConfigError(f"{repository}: not a directory (a model repository has one directory per model)")
+    if args.plan is not None:  # refuse a plan this machine cannot run before starting anything
+        from sloserve.runtime.plan_deploy import read_plan
+
+        read_plan(args.plan)
     options = ServeOptions(
         repository=repository,
         host=args.host,

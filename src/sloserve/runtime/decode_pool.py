@@ -2,7 +2,8 @@
 
 Decoding a large infer body (:func:`~sloserve.runtime.codec.decode_http_infer`: the JSON header,
 then the tensors over the body's binary part) runs on one of K decode workers (threads with their
-own queue) instead of on the event loop; bodies under ``min_bytes`` are decoded inline. Which worker a request goes to is decided by the same sans-I/O
+own queue) instead of on the event loop; bodies under ``min_bytes`` are decoded inline. Which
+worker a request goes to is decided by the same sans-I/O
 :class:`~sloserve.policies.flow_steering.FlowSteering` policies the simulator's receive path runs:
 
 - ``balance="connection"``: :class:`~sloserve.policies.flow_steering.StaticHashSteering`, a fixed

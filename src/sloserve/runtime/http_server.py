@@ -1,17 +1,21 @@
 """HTTP/1.1 over raw asyncio + httptools (on uvloop), carrying :class:`~sloserve.runtime.http_api.HttpApi`.
 
-Why this stack: measured with ``python benchmarks/http_stack.py --quick`` (same routes, same
-server core, identity model FP32[1,16] binary, each stack in its own process on uvloop; a lean
-raw-socket client alternating with a null server; 2-core machine shared with other work,
+Why this stack: measured with ``python benchmarks/http_stack.py`` (same routes, same server
+core, identity model FP32[1,16] binary, each stack in its own process on uvloop; a lean raw-socket
+client sends 3000 sequential requests alternating with a null server, then a closed loop of 2
+processes x 32 connections for 5 s; 2-core machine shared with other work, load average ~6,
 2026-11-23)::
 
-    stack                 p50 ms   added p50 ms   p99 ms   peak req/s (2 procs x 32 conns)
-    raw asyncio+httptools  0.168          0.103    0.315        6808
-    uvicorn + starlette    0.227          0.156    0.695        3597
-    aiohttp                0.205          0.160    4.298        5177
+    stack                 p50 ms   added p50 ms   p99 ms   peak req/s
+    raw asyncio+httptools  0.157          0.095    1.425       11460
+    aiohttp                0.170          0.128    0.266        8312
+    uvicorn + starlette    0.213          0.169    1.720        4490
 
-The raw protocol adds the least latency (-35% against the others) and reaches the highest rate
-(1.3-1.9x), and it gives direct control over what the issue asks for at the connection level:
+(``--quick`` run earlier the same evening: raw 0.103 ms / 6808 req/s, aiohttp 0.160 / 5177,
+uvicorn + starlette 0.156 / 3597: same order.)
+
+The raw protocol adds the least latency and reaches the highest rate (1.4-2.6x the others), and
+it gives direct control over what the issue asks for at the connection level:
 
 - ``TCP_NODELAY`` on every connection;
 - keep-alive and in-order pipelining (one handler at a time per connection);

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from sloserve.core.cluster import InstanceView
 from sloserve.core.config import ConfigError
 from sloserve.core.decisions import DropReason
-from sloserve.core.cluster import InstanceView
 from sloserve.policies.deadline_split import DeadlineSplit, SplitStep
 from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.clock import Clock
@@ -265,8 +265,12 @@ class PipelineLoop:
 
 
 def split_steps(config: PipelineConfig, loops: Mapping[str, ModelLoop]) -> list[SplitStep]:
-    """The split rule's view of the steps: weights from the members' profiles (latency at batch 1)
-    when every member has one, else even; ``loops`` maps model name → loop."""
+    """The split rule's view of the steps; ``loops`` maps model name → loop.
+
+    When every member has a profile, a step's weight is its expected time: the member's batching
+    delay (``max_queue_delay_microseconds``) plus its profiled latency at batch 1; else the split
+    is even. The fastest a step can run is its profiled latency at batch 1 (0 without a profile).
+    """
     parents = config.parents()
     profiles = {s.step_name: loops[s.model].profile for s in config.steps}
     known = all(p is not None for p in profiles.values())
@@ -274,7 +278,8 @@ def split_steps(config: PipelineConfig, loops: Mapping[str, ModelLoop]) -> list[
     for s in config.steps:
         profile = profiles[s.step_name]
         latency = profile.latency(1) if profile is not None else 0.0
-        weight = latency if known and latency > 0 else 1.0
+        delay = loops[s.model].config.max_queue_delay_microseconds * 1e-6
+        weight = latency + delay if known and latency + delay > 0 else 1.0
         steps.append(SplitStep(s.step_name, parents[s.step_name], weight, latency))
     return steps
 
@@ -303,16 +308,18 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
         raise ConfigError(f"{source}: steps: a member is itself a pipeline (nesting is not supported)")
     specs: dict[str, TensorSpec] = {}
     for i, step in enumerate(config.steps):
-        member = members[step.model]
-        ins = {s.name: s for s in member.inputs}
-        outs = {s.name: s for s in member.outputs}
+        loaded = members[step.model]
+        ins = {s.name: s for s in loaded.inputs}
+        outs = {s.name: s for s in loaded.outputs}
         unknown = sorted(set(step.input_map) - set(ins))
         if unknown:
             raise ConfigError(f"{source}: steps.{i}.input_map: {step.model!r} has no input(s) {unknown}; "
                               f"it has {sorted(ins)}")  # fmt: skip
         missing = sorted(set(ins) - set(step.input_map))
         if missing:
-            raise ConfigError(f"{source}: steps.{i}.input_map: input(s) {missing} of {step.model!r} are not mapped")
+            raise ConfigError(
+                f"{source}: steps.{i}.input_map: input(s) {missing} of {step.model!r} are not mapped"
+            )
         unknown = sorted(set(step.output_map) - set(outs))
         if unknown:
             raise ConfigError(f"{source}: steps.{i}.output_map: {step.model!r} has no output(s) {unknown}; "

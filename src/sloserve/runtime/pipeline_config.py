@@ -78,8 +78,9 @@ class PipelineConfig(StrictModel):
         for s in self.steps:
             for tensor in s.output_map.values():
                 if tensor in producer:
+                    first = producer[tensor]
                     raise ValueError(
-                        f"tensor {tensor!r} is produced by both steps {producer[tensor]!r} and {s.step_name!r}"
+                        f"tensor {tensor!r} is produced by both steps {first!r} and {s.step_name!r}"
                     )
                 producer[tensor] = s.step_name
         if not self.pipeline_inputs():

@@ -109,7 +109,9 @@ def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> lis
         where = f"{source}: modules.{i}"
         loaded = repo.models.get(module.model)
         if loaded is None or pipeline_loop(loaded) is not None:
-            raise ConfigError(f"{where}.model: no loaded model {module.model!r} (loaded: {sorted(repo.models)})")
+            raise ConfigError(
+                f"{where}.model: no loaded model {module.model!r} (loaded: {sorted(repo.models)})"
+            )
         config, loop = loaded.config, loaded.loop
         batches = tuple(t.batch for t in module.tuples)
         if max(batches, default=1) > config.batch_cap:
