@@ -159,3 +159,24 @@ class VirtualInstance(InstanceRunner):
 
     def stop(self) -> None:
         self.stopped = True
+
+
+class GreedyScaler:
+    """Asks for ``count`` instances of its model every ``interval`` seconds."""
+
+    def __init__(self, model: str, count: int, interval: float) -> None:
+        self.model, self.count, self._interval = model, count, interval
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def on_tick(self, now: float, window: Any) -> list[Any]:
+        from sloserve.core.decisions import SetInstanceCount
+
+        return [SetInstanceCount(self.model, self.count)]
+
+
+def make_greedy_scaler(ctx: Any, **params: Any) -> GreedyScaler:
+    """Registry factory (by import path ``server_fakes:make_greedy_scaler``)."""
+    return GreedyScaler(ctx.model, int(params.pop("count", 3)), float(params.pop("interval_s", 0.05)))

@@ -5,6 +5,7 @@ priority carried through the steps, and every request ending exactly once."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Ite
     }  # fmt: skip
     write_pipeline(root, "gated_split", gated)
     write_pipeline(root, "gated_whole", gated | {"deadline_split": "whole"})
-    options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None, backends={"fake": fakes})
+    options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=0, backends={"fake": fakes})
     with BackgroundServer(options) as s:
         yield s
 
@@ -101,7 +102,7 @@ def _call(client: th.InferenceServerClient, model: str, name: str, x: np.ndarray
     result = client.infer(model, [_http_in(name, x)])
     arr = result.as_numpy(out)
     assert arr is not None
-    return arr
+    return np.asarray(arr)
 
 
 def test_metadata_names_pipeline_inputs_and_outputs(client: th.InferenceServerClient) -> None:
@@ -255,3 +256,15 @@ def test_wiring_errors_name_file_and_field(
             client.load_model(name)
         assert f"{root / name / 'pipeline.yaml'}: {field}" in info.value.message()
         assert not client.is_model_ready(name)
+
+
+def test_config_and_metrics_of_pipeline(client: th.InferenceServerClient, server: BackgroundServer) -> None:
+    config = client.get_model_config("two_step")
+    assert config["platform"] == "pipeline" and config["max_batch_size"] == 64
+    assert [i["name"] for i in config["input"]] == ["INPUT0"]
+    x = np.ones((1, 784), np.float32)
+    client.infer("two_step", [_http_in("INPUT0", x)])
+    url = f"http://127.0.0.1:{server.service.metrics_port}/metrics"
+    text = urllib.request.urlopen(url).read().decode()
+    assert 'nv_inference_request_success{model="two_step",version="1"}' in text
+    assert 'sloserve_instances{model="two_step",version="1"} 0.0' in text

@@ -73,7 +73,12 @@ MODEL_CASES = [
     ("bad_shape", json.dumps(_tensor(shape=[1, -3])).encode(), 400, "non-negative integers"),
     ("not_numbers", json.dumps(_tensor(data=["a", "b", "c"])).encode(), 400, "FP32"),
     ("missing_input", json.dumps(_tensor(name="OTHER")).encode(), 400, "missing input"),
-    ("batch_of_two", json.dumps(_tensor(shape=[2, 3], data=[1] * 6)).encode(), 400, "batch dimension 2"),
+    (
+        "batch_too_big",
+        json.dumps(_tensor(shape=[300, 1], data=[1] * 300)).encode(),
+        400,
+        "batch dimension 300",
+    ),
     ("bad_priority", json.dumps({**GOOD, "parameters": {"priority": 7}}).encode(), 400, "priority"),
     ("bad_timeout", json.dumps({**GOOD, "parameters": {"timeout": "soon"}}).encode(), 400, "timeout"),
     ("unknown_output", json.dumps({**GOOD, "outputs": [{"name": "NOPE"}]}).encode(), 400, "unknown output"),

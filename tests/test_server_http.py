@@ -33,6 +33,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Ite
     slo = {"backend": "fake", "max_batch_size": 8, "slo_ms": 1000, "scheduler": {"name": "slo"}}
     write_model(root, "slo_model", slo, AFFINE_50MS)
     write_model(root, "late_model", {**slo, "serve_late": True}, AFFINE_50MS)
+    greedy = {"name": "server_fakes:make_greedy_scaler", "params": {"count": 3}}
+    write_model(root, "scaled", {"backend": "fake", "scaler": greedy, "autoscaling": {"max_replicas": 2}})
     options = ServeOptions(root, http_port=0, grpc_port=None, metrics_port=0, backends={"fake": fakes})
     with BackgroundServer(options) as s:
         yield s
@@ -200,3 +202,22 @@ def test_repository_load_unload_reload(server: BackgroundServer, client: th.Infe
     with pytest.raises(InferenceServerException) as err:
         client.load_model("identity2")
     assert "config.yaml" in err.value.message() and "max_batch_size" in err.value.message()
+
+
+def test_scaler_runs_within_its_bounds(server: BackgroundServer, client: th.InferenceServerClient) -> None:
+    loop = server.service.core.repository.models["scaled"].loop
+    wait_for(lambda: len(loop.views) == 2 and all(v.available for v in loop.views.values()))
+    assert client.infer("scaled", [_input(7)]).as_numpy("OUTPUT0")[0, 0] == 7
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.service.metrics_port}/metrics").read()
+    assert b'sloserve_instances{model="scaled",version="1"} 2.0' in metrics
+
+
+def test_client_side_batch_is_split_and_joined(client: th.InferenceServerClient) -> None:
+    x = np.arange(15, dtype=np.float32).reshape(3, 5)
+    inp = th.InferInput("INPUT0", [3, 5], "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    before = client.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
+    result = client.infer("identity", [inp])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+    after = client.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
+    assert after - before == 3  # one inference per row

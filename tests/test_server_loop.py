@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from server_fakes import VirtualInstance, VirtualTimers
 from sloserve.core.cluster import WindowStats
@@ -14,6 +17,7 @@ from sloserve.core.decisions import DropReason, SetInstanceCores, SetInstanceCou
 from sloserve.core.profiles import AffineProfile
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.registry import make_scheduler
+from sloserve.policies.scaling_guards import BoundedScaler
 from sloserve.runtime.model_config import ModelConfig, load_model_config
 from sloserve.runtime.model_loop import Answer, ModelLoop, Outcome, Refusal
 from sloserve.sim.engine import EventLoop
@@ -90,7 +94,8 @@ def test_resize_in_place_and_scaler_bounds() -> None:
             [SetInstanceCount("m", 10)],  # above autoscaling.max_replicas
         ]
     )
-    ev, loop, runners = _loop({"autoscaling": {"min_replicas": 1, "max_replicas": 2}}, scaler=scaler)
+    guarded = BoundedScaler(scaler, min_replicas=1, max_replicas=2)
+    ev, loop, runners = _loop(scaler=guarded)
     outcomes: list[Outcome] = []
     _send(loop, outcomes, 3)
     ev.run(until=1.5)
@@ -180,3 +185,56 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
     config = load_model_config(ok)  # no file: defaults
     assert config.scheduler.name == "triton" and config.deadline_budget(None) is None
     assert config.deadline_budget(0.5) == 0.5
+
+
+def test_bounded_scaler_delays_and_bounds() -> None:
+    def window(instances: int) -> WindowStats:
+        return WindowStats(0, 1, 0, 0, 0, 0, 0.0, 0.0, 0, instances, instances, 1, float("inf"))
+
+    asks = _Scaler([[SetInstanceCount("m", 5)]] * 4 + [[SetInstanceCount("m", 1)]] * 3)
+    guard = BoundedScaler(asks, min_replicas=2, max_replicas=4, upscale_delay_s=2.0, downscale_delay_s=1.0)
+    got = [guard.on_tick(float(t), window(2 if t < 3 else 4)) for t in range(7)]
+    assert got[:2] == [[], []]  # asked for more since t=0: not yet 2 s
+    assert got[2] == [SetInstanceCount("m", 4)]  # after 2 s, clamped to max_replicas
+    assert got[3] == []  # 4 run: nothing to change
+    assert got[4:] == [[], [SetInstanceCount("m", 2)], []]  # down after 1 s, clamped to min_replicas
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    scheduler=st.sampled_from(["triton", "slo"]),
+    serve_late=st.booleans(),
+    changes=st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(0, 3), st.integers(1, 3)), max_size=6),
+)
+def test_every_request_ends_exactly_once(
+    seed: int, scheduler: str, serve_late: bool, changes: list[tuple[float, int, int]]
+) -> None:
+    """Random traces, deadlines and scaling while serving: each request ends once, never early."""
+    rng = np.random.default_rng(seed)
+    config = {"slo_ms": 30, "serve_late": serve_late, "scheduler": {"name": scheduler}}
+    ev, loop, _ = _loop({**config, "instance_group": {"count": 1}}, scheduler=scheduler)
+    ended: dict[int, tuple[Outcome, float]] = {}
+    arrivals = np.cumsum(rng.exponential(1 / 400, 200))
+    for t, count, threads in changes:
+        ev.at(t, lambda c=count: loop.set_instance_count(c))
+        ev.at(t, lambda th=threads: [loop.set_instance_threads(i, th) for i in list(loop.views)])
+    ev.at(0.6, lambda: loop.set_instance_count(1))  # end with capacity, so queued work drains
+
+    def arrive(i: int, budget: float | None) -> None:
+        def done(outcome: Outcome) -> None:
+            assert i not in ended, "a request ended twice"
+            ended[i] = (outcome, ev.now)
+
+        loop.submit({}, done, budget=budget)
+
+    for i, t in enumerate(arrivals):
+        budget = float(rng.choice([0.001, 0.02, 0.1])) if rng.random() < 0.5 else None
+        ev.at(float(t), lambda i=i, b=budget: arrive(i, b))
+    ev.run()
+    assert sorted(ended) == list(range(len(arrivals)))
+    for i, (outcome, t) in ended.items():
+        if isinstance(outcome, Answer):
+            assert t >= arrivals[i] + PROFILE.latency(1) - 1e-12  # no answer before the service time
+    s = loop.stats
+    assert s.success_count + s.fail_count == s.arrivals == len(arrivals) and not loop.pending

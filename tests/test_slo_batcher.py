@@ -8,7 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sloserve.core import AffineProfile, Dispatch, Drop, DropReason, InstanceView, Request, WaitUntil
+from sloserve.core import (
+    AffineProfile,
+    Decision,
+    Dispatch,
+    Drop,
+    DropReason,
+    InstanceView,
+    Request,
+    WaitUntil,
+)
 from sloserve.policies import PolicyContext, make_scheduler
 from sloserve.policies.slo_batcher import SloBatcher
 
@@ -80,7 +89,8 @@ def test_cores_and_running_batches_change_the_prediction() -> None:
 
 
 def test_waits_only_while_the_next_arrival_is_cheaper_than_idling() -> None:
-    # arrivals every 0.2 ms: sooner than the 1 ms a request adds to a batch, so waiting pays
+    # l(b) = 4 + b ms: waiting for a third request pays iff it comes within l(2)/2 - 1 = 2 ms
+    # (3 / (gap + 7 ms) > 2 / 6 ms). Arrivals every 0.2 ms: it does
     s = SloBatcher(PROFILE, max_batch=32)
     for i in range(2):
         s.submit(i * 0.0002, _req(i, i * 0.0002, 0.05))
@@ -94,12 +104,31 @@ def test_waits_only_while_the_next_arrival_is_cheaper_than_idling() -> None:
     out = s.decide(0.0004, [InstanceView(0, "m")])
     assert len(out) == 1 and isinstance(out[0], WaitUntil)
     assert out[0].time == pytest.approx(0.0093 - _tail(3))
-    # arrivals every 2 ms: idling costs more than the next request adds, so it runs now
+    # arrivals every 2 ms (rate estimate: one more in 4 ms): idling costs more, so it runs now
     s = SloBatcher(PROFILE, max_batch=32)
     for i in range(2):
         s.submit(i * 0.002, _req(i, i * 0.002, 0.05))
     out = s.decide(0.004, [InstanceView(0, "m")])
     assert isinstance(out[0], Dispatch) and out[0].batch.size == 2
+
+
+def test_next_arrival_is_shared_among_the_free_instances_only() -> None:
+    # arrivals every 0.5 ms (2000/s); three queued: waiting for a fourth pays iff it comes within
+    # 1.25 ms (4 / (gap + 8 ms) > 3 / 7 ms)
+    def decide(busy: int) -> list[Decision]:
+        s = SloBatcher(PROFILE, max_batch=32, shared_hardware=False)
+        for i in range(3):
+            s.submit(i * 0.0005, _req(i, i * 0.0005, 0.05))
+        views = [InstanceView(k, "m", in_flight=1 if k < busy else 0) for k in range(4)]
+        return s.decide(0.001, views)
+
+    # three of four instances busy: every arrival comes to the free one, 0.5 ms apart -> wait
+    out = decide(busy=3)
+    assert len(out) == 1 and isinstance(out[0], WaitUntil)
+    assert out[0].time == pytest.approx(0.001 + 0.0005)
+    # all four free: the next arrival may go to another instance (2 ms per instance) -> run now
+    out = decide(busy=0)
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 3
 
 
 def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:

@@ -7,6 +7,13 @@ over the seeds, is at least 99% (drops count as misses; :func:`sloserve.sim.capa
 One instance with one core serves the model; service times are the profile's median times a
 lognormal multiplier (CV 0.1); the profiles' p99 is that multiplier's p99.
 
+Further rows (:data:`EXTRA_SCENARIOS`, tight and loose SLO each) change the conditions, one
+thing at a time: bursty arrivals (gamma renewal with inter-arrival CV 3; the Azure LLM 2023
+code trace, a window of ``rate × duration`` consecutive requests from a seed-dependent offset,
+time-scaled to the rate under test), four 1-core instances (each on its own core, or co-located
+on one machine where overlapping batches slow each other by DNNScaler's published ``s(k)``), and
+both. Bursty runs last at least 4000 expected requests. ``--scenarios`` picks rows.
+
 Policies:
 
 - ``slo``: :class:`sloserve.policies.slo_batcher.SloBatcher` (only knob: the SLO, per request);

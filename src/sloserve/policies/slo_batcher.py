@@ -24,10 +24,11 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   only while (a) every queued request still makes its deadline if the batch starts then with one
   more request, and (b) waiting raises throughput: the next request is expected (from the arrival
   rate over the last ``rate_window`` arrivals, shared among the instances free now: a busy
-  instance cannot take it, so with the others busy every arrival joins this batch) sooner than
-  the (median) time it adds to the batch, ``l(b+1) - l(b)``; otherwise idling costs the instance
-  more than serving that request in a later batch, so the batch runs now. The wake-up is the
-  earlier of the latest start and the expected next arrival.
+  instance cannot take it, so with the others busy every arrival joins this batch) soon enough
+  that the bigger batch, counted from now, has the higher throughput by the profile's median:
+  ``(b+1) / (gap + l(b+1)) > b / l(b)`` (for an affine profile: ``gap < α/b``, the fixed cost
+  each request of the batch carries); otherwise the batch runs now. The wake-up is the earlier
+  of the latest start and the expected next arrival.
 
 The only required knob is the SLO (per request through its deadline, or the model's ``slo``);
 everything else comes from the profile.
@@ -243,11 +244,10 @@ class SloBatcher(QueueScheduler):
             return None
         gap = 1.0 / rate
         k = (self._running if self.shared_hardware else instance.in_flight) + 1
-        marginal = self.profile.latency(size + 1, instance.cores, k) - self.profile.latency(
-            size, instance.cores, k
-        )
-        if gap >= marginal:
-            return None  # idling for the next request costs more than running it in a later batch
+        now_rate = size / self.profile.latency(size, instance.cores, k)
+        waited_rate = (size + 1) / (gap + self.profile.latency(size + 1, instance.cores, k))
+        if waited_rate <= now_rate:
+            return None  # idling for the next request costs more throughput than it brings
         return min(latest_start, now + gap)
 
 

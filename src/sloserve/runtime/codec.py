@@ -301,12 +301,12 @@ def encode_http_infer(
 
 
 def check_inputs(
-    inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], batching: bool
+    inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], max_batch_size: int
 ) -> dict[str, np.ndarray]:
     """The inputs in the model's order, after checking names, datatypes and shapes.
 
-    For a batching model every input carries the batch dimension first and it must be 1 (sloserve
-    schedules one sample per request and forms batches itself).
+    For a batching model (``max_batch_size > 0``) every input carries the batch dimension first;
+    all inputs have the same number of rows, at most ``max_batch_size``.
     """
     known = {s.name for s in specs}
     missing = [s.name for s in specs if s.name not in inputs]
@@ -326,10 +326,14 @@ def check_inputs(
             raise ProtocolError(
                 f"input {spec.name!r}: shape {list(shape)} does not match the model's {list(spec.shape)}"
             )
-        if batching and shape[0] != 1:
+        if max_batch_size > 0 and not 1 <= shape[0] <= max_batch_size:
             raise ProtocolError(
-                f"input {spec.name!r}: batch dimension {shape[0]}; sloserve takes one sample per "
-                f"request (batch dimension 1) and batches requests itself"
+                f"input {spec.name!r}: batch dimension {shape[0]} is outside "
+                f"1..max_batch_size={max_batch_size}"
             )
         out[spec.name] = arr
+    if max_batch_size > 0:
+        rows = {name: int(arr.shape[0]) for name, arr in out.items()}
+        if len(set(rows.values())) > 1:
+            raise ProtocolError(f"inputs have different batch dimensions: {rows}")
     return out

@@ -28,7 +28,7 @@ policy, ``instance_group``) and Ray Serve for autoscaling bounds; sloserve adds 
     serve_late: false                  # true: run requests that cannot meet their deadline instead of 503
     scheduler: {name: triton, params: {}}
     scaler: {name: dnnscaler, params: {}}   # optional; applied every ``scaler.interval`` seconds
-    autoscaling: {min_replicas: 1, max_replicas: 4}
+    autoscaling: {min_replicas: 1, max_replicas: 4, upscale_delay_s: 0, downscale_delay_s: 30}
 
 Deadline of a request (first that applies): the ``timeout`` request parameter in microseconds (as
 ``tritonclient`` sends it) or the ``X-SLO-Timeout-Ms`` HTTP header / gRPC metadata
@@ -91,10 +91,15 @@ class PolicyRef(StrictModel):
 
 
 class Autoscaling(StrictModel):
-    """Bounds on the instance count a scaler may ask for (Ray Serve's names)."""
+    """Guards around the scaler's instance count (Ray Serve's names and meaning; see
+    :class:`~sloserve.policies.scaling_guards.BoundedScaler`)."""
 
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int = Field(default=64, ge=1, le=64)
+    upscale_delay_s: float = Field(default=0.0, ge=0)
+    """The scaler must ask for more instances this long before the count goes up."""
+    downscale_delay_s: float = Field(default=0.0, ge=0)
+    """The scaler must ask for fewer instances this long before the count goes down."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Autoscaling:

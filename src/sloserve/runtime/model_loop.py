@@ -451,10 +451,9 @@ class ModelLoop:
         self.scheduler.set_max_batch(max(1, min(max_batch, self.config.batch_cap)))
 
     def apply(self, decision: ScaleDecision) -> None:
-        """Carry out one scaler decision (bounded by the model's ``autoscaling`` limits)."""
+        """Carry out one scaler decision (the repository wraps the scaler in the ``autoscaling`` guards)."""
         if isinstance(decision, SetInstanceCount):
-            bounds = self.config.autoscaling
-            self.set_instance_count(max(bounds.min_replicas, min(bounds.max_replicas, decision.count)))
+            self.set_instance_count(decision.count)
         elif isinstance(decision, SetInstanceCores):
             self.set_instance_threads(decision.instance, decision.cores)
         elif isinstance(decision, SetMaxBatch):

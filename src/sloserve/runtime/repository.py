@@ -25,6 +25,7 @@ from sloserve.core.profile_io import load_profiles
 from sloserve.core.profiles import ModelProfile
 from sloserve.policies.base import PolicyContext, Scaler
 from sloserve.policies.registry import make_scaler, make_scheduler
+from sloserve.policies.scaling_guards import BoundedScaler
 from sloserve.runtime.backend import ExecutionBackend, TensorSpec
 from sloserve.runtime.clock import AsyncioTimers, Clock
 from sloserve.runtime.codec import ProtocolError
@@ -254,9 +255,17 @@ class ModelRepository:
         scaler: Scaler | None = None
         if config.scaler is not None:
             try:
-                scaler = make_scaler(config.scaler.name, ctx, config.scaler.params)
+                inner = make_scaler(config.scaler.name, ctx, config.scaler.params)
             except ValueError as exc:
                 raise ConfigError(f"{source}: scaler: {exc}") from None
+            bounds = config.autoscaling
+            scaler = BoundedScaler(
+                inner,
+                min_replicas=bounds.min_replicas,
+                max_replicas=bounds.max_replicas,
+                upscale_delay_s=bounds.upscale_delay_s,
+                downscale_delay_s=bounds.downscale_delay_s,
+            )
         threads = config.instance_group.threads
         count = config.instance_group.count
         backends = await asyncio.gather(

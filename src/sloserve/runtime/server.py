@@ -4,6 +4,11 @@
 draining → stopped, which the health endpoints report truthfully), turns a decoded request into a
 submission to the model's loop, and builds the metadata, configuration and statistics documents
 both front ends return (in Triton's JSON shapes; the gRPC front end parses them into protobufs).
+
+A request whose tensors carry a batch dimension ``n > 1`` (a client-side batch, up to the model's
+``max_batch_size``) is split into ``n`` requests to the scheduler, one per row, with the same
+deadline and priority; they are batched (with any other requests) and counted one by one, and the
+answer joins their outputs in order (or is the first refusal, when any row was refused).
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ class InferenceServer:
     ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
         """Run one request; :class:`ProtocolError` (400/404/503/500) when it cannot be answered."""
         model = self.model(name, version)
-        inputs = check_inputs(request.inputs, model.inputs, model.batching)
+        inputs = check_inputs(request.inputs, model.inputs, model.config.max_batch_size)
         if request.outputs is not None:
             known = {o.name for o in model.outputs}
             unknown = [o.name for o in request.outputs if o.name not in known]
@@ -186,17 +191,30 @@ class InferenceServer:
                 raise ProtocolError(f"unknown output(s) {unknown}; the model has {sorted(known)}")
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        rows = next(iter(inputs.values())).shape[0] if model.batching else 1
+        # a client-side batch: each row is one request to the scheduler
+        parts = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows)] if rows > 1 else [inputs]
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = []
+        for part in parts:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            futures.append(future)
 
-        def done(outcome: Outcome) -> None:
-            if not future.done():  # the caller may have gone (a cancelled gRPC call)
-                future.set_result(outcome)
+            def done(outcome: Outcome, future: asyncio.Future[Outcome] = future) -> None:
+                if not future.done():  # the caller may have gone (a cancelled gRPC call)
+                    future.set_result(outcome)
 
-        model.loop.submit(inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes)
-        outcome = await future
-        if isinstance(outcome, Answer):
-            return model, outcome.outputs
-        raise ProtocolError(outcome.message, refusal_status(outcome.reason))
+            model.loop.submit(
+                part, done, budget=budget, priority=priority, payload_bytes=payload_bytes // rows
+            )
+        outcomes = [await f for f in futures]
+        for outcome in outcomes:
+            if not isinstance(outcome, Answer):
+                raise ProtocolError(outcome.message, refusal_status(outcome.reason))
+        answers = [o.outputs for o in outcomes if isinstance(o, Answer)]
+        if rows == 1:
+            return model, answers[0]
+        return model, {k: np.concatenate([a[k] for a in answers], axis=0) for k in answers[0]}
 
     # -- documents -------------------------------------------------------------------------------
 
