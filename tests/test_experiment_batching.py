@@ -61,6 +61,10 @@ def test_scenarios_add_rows_with_their_conditions() -> None:
         c.profile.latency(1, 1, 4) == pytest.approx(COLOCATED_SLOWDOWN[3] * c.profile.latency(1))
         for c in coloc
     )
+    # runs: as many requests as a one-instance run per instance; bursty ones at least 4000
+    assert SCENARIOS["base"].duration(100.0, 20.0) == 20.0
+    assert SCENARIOS["inst4"].duration(100.0, 20.0) == 5.0
+    assert SCENARIOS["gamma3"].duration(10.0, 20.0) == 400.0
     # the SLOs stay those of the plain profile (4 and 16 times its batch-1 tail)
     base = {(c.profile.model, c.label): c.slos for c in full if c.scenario.key == "base"}
     assert all(c.slos == base[(c.profile.model, c.label)] for c in coloc)

@@ -12,7 +12,8 @@ thing at a time: bursty arrivals (gamma renewal with inter-arrival CV 3; the Azu
 code trace, a window of ``rate × duration`` consecutive requests from a seed-dependent offset,
 time-scaled to the rate under test), four 1-core instances (each on its own core, or co-located
 on one machine where overlapping batches slow each other by DNNScaler's published ``s(k)``), and
-both. Bursty runs last at least 4000 expected requests. ``--scenarios`` picks rows.
+both. Runs with n instances last ``duration / n`` (as many requests as a one-instance run at the
+same load per instance); bursty runs at least 4000 expected requests. ``--scenarios`` picks rows.
 
 Policies:
 
@@ -108,8 +109,9 @@ class Scenario:
     """Runs last at least this many expected requests (bursty rows at low rates need them)."""
 
     def duration(self, rate: float, duration: float) -> float:
-        """Simulated seconds of one run at ``rate``."""
-        return max(duration, self.min_requests / rate) if self.min_requests else duration
+        """Simulated seconds of one run at ``rate``: ``duration / instances`` (as many requests as a
+        one-instance run at the same load per instance), at least ``min_requests / rate``."""
+        return max(duration / self.instances, self.min_requests / rate)
 
 
 POISSON_1 = Scenario("base", "poisson, 1 inst")
@@ -488,7 +490,8 @@ def _main(args: argparse.Namespace) -> int:
         {"rows": rows, "targets_met": met},
         experiment="batching",
         profiles=source,
-        workload=f"{settings.duration:g} s per run (at least the scenario's min_requests expected "
+        workload=f"{settings.duration:g} s per run divided by the instances (at least the scenario's "
+        f"min_requests expected "
         f"requests), 1-core instances, lognormal service noise CV {NOISE_CV}; scenarios: "
         + "; ".join(sorted({_scenario_text(c.scenario) for c in cases})),
         seeds=list(settings.seeds),
