@@ -10,6 +10,7 @@ import yaml
 
 from sloserve.cli import main
 from sloserve.core.config import ConfigError
+from sloserve.data import AZURE_CODE_TRACE
 from sloserve.sim.experiment import DEFAULT_EXPERIMENT, Experiment
 
 CONFIG = {
@@ -110,12 +111,7 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
         Experiment.from_file(bad)
 
 
-TRACE = Path("/work/shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv")
-TRACE = (
-    TRACE
-    if TRACE.exists()
-    else Path(__file__).resolve().parents[2] / "shared/data/traces/azure_llm_2023" / TRACE.name
-)
+TRACE = AZURE_CODE_TRACE
 
 
 @pytest.mark.parametrize(

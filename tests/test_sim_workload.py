@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from sloserve.core.config import ConfigError
+from sloserve.data import AZURE_CODE_TRACE
 from sloserve.sim import workload as wl
 
-TRACES = Path("/work/shared/data/traces/azure_llm_2023")
-TRACES = (
-    TRACES if TRACES.exists() else Path(__file__).resolve().parents[2] / "shared/data/traces/azure_llm_2023"
-)
+TRACES = AZURE_CODE_TRACE.parent
 
 
 def gaps_cv(w: wl.Workload) -> float:

@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from sloserve.core.profiles import AffineProfile
+from sloserve.data import AZURE_CONV_TRACE
 
 MS = 1e-3
 MB = 1_000_000
 
-TRACE = Path("../shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv")
-"""Default trace of the trace-driven service (relative to the repository root); ``--trace`` overrides."""
+TRACE = AZURE_CONV_TRACE
+"""Default trace of the trace-driven service (shipped with sloserve); ``--trace`` overrides."""
 
 
 def published_slowdown(dnn: str, dataset: str = "ImageNet", kmax: int = 4) -> tuple[float, ...]:

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from sloserve.core.config import StrictModel, load_model_file
+from sloserve.data import TRACES
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
 from sloserve.sim.hetero import HeteroPool
 from sloserve.sim.workload import Workload, from_trace_csv, gamma, mmpp_on_off, piecewise
@@ -84,7 +85,10 @@ class EvalParams(StrictModel):
     rates: list[float] = Field(default=[100.0, 250.0, 450.0], min_length=1)
     cv: float = Field(default=2.0, gt=0)
     duration_s: float = Field(default=30.0, gt=0)
-    trace: str | None = Field(default=None, description="CSV with a TIMESTAMP column")
+    trace: str | None = Field(
+        default=None,
+        description="TIMESTAMP CSV, or a shipped trace: azure_code, azure_conv",
+    )
     trace_rate: float = Field(default=250.0, gt=0, description="mean rate the trace is scaled to")
     trace_window_s: float = Field(default=600.0, gt=0, description="window of the trace (original time)")
 
@@ -116,6 +120,8 @@ class QosSetup:
         t = self.file.eval.trace
         if t is None:
             return None
+        if t in TRACES:
+            return TRACES[t]
         p = Path(t)
         return p if p.is_absolute() else self.base_dir / p
 
