@@ -46,7 +46,9 @@ def build_app(
             self.output_names = [o.name for o in self.backend.outputs]
 
         def metadata(self) -> dict[str, Any]:
-            spec = lambda t: {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}  # noqa: E731
+            def spec(t: Any) -> dict[str, Any]:
+                return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+
             return {
                 "name": name,
                 "versions": ["1"],
@@ -75,7 +77,7 @@ def build_app(
             headers = {} if header_len is None else {"Inference-Header-Content-Length": str(header_len)}
             return Response(payload, headers=headers, media_type="application/octet-stream")
 
-    return OnnxDeployment.bind()
+    return OnnxDeployment.bind()  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -106,7 +108,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]
     ray.shutdown()
 
 
