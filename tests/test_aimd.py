@@ -9,7 +9,7 @@ from sloserve.policies import PolicyContext, make_scaler
 from sloserve.policies.aimd import AimdController, AimdScaler
 
 
-def _window(p95: float, end: float = 3.0) -> WindowStats:
+def _window(p95: float, end: float = 3.0, cap: int = 1) -> WindowStats:
     return WindowStats(
         start=end - 3.0,
         end=end,
@@ -22,7 +22,7 @@ def _window(p95: float, end: float = 3.0) -> WindowStats:
         queue_length=0,
         instances=1,
         cores=1,
-        max_batch=1,
+        max_batch=cap,
         min_remaining_budget=0.1,
     )
 
@@ -65,9 +65,16 @@ def test_bad_parameters_are_refused() -> None:
 def test_scaler_emits_set_max_batch_only_on_change() -> None:
     scaler = AimdScaler("m", AimdController(slo=0.1, max_batch=16, batch=4))
     assert scaler.interval == 3.0
-    assert scaler.on_tick(3.0, _window(0.01)) == [SetMaxBatch("m", 8)]
-    assert scaler.on_tick(6.0, _window(0.09)) == []
-    assert scaler.on_tick(9.0, _window(0.5)) == [SetMaxBatch("m", 7)]
+    assert scaler.on_tick(3.0, _window(0.01, cap=4)) == [SetMaxBatch("m", 8)]
+    assert scaler.on_tick(6.0, _window(0.09, cap=8)) == []
+    assert scaler.on_tick(9.0, _window(0.5, cap=8)) == [SetMaxBatch("m", 7)]
+
+
+def test_scaler_corrects_a_cap_the_driver_started_elsewhere() -> None:
+    scaler = AimdScaler("m", AimdController(slo=0.1, max_batch=32, batch=1))
+    # the server starts at max_batch_size 32; AIMD starts at 1 and its first move keeps it at 1
+    assert scaler.on_tick(3.0, _window(0.5, cap=32)) == [SetMaxBatch("m", 1)]
+    assert scaler.on_tick(6.0, _window(0.09, cap=1)) == []
 
 
 def test_registry_builds_aimd_from_model_slo() -> None:

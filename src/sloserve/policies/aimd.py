@@ -75,10 +75,10 @@ class AimdScaler:
         return self._interval
 
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
-        """Called every ``interval``; returns ``SetMaxBatch`` when the cap changed."""
-        before = self.controller.batch
+        """Called every ``interval``; returns ``SetMaxBatch`` when the cap in force differs from
+        AIMD's (compared with the window's cap, so a driver that started elsewhere is corrected)."""
         after = self.controller.update(window.p95_latency)
-        return [SetMaxBatch(self.model, after)] if after != before else []
+        return [SetMaxBatch(self.model, after)] if after != window.max_batch else []
 
 
 def make_aimd(ctx: PolicyContext, **params: Any) -> AimdScaler:
