@@ -81,13 +81,20 @@ def one(seed: int, grid_steps: int, repeats: int, model: str) -> dict[str, Any]:
 def ratio_stats(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     both = [r[key] / r["harpagon"] for r in rows if r[key] is not None and r["harpagon"] is not None]
     feasible_h = sum(r["harpagon"] is not None for r in rows)
-    out: dict[str, Any] = {"compared": len(both), "no_plan": sum(r[key] is None for r in rows
-                                                                  if r["harpagon"] is not None)}
+    out: dict[str, Any] = {
+        "compared": len(both),
+        "no_plan": sum(r[key] is None for r in rows if r["harpagon"] is not None),
+    }
     if both:
         a = np.array(both)
-        out |= {"mean": float(a.mean()), "geomean": float(np.exp(np.log(a).mean())), "min": float(a.min()),
-                "max": float(a.max()), "cheaper_than_harpagon": int((a < 1 - TOL).sum()),
-                "share_of_harpagon_feasible": len(both) / max(feasible_h, 1)}
+        out |= {
+            "mean": float(a.mean()),
+            "geomean": float(np.exp(np.log(a).mean())),
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "cheaper_than_harpagon": int((a < 1 - TOL).sum()),
+            "share_of_harpagon_feasible": len(both) / max(feasible_h, 1),
+        }
     return out
 
 
@@ -106,29 +113,39 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "workloads": len(rows),
         "feasible": len(feasible),
         "harpagon_feasible_when_optimum_is": all(r["harpagon"] is not None for r in feasible),
-        "harpagon_infeasible_when_optimum_is_not": all(r["harpagon"] is None for r in rows
-                                                       if r["bruteforce"] is None),
+        "harpagon_infeasible_when_optimum_is_not": all(
+            r["harpagon"] is None for r in rows if r["bruteforce"] is None
+        ),
         "optimal_share": float((gaps <= TOL).mean()),
         "below_optimum": int((gaps < -TOL).sum()),
         "worst_gap": float(gaps.max()),
         "mean_gap": float(gaps.mean()),
         "optimal_share_by_modules": by_modules,
         "planning_ms": {
-            "best_of_repeats": {"median": float(np.median(best)), "p99": float(np.percentile(best, 99)),
-                                "max": float(best.max())},
+            "best_of_repeats": {
+                "median": float(np.median(best)),
+                "p99": float(np.percentile(best, 99)),
+                "max": float(best.max()),
+            },
             "first_run": {"median": float(np.median(first)), "p99": float(np.percentile(first, 99))},
             "cpu": {"median": float(np.median(cpu)), "p99": float(np.percentile(cpu, 99))},
         },
-        "bruteforce_ms": {"median": float(np.median([r["bruteforce_ms"] for r in rows])),
-                          "max": float(max(r["bruteforce_ms"] for r in rows))},
+        "bruteforce_ms": {
+            "median": float(np.median([r["bruteforce_ms"] for r in rows])),
+            "max": float(max(r["bruteforce_ms"] for r in rows)),
+        },
         "nexus_over_harpagon": ratio_stats(rows, "nexus"),
         "inferline_over_harpagon": ratio_stats(rows, "inferline"),
     }
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                            "numpy": np.__version__, "cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+    }
     with contextlib.suppress(OSError, StopIteration):
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         info["cpu_model"] = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
@@ -144,10 +161,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("nexus", "Nexus-style / Harpagon"), ("inferline", "InferLine-style / Harpagon"),
-                       ("bruteforce", "brute force / Harpagon")):
-        r = np.sort([x[key] / x["harpagon"] for x in rows
-                     if x[key] is not None and x["harpagon"] is not None])
+    for key, label in (
+        ("nexus", "Nexus-style / Harpagon"),
+        ("inferline", "InferLine-style / Harpagon"),
+        ("bruteforce", "brute force / Harpagon"),
+    ):
+        r = np.sort(
+            [x[key] / x["harpagon"] for x in rows if x[key] is not None and x["harpagon"] is not None]
+        )
         ax1.plot(r, np.arange(1, len(r) + 1) / len(r), label=label)
     ax1.set_xscale("log")
     ax1.set_xlabel("cost ratio")
@@ -166,9 +187,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def table(s: dict[str, Any], args: argparse.Namespace) -> Table:
-    t = Table(title=f"Harpagon planner, {s['workloads']} seeded workloads (seeds {args.first}.."
-              f"{args.first + s['workloads'] - 1}, grid {args.grid_steps} steps, {args.model} model)",
-              title_justify="left")
+    t = Table(
+        title=f"Harpagon planner, {s['workloads']} seeded workloads (seeds {args.first}.."
+        f"{args.first + s['workloads'] - 1}, grid {args.grid_steps} steps, {args.model} model)",
+        title_justify="left",
+    )
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("target / paper", justify="right")
@@ -181,18 +204,34 @@ def table(s: dict[str, Any], args: argparse.Namespace) -> Table:
         ("mean gap to optimum", f"{s['mean_gap']:.3%}", ""),
         ("planning ms, median (best of repeats)", f"{pm['best_of_repeats']['median']:.2f}", "<= 5 ms"),
         ("planning ms, p99 (best of repeats)", f"{pm['best_of_repeats']['p99']:.2f}", ""),
-        ("planning ms, median / p99 (first run)", f"{pm['first_run']['median']:.2f} / "
-         f"{pm['first_run']['p99']:.2f}", ""),
+        (
+            "planning ms, median / p99 (first run)",
+            f"{pm['first_run']['median']:.2f} / {pm['first_run']['p99']:.2f}",
+            "",
+        ),
         ("planning CPU ms, median / p99", f"{pm['cpu']['median']:.2f} / {pm['cpu']['p99']:.2f}", ""),
-        ("brute force ms, median / max",
-         f"{s['bruteforce_ms']['median']:.1f} / {s['bruteforce_ms']['max']:.1f}", ""),
+        (
+            "brute force ms, median / max",
+            f"{s['bruteforce_ms']['median']:.1f} / {s['bruteforce_ms']['max']:.1f}",
+            "",
+        ),
     ]
     for label, r in (("Nexus-style / Harpagon", n), ("InferLine-style / Harpagon", il)):
         if r["compared"]:
-            rows.append((f"{label} cost, mean (min–max)", f"{r['mean']:.2f}× ({r['min']:.2f}–{r['max']:.2f})",
-                         "1.49–2.37× (paper, vs its baselines)" if "Nexus" in label else ""))
-            rows.append(("  compared on / cheaper than Harpagon / no plan",
-                         f"{r['compared']} / {r['cheaper_than_harpagon']} / {r['no_plan']}", ""))
+            rows.append(
+                (
+                    f"{label} cost, mean (min–max)",
+                    f"{r['mean']:.2f}× ({r['min']:.2f}–{r['max']:.2f})",
+                    "1.49–2.37× (paper, vs its baselines)" if "Nexus" in label else "",
+                )
+            )
+            rows.append(
+                (
+                    "  compared on / cheaper than Harpagon / no plan",
+                    f"{r['compared']} / {r['cheaper_than_harpagon']} / {r['no_plan']}",
+                    "",
+                )
+            )
     for label, value, target in rows:
         t.add_row(label, value, target)
     return t
@@ -205,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid-steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3, help="timed Harpagon runs per workload (best is kept)")
     ap.add_argument("--quick", action="store_true", help="100 workloads")
-    ap.add_argument("--model", choices=("robust", "paper"), default="robust",
-                    help="Poisson-robust latency model (default) or the paper's (rho = 1, no wait allowance)")
+    ap.add_argument(
+        "--model",
+        choices=("robust", "paper"),
+        default="robust",
+        help="Poisson-robust latency model (default) or the paper's (rho = 1, no wait allowance)",
+    )
     ap.add_argument("--out", type=Path, default=Path("results/planning_optimality"))
     args = ap.parse_args(argv)
     n = 100 if args.quick else args.workloads
@@ -223,17 +266,26 @@ def main(argv: list[str] | None = None) -> int:
         info["load_average_at_end"] = os.getloadavg()
     summary = summarize(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"workloads": n, "first_seed": args.first, "grid_steps": args.grid_steps,
-                "model": args.model,
-                "repeats": args.repeats, "generator": "sloserve.planning.workloads.random_problem",
-                "wall_s": time.time() - started}
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": settings, "machine": info, "summary": summary, "workloads": rows}, indent=2) + "\n")
+    settings = {
+        "workloads": n,
+        "first_seed": args.first,
+        "grid_steps": args.grid_steps,
+        "model": args.model,
+        "repeats": args.repeats,
+        "generator": "sloserve.planning.workloads.random_problem",
+        "wall_s": time.time() - started,
+    }
+    (args.out / "results.json").write_text(
+        json.dumps({"settings": settings, "machine": info, "summary": summary, "workloads": rows}, indent=2)
+        + "\n"
+    )
     plot(rows, args.out / "ratios.png")
     console.print(table(summary, args))
-    console.print(f"machine: {info.get('cpu_model', '?')}, {info['cpus']} CPUs, load average "
-                  f"{info.get('load_average_at_start')} -> {info.get('load_average_at_end')}; "
-                  f"{settings['wall_s']:.0f} s; results in {args.out}/")
+    console.print(
+        f"machine: {info.get('cpu_model', '?')}, {info['cpus']} CPUs, load average "
+        f"{info.get('load_average_at_start')} -> {info.get('load_average_at_end')}; "
+        f"{settings['wall_s']:.0f} s; results in {args.out}/"
+    )
     return 0
 
 

@@ -56,8 +56,13 @@ def test_nexus_packs_residuals_of_two_modules_onto_one_machine() -> None:
 
 
 def test_nexus_even_split_gives_each_module_its_share_of_the_longest_path() -> None:
-    app = App("tree", (Module("d", "x"), Module("c1", "y"), Module("c2", "y")),
-              (Edge("d", "c1", 2.0), Edge("d", "c2", 1.0)), slo=0.2, rate=300.0)
+    app = App(
+        "tree",
+        (Module("d", "x"), Module("c1", "y"), Module("c2", "y")),
+        (Edge("d", "c1", 2.0), Edge("d", "c2", 1.0)),
+        slo=0.2,
+        rate=300.0,
+    )
     plan = plan_nexus(paper_problem(app), split="even")
     assert plan.feasible and plan.planner == "nexus-even"
     assert {m.name: round(m.budget * 1e3, 6) for m in plan.modules} == {"d": 100.0, "c1": 100.0, "c2": 100.0}
@@ -105,8 +110,9 @@ def test_inferline_reports_infeasible_start() -> None:
 def test_batch_aware_dispatch_pays_off_under_tight_slos(slo: float, nexus_over_harpagon: float) -> None:
     # detector -> classifier needing many machines: batch-aware dispatch fits larger batches into a
     # tight budget; with a loose one both reach the throughput plateau of d(b) = 5 + b ms.
-    app = App("va", (Module("det", "x"), Module("cls", "y")), (Edge("det", "cls", 3.0),),
-              slo=slo, rate=2000.0)
+    app = App(
+        "va", (Module("det", "x"), Module("cls", "y")), (Edge("det", "cls", 3.0),), slo=slo, rate=2000.0
+    )
     p = paper_problem(app, (Hardware("t4", 4, 0.5), Hardware("a10", 4, 1.0)))
     ratio = plan_nexus(p).cost_per_hour / plan_harpagon(p).cost_per_hour
     assert ratio == pytest.approx(nexus_over_harpagon)

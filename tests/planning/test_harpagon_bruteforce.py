@@ -106,8 +106,13 @@ def test_bruteforce_reports_infeasible_when_the_slo_is_too_short() -> None:
 
 def test_tree_apps_constrain_every_path() -> None:
     p = random_problem(0, modules=1, hardware=2)
-    app = App("tree", (Module("d", "m0"), Module("c1", "m0"), Module("c2", "m0")),
-              (Edge("d", "c1", 1.5), Edge("d", "c2", 0.5)), slo=p.app.slo * 3, rate=p.app.rate)
+    app = App(
+        "tree",
+        (Module("d", "m0"), Module("c1", "m0"), Module("c2", "m0")),
+        (Edge("d", "c1", 1.5), Edge("d", "c2", 0.5)),
+        slo=p.app.slo * 3,
+        rate=p.app.rate,
+    )
     plan = plan_bruteforce(PlanningProblem(app, p.hardware, p.profiles, grid_steps=24))
     assert plan.feasible and plan_problems(plan) == []
     budgets = {m.name: m.budget for m in plan.modules}

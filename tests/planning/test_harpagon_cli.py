@@ -21,8 +21,9 @@ def readme_commands() -> list[list[str]]:
     return [shlex.split(line)[1:] for line in re.findall(r"^\$ (sloserve .+)$", README.read_text(), re.M)]
 
 
-def test_the_readme_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_commands_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     commands = readme_commands()
     assert [c[0] for c in commands] == ["plan", "simulate"]
     monkeypatch.chdir(tmp_path)
@@ -43,8 +44,24 @@ def test_plan_compare_and_simulate_write_results(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     for name in ("bruteforce", "nexus-dp", "nexus-even", "inferline"):
         assert name in out
-    assert main(["simulate", "--plan", str(plan_file), "--duration", "5", "--dispatch", "harpagon",
-                 "--seed", "3", "--out", str(tmp_path / "sim")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--plan",
+                str(plan_file),
+                "--duration",
+                "5",
+                "--dispatch",
+                "harpagon",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "sim"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "sim" / "plan_simulation.json").read_text())
     (result,) = report["results"]
     assert result["dispatch"] == "harpagon" and result["seed"] == 3 and result["attainment"] >= 0.99
@@ -63,8 +80,11 @@ def test_bad_app_file_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.Ca
 
 def test_infeasible_plan_exits_1_and_is_written(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "examples" / "apps" / "qa.yaml").read_text())
-    data.update(slo_ms=1, hardware=str(ROOT / "examples" / "apps" / "hardware.yaml"),
-                profiles=str(ROOT / "examples" / "apps" / "profiles.yaml"))
+    data.update(
+        slo_ms=1,
+        hardware=str(ROOT / "examples" / "apps" / "hardware.yaml"),
+        profiles=str(ROOT / "examples" / "apps" / "profiles.yaml"),
+    )
     app = tmp_path / "tight.yaml"
     app.write_text(yaml.safe_dump(data))
     assert main(["plan", str(app), "--out", str(tmp_path / "p.yaml")]) == 1

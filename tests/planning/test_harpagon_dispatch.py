@@ -29,8 +29,15 @@ def dispatches(decisions: Sequence[object]) -> list[Dispatch]:
 
 
 def route(batch: int = 4, count: int = 2, **kw: float) -> TupleRoute:
-    return TupleRoute("gpu", batch, count, kw.get("rate", 100.0), kw.get("dummy_rate", 0.0),
-                      kw.get("exec_time", 0.02), kw.get("wait", 0.01))
+    return TupleRoute(
+        "gpu",
+        batch,
+        count,
+        kw.get("rate", 100.0),
+        kw.get("dummy_rate", 0.0),
+        kw.get("exec_time", 0.02),
+        kw.get("wait", 0.01),
+    )
 
 
 def test_batch_aware_fills_one_batch_from_the_whole_stream() -> None:

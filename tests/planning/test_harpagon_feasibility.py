@@ -39,8 +39,10 @@ def run(name: str, problem: PlanningProblem, seed: int) -> Row | None:
     if not plan.feasible:
         return None
     duration = REQUESTS / problem.app.rate
-    sims = [simulate_plan(plan, problem.profiles, problem.hardware, dispatch=d, duration=duration, seed=seed)
-            for d in ("harpagon", "round_robin")]
+    sims = [
+        simulate_plan(plan, problem.profiles, problem.hardware, dispatch=d, duration=duration, seed=seed)
+        for d in ("harpagon", "round_robin")
+    ]
     return Row(name, plan, *sims)
 
 
@@ -49,14 +51,20 @@ def rows() -> list[Row]:
     out = [run(f"random-{s}", random_problem(s), s) for s in SEEDS]
     out += [run(n, load_problem(EXAMPLES / f"{n}.yaml"), 0) for n in ("traffic", "traffic_branch", "qa")]
     kept = [r for r in out if r is not None]
-    print(f"\n{'workload':<16}{'modules':>8}{'machines':>9}{'$/h':>8}  {'harpagon':>9}{'round-robin':>12}"
-          "  module budgets met (harpagon / round-robin)")
+    print(
+        f"\n{'workload':<16}{'modules':>8}{'machines':>9}{'$/h':>8}  {'harpagon':>9}{'round-robin':>12}"
+        "  module budgets met (harpagon / round-robin)"
+    )
     for r in kept:
-        mods = " ".join(f"{n}:{r.harpagon.module_met[n]:.3f}/{r.round_robin.module_met[n]:.3f}"
-                        for n in r.harpagon.module_met)
+        mods = " ".join(
+            f"{n}:{r.harpagon.module_met[n]:.3f}/{r.round_robin.module_met[n]:.3f}"
+            for n in r.harpagon.module_met
+        )
         machines = sum(m.machines for m in r.plan.modules)
-        print(f"{r.name:<16}{len(r.plan.modules):>8}{machines:>9}{r.plan.cost_per_hour:>8.2f}  "
-              f"{r.harpagon.attainment:>9.4f}{r.round_robin.attainment:>12.4f}  {mods}")
+        print(
+            f"{r.name:<16}{len(r.plan.modules):>8}{machines:>9}{r.plan.cost_per_hour:>8.2f}  "
+            f"{r.harpagon.attainment:>9.4f}{r.round_robin.attainment:>12.4f}  {mods}"
+        )
     return kept
 
 

@@ -74,8 +74,11 @@ def test_missing_catalogue_is_reported(tmp_path: Path) -> None:
 
 def test_inline_hardware_and_planner_settings() -> None:
     hw = [{"name": "t4-g4dn.xlarge", "cores": 4, "price_per_hour": 0.5}]
-    p = problem_from_data(app_data(hardware=hw, planner={"grid_steps": 10, "wait_quantile": None,
-                                                          "utilizations": [1.0]}), "app.yaml", EXAMPLES)
+    p = problem_from_data(
+        app_data(hardware=hw, planner={"grid_steps": 10, "wait_quantile": None, "utilizations": [1.0]}),
+        "app.yaml",
+        EXAMPLES,
+    )
     assert [h.name for h in p.hardware] == ["t4-g4dn.xlarge"]
     assert (p.grid_steps, p.wait_quantile, p.utilizations) == (10, None, (1.0,))
     assert p.app.slo == pytest.approx(0.2) and p.app.module_rates() == {"det": 100, "cls": 200}

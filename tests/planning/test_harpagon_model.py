@@ -25,8 +25,9 @@ MS = 1e-3
 
 
 def problem(**kw: object) -> PlanningProblem:
-    app = App("a", (Module("det", "det"), Module("cls", "cls")), (Edge("det", "cls", 2.0),),
-              slo=0.2, rate=100)
+    app = App(
+        "a", (Module("det", "det"), Module("cls", "cls")), (Edge("det", "cls", 2.0),), slo=0.2, rate=100
+    )
     hw = (Hardware("slow", 4, 0.5), Hardware("fast", 4, 2.0))
     ps = ProfileSet()
     for model, alpha in (("det", 10 * MS), ("cls", 3 * MS)):

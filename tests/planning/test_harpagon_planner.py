@@ -105,8 +105,9 @@ def chain_problem(slo: float, grid_steps: int = 40) -> PlanningProblem:
     for h, s in (("g1", 1.0), ("g2", 2.5)):
         ps.add(AffineProfile("det", 4 * MS / s, 1 * MS / s, hardware=h, max_batch=32))
         ps.add(AffineProfile("cls", 20 * MS / s, 0.5 * MS / s, hardware=h, max_batch=64))
-    app = App("chain", (Module("det", "det"), Module("cls", "cls")), (Edge("det", "cls", 2.0),),
-              slo=slo, rate=400)
+    app = App(
+        "chain", (Module("det", "det"), Module("cls", "cls")), (Edge("det", "cls", 2.0),), slo=slo, rate=400
+    )
     return PlanningProblem(app, (Hardware("g1", 4, 0.6), Hardware("g2", 4, 1.9)), ps, grid_steps=grid_steps)
 
 

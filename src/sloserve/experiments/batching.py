@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from sloserve.core.profiles import AffineProfile, ModelProfile
+from sloserve.data import AZURE_CODE_TRACE
 from sloserve.policies.base import Scaler, Scheduler
 
 NOISE_CV = 0.1
@@ -127,8 +128,6 @@ EXTRA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("coloc4", "poisson, 4 co-located", instances=4, slowdown=COLOCATED_SLOWDOWN),
 )
 """Conditions added to the original rows (tight and loose SLO each)."""
-AZURE_CODE_TRACE = Path("../shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv")
-"""The bursty Azure trace (inter-arrival CV about 13), relative to the repository root."""
 
 
 @dataclass(frozen=True)
@@ -476,8 +475,8 @@ def _main(args: argparse.Namespace) -> int:
             r["scenario"]["name"],
             r["model"],
             f"{r['case']} {r['slo_ms']}",
-            *(f"{c[k]:.0f}" for k in ("slo", "triton default", "triton best", "ray default", "ray best")),
-            f"{c['clipper aimd']:.0f}",
+            *(_rate(c[k]) for k in ("slo", "triton default", "triton best", "ray default", "ray best")),
+            _rate(c["clipper aimd"]),
             _ratio(r["ratio_vs_triton_default"], 1.5),
             _ratio(r["ratio_vs_triton_best"], 1.0),
         )
@@ -519,6 +518,10 @@ def _scenario_text(sc: Scenario) -> str:
         else "no interference"
     )
     return f"{sc.name}: {arrivals}, {sc.instances} instance(s), {where}"
+
+
+def _rate(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
 def _slo_text(case: Case) -> str:

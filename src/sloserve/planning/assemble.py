@@ -79,9 +79,7 @@ def assemble_plan(
     dispatch: DispatchPolicy = "harpagon",
 ) -> Plan:
     """A feasible plan from one choice and one budget per module (in ``tables`` order)."""
-    modules = tuple(
-        module_plan(t, c, b, dispatch) for t, c, b in zip(tables, choices, budgets, strict=True)
-    )
+    modules = tuple(module_plan(t, c, b, dispatch) for t, c, b in zip(tables, choices, budgets, strict=True))
     return Plan(app.name, planner, app.slo, app.rate, True, modules, app.edges)
 
 

@@ -41,8 +41,10 @@ def plan_problems(plan: Plan) -> list[str]:
     for g in plan.shared:
         busy = sum(x.exec_time for x in g.members)
         if busy > g.duty_cycle * (1 + REL_TOL):
-            out.append(f"shared {g.hardware} node: batches take {busy * 1e3:g} ms of a "
-                       f"{g.duty_cycle * 1e3:g} ms cycle")
+            out.append(
+                f"shared {g.hardware} node: batches take {busy * 1e3:g} ms of a "
+                f"{g.duty_cycle * 1e3:g} ms cycle"
+            )
         for x in g.members:
             shared_rate[x.module] += x.rate
             budget = plan.module(x.module).budget
@@ -50,8 +52,13 @@ def plan_problems(plan: Plan) -> list[str]:
                 out.append(f"shared {g.hardware} node: module {x.module} misses its budget")
     for m in plan.modules:
         out.extend(_module_problems(m, shared_rate[m.name]))
-    app = App(plan.app, tuple(Module(m.name, m.model) for m in plan.modules),
-              tuple(Edge(e.parent, e.child, e.fanout) for e in plan.edges), slo=plan.slo, rate=plan.rate)
+    app = App(
+        plan.app,
+        tuple(Module(m.name, m.model) for m in plan.modules),
+        tuple(Edge(e.parent, e.child, e.fanout) for e in plan.edges),
+        slo=plan.slo,
+        rate=plan.rate,
+    )
     budgets = {m.name: m.budget for m in plan.modules}
     for path in app.paths():
         total = sum(budgets[n] for n in path)

@@ -84,8 +84,12 @@ def _plan_command(args: argparse.Namespace) -> int:
             other = plan if name == args.planner else _make_plan(name, problem)
             both = plan.feasible and other.feasible
             ratio = other.cost_per_hour / plan.cost_per_hour if both else float("nan")
-            t.add_row(name, f"{other.cost_per_hour:.3f}" if other.feasible else "infeasible",
-                      f"{ratio:.2f}×", f"{other.planning_time * 1e3:.1f}")
+            t.add_row(
+                name,
+                f"{other.cost_per_hour:.3f}" if other.feasible else "infeasible",
+                f"{ratio:.2f}×",
+                f"{other.planning_time * 1e3:.1f}",
+            )
         console.print(t)
     return 0 if plan.feasible else 1
 
@@ -94,8 +98,12 @@ def add_simulate_plan_options(simulate: argparse.ArgumentParser) -> None:
     """Extend ``simulate`` with ``--plan``; without it the original command runs unchanged."""
     simulate.add_argument("--plan", type=Path, help="simulate a plan file (from `sloserve plan`) instead")
     simulate.add_argument("--app", type=Path, help="with --plan: app file (default: the plan's app_file)")
-    simulate.add_argument("--dispatch", choices=("planned", "harpagon", "round_robin", "both"),
-                          default="both", help="with --plan: dispatch ('both': batch-aware and round-robin)")
+    simulate.add_argument(
+        "--dispatch",
+        choices=("planned", "harpagon", "round_robin", "both"),
+        default="both",
+        help="with --plan: dispatch ('both': batch-aware and round-robin)",
+    )
     simulate.add_argument("--duration", type=float, default=60.0, help="with --plan: seconds of input")
     original = simulate.get_default("handler")
 
@@ -131,16 +139,28 @@ def _simulate_plan_command(args: argparse.Namespace) -> int:
     both: list[DispatchPolicy | None] = ["harpagon", "round_robin"]
     kinds = both if args.dispatch == "both" else [None if args.dispatch == "planned" else args.dispatch]
     seed = args.seed if args.seed is not None else 0
-    results = [simulate_plan(plan, problem.profiles, problem.hardware, dispatch=k, duration=args.duration,
-                             seed=seed) for k in kinds]
-    t = Table(title=f"{plan.app}: {plan.planner} plan, Poisson input at {plan.rate:g} req/s for "
-              f"{args.duration:g} s (seed {seed}), SLO {plan.slo * 1e3:g} ms", title_justify="left")
+    results = [
+        simulate_plan(plan, problem.profiles, problem.hardware, dispatch=k, duration=args.duration, seed=seed)
+        for k in kinds
+    ]
+    t = Table(
+        title=f"{plan.app}: {plan.planner} plan, Poisson input at {plan.rate:g} req/s for "
+        f"{args.duration:g} s (seed {seed}), SLO {plan.slo * 1e3:g} ms",
+        title_justify="left",
+    )
     for col in ("dispatch", "requests", "SLO met", "p50 ms", "p99 ms", "unanswered", "module budgets met"):
         t.add_column(col, justify="left" if col in ("dispatch", "module budgets met") else "right")
     for r in results:
         mods = ", ".join(f"{n} {v:.1%}" for n, v in r.module_met.items())
-        t.add_row(r.dispatch, str(r.requests), f"{r.attainment:.2%}", f"{r.latency_p50 * 1e3:.1f}",
-                  f"{r.latency_p99 * 1e3:.1f}", str(r.dropped), mods)
+        t.add_row(
+            r.dispatch,
+            str(r.requests),
+            f"{r.attainment:.2%}",
+            f"{r.latency_p50 * 1e3:.1f}",
+            f"{r.latency_p99 * 1e3:.1f}",
+            str(r.dropped),
+            mods,
+        )
     Console(width=max(Console().width, 130)).print(t)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

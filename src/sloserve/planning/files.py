@@ -145,8 +145,14 @@ def problem_from_data(data: Any, source: str = "<app>", base: Path | None = None
             )
     try:
         return PlanningProblem(
-            app, hardware, profiles, grid_steps=p.grid_steps, latency=p.latency, max_batch=p.max_batch,
-            utilizations=tuple(p.utilizations), wait_quantile=p.wait_quantile,
+            app,
+            hardware,
+            profiles,
+            grid_steps=p.grid_steps,
+            latency=p.latency,
+            max_batch=p.max_batch,
+            utilizations=tuple(p.utilizations),
+            wait_quantile=p.wait_quantile,
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None

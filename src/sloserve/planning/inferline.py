@@ -106,8 +106,10 @@ def plan_inferline(problem: PlanningProblem) -> Plan:
 
     # Budgets: each module's latency, with every path's slack shared in proportion.
     path_latency = [sum(states[i].latency for i in p) for p in paths]
-    scale = [min(app.slo / lat for p, lat in zip(paths, path_latency, strict=True) if m in p)
-             for m in range(len(states))]
+    scale = [
+        min(app.slo / lat for p, lat in zip(paths, path_latency, strict=True) if m in p)
+        for m in range(len(states))
+    ]
     modules = tuple(
         module_plan(t, ModuleChoice(s.cost, (TupleChoice(s.config, s.count),)), s.latency * f)
         for t, s, f in zip(tables, states, scale, strict=True)

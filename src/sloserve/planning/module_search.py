@@ -81,8 +81,9 @@ def _capacity_by_count(
     order = np.argsort(key, axis=1, kind="stable")
     skey = np.take_along_axis(key, order, axis=1)
     top = float(table.capacity.max()) + 1.0  # lifts each group above the previous ones
-    run = np.maximum.accumulate(np.take_along_axis(table.capacity + group_of * top, order.ravel())
-                                .reshape(order.shape), axis=1)
+    run = np.maximum.accumulate(
+        np.take_along_axis(table.capacity + group_of * top, order.ravel()).reshape(order.shape), axis=1
+    )
     stride = n_groups * (n_k + 1)
     flat = (skey + (np.arange(n_max) * stride)[:, None]).ravel()
     base = np.arange(n_max)[:, None, None] * stride + np.arange(n_groups)[None, None, :] * (n_k + 1)

@@ -166,8 +166,17 @@ def _round_robin_tuple(table: ModuleTable, configs: IntArray, n: int, budget: fl
         wait = d * float(table.wait[j]) / n
         per_machine = table.rate / n
         if per_machine <= table.capacity[j] and d + wait + b / per_machine <= budget * (1 + REL_TOL):
-            return PlanTuple(table.hardware[int(table.hw[j])], b, n, table.rate, 0.0, d, wait,
-                             float(table.utilization[j]), float(table.price[j]))
+            return PlanTuple(
+                table.hardware[int(table.hw[j])],
+                b,
+                n,
+                table.rate,
+                0.0,
+                d,
+                wait,
+                float(table.utilization[j]),
+                float(table.price[j]),
+            )
     return None
 
 
@@ -216,8 +225,19 @@ def _module_plan(
     d = float(table.latency[j])
     tuples: tuple[PlanTuple, ...] = ()
     if full:
-        tuples = (PlanTuple(hw_name, int(table.batch[j]), full, full * cfg.throughput, 0.0, d,
-                            d * float(table.wait[j]) / full, float(table.utilization[j]), price),)
+        tuples = (
+            PlanTuple(
+                hw_name,
+                int(table.batch[j]),
+                full,
+                full * cfg.throughput,
+                0.0,
+                d,
+                d * float(table.wait[j]) / full,
+                float(table.utilization[j]),
+                price,
+            ),
+        )
     residual = None
     rest = table.rate - full * cfg.throughput
     if rest > table.rate * REL_TOL:

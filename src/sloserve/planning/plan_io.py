@@ -164,20 +164,51 @@ def plan_from_data(data: Any, source: str = "<plan>") -> Plan:
     s = validate(PlanFileSchema, data, source)
     modules = tuple(
         ModulePlan(
-            m.name, m.model, m.rate, m.budget_ms * MS, m.dispatch,
-            tuple(PlanTuple(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_ms * MS,
-                            t.wait_ms * MS, t.design_utilization, t.price_per_hour) for t in m.tuples),
+            m.name,
+            m.model,
+            m.rate,
+            m.budget_ms * MS,
+            m.dispatch,
+            tuple(
+                PlanTuple(
+                    t.hardware,
+                    t.batch,
+                    t.count,
+                    t.rate,
+                    t.dummy_rate,
+                    t.exec_ms * MS,
+                    t.wait_ms * MS,
+                    t.design_utilization,
+                    t.price_per_hour,
+                )
+                for t in m.tuples
+            ),
         )
         for m in s.modules
     )
     shared = tuple(
-        SharedGroup(g.hardware, g.price_per_hour, g.duty_cycle_ms * MS,
-                    tuple(SharedMember(x.module, x.batch, x.rate, x.exec_ms * MS) for x in g.members))
+        SharedGroup(
+            g.hardware,
+            g.price_per_hour,
+            g.duty_cycle_ms * MS,
+            tuple(SharedMember(x.module, x.batch, x.rate, x.exec_ms * MS) for x in g.members),
+        )
         for g in s.shared
     )
     edges = tuple(Edge(e.parent, e.child, e.fanout) for e in s.edges)
-    return Plan(s.app, s.planner, s.slo_ms * MS, s.rate, s.feasible, modules, edges, shared, s.reason,
-                s.planning_time_ms * MS, s.app_file)
+    return Plan(
+        s.app,
+        s.planner,
+        s.slo_ms * MS,
+        s.rate,
+        s.feasible,
+        modules,
+        edges,
+        shared,
+        s.reason,
+        s.planning_time_ms * MS,
+        s.app_file,
+    )
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

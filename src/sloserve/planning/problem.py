@@ -56,8 +56,10 @@ class PlanningProblem:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         top = 1.0 if self.wait_quantile is None else 1.0 - 1e-12
         if not self.utilizations or not all(0 < u <= top for u in self.utilizations):
-            raise ValueError(f"utilizations must lie in (0, 1) (or (0, 1] without a wait quantile), "
-                             f"got {self.utilizations}")
+            raise ValueError(
+                f"utilizations must lie in (0, 1) (or (0, 1] without a wait quantile), "
+                f"got {self.utilizations}"
+            )
         if self.wait_quantile is not None and not 0 < self.wait_quantile < 1:
             raise ValueError(f"wait_quantile must lie in (0, 1), got {self.wait_quantile}")
         names = [h.name for h in self.hardware]
@@ -122,8 +124,18 @@ class ModuleTable:
 
     def subset(self, idx: IntArray) -> ModuleTable:
         """The same module with only the configs ``idx`` (kept in order)."""
-        return ModuleTable(self.name, self.model, self.rate, self.hardware, self.hw[idx], self.batch[idx],
-                           self.latency[idx], self.price[idx], self.utilization[idx], self.wait[idx])
+        return ModuleTable(
+            self.name,
+            self.model,
+            self.rate,
+            self.hardware,
+            self.hw[idx],
+            self.batch[idx],
+            self.latency[idx],
+            self.price[idx],
+            self.utilization[idx],
+            self.wait[idx],
+        )
 
 
 def module_tables(problem: PlanningProblem) -> list[ModuleTable]:

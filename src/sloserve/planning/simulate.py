@@ -65,8 +65,10 @@ class PlanSimResult:
 
 def dispatcher_for(module: ModulePlan, dispatch: DispatchPolicy | None = None) -> Scheduler:
     """The scheduler that serves ``module`` as planned (``dispatch`` overrides the plan's policy)."""
-    routes = [TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time, t.wait)
-              for t in module.tuples]
+    routes = [
+        TupleRoute(t.hardware, t.batch, t.count, t.rate, t.dummy_rate, t.exec_time, t.wait)
+        for t in module.tuples
+    ]
     kind = dispatch or module.dispatch
     cls = HarpagonDispatcher if kind == "harpagon" else RoundRobinPlanDispatcher
     return cls(routes, module.budget)
@@ -75,8 +77,14 @@ def dispatcher_for(module: ModulePlan, dispatch: DispatchPolicy | None = None) -
 class _Module:
     """One module in the run: its scheduler, instances, profiles and pending wake-up."""
 
-    def __init__(self, plan: ModulePlan, scheduler: Scheduler, first_id: int,
-                 profiles: ProfileSet, cores: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        plan: ModulePlan,
+        scheduler: Scheduler,
+        first_id: int,
+        profiles: ProfileSet,
+        cores: Mapping[str, int],
+    ) -> None:
         self.plan = plan
         self.scheduler = scheduler
         self.instances: list[InstanceView] = []
@@ -96,8 +104,15 @@ class _Module:
 class _Run:
     """The event-driven run of one plan (see the module docstring)."""
 
-    def __init__(self, plan: Plan, profiles: ProfileSet, hardware: Sequence[Hardware],
-                 dispatch: DispatchPolicy | None, seed: int, noise: bool) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        profiles: ProfileSet,
+        hardware: Sequence[Hardware],
+        dispatch: DispatchPolicy | None,
+        seed: int,
+        noise: bool,
+    ) -> None:
         cores = {h.name: h.cores for h in hardware}
         self.loop = EventLoop()
         self.rng = np.random.default_rng(seed)
@@ -110,8 +125,9 @@ class _Run:
             next_id += len(mod.instances)
             self.modules[m.name] = mod
         self.owner = {i.id: (mod, i) for mod in self.modules.values() for i in mod.instances}
-        self.children = {m.name: [(e.child, e.fanout) for e in plan.edges if e.parent == m.name]
-                         for m in plan.modules}
+        self.children = {
+            m.name: [(e.child, e.fanout) for e in plan.edges if e.parent == m.name] for m in plan.modules
+        }
         targets = {e.child for e in plan.edges}
         self.sources = [m.name for m in plan.modules if m.name not in targets]
         self.origin: dict[int, int] = {}  # module request id -> input request index

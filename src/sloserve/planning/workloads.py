@@ -21,8 +21,14 @@ from sloserve.planning.problem import PlanningProblem
 MS = 1e-3
 
 
-def random_problem(seed: int, *, modules: int | None = None, hardware: int | None = None,
-                   grid_steps: int = 50, max_batch: int = 32) -> PlanningProblem:
+def random_problem(
+    seed: int,
+    *,
+    modules: int | None = None,
+    hardware: int | None = None,
+    grid_steps: int = 50,
+    max_batch: int = 32,
+) -> PlanningProblem:
     """A random problem, fully determined by ``seed`` (and the optional sizes)."""
     rng = np.random.default_rng(seed)
     n_mod = int(modules if modules is not None else rng.integers(1, 5))
@@ -31,8 +37,11 @@ def random_problem(seed: int, *, modules: int | None = None, hardware: int | Non
     speeds = np.sort(rng.uniform(1.0, 6.0, n_hw))
     speeds[0] = 1.0
     hw = tuple(
-        Hardware(f"hw{i}", cores=int(rng.choice([4, 8, 16])),
-                 price_per_hour=round(float(0.4 * s ** 0.8 * rng.uniform(0.8, 1.25)), 4))
+        Hardware(
+            f"hw{i}",
+            cores=int(rng.choice([4, 8, 16])),
+            price_per_hour=round(float(0.4 * s**0.8 * rng.uniform(0.8, 1.25)), 4),
+        )
         for i, s in enumerate(speeds)
     )
 
