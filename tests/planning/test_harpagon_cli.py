@@ -32,9 +32,10 @@ def test_the_readme_commands_run(
         assert main(args) == 0, args
     out = capsys.readouterr().out
     assert "harpagon plan for traffic" in out and "SLO met" in out
-    plan = yaml.safe_load((tmp_path / "results" / "plans" / "traffic.yaml").read_text())
+    plan_dir = tmp_path / "results" / "plans"
+    plan = yaml.safe_load((plan_dir / "traffic.yaml").read_text())
     assert plan["format"] == "sloserve-plan/v1" and plan["feasible"] is True
-    assert (tmp_path / plan["app_file"]).resolve() == (ROOT / "examples" / "apps" / "traffic.yaml").resolve()
+    assert (plan_dir / plan["app_file"]).resolve() == (ROOT / "examples" / "apps" / "traffic.yaml").resolve()
 
 
 def test_plan_compare_and_simulate_write_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
