@@ -11,9 +11,9 @@ misses) of:
 - **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
   server and no latency bound (an upper bound no server can pass).
 
-Every server runs 2 instances × 1 intra-op thread on 127.0.0.1 and is driven over HTTP by the same
-open-loop load generator, whose own ceiling is measured first. SLOs: tight = max(4 × batch-1 p99,
-10 ms), loose = 4 × tight. Prints a ratio table, writes ``results/peers/peers.json`` and a bar plot.
+Every server is warmed up with 200 requests, runs 2 instances × 1 intra-op thread on 127.0.0.1
+and is driven over HTTP by the same open-loop load generator, whose own ceiling is measured
+first. SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table, writes ``results/peers/peers.json`` and a bar plot.
 
 Run: ``python benchmarks/peers.py`` (``--quick`` for one model, one SLO, short runs; ``--models``).
 Needs the ``ray`` extra: ``pip install -e '.[ray]'``.
@@ -30,12 +30,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from sloserve.bench.processes import RayServePeer, SloserveServer
-from sloserve.bench.runner import live_capacity, measure_ceiling
+from sloserve.bench.runner import live_capacity, make_target, measure_ceiling, run_load
 from sloserve.core.profile_io import save_profiles
 from sloserve.core.profiles import max_batch_within
 from sloserve.runtime.demo.repository import ensure_demo_repository
@@ -59,8 +60,14 @@ def write_repo(root: Path, model_dir: Path, name: str, config: dict[str, Any], p
     return root
 
 
+def warm_up(url: str, model: str, requests: int = 200) -> None:
+    """Send ``requests`` requests at 50 req/s and discard them: first calls pay one-time costs."""
+    run_load(make_target(url, model, "http"), np.arange(requests) / 50.0, None)
+
+
 def capacity(url: str, model: str, slo_s: float, hi: float, duration: float) -> dict[str, Any]:
-    """Capacity at 99% attainment of the server at ``url`` (Poisson, HTTP)."""
+    """Capacity at 99% attainment of the server at ``url`` (Poisson, HTTP), after a warm-up."""
+    warm_up(url, model)
     result, runs = live_capacity(
         url,
         model,
@@ -188,7 +195,6 @@ def plot(rows: list[tuple[str, float, dict[str, float], float]], path: Path) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     peers = ["ray-serve", "sloserve-triton", "sloserve-slo"]
     x = np.arange(len(rows))
