@@ -13,7 +13,8 @@ misses) of:
 
 Every server is warmed up with 200 requests, runs 2 instances × 1 intra-op thread on 127.0.0.1
 and is driven over HTTP by the same open-loop load generator, whose own ceiling is measured
-first. SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table, writes ``results/peers/peers.json`` and a bar plot.
+first. SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table,
+writes ``results/peers/peers.json`` and a bar plot.
 
 Run: ``python benchmarks/peers.py`` (``--quick`` for one model, one SLO, short runs; ``--models``).
 Needs the ``ray`` extra: ``pip install -e '.[ray]'``.
