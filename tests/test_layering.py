@@ -100,6 +100,12 @@ def test_sim_and_runtime_do_not_import_each_other() -> None:
     assert violations("runtime", {"sloserve.sim"}) == []
 
 
+def test_planning_reads_no_clock_and_does_no_io() -> None:
+    """Planners are pure computations; callers (the CLI, benchmarks) time and print them."""
+    outside = {f for f in FORBIDDEN_IN_PURE if not f.startswith("sloserve.")}
+    assert violations("planning", outside) == []
+
+
 def test_planning_does_not_import_runtime() -> None:
     assert violations("planning", {"sloserve.runtime"}) == []
 

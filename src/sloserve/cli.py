@@ -15,7 +15,7 @@ COMMAND_MODULES = (
     "sloserve.runtime.cli",  # serve
     "sloserve.runtime.profile_cli",  # profile
     "sloserve.sim.cli",  # simulate
-    "sloserve.planning.cli",  # plan
+    "sloserve.plan_cli",  # plan (outside planning/: it reads the clock to time planners)
     "sloserve.rl.cli",  # train-rl
     "sloserve.bench.cli",  # bench
 )

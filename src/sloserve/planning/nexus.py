@@ -22,8 +22,7 @@ exactly on the planners' budget grid; packing is best fit by occupancy, largest 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -182,9 +181,8 @@ def _round_robin_tuple(table: ModuleTable, configs: IntArray, n: int, budget: fl
 
 def plan_nexus(problem: PlanningProblem, split: NexusSplit = "dp") -> Plan:
     """Nexus-style plan of ``problem`` (round-robin dispatch, residual nodes packed)."""
-    start = time.perf_counter()
     plan = _plan(problem, split)
-    return replace(plan, planning_time=time.perf_counter() - start)
+    return plan
 
 
 def _plan(problem: PlanningProblem, split: NexusSplit) -> Plan:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,9 @@ def _make_plan(planner: str, problem: Any) -> Any:
         "nexus-even": lambda p: plan_nexus(p, "even"),
         "inferline": plan_inferline,
     }
-    return makers[planner](problem)
+    start = time.perf_counter()
+    plan = makers[planner](problem)
+    return replace(plan, planning_time=time.perf_counter() - start)
 
 
 def _plan_command(args: argparse.Namespace) -> int:
