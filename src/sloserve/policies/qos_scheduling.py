@@ -18,6 +18,7 @@ from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
+from sloserve.policies.batching import QueueScheduler
 from sloserve.policies.qos import QosSpec, RateEstimator, qos_spec_from_params
 from sloserve.policies.queues import FifoQueue
 from sloserve.policies.triton import TritonDynamicBatcher
@@ -31,20 +32,19 @@ def batch_variant(batch: Batch) -> int:
     return int(batch.meta.get(VARIANT_KEY, 0))
 
 
-class QosScheduler:
+class QosScheduler(QueueScheduler):
     """Base of the QoS schedulers: a FIFO queue, a rate estimate, and one choice per free server.
 
-    Subclasses implement :meth:`choose`. ``decide`` first drops requests that cannot finish before the
+    Admission, the batch cap, completions and draining are :class:`QueueScheduler`'s. Subclasses
+    implement :meth:`choose`. ``decide`` first drops requests that cannot finish before the
     utility cutoff even alone on the fastest variant and server, then offers each free server (fastest
     first) to :meth:`choose` while requests wait.
     """
 
     def __init__(self, spec: QosSpec, *, rate_tau: float = 1.0, max_queue_size: int = 0) -> None:
+        super().__init__(spec.batch_sizes[-1], FifoQueue(), max_queue_size=max_queue_size)
         self.spec = spec
-        self.queue = FifoQueue()
         self.rate = RateEstimator(rate_tau)
-        self.max_queue_size = max_queue_size
-        self._max_batch = spec.batch_sizes[-1]
         self._best = spec.by_accuracy()[0]
         fastest = min(p.latency(1) for p in spec.profiles.profiles.values())
         self._hopeless_age = spec.utility.cutoff - fastest
@@ -55,22 +55,10 @@ class QosScheduler:
         self._capacity: dict[tuple[int, int, tuple[str, ...]], float] = {}
 
     # -- Scheduler protocol -------------------------------------------------------------------
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    def set_max_batch(self, max_batch: int) -> None:
-        self._max_batch = max(1, max_batch)
-
-    def __len__(self) -> int:
-        return len(self.queue)
-
     def submit(self, now: float, request: Request) -> Drop | None:
+        """Called on arrival: every arrival counts towards the rate estimate, admitted or not."""
         self.rate.observe(now)
-        if self.max_queue_size and len(self.queue) >= self.max_queue_size:
-            return Drop(request, DropReason.QUEUE_FULL)
-        self.queue.push(request)
-        return None
+        return super().submit(now, request)
 
     def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
         out: list[Decision] = []
@@ -84,18 +72,9 @@ class QosScheduler:
             if choice is None:
                 continue
             variant, batch = choice
-            picked = [self.queue.pop() for _ in range(min(batch, self._max_batch, len(self.queue)))]
+            picked = [self.queue.pop() for _ in range(min(batch, self.max_batch, len(self.queue)))]
             out.append(Dispatch(Batch(tuple(picked), meta={VARIANT_KEY: float(variant)}), inst.id))
             self.planned_busy[inst.id] = now + self.latency(variant, inst.hardware, len(picked))
-        return out
-
-    def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
-        """QoS schedulers learn nothing from completions."""
-
-    def drain(self, now: float, reason: DropReason) -> list[Drop]:
-        out = []
-        while len(self.queue):
-            out.append(Drop(self.queue.pop(), reason))
         return out
 
     # -- for subclasses -----------------------------------------------------------------------
