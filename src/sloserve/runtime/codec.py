@@ -182,6 +182,7 @@ def _param_bool(params: Mapping[str, Any], name: str, where: str, default: bool 
 
 def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
     """Decode an infer body: JSON, or a JSON header of ``header_length`` bytes then binary tensors."""
+    tail: bytes | memoryview
     if header_length is None or header_length == len(body):
         header_bytes, tail = body, b""
     else:
@@ -189,7 +190,9 @@ def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
             raise ProtocolError(
                 f"Inference-Header-Content-Length {header_length} is outside the body of {len(body)} bytes"
             )
-        header_bytes, tail = body[:header_length], body[header_length:]
+        # a view, not a copy: the tensors are read straight out of the received body
+        whole = memoryview(body)
+        header_bytes, tail = bytes(whole[:header_length]), whole[header_length:]
     try:
         doc = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
