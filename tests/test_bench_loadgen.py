@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sloserve.bench.loadgen import run_open_loop
-from sloserve.bench.runner import NullServer, make_target, measure_ceiling, run_load
+from sloserve.bench.runner import NullServer, fetch_metadata, make_target, measure_ceiling, run_load
 from sloserve.bench.summary import summarize
 from sloserve.cli import main
 
@@ -139,6 +139,20 @@ def test_null_server_answers_all_and_the_ceiling_is_measured(protocol: str) -> N
     ceiling = measure_ceiling(protocol, requests=300, outstanding=16)  # type: ignore[arg-type]
     assert ceiling["answered"] == 300
     assert ceiling["ceiling_rps"] > 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_ceiling_is_measured_with_the_models_own_inputs(protocol: str) -> None:
+    big = META | {"name": "big", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 64, 64]}]}
+    with NullServer(big) as null:  # the null server answers with the model's metadata ...
+        url = null.grpc if protocol == "grpc" else null.http
+        meta = fetch_metadata(url, "big", protocol)  # type: ignore[arg-type]
+    assert meta["inputs"] == big["inputs"]
+    # ... so the client sends 49 KB tensors to it, as it would to the real model
+    ceiling = measure_ceiling(protocol, requests=200, outstanding=8, metadata=meta)  # type: ignore[arg-type]
+    assert ceiling["answered"] == 200 and ceiling["payload"] == "inputs of big"
+    with pytest.raises(ValueError, match="metadata"):
+        fetch_metadata("127.0.0.1:9", "m", protocol)  # type: ignore[arg-type]
 
 
 def test_grpc_open_loop_counts_every_request() -> None:

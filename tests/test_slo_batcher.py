@@ -131,6 +131,26 @@ def test_next_arrival_is_shared_among_the_free_instances_only() -> None:
     assert isinstance(out[0], Dispatch) and out[0].batch.size == 3
 
 
+def test_on_a_shared_machine_waiting_counts_the_capacity_a_new_batch_adds() -> None:
+    # l(b) = 4 + b ms; two queued, one more expected in 5 ms; three batches run on the machine.
+    # s(k) = 1, 1.1, 1.375, 1.73: a fourth concurrent batch adds 4/1.73 - 3/1.375 = 0.13 batches'
+    # worth of throughput, so it waits while the gap is under alpha / (b * 0.13) = 15 ms; without
+    # a slowdown (gain 1) only under alpha / b = 2 ms, and 5 ms is not.
+    slowed = AffineProfile("m", alpha=0.004, beta=0.001, tail_factor=1.25, slowdown=(1.0, 1.1, 1.375, 1.73))
+    for profile, waits in [(slowed, True), (PROFILE, False)]:
+        s = SloBatcher(profile, max_batch=32, shared_hardware=True)
+        assert s.added_capacity(4) == pytest.approx(4 / 1.73 - 3 / 1.375 if profile is slowed else 1.0)
+        for i in range(2):
+            s.submit(i * 0.005, _req(i, i * 0.005, 0.05))
+        views = [InstanceView(0, "m")] + [InstanceView(k, "m", in_flight=1) for k in range(1, 4)]
+        out = s.decide(0.005, views)
+        if waits:
+            assert len(out) == 1 and isinstance(out[0], WaitUntil), out
+            assert out[0].time == pytest.approx(0.005 + 0.005)
+        else:
+            assert isinstance(out[0], Dispatch) and out[0].batch.size == 2, out
+
+
 def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
     s = SloBatcher(PROFILE, max_batch=16)
     # a burst: 1 urgent request that limits an EDF prefix to 1, then 30 with room for 16

@@ -134,6 +134,24 @@ def test_sponge_scaler_takes_every_core_when_nothing_fits() -> None:
     assert all(sponge_cost(5000, b, 4, PROFILE) <= sponge_cost(5000, bb, 4, PROFILE) for bb in range(1, 33))
 
 
+def test_sponge_relaxes_to_stable_batches_within_the_budget_before_taking_every_core() -> None:
+    # a large serial term: a second's batches cannot finish within q = 0.3 s even on 16 cores ...
+    prof = SpongeProfile("m", gamma=0.020, delta=0.001, epsilon=0.010, eta=0.002, max_batch=32)
+    lam, q, slo = 120.0, 0.3, 0.5
+    assert enumerate_solve(lam, q - 0.1 * slo, prof, 16, 32) is None
+    s = SpongeScaler("m", prof, slo=slo, solve=enumerate_solve, max_cores=16, max_batch=32)
+    cores, batch = s.choose(lam, q)
+    # ... so it takes the fewest cores, then the smallest batch, whose batches each fit the budget
+    # and keep the instance busy at most 90% of the time, far fewer than every core
+    lat = prof.latency(batch, cores, 1)
+    assert lat <= q - 0.1 * slo and math.ceil(lam / batch) * lat <= 0.9
+    assert cores < 16
+    for c in range(1, cores):
+        for b in range(1, 33):
+            fits = prof.latency(b, c, 1) <= q - 0.1 * slo
+            assert not (fits and math.ceil(lam / b) * prof.latency(b, c, 1) <= 0.9)
+
+
 def test_horizontal_baseline_formula() -> None:
     n, b = horizontal_replicas(300.0, 0.5, PROFILE, 16, 32) or (0, 0)
     assert (math.ceil(300 / (b * n)) + 1) * PROFILE.latency(b, 1) < 0.5

@@ -45,7 +45,14 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sloserve.bench.plots import plot_capacity, plot_latency_cdf
-    from sloserve.bench.runner import ArrivalSpec, live_capacity, make_target, measure_ceiling, run_load
+    from sloserve.bench.runner import (
+        ArrivalSpec,
+        fetch_metadata,
+        live_capacity,
+        make_target,
+        measure_ceiling,
+        run_load,
+    )
     from sloserve.bench.summary import summarize
     from sloserve.bench.tables import capacity_table, summary_table
 
@@ -64,10 +71,16 @@ def _run(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     if not args.no_ceiling:
-        ceiling = measure_ceiling(args.protocol)
+        try:  # with the model's own inputs, so the ceiling holds for its payload size
+            meta: dict[str, Any] | None = fetch_metadata(args.url, args.model, args.protocol)
+        except ValueError as exc:
+            console.print(f"[yellow]{exc}; the ceiling is measured with a small input[/yellow]")
+            meta = None
+        ceiling = measure_ceiling(args.protocol, metadata=meta)
         report["client_ceiling"] = ceiling
         console.print(
-            f"client ceiling against a null server: {ceiling['ceiling_rps']:.0f} req/s ({args.protocol})"
+            f"client ceiling against a null server: {ceiling['ceiling_rps']:.0f} req/s "
+            f"({args.protocol}, {ceiling['payload']})"
         )
     if args.capacity:
 

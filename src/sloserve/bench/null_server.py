@@ -13,15 +13,15 @@ import contextlib
 import json
 from typing import Any
 
-_META = json.dumps(
-    {
-        "name": "null",
-        "versions": ["1"],
-        "platform": "null",
-        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}],
-        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}],
-    }
-).encode()
+DEFAULT_METADATA: dict[str, Any] = {
+    "name": "null",
+    "versions": ["1"],
+    "platform": "null",
+    "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 4]}],
+}
+"""What the null server says about every model unless given a real model's metadata (whose inputs
+the client then sends, so that its ceiling is measured with the real payload size)."""
 _INFER = json.dumps({"model_name": "null", "outputs": []}).encode()
 
 
@@ -33,8 +33,9 @@ def _response(body: bytes) -> bytes:
 class _NullHttp(asyncio.Protocol):
     """Answers GET with the metadata document and POST with an empty inference response."""
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, meta: bytes) -> None:
+        self._meta = meta
+        self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -47,7 +48,7 @@ class _NullHttp(asyncio.Protocol):
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = self._buf[:end].decode("latin-1")
+            head = bytes(self._buf[:end]).decode("latin-1")
             length = 0
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
@@ -55,28 +56,37 @@ class _NullHttp(asyncio.Protocol):
                     length = int(value.strip())
             if len(self._buf) < end + 4 + length:
                 return
-            self._buf = self._buf[end + 4 + length :]
+            del self._buf[: end + 4 + length]
             assert self._transport is not None
-            self._transport.write(_response(_META if head.startswith("GET") else _INFER))
+            self._transport.write(_response(self._meta if head.startswith("GET") else _INFER))
 
 
-async def start_null_http(host: str = "127.0.0.1", port: int = 0) -> tuple[asyncio.AbstractServer, int]:
+async def start_null_http(
+    host: str = "127.0.0.1", port: int = 0, metadata: dict[str, Any] | None = None
+) -> tuple[asyncio.AbstractServer, int]:
     """Start the null HTTP server; returns it and its port."""
-    server = await asyncio.get_running_loop().create_server(_NullHttp, host, port)
+    meta = json.dumps(metadata or DEFAULT_METADATA).encode()
+    server = await asyncio.get_running_loop().create_server(lambda: _NullHttp(meta), host, port)
     return server, server.sockets[0].getsockname()[1]
 
 
-async def start_null_grpc(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
+async def start_null_grpc(
+    host: str = "127.0.0.1", port: int = 0, metadata: dict[str, Any] | None = None
+) -> tuple[Any, int]:
     """Start the null gRPC server; returns it and its port."""
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+    doc = metadata or DEFAULT_METADATA
+
     class _Null(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         async def ModelMetadata(self, request: Any, context: Any) -> Any:
             meta = service_pb2.ModelMetadataResponse(name=request.name, versions=["1"], platform="null")
-            t = meta.inputs.add()
-            t.name, t.datatype = "INPUT0", "FP32"
-            t.shape.extend([-1, 4])
+            for kind in ("inputs", "outputs"):
+                for spec in doc[kind]:
+                    t = getattr(meta, kind).add()
+                    t.name, t.datatype = spec["name"], spec["datatype"]
+                    t.shape.extend(spec["shape"])
             return meta
 
         async def ModelInfer(self, request: Any, context: Any) -> Any:
@@ -89,9 +99,9 @@ async def start_null_grpc(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, 
     return server, bound
 
 
-async def _serve_forever(http_port: int, grpc_port: int) -> None:
-    http, hp = await start_null_http(port=http_port)
-    grpc_server, gp = await start_null_grpc(port=grpc_port)
+async def _serve_forever(http_port: int, grpc_port: int, metadata: dict[str, Any] | None) -> None:
+    http, hp = await start_null_http(port=http_port, metadata=metadata)
+    grpc_server, gp = await start_null_grpc(port=grpc_port, metadata=metadata)
     print(json.dumps({"http_port": hp, "grpc_port": gp}), flush=True)
     try:
         await asyncio.Event().wait()
@@ -107,9 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--http-port", type=int, default=0)
     parser.add_argument("--grpc-port", type=int, default=0)
+    parser.add_argument(
+        "--metadata", type=json.loads, default=None, help="model metadata (JSON) to answer with"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.http_port, args.grpc_port))
+        asyncio.run(_serve_forever(args.http_port, args.grpc_port, args.metadata))
 
 
 if __name__ == "__main__":

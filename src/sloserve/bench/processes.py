@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
@@ -45,11 +46,15 @@ class _Child:
 
     ready_path = "/"
 
-    def __init__(self, argv: list[str], port: int, ready_timeout: float) -> None:
+    def __init__(
+        self, argv: list[str], port: int, ready_timeout: float, cpus: Collection[int] | None = None
+    ) -> None:
         self.argv = argv
         self.port = port
         self.ready_timeout = ready_timeout
         self.url = f"127.0.0.1:{port}"
+        self.cpus = None if cpus is None else sorted(cpus)
+        """CPUs the child (and every thread and process it starts) may run on; None = any."""
 
     def __enter__(self) -> _Child:
         self._log = Path(tempfile.mkstemp(prefix="sloserve-child-", suffix=".log")[1])
@@ -57,6 +62,8 @@ class _Child:
             self._proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        if self.cpus is not None:  # before the child has started any thread of its own
+            os.sched_setaffinity(self._proc.pid, self.cpus)
         try:
             _wait_http(f"http://{self.url}{self.ready_path}", self._proc, self.ready_timeout, self._log)
         except BaseException:
@@ -82,7 +89,9 @@ class SloserveServer(_Child):
 
     ready_path = "/v2/health/ready"
 
-    def __init__(self, repository: Path, ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self, repository: Path, ready_timeout: float = 120.0, cpus: Collection[int] | None = None
+    ) -> None:
         http, grpc = free_port(), free_port()
         argv = [
             sys.executable,
@@ -99,7 +108,7 @@ class SloserveServer(_Child):
             "--log-level",
             "warning",
         ]
-        super().__init__(argv, http, ready_timeout)
+        super().__init__(argv, http, ready_timeout, cpus)
         self.grpc_url = f"127.0.0.1:{grpc}"
 
 
@@ -117,6 +126,7 @@ class RayServePeer(_Child):
         replicas: int,
         cpus: int,
         ready_timeout: float = 180.0,
+        cpu_set: Collection[int] | None = None,
     ) -> None:
         port = free_port()
         argv = [
@@ -139,5 +149,5 @@ class RayServePeer(_Child):
             "--cpus",
             str(cpus),
         ]
-        super().__init__(argv, port, ready_timeout)
+        super().__init__(argv, port, ready_timeout, cpu_set)
         self.ready_path = f"/v2/models/{name}"

@@ -85,11 +85,16 @@ def run_load(
 
 
 class NullServer:
-    """A null Open Inference Protocol server in a child process (context manager)."""
+    """A null Open Inference Protocol server in a child process (context manager); ``metadata``
+    is the model metadata it answers with (default: a small FP32 input)."""
+
+    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata
 
     def __enter__(self) -> NullServer:
+        extra = [] if self.metadata is None else ["--metadata", json.dumps(self.metadata)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "sloserve.bench.null_server"],
+            [sys.executable, "-m", "sloserve.bench.null_server", *extra],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -106,19 +111,63 @@ class NullServer:
             self._proc.stdout.close()
 
 
-def measure_ceiling(protocol: Protocol, requests: int = 4000, outstanding: int = 64) -> dict[str, Any]:
+def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10.0) -> dict[str, Any]:
+    """The v2 metadata document of ``model`` at ``url`` (HTTP or gRPC); ``ValueError`` if unavailable."""
+    if protocol == "grpc":
+        import grpc
+        from google.protobuf.json_format import MessageToDict
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        with grpc.insecure_channel(url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                reply = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=model), timeout=timeout)
+            except grpc.RpcError as exc:
+                raise ValueError(f"{url}: metadata of {model!r}: {exc.details()}") from None
+        doc: dict[str, Any] = MessageToDict(reply, preserving_proto_field_name=True)
+        for kind in ("inputs", "outputs"):
+            for spec in doc.get(kind, []):
+                spec["shape"] = [int(d) for d in spec.get("shape", [])]
+        return doc
+    import urllib.error
+    import urllib.request
+
+    base = url if "://" in url else f"http://{url}"
+    try:
+        with urllib.request.urlopen(f"{base.rstrip('/')}/v2/models/{model}", timeout=timeout) as resp:
+            doc = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{url}: metadata of {model!r}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{url}: metadata of {model!r} is not a JSON object")
+    return doc
+
+
+def measure_ceiling(
+    protocol: Protocol,
+    requests: int = 4000,
+    outstanding: int = 64,
+    metadata: dict[str, Any] | None = None,
+    batch: int = 1,
+) -> dict[str, Any]:
     """Requests per second this generator gets answered by a null server (its own limit).
 
-    All requests are due at once with ``outstanding`` in flight, so the rate is the client's.
+    All requests are due at once with ``outstanding`` in flight, so the rate is the client's. With
+    a model's ``metadata`` (from :func:`fetch_metadata`) the client sends that model's inputs, so the
+    ceiling holds for its payload size; otherwise a small FP32 input.
     """
-    with NullServer() as null:
+    with NullServer(metadata) as null:
         url = null.grpc if protocol == "grpc" else null.http
         res = run_load(
-            make_target(url, "null", protocol), np.zeros(requests), None, max_outstanding=outstanding
+            make_target(url, "null", protocol, batch=batch),
+            np.zeros(requests),
+            None,
+            max_outstanding=outstanding,
         )
     elapsed = float(np.nanmax(res.done) - np.nanmin(res.sent))
     return {
         "protocol": protocol,
+        "payload": "small FP32 input" if metadata is None else f"inputs of {metadata.get('name', '?')}",
         "requests": requests,
         "answered": int(res.ok.sum()),
         "ceiling_rps": float(res.ok.sum() / elapsed) if elapsed > 0 else float("inf"),

@@ -88,15 +88,18 @@ def build_workload(s: Settings, seed: int, bandwidth_csv: Path | None = None, co
 
 
 def static_choice(s: Settings, budgets: np.ndarray) -> tuple[int, int]:
-    """Cores and batch for the peak rate and the 1st-percentile budget (every core if none fits)."""
+    """Over-provisioned: the paper's rule (not relaxed) for the peak rate and the 1st-percentile
+    budget, or every core (with the batch minimising Sponge's cost) when nothing meets it."""
     from sloserve.planning.sponge_ip import solve_sponge_ip
-    from sloserve.policies.sponge import SpongeScaler
+    from sloserve.policies.sponge import sponge_cost
 
-    q = float(np.percentile(budgets, 1))
-    scaler = SpongeScaler(
-        s.profile.model, s.profile, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
-    )
-    return scaler.choose(max(s.rates), q)
+    q = float(np.percentile(budgets, 1)) - 0.1 * s.slo
+    peak = max(s.rates)
+    found = solve_sponge_ip(peak, q, s.profile, s.max_cores, s.max_batch)
+    if found is not None:
+        return found
+    cost = {b: sponge_cost(peak, b, s.max_cores, s.profile) for b in range(1, s.max_batch + 1)}
+    return s.max_cores, min(cost, key=lambda b: (cost[b], b))
 
 
 def setups(s: Settings, policy: str, budgets: np.ndarray) -> Any:

@@ -9,8 +9,12 @@ scaler (the cap it forms batches under is ``b``).
 
 Ours (*spec*): the predictor is the largest arrival rate of the last ``windows`` control windows
 (:class:`MaxRatePredictor`); ``q`` is the smallest ``min_remaining_budget`` of the same windows
-(the SLO when none arrived); ``l`` is the profile's median latency; when no ``(c, b)`` meets the
-budget, the instance gets every core and the batch that minimises ``ceil(λ/b) · l(b, c)``.
+(the SLO when none arrived); ``l`` is the profile's median latency. When no ``(c, b)`` meets the
+budget (a second's batches cannot finish within ``q`` even on every core, e.g. when the per-item
+term ``δ·b`` dominates), the rule is relaxed to what keeps every batch within the budget and the
+queue stable: the fewest cores, then the smallest batch, with ``l(b, c) <= q - margin`` and
+``ceil(λ/b) · l(b, c) <= 0.9 · interval`` (the instance busy at most 90% of the time); only when
+that fails too does the instance get every core and the batch minimising ``ceil(λ/b) · l(b, c)``.
 
 The integer program is solved by an injected ``solve`` callable (policies call no solver); the
 registry's factory, :func:`sloserve.planning.sponge_factory.make_sponge`, wires in the HiGHS one
@@ -36,6 +40,10 @@ from sloserve.policies.base import PolicyContext
 Solve = Callable[[float, float, ModelProfile, int, int], "tuple[int, int] | None"]
 """``solve(lam, budget, profile, max_cores, max_batch)``: the fewest cores, then the smallest batch,
 with ``ceil(lam/b) · profile.latency(b, c) <= budget``; None when no pair does."""
+
+
+STABLE_BUSY = 0.9
+"""Largest share of an interval the instance may be busy under the relaxed rule."""
 
 
 def sponge_cost(lam: float, batch: int, cores: int, profile: ModelProfile) -> float:
@@ -136,6 +144,11 @@ class SpongeScaler:
         found = self.solve(lam, q - self.margin, self.profile, self.max_cores, self.max_batch)
         if found is not None:
             return found
+        for c in range(1, self.max_cores + 1):  # relaxed: batches fit the budget, queue stays stable
+            for b in range(1, self.max_batch + 1):
+                lat = self.profile.latency(b, c, 1)
+                if lat <= q - self.margin and math.ceil(lam / b) * lat <= STABLE_BUSY * self._interval:
+                    return c, b
         c = self.max_cores
         b = min(range(1, self.max_batch + 1), key=lambda b: (sponge_cost(lam, b, c, self.profile), b))
         return c, b

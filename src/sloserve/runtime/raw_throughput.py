@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sloserve.runtime.cpus import pinned
 from sloserve.runtime.onnx_backend import OnnxBackend
 from sloserve.runtime.stacking import example_inputs
 
@@ -61,19 +61,6 @@ class RawThroughput:
             "best": asdict(self.best),
             "trials": [asdict(t) for t in self.trials],
         }
-
-
-@contextmanager
-def _affinity(cpus: Sequence[int] | None) -> Iterator[None]:
-    if cpus is None or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(cpus))
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _splits(cores: int) -> list[tuple[int, int]]:
@@ -128,7 +115,7 @@ def measure_raw_throughput(
     n_cores = cores or (len(cpus) if cpus is not None else (os.cpu_count() or 1))
     model_bytes = path.read_bytes()
     trials: list[RawTrial] = []
-    with _affinity(cpus):
+    with pinned(list(cpus) if cpus is not None else None):
         for spin in spinning:
             for threads, sessions in _splits(n_cores):
                 if spin and threads == 1 and False in spinning:
