@@ -9,12 +9,17 @@ misses) of:
 - **sloserve, Triton-like** — Triton's dynamic batcher with the same batch cap and queue delay;
 - **sloserve, SLO-aware** — the default ``slo`` scheduler, driven by the model's measured profile;
 - **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
-  server and no latency bound (an upper bound no server can pass).
+  server and no latency bound (an upper bound no server can pass); beside it, the same peak over
+  the configurations whose batch latency fits the SLO (a batch that alone outlasts the SLO is of
+  no use to any server), the bound that matters at a tight SLO.
 
-Every server is warmed up with 200 requests, runs 2 instances × 1 intra-op thread on 127.0.0.1
-and is driven over HTTP by the same open-loop load generator, whose own ceiling is measured
-first. SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table,
-writes ``results/peers/peers.json`` and a bar plot.
+Every server is warmed up with 200 requests, runs one instance × 1 intra-op thread per server CPU
+on 127.0.0.1 and is driven over HTTP by the same open-loop load generator, whose own ceiling is
+measured first for each model with that model's inputs (the payload decides the client's cost).
+``--server-cpus`` pins the servers and raw ONNX Runtime to some CPUs and the load generator to the
+rest (default ``all``: everything shares every CPU, as on a 2-core machine it must).
+SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table, writes
+``results/peers/peers.json`` and a bar plot.
 
 Run: ``python benchmarks/peers.py`` (``--quick`` for one model, one SLO, short runs; ``--models``).
 Needs the ``ray`` extra: ``pip install -e '.[ray]'``.
@@ -37,16 +42,24 @@ from rich.console import Console
 from rich.table import Table
 
 from sloserve.bench.processes import RayServePeer, SloserveServer
-from sloserve.bench.runner import live_capacity, make_target, measure_ceiling, run_load
+from sloserve.bench.runner import fetch_metadata, live_capacity, make_target, measure_ceiling, run_load
 from sloserve.core.profile_io import save_profiles
 from sloserve.core.profiles import max_batch_within
+from sloserve.runtime.cpus import CpuSplit, pinned, split_cpus
 from sloserve.runtime.demo.repository import ensure_demo_repository
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
-from sloserve.runtime.raw_throughput import measure_raw_throughput
+from sloserve.runtime.raw_throughput import RawThroughput, measure_raw_throughput
 
-CORES = 2
-INSTANCES, THREADS = 2, 1
-console = Console()
+THREADS = 1
+"""Intra-op threads per instance; a server runs one instance per server CPU."""
+console = Console(width=max(Console().width, 170))
+
+
+def limit_within(raw: RawThroughput, slo_s: float) -> float:
+    """Peak rows/s over the raw trials whose batch latency (``batch`` rows per session at the
+    trial's per-session rate) fits ``slo_s``; 0 when none does."""
+    fits = [t.rows_per_s for t in raw.trials if t.batch * t.sessions / t.rows_per_s <= slo_s]
+    return max(fits, default=0.0)
 
 
 def write_repo(root: Path, model_dir: Path, name: str, config: dict[str, Any], profile: Path | None) -> Path:
@@ -66,8 +79,16 @@ def warm_up(url: str, model: str, requests: int = 200) -> None:
     run_load(make_target(url, model, "http"), np.arange(requests) / 50.0, None)
 
 
-def capacity(url: str, model: str, slo_s: float, hi: float, duration: float) -> dict[str, Any]:
-    """Capacity at 99% attainment of the server at ``url`` (Poisson, HTTP), after a warm-up."""
+def capacity(
+    url: str, model: str, slo_s: float, hi: float, duration: float, split: CpuSplit
+) -> dict[str, Any]:
+    """Capacity at 99% attainment of the server at ``url`` (Poisson, HTTP), after a warm-up; the
+    load generator runs on the split's client CPUs."""
+    with pinned(None if split.shared else split.client):
+        return _capacity(url, model, slo_s, hi, duration)
+
+
+def _capacity(url: str, model: str, slo_s: float, hi: float, duration: float) -> dict[str, Any]:
     warm_up(url, model)
     result, runs = live_capacity(
         url,
@@ -90,8 +111,20 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,resnet18", help="comma-separated demo model names")
     parser.add_argument("--quick", action="store_true", help="one model, tight SLO only, short runs")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per probed rate")
+    parser.add_argument(
+        "--server-cpus",
+        default="all",
+        help="CPUs for the servers and raw ONNX Runtime, e.g. 0-1; the load generator gets the rest "
+        "(default 'all': everything shares every CPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/peers"))
     args = parser.parse_args()
+    try:
+        split = split_cpus(args.server_cpus)
+    except ValueError as exc:
+        parser.error(str(exc))
+    cores = len(split.server)
+    instances = cores // THREADS
     models = args.models.split(",")[:1] if args.quick else args.models.split(",")
     duration = 4.0 if args.quick else args.duration
     args.out.mkdir(parents=True, exist_ok=True)
@@ -102,33 +135,36 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
         },
-        "deployment": f"{INSTANCES} instances x {THREADS} thread on {CORES} cores, HTTP, 127.0.0.1",
+        "deployment": f"{instances} instances x {THREADS} thread on {cores} CPUs, HTTP, 127.0.0.1",
+        "cpus": {"server": split.server, "client": split.client, "note": split.describe()},
         "workload": "Poisson arrivals; capacity: highest rate with >= 99% answered within the SLO",
-        "client_ceiling": measure_ceiling("http"),
         "models": {},
     }
-    console.print(f"client ceiling: {report['client_ceiling']['ceiling_rps']:.0f} req/s")
+    console.print(split.describe())
     rows = []
     for name in models:
         source = resolve_model(name, repo)
         console.print(f"[bold]{name}[/bold]: profiling and measuring the physical limit")
         grid = ProfileGrid(
-            batches=(1, 2, 4, 8, 16, 32), threads=(THREADS,), instances=(1, INSTANCES), repeats=20
+            batches=(1, 2, 4, 8, 16, 32), threads=(THREADS,), instances=(1, instances), repeats=20
         )
-        profile = profile_model(source, grid)
+        with pinned(None if split.shared else split.server):
+            profile = profile_model(source, grid)
         profile_path = args.out / f"{name}.profile.yaml"
         save_profiles([profile], profile_path)
-        raw = measure_raw_throughput(source.path, cores=CORES).rows_per_s
+        raw_trials = measure_raw_throughput(source.path, cpus=split.server)
+        raw = raw_trials.rows_per_s
         tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
         slos = [tight] if args.quick else [tight, 4 * tight]
-        entry: dict[str, Any] = {"raw_rps": raw, "slos": {}}
+        entry: dict[str, Any] = {"raw_rps": raw, "raw": raw_trials.to_dict(), "slos": {}}
+        ceiling_done = False
         for slo in slos:
             b = max(1, max_batch_within(profile, slo / 2, THREADS))
             wait_s = slo / 10
             console.print(f"  SLO {slo * 1e3:.1f} ms: batch cap {b}, wait {wait_s * 1e3:.1f} ms")
             base = {
                 "max_batch_size": b,
-                "instance_group": {"count": INSTANCES, "threads": THREADS},
+                "instance_group": {"count": instances, "threads": THREADS},
                 "slo_ms": slo * 1e3,
             }
             results: dict[str, Any] = {}
@@ -141,8 +177,17 @@ def main() -> None:
                 for peer, cfg in (("sloserve-triton", triton_cfg), ("sloserve-slo", slo_cfg)):
                     console.print(f"  {peer}")
                     root = write_repo(Path(tmp) / peer, source.path.parent, name, cfg, profile_path)
-                    with SloserveServer(root) as server:
-                        results[peer] = capacity(server.url, name, slo, 1.2 * raw, duration)
+                    with SloserveServer(root, cpus=None if split.shared else split.server) as server:
+                        if not ceiling_done:  # the client's own limit with this model's inputs
+                            meta = fetch_metadata(server.url, name, "http")
+                            with pinned(None if split.shared else split.client):
+                                entry["client_ceiling"] = measure_ceiling("http", metadata=meta)
+                            console.print(
+                                f"  client ceiling with {name}'s inputs: "
+                                f"{entry['client_ceiling']['ceiling_rps']:.0f} req/s"
+                            )
+                            ceiling_done = True
+                        results[peer] = capacity(server.url, name, slo, 1.2 * raw, duration, split)
                 console.print("  ray-serve")
                 with RayServePeer(
                     source.path.parent,
@@ -150,13 +195,19 @@ def main() -> None:
                     max_batch_size=b,
                     wait_s=wait_s,
                     threads=THREADS,
-                    replicas=INSTANCES,
-                    cpus=CORES,
+                    replicas=instances,
+                    cpus=cores,
+                    cpu_set=None if split.shared else split.server,
                 ) as ray:
-                    results["ray-serve"] = capacity(ray.url, name, slo, 1.2 * raw, duration)
-            entry["slos"][f"{slo * 1e3:.1f}"] = results | {"batch_cap": b, "wait_ms": wait_s * 1e3}
+                    results["ray-serve"] = capacity(ray.url, name, slo, 1.2 * raw, duration, split)
+            within = limit_within(raw_trials, slo)
+            entry["slos"][f"{slo * 1e3:.1f}"] = results | {
+                "batch_cap": b,
+                "wait_ms": wait_s * 1e3,
+                "raw_rps_within_slo": within,
+            }
             cap = {k: v["capacity_rps"] for k, v in results.items()}
-            rows.append((name, slo * 1e3, cap, raw))
+            rows.append((name, slo * 1e3, cap, raw, within, entry["client_ceiling"]["ceiling_rps"]))
         report["models"][name] = entry
     table = Table(title="capacity at 99% attainment (req/s) and ratios")
     for col in (
@@ -166,11 +217,14 @@ def main() -> None:
         "sloserve triton-like",
         "sloserve SLO-aware",
         "raw ORT limit",
+        "limit within SLO",
+        "client ceiling",
         "SLO-aware / Ray",
         "SLO-aware / limit",
+        "SLO-aware / limit within SLO",
     ):
         table.add_column(col, justify="right")
-    for name, slo_ms, cap, raw in rows:
+    for name, slo_ms, cap, raw, within, ceiling in rows:
         ray = cap["ray-serve"]
         ours = cap["sloserve-slo"]
         table.add_row(
@@ -180,17 +234,23 @@ def main() -> None:
             f"{cap['sloserve-triton']:.0f}",
             f"{ours:.0f}",
             f"{raw:.0f}",
+            f"{within:.0f}",
+            f"{ceiling:.0f}",
             f"{ours / ray:.2f}x" if ray else "inf",
             f"{ours / raw:.0%}",
+            f"{ours / within:.0%}" if within else "-",
         )
     console.print(table)
-    report["table"] = [{"model": n, "slo_ms": s, **c, "raw_rps": r} for n, s, c, r in rows]
+    report["table"] = [
+        {"model": n, "slo_ms": s, **c, "raw_rps": r, "raw_rps_within_slo": w, "client_ceiling_rps": cl}
+        for n, s, c, r, w, cl in rows
+    ]
     (args.out / "peers.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     plot(rows, args.out / "peers.png")
     console.print(f"wrote {args.out / 'peers.json'} and {args.out / 'peers.png'}")
 
 
-def plot(rows: list[tuple[str, float, dict[str, float], float]], path: Path) -> None:
+def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], path: Path) -> None:
     """Grouped bars: capacity per peer for every (model, SLO), with the raw limit as a line."""
     import matplotlib
 
@@ -203,6 +263,7 @@ def plot(rows: list[tuple[str, float, dict[str, float], float]], path: Path) -> 
     for i, peer in enumerate(peers):
         ax.bar(x + (i - 1) * 0.25, [r[2][peer] for r in rows], 0.25, label=peer)
     ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", label="raw ORT limit")
+    ax.scatter(x, [r[4] for r in rows], marker="_", s=900, color="grey", label="raw limit within SLO")
     ax.set_xticks(x, [f"{r[0]}\nSLO {r[1]:.0f} ms" for r in rows])
     ax.set_ylabel("capacity at 99% attainment (req/s)")
     ax.legend(fontsize=8)
