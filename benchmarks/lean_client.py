@@ -4,15 +4,22 @@ The bench load generator (``sloserve.bench``) measures SLO attainment under open
 the client's own cost must be as small as possible, because on a small machine it competes with
 the server for the same cores. So: pre-encoded request bytes, raw sockets, no response parsing
 beyond the status line and ``content-length``; several client processes for peak rates.
+
+:class:`SharedMemoryRequests` is the local client's fast path (Triton's system shared-memory
+extension): the inputs are written once into a registered POSIX shared-memory region, each
+connection gets its own output region, and the requests carry only a small JSON header naming them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import socket
 import time
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +46,99 @@ def http_infer_bytes(model: str, inputs: dict[str, np.ndarray], binary_output: b
         f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {len(head)}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+class SharedMemoryRequests:
+    """Infer requests whose tensors live in system shared memory, one per connection.
+
+    On entry: one region holding ``inputs`` (written once; the inputs are constant and the server
+    only reads them) and ``connections`` output regions sized from one ordinary request's answer,
+    all registered with the server at ``url``; :attr:`requests` are complete HTTP requests, the
+    ``i``-th writing its outputs into region ``i``. On exit the regions are unregistered and
+    destroyed. Setup uses ``tritonclient`` (the timed loop does not).
+    """
+
+    def __init__(self, url: str, model: str, inputs: dict[str, np.ndarray], connections: int) -> None:
+        self.url, self.model, self.inputs, self.connections = url, model, inputs, connections
+        self.requests: list[bytes] = []
+        self._handles: list[Any] = []
+        self._names: list[str] = []
+        self._prefix = f"sloserve-bench-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> SharedMemoryRequests:
+        import tritonclient.http as th
+        import tritonclient.utils.shared_memory as shm
+
+        client = th.InferenceServerClient(self.url)
+        try:
+            arrays = [np.ascontiguousarray(a) for a in self.inputs.values()]
+            probe = []
+            for name, arr in self.inputs.items():
+                inp = th.InferInput(name, list(arr.shape), _datatype(arr))
+                inp.set_data_from_numpy(np.ascontiguousarray(arr))
+                probe.append(inp)
+            answer = client.infer(self.model, probe).get_response()["outputs"]
+            out_sizes = {o["name"]: int(o["parameters"]["binary_data_size"]) for o in answer}
+            total_in = sum(a.nbytes for a in arrays)
+            in_handle = self._region("in", total_in, client)
+            shm.set_shared_memory_region(in_handle, arrays)
+            entries, offset = [], 0
+            for name, arr in zip(self.inputs, arrays, strict=True):
+                params = {"shared_memory_region": self._names[0], "shared_memory_byte_size": arr.nbytes}
+                if offset:
+                    params["shared_memory_offset"] = offset
+                entries.append(
+                    {"name": name, "shape": list(arr.shape), "datatype": _datatype(arr), "parameters": params}
+                )
+                offset += arr.nbytes
+            for i in range(self.connections):
+                self._region(f"out{i}", sum(out_sizes.values()), client)
+                outputs, offset = [], 0
+                for name, size in out_sizes.items():
+                    params = {"shared_memory_region": self._names[-1], "shared_memory_byte_size": size}
+                    if offset:
+                        params["shared_memory_offset"] = offset
+                    outputs.append({"name": name, "parameters": params})
+                    offset += size
+                body = json.dumps({"inputs": entries, "outputs": outputs}, separators=(",", ":")).encode()
+                self.requests.append(
+                    (
+                        f"POST /v2/models/{self.model}/infer HTTP/1.1\r\nHost: bench\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    ).encode()
+                    + body
+                )
+        except BaseException:
+            self._cleanup(client)
+            raise
+        client.close()
+        return self
+
+    def _region(self, suffix: str, byte_size: int, client: Any) -> Any:
+        import tritonclient.utils.shared_memory as shm
+
+        name = f"{self._prefix}-{suffix}"
+        handle = shm.create_shared_memory_region(name, "/" + name, byte_size)
+        self._handles.append(handle)
+        client.register_system_shared_memory(name, "/" + name, byte_size)
+        self._names.append(name)
+        return handle
+
+    def _cleanup(self, client: Any) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        for name in self._names:
+            with contextlib.suppress(Exception):  # the server may be gone already
+                client.unregister_system_shared_memory(name)
+        for handle in self._handles:
+            shm.destroy_shared_memory_region(handle)
+        self._names, self._handles = [], []
+        client.close()
+
+    def __exit__(self, *exc: object) -> None:
+        import tritonclient.http as th
+
+        self._cleanup(th.InferenceServerClient(self.url))
 
 
 def _datatype(arr: np.ndarray) -> str:
@@ -126,12 +226,15 @@ class GrpcConn:
 # -- closed-loop peak rate -----------------------------------------------------------------------
 
 
-async def _closed_loop(url: str, request: bytes, conns: int, duration: float) -> tuple[int, int]:
+async def _closed_loop(
+    url: str, requests: Sequence[bytes], first: int, conns: int, duration: float
+) -> tuple[int, int]:
     host, port = url.split(":")
     stop_at = time.monotonic() + duration
     ok = bad = 0
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
+        request = requests[(first + i) % len(requests)]
         nonlocal ok, bad
         reader, writer = await asyncio.open_connection(host, int(port))
         sock = writer.get_extra_info("socket")
@@ -148,11 +251,19 @@ async def _closed_loop(url: str, request: bytes, conns: int, duration: float) ->
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(conns)))
+    await asyncio.gather(*(worker(i) for i in range(conns)))
     return ok, bad
 
 
-def _proc_main(url: str, request: bytes, conns: int, duration: float, start_at: float, out: Any) -> None:
+def _proc_main(
+    url: str,
+    requests: Sequence[bytes],
+    first: int,
+    conns: int,
+    duration: float,
+    start_at: float,
+    out: Any,
+) -> None:
     try:
         import uvloop
 
@@ -160,18 +271,30 @@ def _proc_main(url: str, request: bytes, conns: int, duration: float, start_at: 
     except ImportError:
         pass
     time.sleep(max(0.0, start_at - time.time()))
-    out.put(asyncio.run(_closed_loop(url, request, conns, duration)))
+    out.put(asyncio.run(_closed_loop(url, requests, first, conns, duration)))
 
 
 def http_peak(
-    url: str, request: bytes, *, procs: int = 2, conns: int = 32, duration: float = 4.0
+    url: str,
+    request: bytes | Sequence[bytes],
+    *,
+    procs: int = 2,
+    conns: int = 32,
+    duration: float = 4.0,
 ) -> dict[str, float]:
-    """Answered requests per second with ``procs × conns`` connections each sending back to back."""
+    """Answered requests per second with ``procs × conns`` connections each sending back to back.
+
+    ``request``: one request for every connection, or a list whose ``i``-th entry connection ``i``
+    (of all processes' connections, cyclically) sends, e.g. :attr:`SharedMemoryRequests.requests`.
+    """
+    requests = [request] if isinstance(request, bytes) else list(request)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     start_at = time.time() + 3.0  # every process starts sending at the same moment
-    args = (url, request, conns, duration, start_at, q)
-    workers = [ctx.Process(target=_proc_main, args=args) for _ in range(procs)]
+    workers = [
+        ctx.Process(target=_proc_main, args=(url, requests, p * conns, conns, duration, start_at, q))
+        for p in range(procs)
+    ]
     for w in workers:
         w.start()
     results = [q.get(timeout=duration + 120) for _ in workers]

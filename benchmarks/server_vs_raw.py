@@ -7,7 +7,11 @@ For each model, in the same run:
 2. **server**: ``sloserve serve`` with that best configuration (instances = sessions, threads per
    instance, ``preferred_batch_size`` = the best batch, a queue delay long enough to fill it, no
    SLO), loaded by a closed-loop client (``benchmarks/lean_client.py``: one process, enough
-   keep-alive connections to fill the batches) sending one sample per request (binary tensors).
+   keep-alive connections to fill the batches) sending one sample per request (binary tensors);
+   then client-side batches of the best size (binary tensors), and the same batches through
+   Triton's system shared-memory extension (``SharedMemoryRequests``: the client writes its batch
+   into a registered region once, each connection has its own output region, and the requests
+   carry only a JSON header naming them — what a client on the same machine can do).
 
 The ratio server / raw is the figure (target ≥ 90%). Raw ONNX Runtime and the server run on the
 same CPUs (``--server-cpus``, by default the first half of the machine's); the client runs on the
@@ -33,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from lean_client import http_infer_bytes, http_peak
+from lean_client import SharedMemoryRequests, http_infer_bytes, http_peak
 
 MODELS = ("mlp", "mobilenet_v2", "resnet18", "bert")
 SEQUENCE = 64
@@ -109,13 +113,17 @@ def main() -> int:
         best = raw.best
         backend = OnnxBackend(src / "model.onnx", 1)
         one = http_infer_bytes(name, example_inputs(backend.inputs, 1, variable_dim=SEQUENCE))
-        many = http_infer_bytes(name, example_inputs(backend.inputs, best.batch, variable_dim=SEQUENCE))
+        many_inputs = example_inputs(backend.inputs, best.batch, variable_dim=SEQUENCE)
+        many = http_infer_bytes(name, many_inputs)
         backend.close()
         conns = max(8, 3 * best.batch * best.sessions)  # a full batch always waits
-        raw_rate, one_rps, many_rps, errors = raw.rows_per_s, 0.0, 0.0, 0
+        raw_rate, one_rps, many_rps, shm_rps, errors = raw.rows_per_s, 0.0, 0.0, 0.0, 0
         with tempfile.TemporaryDirectory() as tmp:
             repo = server_repository(src, Path(tmp), name, best.batch, best.threads, best.sessions)
-            with SloserveServer(repo, cpus=split.server) as server:
+            with (
+                SloserveServer(repo, cpus=split.server) as server,
+                SharedMemoryRequests(server.url, name, many_inputs, 3 * best.sessions) as shm_requests,
+            ):
                 for round_ in range(args.rounds):  # best of each, rounds interleaved (a busy machine)
                     if round_:
                         again = measure_raw_throughput(
@@ -133,10 +141,19 @@ def main() -> int:
                         batched = http_peak(
                             server.url, many, procs=1, conns=3 * best.sessions, duration=load_s
                         )
+                        shared = http_peak(
+                            server.url,
+                            shm_requests.requests,
+                            procs=1,
+                            conns=3 * best.sessions,
+                            duration=load_s,
+                        )
                     one_rps, many_rps = max(one_rps, peak["rps"]), max(many_rps, batched["rps"])
-                    errors += peak["errors"] + batched["errors"]
+                    shm_rps = max(shm_rps, shared["rps"])
+                    errors += peak["errors"] + batched["errors"] + shared["errors"]
         peak = {"rps": one_rps, "errors": errors}
         batched_rows = many_rps * best.batch
+        shm_rows = shm_rps * best.batch
         row = {
             "raw_rows_per_s": raw_rate,
             "raw_best": {"batch": best.batch, "threads": best.threads, "sessions": best.sessions},
@@ -146,6 +163,8 @@ def main() -> int:
             "connections": conns,
             "server_client_batch_rows_per_s": batched_rows,
             "ratio_client_batch": batched_rows / raw_rate,
+            "server_client_batch_shm_rows_per_s": shm_rows,
+            "ratio_client_batch_shm": shm_rows / raw_rate,
         }
         results["models"][name] = row
         console.print(name, row)
@@ -160,6 +179,8 @@ def main() -> int:
         "server / raw",
         "server rows/s (client batch)",
         "server / raw (client batch)",
+        "server rows/s (client batch, system shared memory)",
+        "server / raw (client batch, shm)",
     ):
         table.add_column(col, justify="right")
     for name, r in results["models"].items():
@@ -172,6 +193,8 @@ def main() -> int:
             f"{r['ratio']:.0%}",
             f"{r['server_client_batch_rows_per_s']:.0f}",
             f"{r['ratio_client_batch']:.0%}",
+            f"{r['server_client_batch_shm_rows_per_s']:.0f}",
+            f"{r['ratio_client_batch_shm']:.0%}",
         )
     console.print(table)
     print(f"wrote {args.out}")

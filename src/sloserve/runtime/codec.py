@@ -1,5 +1,7 @@
 """Tensors on the wire ↔ numpy: the Open Inference Protocol's JSON form, its binary tensor
-extension, and the checks of a request's inputs against a model's metadata.
+extension, the parameters of Triton's system shared-memory extension (:class:`ShmRef`; the regions
+themselves are :mod:`sloserve.runtime.shared_memory`'s), and the checks of a request's inputs
+against a model's metadata.
 
 Every problem raises :class:`ProtocolError` with the HTTP status and a message that says what was
 wrong and where (the front ends turn it into ``{"error": ...}`` or a gRPC status).
@@ -12,11 +14,14 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sloserve.runtime.backend import DATATYPE_TO_NUMPY, TensorSpec, datatype_of
+
+if TYPE_CHECKING:
+    from sloserve.runtime.shared_memory import SystemSharedMemory
 
 
 class ProtocolError(Exception):
@@ -28,12 +33,60 @@ class ProtocolError(Exception):
         self.message = message
 
 
+# -- system shared memory (Triton's extension; see sloserve.runtime.shared_memory) -------------
+
+REGION = "shared_memory_region"
+BYTE_SIZE = "shared_memory_byte_size"
+OFFSET = "shared_memory_offset"
+
+
+@dataclass(frozen=True, slots=True)
+class ShmRef:
+    """A tensor in shared memory: ``byte_size`` bytes at ``offset`` of the registered ``region``."""
+
+    region: str
+    byte_size: int
+    offset: int = 0
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameters as a client sends them (the offset only when it is not zero)."""
+        params: dict[str, Any] = {REGION: self.region, BYTE_SIZE: self.byte_size}
+        if self.offset:
+            params[OFFSET] = self.offset
+        return params
+
+
+def shm_ref(params: Mapping[str, Any], where: str) -> ShmRef | None:
+    """The shared-memory reference in a tensor's parameters (None when it has none)."""
+    region = params.get(REGION)
+    size = params.get(BYTE_SIZE)
+    if region is None and size is None:
+        if OFFSET in params:
+            raise ProtocolError(f"{where}: {OFFSET} given without {REGION} and {BYTE_SIZE}")
+        return None
+    if region is None or size is None:
+        raise ProtocolError(f"{where}: {REGION} and {BYTE_SIZE} must be given together")
+    if not isinstance(region, str) or not region:
+        raise ProtocolError(f"{where}: {REGION} must be a non-empty string, got {region!r}")
+    offset = params.get(OFFSET, 0)
+    for name, value in ((BYTE_SIZE, size), (OFFSET, offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProtocolError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+    return ShmRef(region, size, offset)
+
+
+def no_shared_memory(where: str) -> ProtocolError:
+    return ProtocolError(f"{where}: shared memory is not available on this server")
+
+
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
-    """An output the client asked for, and whether it wants it as binary data."""
+    """An output the client asked for: as binary data or JSON, or written into shared memory."""
 
     name: str
     binary: bool
+    shm: ShmRef | None = None
+    """Where to write it (its data is then left out of the response)."""
 
 
 @dataclass(slots=True)
@@ -180,8 +233,15 @@ def _param_bool(params: Mapping[str, Any], name: str, where: str, default: bool 
     return value
 
 
-def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode an infer body: JSON, or a JSON header of ``header_length`` bytes then binary tensors."""
+def decode_http_infer(
+    body: bytes, header_length: int | None, shm: SystemSharedMemory | None = None
+) -> InferRequest:
+    """Decode an infer body: JSON, or a JSON header of ``header_length`` bytes then binary tensors.
+
+    Inputs and outputs may name regions of ``shm`` (Triton's system shared-memory extension): an
+    input is then read from the region, and an output's region is checked here and written by
+    :meth:`SystemSharedMemory.write_outputs` once the request is answered.
+    """
     tail: bytes | memoryview
     if header_length is None or header_length == len(body):
         header_bytes, tail = body, b""
@@ -232,7 +292,14 @@ def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
         if not isinstance(iparams, dict):
             raise ProtocolError(f"{where}: 'parameters' must be a JSON object")
         size = iparams.get("binary_data_size")
-        if size is not None:
+        ref = shm_ref(iparams, where)
+        if ref is not None:
+            if size is not None or "data" in item:
+                raise ProtocolError(f"{where}: an input in shared memory must not have 'data' or binary data")
+            if shm is None:
+                raise no_shared_memory(where)
+            inputs[name] = shm.read(ref, datatype, shape, where)
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ProtocolError(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(view):
@@ -261,8 +328,14 @@ def decode_http_infer(body: bytes, header_length: int | None) -> InferRequest:
             oparams = item.get("parameters") or {}
             if not isinstance(oparams, dict):
                 raise ProtocolError(f"outputs[{i}]: 'parameters' must be a JSON object")
-            binary = _param_bool(oparams, "binary_data", f"output {item['name']!r}", binary_default)
-            outputs.append(RequestedOutput(item["name"], binary))
+            where = f"output {item['name']!r}"
+            binary = _param_bool(oparams, "binary_data", where, binary_default)
+            ref = shm_ref(oparams, where)
+            if ref is not None:
+                if shm is None:
+                    raise no_shared_memory(where)
+                shm.check_output(ref, where)
+            outputs.append(RequestedOutput(item["name"], binary, ref))
     return InferRequest(rid, inputs, outputs, params, binary_default)
 
 
@@ -284,7 +357,9 @@ def encode_http_infer(
             "datatype": datatype_of(arr.dtype),
             "shape": list(arr.shape),
         }
-        if out.binary:
+        if out.shm is not None:  # written into shared memory already: no data here
+            entry["parameters"] = out.shm.parameters()
+        elif out.binary:
             blob = tensor_to_bytes(arr)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -3,7 +3,10 @@
 
 Methods: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (typed
 ``contents`` or ``raw_input_contents``; answers with ``raw_output_contents``), ModelConfig,
-ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload. Documents are the
+ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload, and Triton's system
+shared-memory extension: SystemSharedMemoryStatus, SystemSharedMemoryRegister,
+SystemSharedMemoryUnregister (the same registry as the HTTP routes; inputs and outputs name regions
+with the ``shared_memory_*`` parameters, see :mod:`sloserve.runtime.shared_memory`). Documents are the
 same JSON the HTTP front end returns, parsed into the protobufs. A deadline budget may also come as
 metadata ``x-slo-timeout-ms``.
 """
@@ -26,10 +29,13 @@ from sloserve.runtime.codec import (
     ProtocolError,
     RequestedOutput,
     check_datatype,
+    no_shared_memory,
+    shm_ref,
     tensor_from_bytes,
     tensor_to_bytes,
 )
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
+from sloserve.runtime.shared_memory import SystemSharedMemory
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -62,16 +68,27 @@ def _param(value: Any) -> Any:
     return getattr(value, kind) if kind is not None else None
 
 
-def decode_grpc_infer(request: Any) -> InferRequest:
-    """An :class:`InferRequest` from a ``ModelInferRequest`` (typed contents or raw contents)."""
-    params = {k: _param(v) for k, v in request.parameters.items()}
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+def _params(message: Any) -> dict[str, Any]:
+    return {k: _param(v) for k, v in message.parameters.items()}
+
+
+def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> InferRequest:
+    """An :class:`InferRequest` from a ``ModelInferRequest`` (typed contents or raw contents).
+
+    Inputs in shared memory (``shared_memory_*`` parameters naming a region of ``shm``) have no
+    entry in ``raw_input_contents``; the other inputs' raw contents are in order.
+    """
+    params = _params(request)
     if not request.inputs:
         raise ProtocolError("the request has no inputs")
+    refs = [shm_ref(_params(t), f"input {t.name!r}") for t in request.inputs]
+    raw = request.raw_input_contents
+    in_band = sum(ref is None for ref in refs)
+    if raw and len(raw) != in_band:
+        raise ProtocolError(f"{len(raw)} raw_input_contents for {in_band} inputs not in shared memory")
     inputs: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
+    next_raw = 0
+    for tensor, ref in zip(request.inputs, refs, strict=True):
         where = f"input {tensor.name!r}"
         if tensor.name in inputs:
             raise ProtocolError(f"{where} appears twice")
@@ -79,8 +96,16 @@ def decode_grpc_infer(request: Any) -> InferRequest:
         if any(d < 0 for d in shape):
             raise ProtocolError(f"{where}: shape {list(shape)} has a negative dimension")
         dtype = check_datatype(tensor.datatype, where)
+        if ref is not None:
+            if tensor.HasField("contents"):
+                raise ProtocolError(f"{where}: an input in shared memory must not have contents")
+            if shm is None:
+                raise no_shared_memory(where)
+            inputs[tensor.name] = shm.read(ref, tensor.datatype, shape, where)
+            continue
         if raw:
-            inputs[tensor.name] = tensor_from_bytes(tensor.datatype, shape, raw[i], where)
+            inputs[tensor.name] = tensor_from_bytes(tensor.datatype, shape, raw[next_raw], where)
+            next_raw += 1
             continue
         field = _CONTENTS.get(tensor.datatype)
         if field is None:
@@ -97,8 +122,16 @@ def decode_grpc_infer(request: Any) -> InferRequest:
         else:
             arr = np.asarray(values, dtype=dtype)
         inputs[tensor.name] = arr.reshape(shape)
-    outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
-    return InferRequest(request.id or None, inputs, outputs, params, True)
+    outputs = []
+    for o in request.outputs:
+        where = f"output {o.name!r}"
+        ref = shm_ref(_params(o), where)
+        if ref is not None:
+            if shm is None:
+                raise no_shared_memory(where)
+            shm.check_output(ref, where)
+        outputs.append(RequestedOutput(o.name, True, ref))
+    return InferRequest(request.id or None, inputs, outputs or None, params, True)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -174,7 +207,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         name = request.model_name
         try:
             try:
-                decoded = decode_grpc_infer(request)
+                decoded = decode_grpc_infer(request, self.server.shared_memory)
             except ProtocolError:
                 self.server.count_bad_request(name)
                 raise
@@ -190,19 +223,59 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     header_timeout_ms=header,
                     payload_bytes=request.ByteSize(),
                 )
+                self.server.shared_memory.write_outputs(decoded, outputs)
             except ProtocolError as exc:
                 if exc.status == 400:
                     self.server.count_bad_request(name)
                 raise
         except Exception as exc:
             await self._fail(context, exc)
-        names = [o.name for o in decoded.outputs] if decoded.outputs else [s.name for s in model.outputs]
+        wanted = decoded.outputs or [RequestedOutput(s.name, True) for s in model.outputs]
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-        for out_name in names:
-            arr = outputs[out_name]
-            response.outputs.add(name=out_name, datatype=datatype_of(arr.dtype), shape=list(arr.shape))
-            response.raw_output_contents.append(tensor_to_bytes(arr))
+        # outputs in shared memory come last, without raw contents: tritonclient finds an output's
+        # raw contents by its position among the outputs, so those with contents must come first
+        for out in [o for o in wanted if o.shm is None] + [o for o in wanted if o.shm is not None]:
+            arr = outputs[out.name]
+            tensor = response.outputs.add(
+                name=out.name, datatype=datatype_of(arr.dtype), shape=list(arr.shape)
+            )
+            if out.shm is None:
+                response.raw_output_contents.append(tensor_to_bytes(arr))
+                continue
+            for key, value in out.shm.parameters().items():
+                if isinstance(value, str):
+                    tensor.parameters[key].string_param = value
+                else:
+                    tensor.parameters[key].int64_param = value
         return response
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        try:
+            regions = self.server.shared_memory.status(request.name or None)
+        except Exception as exc:
+            await self._fail(context, exc)
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in regions:
+            response.regions[region["name"]].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region)
+            )
+        return response
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        try:
+            self.server.shared_memory.register(
+                request.name, request.key, int(request.offset), int(request.byte_size)
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        try:
+            self.server.shared_memory.unregister(request.name or None)
+        except Exception as exc:
+            await self._fail(context, exc)
+        return pb.SystemSharedMemoryUnregisterResponse()
 
 
 class GrpcServer:

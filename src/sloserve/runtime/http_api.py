@@ -6,7 +6,10 @@
 
 Routes: ``GET /v2``, ``/v2/health/live|ready``, ``/v2/models/{m}[/versions/{v}]`` (metadata),
 ``.../ready``, ``.../config``, ``.../stats``, ``GET /v2/models/stats``, ``POST .../infer``,
-``POST /v2/repository/index``, ``POST /v2/repository/models/{m}/load|unload``.
+``POST /v2/repository/index``, ``POST /v2/repository/models/{m}/load|unload``, and Triton's system
+shared-memory extension (:mod:`sloserve.runtime.shared_memory`): ``GET
+/v2/systemsharedmemory[/region/{name}]/status``, ``POST /v2/systemsharedmemory/region/{name}/register``
+(body ``{"key", "offset", "byte_size"}``), ``POST /v2/systemsharedmemory[/region/{name}]/unregister``.
 """
 
 from __future__ import annotations
@@ -111,7 +114,40 @@ class HttpApi:
                 else:
                     await server.repository.unload(rest[2])
                 return HttpResponse(200, b"")
+        if head == "systemsharedmemory":
+            return self._shared_memory_route(method, rest[1:], body)
         raise ProtocolError(f"no route for {method} /v2/{'/'.join(rest)}", 404)
+
+    def _shared_memory_route(self, method: str, rest: list[str], body: bytes) -> HttpResponse:
+        """``[region/{name}/]status|register|unregister`` under ``/v2/systemsharedmemory``."""
+        registry = self.server.shared_memory
+        name: str | None = None
+        if len(rest) == 3 and rest[0] == "region":
+            name, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else None
+        if action == "status":
+            _method(method, "GET")
+            return json_response(registry.status(name))
+        if action == "unregister":
+            _method(method, "POST")
+            registry.unregister(name)
+            return HttpResponse(200, b"")
+        if action == "register" and name is not None:
+            _method(method, "POST")
+            try:
+                doc = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ProtocolError(f"register request body is not valid JSON: {exc}") from None
+            if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
+                raise ProtocolError(
+                    "register request body must be a JSON object with 'key', 'offset' and 'byte_size'"
+                )
+            unknown = set(doc) - {"key", "offset", "byte_size"}
+            if unknown:
+                raise ProtocolError(f"unknown field(s) in register request: {sorted(unknown)}")
+            registry.register(name, doc["key"], doc.get("offset", 0), doc["byte_size"])
+            return HttpResponse(200, b"")
+        raise ProtocolError(f"no route for {method} /v2/systemsharedmemory/{'/'.join(rest)}", 404)
 
     async def _model_route(
         self,
@@ -150,13 +186,17 @@ class HttpApi:
                 raise ProtocolError(
                     f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
                 ) from None
+        shm = self.server.shared_memory
         if self.decode_pool is not None:
-            request = await self.decode_pool.run(len(body), lambda: decode_http_infer(body, header_length))
+            request = await self.decode_pool.run(
+                len(body), lambda: decode_http_infer(body, header_length, shm)
+            )
         else:
-            request = decode_http_infer(body, header_length)
+            request = decode_http_infer(body, header_length, shm)
         model, outputs = await self.server.infer(
             name, version, request, header_timeout_ms=headers.get(TIMEOUT_HEADER), payload_bytes=len(body)
         )
+        shm.write_outputs(request, outputs)
         data, json_length = encode_http_infer(
             model.name, model.version, request, outputs, [s.name for s in model.outputs]
         )

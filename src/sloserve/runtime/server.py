@@ -30,6 +30,7 @@ from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
 from sloserve.runtime.model_loop import Answer, Outcome
 from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
+from sloserve.runtime.shared_memory import SystemSharedMemory
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -40,6 +41,7 @@ EXTENSIONS = (
     "statistics",
     "model_repository",
     "schedule_policy",
+    "system_shared_memory",
 )
 """Protocol extensions listed in ``GET /v2``."""
 
@@ -91,6 +93,8 @@ class InferenceServer:
         self._repository: ModelRepository | None = None
         self.bad_requests = 0
         """Requests refused before reaching a model (malformed, unknown model, ...)."""
+        self.shared_memory = SystemSharedMemory()
+        """The system shared-memory regions clients registered (HTTP and gRPC share them)."""
         self.before_ready: Callable[[ModelRepository], None] | None = None
         """Called once the initial models are loaded, just before the server turns ready (e.g. to
         deploy a plan); an exception stops the start."""
@@ -135,6 +139,7 @@ class InferenceServer:
         log.info("server draining", extra={"pending": self.pending_requests})
         if self._repository is not None:
             await self._repository.close(timeout)
+        self.shared_memory.unregister()
         self.state = ServerState.STOPPED
         log.info("server stopped")
 
