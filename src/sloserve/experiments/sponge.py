@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sloserve.core.profiles import SpongeProfile
+from sloserve.core.profiles import ModelProfile, SpongeProfile
 
 NOISE_CV = 0.1
 """CV of the lognormal service-time multiplier."""
@@ -88,18 +88,26 @@ def build_workload(s: Settings, seed: int, bandwidth_csv: Path | None = None, co
 
 
 def static_choice(s: Settings, budgets: np.ndarray) -> tuple[int, int]:
-    """Over-provisioned: the paper's rule (not relaxed) for the peak rate and the 1st-percentile
-    budget, or every core (with the batch minimising Sponge's cost) when nothing meets it."""
+    """The static baseline's cores and batch for the scenario (see :func:`over_provisioned`)."""
+    return over_provisioned(
+        s.profile, max(s.rates), float(np.percentile(budgets, 1)), s.slo, s.max_cores, s.max_batch
+    )
+
+
+def over_provisioned(
+    profile: ModelProfile, peak: float, budget: float, slo: float, max_cores: int, max_batch: int
+) -> tuple[int, int]:
+    """Static, over-provisioned: the paper's rule (not relaxed as Sponge's scaler is) for the peak
+    rate and a low budget (the trace's 1st percentile), or every core (with the batch minimising
+    Sponge's cost) when nothing meets it."""
     from sloserve.planning.sponge_ip import solve_sponge_ip
     from sloserve.policies.sponge import sponge_cost
 
-    q = float(np.percentile(budgets, 1)) - 0.1 * s.slo
-    peak = max(s.rates)
-    found = solve_sponge_ip(peak, q, s.profile, s.max_cores, s.max_batch)
+    found = solve_sponge_ip(peak, budget - 0.1 * slo, profile, max_cores, max_batch)
     if found is not None:
         return found
-    cost = {b: sponge_cost(peak, b, s.max_cores, s.profile) for b in range(1, s.max_batch + 1)}
-    return s.max_cores, min(cost, key=lambda b: (cost[b], b))
+    cost = {b: sponge_cost(peak, b, max_cores, profile) for b in range(1, max_batch + 1)}
+    return max_cores, min(cost, key=lambda b: (cost[b], b))
 
 
 def setups(s: Settings, policy: str, budgets: np.ndarray) -> Any:

@@ -222,8 +222,7 @@ def run_in_sim(
 def compare(s: ServerSettings, profile_file: Path | None, out: Path, quick: bool) -> dict[str, Any]:
     """Run the three policies on the server and in the simulator; returns the side-by-side rows."""
     from sloserve.core.profile_io import load_profiles
-    from sloserve.planning.sponge_ip import solve_sponge_ip
-    from sloserve.policies.sponge import SpongeScaler
+    from sloserve.experiments.sponge import over_provisioned
 
     out.mkdir(parents=True, exist_ok=True)
     measured = out / f"profile_{s.model}.yaml"
@@ -231,13 +230,13 @@ def compare(s: ServerSettings, profile_file: Path | None, out: Path, quick: bool
         profile = measure_profile(s.model, measured, quick)
     else:
         profile = load_profiles(profile_file).get(s.model)
-        shutil.copy(profile_file, measured)
+        if Path(profile_file).resolve() != measured.resolve():
+            shutil.copy(profile_file, measured)
     w = workload(s)
     budgets = w.deadline_array - w.arrivals
-    chooser = SpongeScaler(
-        s.model, profile, s.slo, solve_sponge_ip, max_cores=s.max_cores, max_batch=s.max_batch
+    static = over_provisioned(
+        profile, s.rate, float(np.percentile(budgets, 1)), s.slo, s.max_cores, s.max_batch
     )
-    static = chooser.choose(s.rate, float(np.percentile(budgets, 1)))
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="sloserve-sponge-") as tmp:
         for policy in ("sponge", "horizontal", "static"):
