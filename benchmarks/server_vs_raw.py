@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from lean_client import SharedMemoryRequests, http_infer_bytes, http_peak
@@ -57,12 +58,48 @@ def server_repository(src: Path, root: Path, name: str, batch: int, threads: int
     return root
 
 
+def raw_at(model: Path, cpus: list[int], batch: int, trial_s: float, name: str) -> float:
+    """Raw ONNX Runtime rows/s at ``batch`` on ``cpus``, measured now (the best split of the CPUs
+    into sessions × threads, as in the search for the best configuration)."""
+    from sloserve.runtime.raw_throughput import measure_raw_throughput
+
+    return measure_raw_throughput(
+        model,
+        cpus=cpus,
+        batches=(batch,),
+        duration_s=max(trial_s, 2.0),
+        variable_dim=SEQUENCE,
+        spinning=(False,),
+        name=name,
+    ).rows_per_s
+
+
+SERVER_KEYS = (
+    ("server_rows_per_s", "ratio"),
+    ("server_client_batch_rows_per_s", "ratio_client_batch"),
+    ("server_client_batch_shm_rows_per_s", "ratio_client_batch_shm"),
+)
+
+
+def summarise_rounds(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians over rounds: of each rate, and of each round's server / raw ratio."""
+    out: dict[str, Any] = {"raw_rows_per_s": float(np.median([r["raw_rows_per_s"] for r in rounds]))}
+    for key, ratio in SERVER_KEYS:
+        out[key] = float(np.median([r[key] for r in rounds]))
+        out[ratio] = float(np.median([r[key] / r["raw_rows_per_s"] for r in rounds]))
+    out["rounds"] = rounds
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter trials")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument(
-        "--rounds", type=int, default=1, help="repeat raw and server runs, keep the best of each"
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of raw-server-raw runs; each ratio is the median over rounds of server / raw",
     )
     parser.add_argument(
         "--server-cpus",
@@ -94,7 +131,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
         "cpus": {"server": split.server, "client": split.client, "note": split.describe()},
         "workload": f"closed loop, one sample per request and client batches, {load_s:g} s per run; "
-        f"raw trials {trial_s:g} s; best of {args.rounds} round(s)",
+        f"raw {max(trial_s, 2.0):g} s before and after the server in each of {args.rounds} round(s); "
+        "ratios: median over rounds of server / that round's raw",
         "models": {},
     }
     console = Console()
@@ -117,25 +155,19 @@ def main() -> int:
         many = http_infer_bytes(name, many_inputs)
         backend.close()
         conns = max(8, 3 * best.batch * best.sessions)  # a full batch always waits
-        raw_rate, one_rps, many_rps, shm_rps, errors = raw.rows_per_s, 0.0, 0.0, 0.0, 0
+
+        rounds: list[dict[str, float]] = []
+        errors = 0
         with tempfile.TemporaryDirectory() as tmp:
             repo = server_repository(src, Path(tmp), name, best.batch, best.threads, best.sessions)
             with (
                 SloserveServer(repo, cpus=split.server) as server,
                 SharedMemoryRequests(server.url, name, many_inputs, 3 * best.sessions) as shm_requests,
             ):
-                for round_ in range(args.rounds):  # best of each, rounds interleaved (a busy machine)
-                    if round_:
-                        again = measure_raw_throughput(
-                            src / "model.onnx",
-                            cpus=split.server,
-                            batches=(best.batch,),
-                            duration_s=trial_s,
-                            variable_dim=SEQUENCE,
-                            spinning=(False,),
-                            name=name,
-                        )
-                        raw_rate = max(raw_rate, again.rows_per_s)
+                # The machine's speed drifts (a shared VM): each round measures raw ONNX Runtime just
+                # before and just after the server runs, and its ratios use the mean of the two.
+                for _ in range(args.rounds):
+                    before = raw_at(src / "model.onnx", split.server, best.batch, trial_s, name)
                     with pinned(split.client):  # the client's processes start on the client's CPUs
                         peak = http_peak(server.url, one, procs=1, conns=conns, duration=load_s)
                         batched = http_peak(
@@ -148,23 +180,23 @@ def main() -> int:
                             conns=3 * best.sessions,
                             duration=load_s,
                         )
-                    one_rps, many_rps = max(one_rps, peak["rps"]), max(many_rps, batched["rps"])
-                    shm_rps = max(shm_rps, shared["rps"])
-                    errors += peak["errors"] + batched["errors"] + shared["errors"]
-        peak = {"rps": one_rps, "errors": errors}
-        batched_rows = many_rps * best.batch
-        shm_rows = shm_rps * best.batch
+                    after = raw_at(src / "model.onnx", split.server, best.batch, trial_s, name)
+                    raw_rate = (before + after) / 2
+                    errors += int(peak["errors"] + batched["errors"] + shared["errors"])
+                    rounds.append(
+                        {
+                            "raw_rows_per_s": raw_rate,
+                            "server_rows_per_s": peak["rps"],
+                            "server_client_batch_rows_per_s": batched["rps"] * best.batch,
+                            "server_client_batch_shm_rows_per_s": shared["rps"] * best.batch,
+                        }
+                    )
+
         row = {
-            "raw_rows_per_s": raw_rate,
+            **summarise_rounds(rounds),
             "raw_best": {"batch": best.batch, "threads": best.threads, "sessions": best.sessions},
-            "server_rows_per_s": peak["rps"],
-            "server_errors": peak["errors"],
-            "ratio": peak["rps"] / raw_rate,
+            "server_errors": errors,
             "connections": conns,
-            "server_client_batch_rows_per_s": batched_rows,
-            "ratio_client_batch": batched_rows / raw_rate,
-            "server_client_batch_shm_rows_per_s": shm_rows,
-            "ratio_client_batch_shm": shm_rows / raw_rate,
         }
         results["models"][name] = row
         console.print(name, row)
