@@ -45,7 +45,7 @@ from sloserve.bench.processes import RayServePeer, SloserveServer
 from sloserve.bench.runner import fetch_metadata, live_capacity, make_target, measure_ceiling, run_load
 from sloserve.core.profile_io import save_profiles
 from sloserve.core.profiles import max_batch_within
-from sloserve.runtime.cpus import CpuSplit, pinned, split_cpus
+from sloserve.runtime.cpus import CpuSplit, add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.demo.repository import ensure_demo_repository
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
 from sloserve.runtime.raw_throughput import RawThroughput, measure_raw_throughput
@@ -111,18 +111,10 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,resnet18", help="comma-separated demo model names")
     parser.add_argument("--quick", action="store_true", help="one model, tight SLO only, short runs")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per probed rate")
-    parser.add_argument(
-        "--server-cpus",
-        default="all",
-        help="CPUs for the servers and raw ONNX Runtime, e.g. 0-1; the load generator gets the rest "
-        "(default 'all': everything shares every CPU)",
-    )
+    add_server_cpus_argument(parser, "all")
     parser.add_argument("--out", type=Path, default=Path("results/peers"))
     args = parser.parse_args()
-    try:
-        split = split_cpus(args.server_cpus)
-    except ValueError as exc:
-        parser.error(str(exc))
+    split = split_from_args(parser, args)
     cores = len(split.server)
     instances = cores // THREADS
     models = args.models.split(",")[:1] if args.quick else args.models.split(",")

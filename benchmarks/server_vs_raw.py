@@ -43,6 +43,7 @@ import numpy as np
 import yaml
 
 from lean_client import SharedMemoryRequests, http_infer_bytes, http_peak
+from sloserve.runtime.cpus import add_server_cpus_argument, pinned, split_from_args
 
 MODELS = ("mlp", "mobilenet_v2", "resnet18", "bert")
 SEQUENCE = 64
@@ -123,12 +124,7 @@ def main() -> int:
         default=3,
         help="rounds of raw-server-raw runs; each ratio is the median over rounds of server / raw",
     )
-    parser.add_argument(
-        "--server-cpus",
-        default=None,
-        help="CPUs for raw ONNX Runtime and the server, e.g. 0 or 0-3 (default: the first half; "
-        "'all' = server and client share every CPU)",
-    )
+    add_server_cpus_argument(parser, None)
     parser.add_argument("--out", type=Path, default=Path("results/server_vs_raw.json"))
     args = parser.parse_args()
 
@@ -136,16 +132,12 @@ def main() -> int:
     from rich.table import Table
 
     from sloserve.bench.processes import SloserveServer
-    from sloserve.runtime.cpus import pinned, split_cpus
     from sloserve.runtime.demo.repository import build_demo_model
     from sloserve.runtime.onnx_backend import OnnxBackend
     from sloserve.runtime.raw_throughput import measure_raw_throughput
     from sloserve.runtime.stacking import example_inputs
 
-    try:
-        split = split_cpus(args.server_cpus)
-    except ValueError as exc:
-        parser.error(str(exc))
+    split = split_from_args(parser, args)
     cores = len(split.server)
     trial_s, load_s = (0.4, 3.0) if args.quick else (1.0, 6.0)
     cache = Path(tempfile.gettempdir()) / "sloserve-bench-demo"

@@ -43,3 +43,16 @@ def test_pinned_restores_the_affinity() -> None:
     assert os.sched_getaffinity(0) == before
     with pinned(None):
         assert os.sched_getaffinity(0) == before
+
+
+def test_server_cpus_argument_gives_a_usage_error_naming_the_cpus(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from sloserve.runtime.cpus import add_server_cpus_argument, split_from_args
+
+    parser = argparse.ArgumentParser(prog="bench")
+    add_server_cpus_argument(parser, "all")
+    assert split_from_args(parser, parser.parse_args([])).shared
+    with pytest.raises(SystemExit):
+        split_from_args(parser, parser.parse_args(["--server-cpus", "9999"]))
+    assert "CPUs [9999] are not available" in capsys.readouterr().err

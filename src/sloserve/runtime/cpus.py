@@ -7,6 +7,7 @@ benchmark pins the server (and raw ONNX Runtime) to one CPU set and the load gen
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,24 @@ def split_cpus(server: str | None) -> CpuSplit:
         raise ValueError(f"CPUs {unknown} are not available to this process (available: {_fmt(cpus)})")
     rest = [c for c in cpus if c not in chosen]
     return CpuSplit(chosen, rest or chosen)
+
+
+def add_server_cpus_argument(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--server-cpus`` for a benchmark: where the server side runs (see :func:`split_cpus`)."""
+    parser.add_argument(
+        "--server-cpus",
+        default=default,
+        help="CPUs for the server(s) and raw ONNX Runtime, e.g. 0 or 0-3; the client gets the rest "
+        f"('all': server and client share every CPU; default: {default or 'the first half'})",
+    )
+
+
+def split_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CpuSplit:
+    """The split ``--server-cpus`` asks for; a usage error naming the CPUs when it cannot be had."""
+    try:
+        return split_cpus(args.server_cpus)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 @contextmanager
