@@ -101,13 +101,10 @@ def over_provisioned(
     rate and a low budget (the trace's 1st percentile), or every core (with the batch minimising
     Sponge's cost) when nothing meets it."""
     from sloserve.planning.sponge_ip import solve_sponge_ip
-    from sloserve.policies.sponge import sponge_cost
+    from sloserve.policies.sponge import every_core
 
     found = solve_sponge_ip(peak, budget - 0.1 * slo, profile, max_cores, max_batch)
-    if found is not None:
-        return found
-    cost = {b: sponge_cost(peak, b, max_cores, profile) for b in range(1, max_batch + 1)}
-    return max_cores, min(cost, key=lambda b: (cost[b], b))
+    return found if found is not None else every_core(peak, profile, max_cores, max_batch)
 
 
 def setups(s: Settings, policy: str, budgets: np.ndarray) -> Any:

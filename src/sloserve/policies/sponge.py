@@ -51,6 +51,12 @@ def sponge_cost(lam: float, batch: int, cores: int, profile: ModelProfile) -> fl
     return math.ceil(lam / batch) * profile.latency(batch, cores, 1)
 
 
+def every_core(lam: float, profile: ModelProfile, max_cores: int, max_batch: int) -> tuple[int, int]:
+    """The last resort when no plan meets the budget: every core, and the batch (the smallest of
+    equals) minimising Sponge's cost ``ceil(λ/b) · l(b, c)``."""
+    return max_cores, min(range(1, max_batch + 1), key=lambda b: (sponge_cost(lam, b, max_cores, profile), b))
+
+
 def enumerate_solve(
     lam: float, budget: float, profile: ModelProfile, max_cores: int, max_batch: int
 ) -> tuple[int, int] | None:
@@ -149,9 +155,7 @@ class SpongeScaler:
                 lat = self.profile.latency(b, c, 1)
                 if lat <= q - self.margin and math.ceil(lam / b) * lat <= STABLE_BUSY * self._interval:
                     return c, b
-        c = self.max_cores
-        b = min(range(1, self.max_batch + 1), key=lambda b: (sponge_cost(lam, b, c, self.profile), b))
-        return c, b
+        return every_core(lam, self.profile, self.max_cores, self.max_batch)
 
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval``: re-plans and returns the changes (cores first, then the cap)."""
