@@ -8,6 +8,8 @@ misses) of:
   half the SLO, ``batch_wait_timeout_s`` a tenth of the SLO (Ray Serve's batching guide);
 - **sloserve, Triton-like** — Triton's dynamic batcher with the same batch cap and queue delay;
 - **sloserve, SLO-aware** — the default ``slo`` scheduler, driven by the model's measured profile;
+  its only knob is the SLO, so its batch cap is the model's: the largest profiled batch that fits
+  the SLO alone (the scheduler sizes each batch by the deadlines it holds);
 - **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
   server and no latency bound (an upper bound no server can pass); beside it, the same peak over
   the configurations whose batch latency fits the SLO (a batch that alone outlasts the SLO is of
@@ -17,7 +19,8 @@ Every server is warmed up with 200 requests, runs one instance × 1 intra-op thr
 on 127.0.0.1 and is driven over HTTP by the same open-loop load generator, whose own ceiling is
 measured first for each model with that model's inputs (the payload decides the client's cost).
 ``--server-cpus`` pins the servers and raw ONNX Runtime to some CPUs and the load generator to the
-rest (default ``all``: everything shares every CPU, as on a 2-core machine it must).
+rest (default: the first half of the CPUs for the servers, as a client on another machine would
+leave them; ``all``: everything shares every CPU, and the client's cost lands on the servers).
 SLOs: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight. Prints a ratio table, writes
 ``results/peers/peers.json`` and a bar plot.
 
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,resnet18", help="comma-separated demo model names")
     parser.add_argument("--quick", action="store_true", help="one model, tight SLO only, short runs")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per probed rate")
-    add_server_cpus_argument(parser, "all")
+    add_server_cpus_argument(parser, None)
     parser.add_argument("--out", type=Path, default=Path("results/peers"))
     args = parser.parse_args()
     split = split_from_args(parser, args)
@@ -138,7 +141,10 @@ def main() -> None:
         source = resolve_model(name, repo)
         console.print(f"[bold]{name}[/bold]: profiling and measuring the physical limit")
         grid = ProfileGrid(
-            batches=(1, 2, 4, 8, 16, 32), threads=(THREADS,), instances=(1, instances), repeats=20
+            batches=(1, 2, 4, 8, 16, 32, 64),
+            threads=(THREADS,),
+            instances=tuple(sorted({1, instances})),
+            repeats=20,
         )
         with pinned(None if split.shared else split.server):
             profile = profile_model(source, grid)
@@ -165,7 +171,8 @@ def main() -> None:
                     "max_queue_delay_microseconds": int(wait_s * 1e6),
                     "scheduler": {"name": "triton"},
                 }
-                slo_cfg = base | {"scheduler": {"name": "slo"}}
+                own_cap = max(b, max_batch_within(profile, slo, THREADS))
+                slo_cfg = base | {"max_batch_size": own_cap, "scheduler": {"name": "slo"}}
                 for peer, cfg in (("sloserve-triton", triton_cfg), ("sloserve-slo", slo_cfg)):
                     console.print(f"  {peer}")
                     root = write_repo(Path(tmp) / peer, source.path.parent, name, cfg, profile_path)
@@ -195,6 +202,7 @@ def main() -> None:
             within = limit_within(raw_trials, slo)
             entry["slos"][f"{slo * 1e3:.1f}"] = results | {
                 "batch_cap": b,
+                "slo_aware_batch_cap": own_cap,
                 "wait_ms": wait_s * 1e3,
                 "raw_rps_within_slo": within,
             }

@@ -144,7 +144,8 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
         "cpus": {"server": split.server, "client": split.client, "note": split.describe()},
-        "workload": f"closed loop, one sample per request and client batches, {load_s:g} s per run; "
+        "workload": "closed loop, one sample per request and client batches; answers counted over "
+        f"max({load_s:g} s, 20 batches) after a warm-up of max(0.5 s, 2 batches); "
         f"raw {max(trial_s, 2.0):g} s before and after the server in each of {args.rounds} round(s); "
         "ratios: median over rounds of server / that round's raw",
         "models": {},
@@ -171,6 +172,9 @@ def main() -> int:
         many = http_infer_bytes(name, many_inputs)
         backend.close()
         conns = max(8, 3 * best.batch * best.sessions)  # a full batch always waits
+        batch_s = best.batch * best.sessions / best.rows_per_s
+        # counted over at least 20 batches, after 2 (a long batch makes a short window coarse)
+        window = {"duration": max(load_s, 20 * batch_s), "warmup": max(0.5, 2 * batch_s)}
 
         rounds: list[dict[str, float]] = []
         errors = 0
@@ -187,16 +191,14 @@ def main() -> int:
                 for _ in range(args.rounds):
                     before = raw_at(src / "model.onnx", split.server, best.batch, trial_s, name)
                     with pinned(split.client):  # the client's processes start on the client's CPUs
-                        peak = http_peak(server.url, one, procs=1, conns=conns, duration=load_s)
-                        batched = http_peak(
-                            server.url, many, procs=1, conns=3 * best.sessions, duration=load_s
-                        )
+                        peak = http_peak(server.url, one, procs=1, conns=conns, **window)
+                        batched = http_peak(server.url, many, procs=1, conns=3 * best.sessions, **window)
                         shared = http_peak(
                             server.url,
                             shm_requests.requests,
                             procs=1,
                             conns=3 * best.sessions,
-                            duration=load_s,
+                            **window,
                         )
                     after = raw_at(src / "model.onnx", split.server, best.batch, trial_s, name)
                     raw_rate = (before + after) / 2

@@ -30,6 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Ite
     root = tmp_path_factory.mktemp("repo")
     build_demo_model("identity", root)
     write_model(root, "gated", {"backend": "fake", "max_batch_size": 1, "priority_levels": 2})
+    write_model(root, "rows", {"backend": "fake", "max_batch_size": 4})
     slo = {"backend": "fake", "max_batch_size": 8, "slo_ms": 1000, "scheduler": {"name": "slo"}}
     write_model(root, "slo_model", slo, AFFINE_50MS)
     write_model(root, "late_model", {**slo, "serve_late": True}, AFFINE_50MS)
@@ -164,7 +165,7 @@ def test_stats_consistent(client: th.InferenceServerClient) -> None:
     assert stats["execution_count"] == sum(b["compute_infer"]["count"] for b in stats["batch_stats"])
     assert (
         sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats["batch_stats"])
-        == inf["success"]["count"]
+        == stats["inference_count"]
     )
 
 
@@ -212,12 +213,37 @@ def test_scaler_runs_within_its_bounds(server: BackgroundServer, client: th.Infe
     assert b'sloserve_instances{model="scaled",version="1"} 2.0' in metrics
 
 
-def test_client_side_batch_is_split_and_joined(client: th.InferenceServerClient) -> None:
-    x = np.arange(15, dtype=np.float32).reshape(3, 5)
-    inp = th.InferInput("INPUT0", [3, 5], "FP32")
+def _rows(values: list[float]) -> th.InferInput:
+    x = np.array([[v, v] for v in values], dtype=np.float32)
+    inp = th.InferInput("INPUT0", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=True)
-    before = client.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
-    result = client.infer("identity", [inp])
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
-    after = client.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
-    assert after - before == 3  # one inference per row
+    return inp
+
+
+def test_client_side_batch_is_one_request_of_several_rows(
+    server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends
+) -> None:
+    """A client batch fills as many rows of a batch as it has, is never split, and batches never
+    exceed max_batch_size rows (4 here): 3 + 2 + 1 queued rows run as [3] then [2, 1]."""
+    control = fakes.control("rows")
+    control.batches.clear()
+    control.gate.clear()
+    before = client.get_inference_statistics("rows")["model_stats"][0]
+    try:
+        busy = client.async_infer("rows", [_rows([0])])
+        assert control.running.acquire(timeout=10)
+        queued = []
+        for n, values in enumerate(([1, 2, 3], [4, 5], [6]), start=2):
+            queued.append(client.async_infer("rows", [_rows(values)]))
+            wait_for(lambda n=n: _pending(server, "rows") == n)
+    finally:
+        control.gate.set()
+    busy.get_result()
+    answers = [q.get_result().as_numpy("OUTPUT0")[:, 0].tolist() for q in queued]
+    assert answers == [[1, 2, 3], [4, 5], [6]]
+    assert control.batches == [[0.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    after = client.get_inference_statistics("rows")["model_stats"][0]
+    assert after["inference_count"] - before["inference_count"] == 7  # rows
+    success = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
+    assert success == 4  # requests
+    assert after["execution_count"] - before["execution_count"] == 3

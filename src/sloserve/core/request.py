@@ -22,6 +22,8 @@ class Request:
     """Triton convention: 0 = the model's default level, 1 = highest, larger = lower."""
     payload_bytes: int = 0
     """Size of the request body; used by network-delay and receive-cost models."""
+    rows: int = 1
+    """Batch rows the request brings (a client-side batch of ``rows`` samples, answered as one)."""
 
     @property
     def slo(self) -> float:
@@ -39,11 +41,16 @@ class Batch:
     """Dummy requests added to reach a batch size (Harpagon); they cost time but have no answer."""
     meta: dict[str, float] = field(default_factory=dict, compare=False)
     """Free-form numbers a policy wants back with the completion (e.g. predicted finish)."""
+    rows: int = field(init=False, compare=False)
+    """Rows of real requests: the sum of their ``rows`` (``len(requests)`` when each has one)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", sum(r.rows for r in self.requests))
 
     @property
     def size(self) -> int:
-        """The batch size the model runs, padding included."""
-        return len(self.requests) + self.padding
+        """The batch size the model runs, in rows, padding included."""
+        return self.rows + self.padding
 
     @property
     def earliest_deadline(self) -> float:

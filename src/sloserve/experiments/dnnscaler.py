@@ -234,7 +234,7 @@ class ClosedLoopBatcher(QueueScheduler):
         self._looked_at = -math.inf
 
     def next_batch(self, now: float, instance: Any, drops: list[Any]) -> Batch | float | None:
-        n = min(len(self.queue), self.max_batch)
+        n = min(self.queue.rows, self.max_batch)
         if n == 0:
             return None
         if n < self.max_batch and self._looked_at < now:

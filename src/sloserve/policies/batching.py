@@ -90,16 +90,20 @@ class QueueScheduler:
         return out
 
     def take(self, n: int, now: float, drops: list[Decision]) -> Batch | None:
-        """Pop up to ``n`` requests in queue order into a batch; expired ones are dropped instead
-        when ``drop_expired`` is set. None when nothing runnable was left."""
+        """Pop requests in queue order into a batch of at most ``n`` rows (a request of more rows
+        than ``n`` goes alone, first); expired ones are dropped instead when ``drop_expired`` is
+        set. Stops at the first request that does not fit, so queue order holds. None when nothing
+        runnable was left."""
         queue = self.queue
         picked: list[Request] = []
-        while len(picked) < n and len(queue):
+        rows = 0
+        while len(queue) and (rows + queue.peek().rows <= n or not picked):
             r = queue.pop()
             if self.drop_expired and r.deadline < now:
                 drops.append(Drop(r, DropReason.QUEUE_TIMEOUT))
                 continue
             picked.append(r)
+            rows += r.rows
         return Batch(tuple(picked)) if picked else None
 
     def drop_expired_head(self, now: float, drops: list[Decision]) -> None:

@@ -46,7 +46,6 @@ above).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -245,20 +244,24 @@ class CoFBScheduler(QueueScheduler):
         queue = self.queue
         b_load = self._b_load if self.load_aware_drop else 1
         while (
-            len(queue) and queue.peek().deadline - now - self.predict(min(b_load, len(queue)), cores, 1) < 0
+            len(queue) and queue.peek().deadline - now - self.predict(min(b_load, queue.rows), cores, 1) < 0
         ):
             r = queue.pop()
             reason = DropReason.DEADLINE_EXPIRED if r.deadline < now else DropReason.DEADLINE_UNREACHABLE
             out.append(Drop(r, reason))
 
     def _earliest_deadlines(self, upto: int) -> list[float]:
-        """Earliest deadline among the first ``b`` requests in queue order, for b = 1..upto."""
+        """Earliest deadline among the first ``b`` rows in queue order, for b = 1..upto (a request
+        of ``n`` rows fills ``n`` places)."""
         if self.reorder:  # EDF: the head has the earliest deadline of any prefix
             return [self.queue.peek().deadline] * upto
         out: list[float] = []
-        for r in itertools.islice(self.queue, upto):  # FIFO iterates in queue order
-            out.append(min(r.deadline, out[-1]) if out else r.deadline)
-        return out
+        for r in self.queue:  # FIFO iterates in queue order
+            earliest = min(r.deadline, out[-1]) if out else r.deadline
+            out.extend([earliest] * r.rows)
+            if len(out) >= upto:
+                break
+        return out[:upto]
 
     def _largest_fitting(self, now: float, deadlines: Sequence[float], upto: int, cores: int, k: int) -> int:
         """Largest ``b <= upto`` with ``now + pred(b, k) <= deadlines[b-1]`` (0 if none)."""
@@ -275,7 +278,7 @@ class CoFBScheduler(QueueScheduler):
         self, now: float, inst: InstanceView, running: int, drops: list[Decision]
     ) -> Batch | float | None:
         """The batch to start on ``inst`` now, a time to ask again, or None (nothing fits here)."""
-        n = len(self.queue)
+        n = self.queue.rows
         upto = min(n, self.max_batch)
         head = self.queue.peek()
         k = running + 1

@@ -29,7 +29,7 @@ class FixedBatcher(QueueScheduler):
         self.max_wait = max_wait
 
     def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
-        n = len(self.queue)
+        n = self.queue.rows
         if n >= self.max_batch:
             return self.take(self.max_batch, now, drops)
         if n == 0 or math.isinf(self.max_wait):

@@ -24,7 +24,6 @@ is dropped: a late request still runs. Sans-I/O, driven by the simulator or the 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason, WaitUntil
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import PolicyContext
+from sloserve.policies.queues import FifoQueue, pop_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +71,16 @@ class _Lane:
         self.lead = lead
         """Seconds before the deadline a batch must leave (execution plus wait allowance)."""
         self.dummy_rate = dummy_rate
-        self.queue: deque[Request] = deque()
+        self.queue = FifoQueue()
         self.instances: list[int] = []
         self.last_sent = -math.inf
 
     def ready_at(self, budget: float, cap: int) -> float:
         """When the batch at the head of the queue should go (``-inf``: it is full now)."""
-        n, b = len(self.queue), min(self.batch, cap)
+        n, b = self.queue.rows, min(self.batch, cap)
         if n >= b:
             return -math.inf
-        oldest = self.queue[0]
+        oldest = self.queue.peek()
         ready = min(oldest.deadline, oldest.arrival + budget) - self.lead
         if self.dummy_rate > 0:
             opened = max(oldest.arrival, self.last_sent)
@@ -89,9 +89,9 @@ class _Lane:
 
     def take(self, now: float, cap: int) -> Batch:
         b = min(self.batch, cap)
-        reqs = tuple(self.queue.popleft() for _ in range(min(b, len(self.queue))))
+        batch = Batch(tuple(pop_rows(self.queue, b)))
         self.last_sent = now
-        return Batch(reqs, padding=b - len(reqs) if self.dummy_rate > 0 else 0)
+        return Batch(batch.requests, padding=max(0, b - batch.rows)) if self.dummy_rate > 0 else batch
 
 
 class _PlanScheduler:
@@ -139,7 +139,7 @@ class _PlanScheduler:
         lanes = self._lanes_of[t]
         lane = lanes[self._next_lane[t] % len(lanes)]
         self._next_lane[t] += 1
-        lane.queue.append(request)
+        lane.queue.push(request)
         self._pending += 1
         return None
 
@@ -151,7 +151,7 @@ class _PlanScheduler:
         wake = math.inf
         for lanes in self._lanes_of:
             for lane in lanes:
-                while lane.queue:
+                while len(lane.queue):
                     ready = lane.ready_at(self.budget, self._cap)
                     if ready > now:
                         wake = min(wake, ready)
@@ -174,8 +174,8 @@ class _PlanScheduler:
         out: list[Drop] = []
         for lanes in self._lanes_of:
             for lane in lanes:
-                out.extend(Drop(r, reason) for r in lane.queue)
-                lane.queue.clear()
+                while len(lane.queue):
+                    out.append(Drop(lane.queue.pop(), reason))
         self._pending = 0
         return out
 

@@ -20,7 +20,7 @@ from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
 from sloserve.policies.qos import QosSpec, RateEstimator, qos_spec_from_params
-from sloserve.policies.queues import FifoQueue
+from sloserve.policies.queues import FifoQueue, pop_rows
 from sloserve.policies.triton import TritonDynamicBatcher
 
 VARIANT_KEY = "variant"
@@ -72,9 +72,11 @@ class QosScheduler(QueueScheduler):
             if choice is None:
                 continue
             variant, batch = choice
-            picked = [self.queue.pop() for _ in range(min(batch, self.max_batch, len(self.queue)))]
-            out.append(Dispatch(Batch(tuple(picked), meta={VARIANT_KEY: float(variant)}), inst.id))
-            self.planned_busy[inst.id] = now + self.latency(variant, inst.hardware, len(picked))
+            picked = Batch(
+                tuple(pop_rows(self.queue, min(batch, self.max_batch))), meta={VARIANT_KEY: float(variant)}
+            )
+            out.append(Dispatch(picked, inst.id))
+            self.planned_busy[inst.id] = now + self.latency(variant, inst.hardware, picked.rows)
         return out
 
     # -- for subclasses -----------------------------------------------------------------------

@@ -13,6 +13,9 @@ from sloserve.core.request import Request
 class RequestQueue(Protocol):
     """A queue of waiting requests in some order. Owned by one scheduler."""
 
+    rows: int
+    """Batch rows waiting: the sum of the queued requests' ``rows`` (their count when each has one)."""
+
     def push(self, request: Request) -> None:
         """Called when the scheduler admits a request."""
         ...
@@ -39,16 +42,20 @@ class RequestQueue(Protocol):
 class FifoQueue:
     """First come, first served."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "rows")
 
     def __init__(self) -> None:
         self._items: deque[Request] = deque()
+        self.rows = 0
 
     def push(self, request: Request) -> None:
         self._items.append(request)
+        self.rows += request.rows
 
     def pop(self) -> Request:
-        return self._items.popleft()
+        request = self._items.popleft()
+        self.rows -= request.rows
+        return request
 
     def peek(self) -> Request:
         return self._items[0]
@@ -66,11 +73,12 @@ class FifoQueue:
 class _HeapQueue:
     """A heap ordered by a per-request key; subclasses give the key."""
 
-    __slots__ = ("_heap", "default_priority")
+    __slots__ = ("_heap", "default_priority", "rows")
 
     def __init__(self, default_priority: int = 1) -> None:
         self._heap: list[tuple[float, float, int, Request]] = []
         self.default_priority = default_priority
+        self.rows = 0
 
     def level(self, request: Request) -> int:
         """Effective priority level: 1 is highest; 0 means the default level."""
@@ -81,9 +89,12 @@ class _HeapQueue:
 
     def push(self, request: Request) -> None:
         heapq.heappush(self._heap, (self.level(request), self._key(request), request.id, request))
+        self.rows += request.rows
 
     def pop(self) -> Request:
-        return heapq.heappop(self._heap)[3]
+        request = heapq.heappop(self._heap)[3]
+        self.rows -= request.rows
+        return request
 
     def peek(self) -> Request:
         return self._heap[0][3]
@@ -114,3 +125,15 @@ class EdfQueue(_HeapQueue):
 
     def _key(self, request: Request) -> float:
         return request.deadline
+
+
+def pop_rows(queue: RequestQueue, rows: int) -> list[Request]:
+    """Pop requests in queue order while their rows fit in ``rows`` (the first always goes, even when
+    it alone brings more); stops at the first that does not fit, so queue order holds."""
+    picked: list[Request] = []
+    taken = 0
+    while len(queue) and (not picked or taken + queue.peek().rows <= rows):
+        request = queue.pop()
+        picked.append(request)
+        taken += request.rows
+    return picked

@@ -34,7 +34,7 @@ class RayServeBatcher(QueueScheduler):
         self._window_start: float | None = None
 
     def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
-        n = min(len(self.queue), self.max_batch)
+        n = min(self.queue.rows, self.max_batch)
         if n == 0:
             return None
         if self._window_start is None:

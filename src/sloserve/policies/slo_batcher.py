@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -94,20 +95,23 @@ class DeadlineQueue(EdfQueue):
         """Remove the requests with these ids."""
         if len(ids) == len(self._heap):
             self._heap = []
+            self.rows = 0
             return
         self._heap = [item for item in self._heap if item[2] not in ids]
+        self.rows = sum(item[3].rows for item in self._heap)
         heapq.heapify(self._heap)
 
-    def remove_if(self, pred: Callable[[float], bool]) -> list[Request]:
-        """Remove and return (in EDF order) the requests whose deadline satisfies ``pred``."""
+    def remove_if(self, pred: Callable[[_Item], bool]) -> list[Request]:
+        """Remove and return (in EDF order) the requests whose entry satisfies ``pred``."""
         keep: list[_Item] = []
         gone: list[_Item] = []
         for item in self._heap:
-            (gone if pred(item[1]) else keep).append(item)
+            (gone if pred(item) else keep).append(item)
         if not gone:
             return []
         heapq.heapify(keep)
         self._heap = keep
+        self.rows -= sum(item[3].rows for item in gone)
         return [item[3] for item in sorted(gone)]
 
 
@@ -179,26 +183,33 @@ class SloBatcher(QueueScheduler):
 
     def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
         single = self.tail(1, instance)
-        for r in self.edf.remove_if(lambda d: now + single > d):
+
+        def hopeless(item: _Item) -> bool:
+            rows = item[3].rows
+            return now + single > item[1] or (rows > 1 and now + self.tail(rows, instance) > item[1])
+
+        for r in self.edf.remove_if(hopeless):
             drops.append(Drop(r, _late_reason(self.edf.deadline(r), now)))
         items = self.edf.ordered()
-        cap = min(self.max_batch, len(items))
-        if cap == 0:
+        if not items:
             return None
+        # the base batch: the largest EDF prefix within max_batch rows that meets its earliest deadline
         earliest = math.inf
-        size = 0
-        for b in range(1, cap + 1):
-            earliest = min(earliest, items[b - 1][1])
-            if now + self.tail(b, instance) > earliest:
+        size = rows = 0
+        for item in items:
+            more = item[3].rows
+            if size and rows + more > self.max_batch:
                 break
-            size = b
+            if size and now + self.tail(rows + more, instance) > min(earliest, item[1]):
+                break
+            earliest, size, rows = min(earliest, item[1]), size + 1, rows + more
         chosen = items[:size]
-        if size < cap:
-            wider = self._widest(now, instance, items, cap, size)
+        if size < len(items) and rows + items[size][3].rows <= self.max_batch:  # the deadline cut it
+            wider = self._widest(now, instance, items, rows)
             if wider is not None:
                 chosen = wider
         elif size == len(items):
-            wake = self._wait_until(now, instance, size, earliest)
+            wake = self._wait_until(now, instance, rows, earliest)
             if wake is not None:
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
@@ -218,25 +229,37 @@ class SloBatcher(QueueScheduler):
         return next((b for b in range(1, cap + 1) if b / self.typical(b, instance) >= share), cap + 1)
 
     def _widest(
-        self, now: float, instance: InstanceView, items: list[_Item], cap: int, size: int
+        self, now: float, instance: InstanceView, items: list[_Item], rows: int
     ) -> list[_Item] | None:
-        """When batches of ``size`` would fall behind the arrivals: the smallest batch that keeps
+        """When batches of ``rows`` would fall behind the arrivals: the smallest batch that keeps
         up (else the largest) among those whose members all make it — EDF among the requests that
-        can, passing over the most urgent. None when batches of ``size`` keep up or none fits."""
+        can, passing over the most urgent. None when batches of ``rows`` keep up or none fits."""
+        cap = min(self.max_batch, self.edf.rows)
         need = self._keep_up_size(now, instance, cap)
-        if size >= need:
+        if rows >= need:
             return None
-        deadlines = sorted(item[1] for item in items)
+        by_deadline = sorted((item[1], item[3].rows) for item in items)
+        deadlines = [d for d, _ in by_deadline]
+        # rows_from[i]: rows of the requests with the i-th smallest deadline or a later one
+        rows_from = [*itertools.accumulate((n for _, n in reversed(by_deadline)), initial=0)][::-1]
         fits = [
             b
-            for b in range(size + 1, cap + 1)
-            if len(deadlines) - bisect.bisect_left(deadlines, now + self.tail(b, instance)) >= b
+            for b in range(rows + 1, cap + 1)
+            if rows_from[bisect.bisect_left(deadlines, now + self.tail(b, instance))] >= b
         ]
         if not fits:
             return None
         b = next((b for b in fits if b >= need), fits[-1])
         ready = now + self.tail(b, instance)
-        return [item for item in items if item[1] >= ready][:b]
+        chosen: list[_Item] = []
+        taken = 0
+        for item in items:
+            if item[1] >= ready:
+                if taken + item[3].rows > b:
+                    break
+                chosen.append(item)
+                taken += item[3].rows
+        return chosen or None
 
     def _wait_until(self, now: float, instance: InstanceView, size: int, earliest: float) -> float | None:
         """The time to hold a batch of ``size`` (the whole queue) until, or None to run it now."""

@@ -56,7 +56,7 @@ class TritonDynamicBatcher(QueueScheduler):
 
     def next_batch(self, now: float, instance: InstanceView, drops: list[Decision]) -> Batch | float | None:
         self.drop_expired_head(now, drops)
-        n = min(len(self.queue), self.max_batch)
+        n = min(self.queue.rows, self.max_batch)
         if n == 0:
             return None
         if n >= self.max_batch:

@@ -96,7 +96,7 @@ class ServerCollector(Collector):
                 failure.add_metric([*lv, reason], n)
                 if reason in REFUSALS:
                     dropped.add_metric([*lv, reason], n)
-            count.add_metric(lv, s.success_count)
+            count.add_metric(lv, s.inference_count)
             execs.add_metric(lv, s.execution_count)
             pending.add_metric(lv, len(m.loop.pending))
             queue.add_metric(lv, s.queue_ns / 1e3)

@@ -87,6 +87,8 @@ class ModelStats:
     """Every request the model saw; ``success_count + fail_count == arrivals + len(pending)``."""
     success_count: int = 0
     success_ns: int = 0
+    inference_count: int = 0
+    """Rows answered (Triton's ``inference_count``): a client batch of ``n`` rows counts ``n``."""
     fail_count: int = 0
     fail_ns: int = 0
     failures: Counter[str] = field(default_factory=Counter)
@@ -237,6 +239,8 @@ class ModelLoop:
         """Called by a front end for each request; ``done`` is called exactly once with the outcome.
 
         ``budget`` is the request's own deadline budget in seconds (None: the model's default).
+        For a batching model, the inputs' batch dimension is the request's ``rows``: a client-side
+        batch is scheduled as one request that fills that many rows of a batch.
         """
         now = self.clock.now()
         rid = next(self._request_ids)
@@ -246,7 +250,8 @@ class ModelLoop:
             return
         slo = self.config.deadline_budget(budget)
         deadline = now + slo if slo is not None else math.inf
-        request = Request(rid, self.name, now, deadline, priority, payload_bytes)
+        rows = _rows(inputs) if self.config.max_batch_size > 0 else 1
+        request = Request(rid, self.name, now, deadline, priority, payload_bytes, rows)
         self.pending[rid] = _Pending(request, inputs, done, deadline)
         self.stats.arrivals += 1
         window = self._window
@@ -367,6 +372,7 @@ class ModelLoop:
         if isinstance(outcome, Answer):
             stats.success_count += 1
             stats.success_ns += duration_ns
+            stats.inference_count += request.rows
             window.completed += 1
             window.latencies.append(now - request.arrival)
             if now <= pending.deadline:
@@ -490,3 +496,9 @@ class ModelLoop:
     def instances_summary(self) -> Mapping[int, InstanceView]:
         """The instances serving now (read-only use)."""
         return self.views
+
+
+def _rows(inputs: Tensors) -> int:
+    """The batch dimension of a request's tensors (1 for no tensors or scalars)."""
+    first = next(iter(inputs.values()), None)
+    return max(1, int(first.shape[0])) if first is not None and getattr(first, "ndim", 0) > 0 else 1

@@ -6,9 +6,9 @@ submission to the model's loop, and builds the metadata, configuration and stati
 both front ends return (in Triton's JSON shapes; the gRPC front end parses them into protobufs).
 
 A request whose tensors carry a batch dimension ``n > 1`` (a client-side batch, up to the model's
-``max_batch_size``) is split into ``n`` requests to the scheduler, one per row, with the same
-deadline and priority; they are batched (with any other requests) and counted one by one, and the
-answer joins their outputs in order (or is the first refusal, when any row was refused).
+``max_batch_size``) is one request to the scheduler that fills ``n`` rows of a batch
+(:attr:`~sloserve.core.request.Request.rows`): it is batched whole, with other requests, and
+answered or refused as one.
 """
 
 from __future__ import annotations
@@ -196,30 +196,17 @@ class InferenceServer:
                 raise ProtocolError(f"unknown output(s) {unknown}; the model has {sorted(known)}")
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
-        rows = next(iter(inputs.values())).shape[0] if model.batching else 1
-        # a client-side batch: each row is one request to the scheduler
-        parts = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows)] if rows > 1 else [inputs]
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Outcome]] = []
-        for part in parts:
-            future: asyncio.Future[Outcome] = loop.create_future()
-            futures.append(future)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
-            def done(outcome: Outcome, future: asyncio.Future[Outcome] = future) -> None:
-                if not future.done():  # the caller may have gone (a cancelled gRPC call)
-                    future.set_result(outcome)
+        def done(outcome: Outcome) -> None:
+            if not future.done():  # the caller may have gone (a cancelled gRPC call)
+                future.set_result(outcome)
 
-            model.loop.submit(
-                part, done, budget=budget, priority=priority, payload_bytes=payload_bytes // rows
-            )
-        outcomes = [await f for f in futures]
-        for outcome in outcomes:
-            if not isinstance(outcome, Answer):
-                raise ProtocolError(outcome.message, refusal_status(outcome.reason))
-        answers = [o.outputs for o in outcomes if isinstance(o, Answer)]
-        if rows == 1:
-            return model, answers[0]
-        return model, {k: np.concatenate([a[k] for a in answers], axis=0) for k in answers[0]}
+        model.loop.submit(inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes)
+        outcome = await future
+        if not isinstance(outcome, Answer):
+            raise ProtocolError(outcome.message, refusal_status(outcome.reason))
+        return model, outcome.outputs
 
     # -- documents -------------------------------------------------------------------------------
 
@@ -305,7 +292,7 @@ def _stats_of(model: LoadedModel) -> dict[str, Any]:
         "name": model.name,
         "version": model.version,
         "last_inference": s.last_inference_ms,
-        "inference_count": s.success_count,
+        "inference_count": s.inference_count,
         "execution_count": s.execution_count,
         "inference_stats": {
             "success": _duration(s.success_count, s.success_ns),
