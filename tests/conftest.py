@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from server_fakes import FakeBackends
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -20,3 +22,9 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sloserve.runtime.demo import ensure_demo_repository
 
     return ensure_demo_repository(tmp_path_factory.mktemp("demo-repo"))
+
+
+@pytest.fixture(scope="module")
+def fakes() -> FakeBackends:
+    """A fresh set of controllable fake backends for each server test module (see ``server_fakes``)."""
+    return FakeBackends()

@@ -37,11 +37,6 @@ def _step(model: str, ins: dict[str, str], outs: dict[str, str], name: str | Non
 
 
 @pytest.fixture(scope="module")
-def fakes() -> FakeBackends:
-    return FakeBackends()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
     build_demo_model("identity", root)

@@ -16,11 +16,6 @@ from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 
 @pytest.fixture(scope="module")
-def fakes() -> FakeBackends:
-    return FakeBackends()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
     build_demo_model("identity", root)

@@ -21,11 +21,6 @@ AFFINE_50MS = {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 
 
 
 @pytest.fixture(scope="module")
-def fakes() -> FakeBackends:
-    return FakeBackends()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
     build_demo_model("identity", root)

@@ -32,11 +32,6 @@ MakeRegion = Callable[[int], tuple[Region, str]]
 
 
 @pytest.fixture(scope="module")
-def fakes() -> FakeBackends:
-    return FakeBackends()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
     build_demo_model("identity", root)
