@@ -144,7 +144,9 @@ def emulated_repo(root: Path, slo_ms: float, throttle: bool) -> None:
     )
 
 
-def one_emulated_run(root: Path, slo_ms: float, rate: float, duration: float, throttle: bool) -> dict:
+def one_emulated_run(
+    root: Path, slo_ms: float, rate: float, duration: float, throttle: bool
+) -> dict[str, Any]:
     import threading
 
     from sloserve.runtime.service import BackgroundServer, ServeOptions
@@ -234,7 +236,9 @@ def serve(root: Path, port: int, balance: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not become ready in 120 s")
 
 
-def one_run(root: Path, slo_ms: float, rate: float, duration: float, throttle: bool, balance: str) -> dict:
+def one_run(
+    root: Path, slo_ms: float, rate: float, duration: float, throttle: bool, balance: str
+) -> dict[str, Any]:
     write_config(root, slo_ms, throttle)
     port = free_port()
     proc = serve(root, port, balance)

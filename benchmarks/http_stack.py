@@ -114,11 +114,11 @@ def serve(stack: str, repo: Path, port: int) -> None:
         async def on_startup(app: web.Application) -> None:
             await core.start()
 
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{path:.*}", handler)
-        app.on_startup.append(on_startup)
+        aio_app = web.Application(client_max_size=64 * 1024 * 1024)
+        aio_app.router.add_route("*", "/{path:.*}", handler)
+        aio_app.on_startup.append(on_startup)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+        web.run_app(aio_app, host="127.0.0.1", port=port, print=None, access_log=None)
     else:
         raise SystemExit(f"unknown stack {stack!r}")
 

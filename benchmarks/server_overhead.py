@@ -160,7 +160,8 @@ def _get(url: str) -> str:
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=10) as r:
-        return r.read().decode()
+        body: bytes = r.read()
+    return body.decode()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
 def free_port() -> int:
@@ -56,7 +57,7 @@ class _Child:
         self.cpus = None if cpus is None else sorted(cpus)
         """CPUs the child (and every thread and process it starts) may run on; None = any."""
 
-    def __enter__(self) -> _Child:
+    def __enter__(self) -> Self:
         self._log = Path(tempfile.mkstemp(prefix="sloserve-child-", suffix=".log")[1])
         with self._log.open("wb") as out:
             self._proc = subprocess.Popen(
