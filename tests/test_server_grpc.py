@@ -4,6 +4,7 @@ early refusal with a reason, stats, config and the repository methods."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +65,23 @@ def test_infer_raw_contents(client: tg.InferenceServerClient) -> None:
     result = client.infer("identity", [inp], outputs=[tg.InferRequestedOutput("OUTPUT0")], request_id="g1")
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
     assert result.get_response().id == "g1"
+
+
+def test_client_side_batch_is_one_request(client: tg.InferenceServerClient) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    inp = tg.InferInput("INPUT0", [3, 4], "FP32")
+    inp.set_data_from_numpy(x)
+
+    def stats() -> dict[str, Any]:
+        return dict(client.get_inference_statistics("identity", as_json=True)["model_stats"][0])
+
+    before = stats()
+    np.testing.assert_array_equal(client.infer("identity", [inp]).as_numpy("OUTPUT0"), x)
+    after = stats()
+    assert int(after.get("inference_count", 0)) - int(before.get("inference_count", 0)) == 3  # rows
+    success = [int(s["inference_stats"]["success"].get("count", 0)) for s in (before, after)]
+    assert success[1] - success[0] == 1  # one request
+    assert int(after.get("execution_count", 0)) - int(before.get("execution_count", 0)) == 1
 
 
 def test_priority_honoured(
