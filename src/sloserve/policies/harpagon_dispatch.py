@@ -89,9 +89,10 @@ class _Lane:
 
     def take(self, now: float, cap: int) -> Batch:
         b = min(self.batch, cap)
-        batch = Batch(tuple(pop_rows(self.queue, b)))
+        requests = tuple(pop_rows(self.queue, b))
         self.last_sent = now
-        return Batch(batch.requests, padding=max(0, b - batch.rows)) if self.dummy_rate > 0 else batch
+        dummies = max(0, b - sum(r.rows for r in requests)) if self.dummy_rate > 0 else 0
+        return Batch(requests, padding=dummies)
 
 
 class _PlanScheduler:
