@@ -10,8 +10,16 @@ misses) of:
 - **sloserve, SLO-aware** — the default ``slo`` scheduler, driven by the model's measured profile;
   its only knob is the SLO, so its batch cap is the model's: the largest profiled batch that fits
   the SLO alone (the scheduler sizes each batch by the deadlines it holds);
+- **the ideal server** — the same SLO-aware scheduler in the simulator on the profile measured here:
+  no front end, no network, service times the profile's median times lognormal noise with the
+  profile's p99 / median; the queueing bound of Poisson arrivals at that SLO, which no real server
+  passes (at a tight SLO it lies far below the raw limit: the 99th percentile of the wait decides);
 - **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
-  server and no latency bound (an upper bound no server can pass); beside it, the same peak over
+  server and no latency bound (an upper bound no server can pass), measured with the client's CPUs
+  idle; beside it, the same peak while the load generator sends the model's inputs at 3/4 of that
+  rate to a null server on the client's CPUs (median of 3 alternating rounds each: the CPUs share
+  caches and memory bandwidth, so a busy client slows ONNX Runtime on the server's CPUs); and the
+  same peak over
   the configurations whose batch latency fits the SLO (a batch that alone outlasts the SLO is of
   no use to any server), the bound that matters at a tight SLO.
 
@@ -32,10 +40,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
 import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +56,22 @@ from rich.console import Console
 from rich.table import Table
 
 from sloserve.bench.processes import RayServePeer, SloserveServer
-from sloserve.bench.runner import fetch_metadata, live_capacity, make_target, measure_ceiling, run_load
+from sloserve.bench.runner import (
+    ArrivalSpec,
+    NullServer,
+    fetch_metadata,
+    live_capacity,
+    make_target,
+    measure_ceiling,
+    run_load,
+)
 from sloserve.core.profile_io import save_profiles
-from sloserve.core.profiles import max_batch_within
+from sloserve.core.profiles import ModelProfile, max_batch_within
 from sloserve.runtime.cpus import CpuSplit, add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.demo.repository import ensure_demo_repository
+from sloserve.runtime.onnx_backend import OnnxBackend
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
-from sloserve.runtime.raw_throughput import RawThroughput, measure_raw_throughput
+from sloserve.runtime.raw_throughput import RawThroughput, RawTrial, measure_raw_throughput
 
 THREADS = 1
 """Intra-op threads per instance; a server runs one instance per server CPU."""
@@ -63,6 +83,96 @@ def limit_within(raw: RawThroughput, slo_s: float) -> float:
     trial's per-session rate) fits ``slo_s``; 0 when none does."""
     fits = [t.rows_per_s for t in raw.trials if t.batch * t.sessions / t.rows_per_s <= slo_s]
     return max(fits, default=0.0)
+
+
+def lognormal_cv(tail_ratio: float) -> float:
+    """CV of the simulator's mean-1 lognormal service-time multiplier whose 99th percentile is
+    ``tail_ratio`` (the profile's p99 / median: the simulator scales the median by the multiplier)."""
+    if tail_ratio <= 1.0:
+        return 0.0
+    z = 2.3263  # the standard normal's 99th percentile
+    sigma = z - math.sqrt(max(z * z - 2.0 * math.log(tail_ratio), 0.0))
+    return math.sqrt(math.expm1(sigma * sigma))
+
+
+def ideal_capacity(profile: ModelProfile, slo_s: float, max_batch: int, hi: float) -> dict[str, Any]:
+    """Capacity at 99% attainment (mean over 3 seeds, 20 simulated seconds each) of the ideal
+    server described in the module docstring, with the SLO-aware scheduler capped at ``max_batch``."""
+    from sloserve.policies.slo_batcher import SloBatcher
+    from sloserve.sim import ModelSetup, simulate
+    from sloserve.sim import workload as wl
+    from sloserve.sim.capacity import capacity_search
+
+    cv = lognormal_cv(profile.tail_latency(1, THREADS, 1) / profile.latency(1, THREADS, 1))
+
+    def run(rate: float, seed: int) -> Any:
+        setup = ModelSetup("m", profile, SloBatcher(profile, max_batch=max_batch, slo=slo_s), noise_cv=cv)
+        arrivals = wl.with_slo(wl.poisson(rate=rate, duration=20.0, seed=seed), slo_s)
+        return simulate(setup, arrivals, seed=seed).metrics
+
+    result = capacity_search(run, 0.99, lo=1.0, hi=hi, seeds=(0, 1, 2), tol=0.01)
+    return {"capacity_rps": float(result.rate), "noise_cv": cv, "search": result.to_dict()}
+
+
+def _null_load(metadata: dict[str, Any], cpus: list[int], rate: float, stop: Any) -> None:
+    """Child process: Poisson load at ``rate`` against a null server, all on ``cpus``, until ``stop``."""
+    with pinned(cpus), NullServer(metadata) as null:
+        seed = 0
+        while not stop.is_set():
+            run_load(make_target(null.http, "null", "http"), ArrivalSpec().times(rate, 2.0, seed), None)
+            seed += 1
+
+
+def raw_beside_client(
+    model: Path, best: RawTrial, split: CpuSplit, metadata: dict[str, Any], rounds: int = 3
+) -> dict[str, Any]:
+    """Raw rows/s at ``best``'s configuration on the server CPUs with the client CPUs idle and with
+    the load generator busy on them (see the module docstring); medians over ``rounds``."""
+    ctx = mp.get_context("spawn")
+    rate = 0.75 * best.rows_per_s  # one-row requests, as the servers get
+
+    def once() -> float:
+        return measure_raw_throughput(
+            model, cpus=split.server, batches=(best.batch,), spinning=(best.spinning,), duration_s=3.0
+        ).rows_per_s
+
+    idle, busy = [], []
+    for _ in range(rounds):
+        idle.append(once())
+        stop = ctx.Event()
+        child = ctx.Process(target=_null_load, args=(metadata, split.client, rate, stop), daemon=True)
+        child.start()
+        time.sleep(3.0)  # the child imports, starts the null server and reaches its rate
+        busy.append(once())
+        stop.set()
+        child.join(30)
+        if child.is_alive():
+            child.terminate()
+    return {
+        "client_rate_rps": rate,
+        "idle_rows_per_s": float(np.median(idle)),
+        "beside_client_rows_per_s": float(np.median(busy)),
+        "idle_rounds": idle,
+        "beside_client_rounds": busy,
+    }
+
+
+def model_metadata(model: Path, name: str) -> dict[str, Any]:
+    """The model's metadata document as the server gives it (what the load generator needs)."""
+    backend = OnnxBackend(model, 1)
+    try:
+
+        def specs(tensors: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in tensors]
+
+        return {
+            "name": name,
+            "versions": ["1"],
+            "inputs": specs(backend.inputs),
+            "outputs": specs(backend.outputs),
+        }
+    finally:
+        backend.close()
 
 
 def write_repo(root: Path, model_dir: Path, name: str, config: dict[str, Any], profile: Path | None) -> Path:
@@ -99,7 +209,7 @@ def _capacity(url: str, model: str, slo_s: float, hi: float, duration: float) ->
         "http",
         slo_s,
         target=0.99,
-        lo=2.0,
+        lo=10.0,
         hi=hi,
         duration=duration,
         on_probe=lambda r, s: console.print(f"    {r:8.1f} req/s → {s['attainment']:.4f}"),
@@ -155,6 +265,16 @@ def main() -> None:
         tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
         slos = [tight] if args.quick else [tight, 4 * tight]
         entry: dict[str, Any] = {"raw_rps": raw, "raw": raw_trials.to_dict(), "slos": {}}
+        beside = raw
+        if not split.shared:
+            entry["raw_beside_client"] = raw_beside_client(
+                source.path, raw_trials.best, split, model_metadata(source.path, name)
+            )
+            beside = entry["raw_beside_client"]["beside_client_rows_per_s"]
+            console.print(
+                f"  raw limit with the client CPUs idle / busy: "
+                f"{entry['raw_beside_client']['idle_rows_per_s']:.0f} / {beside:.0f} rows/s"
+            )
         ceiling_done = False
         for slo in slos:
             b = max(1, max_batch_within(profile, slo / 2, THREADS))
@@ -200,13 +320,18 @@ def main() -> None:
                 ) as ray:
                     results["ray-serve"] = capacity(ray.url, name, slo, 1.2 * raw, duration, split)
             within = limit_within(raw_trials, slo)
+            ideal = ideal_capacity(profile, slo, own_cap, 1.5 * raw)
+            console.print(f"  ideal server (simulated): {ideal['capacity_rps']:.0f} req/s")
             entry["slos"][f"{slo * 1e3:.1f}"] = results | {
+                "ideal_server": ideal,
                 "batch_cap": b,
                 "slo_aware_batch_cap": own_cap,
                 "wait_ms": wait_s * 1e3,
                 "raw_rps_within_slo": within,
             }
             cap = {k: v["capacity_rps"] for k, v in results.items()}
+            cap["ideal"] = ideal["capacity_rps"]
+            cap["raw beside client"] = beside
             rows.append((name, slo * 1e3, cap, raw, within, entry["client_ceiling"]["ceiling_rps"]))
         report["models"][name] = entry
     table = Table(title="capacity at 99% attainment (req/s) and ratios")
@@ -218,10 +343,14 @@ def main() -> None:
         "sloserve SLO-aware",
         "raw ORT limit",
         "limit within SLO",
+        "raw beside client",
+        "ideal server (sim)",
         "client ceiling",
         "SLO-aware / Ray",
         "SLO-aware / limit",
         "SLO-aware / limit within SLO",
+        "SLO-aware / raw beside client",
+        "SLO-aware / ideal",
     ):
         table.add_column(col, justify="right")
     for name, slo_ms, cap, raw, within, ceiling in rows:
@@ -235,10 +364,14 @@ def main() -> None:
             f"{ours:.0f}",
             f"{raw:.0f}",
             f"{within:.0f}",
+            f"{cap['raw beside client']:.0f}",
+            f"{cap['ideal']:.0f}",
             f"{ceiling:.0f}",
             f"{ours / ray:.2f}x" if ray else "inf",
             f"{ours / raw:.0%}",
             f"{ours / within:.0%}" if within else "-",
+            f"{ours / cap['raw beside client']:.0%}",
+            f"{ours / cap['ideal']:.0%}" if cap["ideal"] else "-",
         )
     console.print(table)
     report["table"] = [
@@ -251,7 +384,8 @@ def main() -> None:
 
 
 def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], path: Path) -> None:
-    """Grouped bars: capacity per peer for every (model, SLO), with the raw limit as a line."""
+    """Grouped bars: capacity per peer for every (model, SLO), with the raw limits as lines and the
+    simulated ideal server as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,6 +398,9 @@ def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], p
         ax.bar(x + (i - 1) * 0.25, [r[2][peer] for r in rows], 0.25, label=peer)
     ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", label="raw ORT limit")
     ax.scatter(x, [r[4] for r in rows], marker="_", s=900, color="grey", label="raw limit within SLO")
+    ax.scatter(
+        x, [r[2]["ideal"] for r in rows], marker="*", s=120, color="tab:red", label="ideal server (sim)"
+    )
     ax.set_xticks(x, [f"{r[0]}\nSLO {r[1]:.0f} ms" for r in rows])
     ax.set_ylabel("capacity at 99% attainment (req/s)")
     ax.legend(fontsize=8)

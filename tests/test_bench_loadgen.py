@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from sloserve.bench.loadgen import run_open_loop
-from sloserve.bench.runner import NullServer, fetch_metadata, make_target, measure_ceiling, run_load
+from sloserve.bench.runner import (
+    NullServer,
+    fetch_metadata,
+    live_capacity,
+    make_target,
+    measure_ceiling,
+    run_load,
+)
 from sloserve.bench.summary import summarize
 from sloserve.cli import main
 
@@ -186,3 +193,24 @@ def test_bench_command_writes_a_report(recorder: RecordingServer, tmp_path: Path
     assert report["result"]["requests"] == len(recorder.timeouts) > 0
     assert set(recorder.timeouts) == {100_000}
     assert (out / "latency_cdf.png").stat().st_size > 0
+
+
+def test_capacity_probes_last_long_enough_to_judge_the_target(recorder: RecordingServer) -> None:
+    """A probe at a low rate runs until ``min_requests`` are expected (not ten requests judged on
+    one), and a server refusing every deadline has capacity 0, its refusals counted as misses."""
+    result, runs = live_capacity(
+        f"127.0.0.1:{recorder.port}",
+        "rec",
+        "http",
+        0.02,  # the recorder refuses deadlines under 50 ms
+        lo=40.0,
+        hi=80.0,
+        duration=0.1,
+        min_requests=40,
+    )
+    assert result.rate == 0.0
+    assert len(runs) == 1 and runs[0]["rate"] == 40.0
+    assert runs[0]["requests"] >= 25  # about 40 planned over 1 s, not the 4 of 0.1 s
+    assert runs[0]["requests"] == len(recorder.timeouts)
+    assert runs[0]["attainment"] == 0.0
+    assert set(recorder.timeouts) == {20_000}

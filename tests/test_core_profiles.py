@@ -173,3 +173,21 @@ def test_profile_set_lookup_errors() -> None:
         ps.get("x")
     with pytest.raises(KeyError, match="on hardware 'tpu'"):
         ps.get("m", "tpu")
+
+
+def test_tabulated_lookups_are_memoised_and_exact() -> None:
+    """The memo returns what the interpolation computes, for every kind of lookup (measured point,
+    between points, past the last point, between core counts, other instance counts)."""
+    points = tuple(
+        ProfilePoint(b, c, 1, 0.001 * (1 + b) / c, 0.0013 * (1 + b) / c) for b in (1, 2, 4, 8) for c in (1, 4)
+    )
+    profile = TabulatedProfile("m", points, slowdown=(1.0, 1.3))
+    for batch in (1, 3, 8, 12):
+        for cores in (1, 2, 4, 6):
+            for instances in (1, 2, 3):
+                for tail in (False, True):
+                    want = profile._lookup(batch, cores, instances, tail=tail)
+                    ask = profile.tail_latency if tail else profile.latency
+                    assert ask(batch, cores, instances) == want
+                    assert ask(batch, cores, instances) == want  # served from the memo
+    assert profile == TabulatedProfile("m", points, slowdown=(1.0, 1.3))  # the memo is not compared

@@ -3,6 +3,7 @@ instances and threads change while a real ONNX model serves, without failing req
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import signal
@@ -113,6 +114,8 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
             if record["msg"] == "listening":
                 port = record["http"]
             if record["msg"] == "server ready":
+                # the server's own process takes its long-lived objects out of the GC's scans
+                assert record["gc_frozen_objects"] > 10_000
                 break
         assert port is not None
         client = th.InferenceServerClient(f"127.0.0.1:{port}")
@@ -128,3 +131,43 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_freeze_gc_freezes_after_each_model_load(tmp_path: Path) -> None:
+    """With ``freeze_gc`` the objects alive once ready, and again after a reload, are frozen (a
+    full collection then skips them); an embedding process's heap is left alone by default."""
+    write_model(tmp_path, "m", {"backend": "fake", "max_batch_size": 1})
+    gc.unfreeze()
+    try:
+        plain = BackgroundServer(
+            ServeOptions(
+                tmp_path, http_port=0, grpc_port=None, metrics_port=None, backends={"fake": FakeBackends()}
+            )
+        )
+        plain.start()
+        try:
+            assert gc.get_freeze_count() == 0
+        finally:
+            plain.stop()
+        server = BackgroundServer(
+            ServeOptions(
+                tmp_path,
+                http_port=0,
+                grpc_port=None,
+                metrics_port=None,
+                backends={"fake": FakeBackends()},
+                freeze_gc=True,
+            )
+        )
+        server.start()
+        try:
+            assert gc.get_freeze_count() > 10_000
+            gc.unfreeze()
+            client = th.InferenceServerClient(f"127.0.0.1:{server.service.http_port}")
+            client.load_model("m")  # a reload freezes again
+            assert gc.get_freeze_count() > 10_000
+            client.close()
+        finally:
+            server.stop()
+    finally:
+        gc.unfreeze()

@@ -115,7 +115,8 @@ class TabulatedProfile:
 
     Lookup: among points with the requested instance count (else the nearest measured count,
     scaled by ``slowdown``), interpolate linearly in batch size (extrapolating with the last
-    slope) and in ``1/cores`` between the nearest measured core counts.
+    slope) and in ``1/cores`` between the nearest measured core counts. Lookups are memoised (the
+    profile is immutable; schedulers ask the same few questions on every decision).
     """
 
     model: str
@@ -123,6 +124,9 @@ class TabulatedProfile:
     hardware: str = "cpu"
     slowdown: tuple[float, ...] = ()
     _grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _memo: dict[tuple[int, int, int, bool], float] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -145,10 +149,18 @@ class TabulatedProfile:
         return max(p.batch for p in self.points)
 
     def latency(self, batch: int, cores: int = 1, instances: int = 1) -> float:
-        return self._lookup(batch, cores, instances, tail=False)
+        key = (batch, cores, instances, False)
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = self._lookup(batch, cores, instances, tail=False)
+        return value
 
     def tail_latency(self, batch: int, cores: int = 1, instances: int = 1) -> float:
-        return self._lookup(batch, cores, instances, tail=True)
+        key = (batch, cores, instances, True)
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = self._lookup(batch, cores, instances, tail=True)
+        return value
 
     def _lookup(self, batch: int, cores: int, instances: int, *, tail: bool) -> float:
         measured_k = sorted({k for k, _ in self._grid})

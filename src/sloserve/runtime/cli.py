@@ -79,5 +79,6 @@ def _serve(args: argparse.Namespace) -> int:
         decode_workers=args.decode_workers,
         decode_balance=args.decode_balance,
         plan=args.plan,
+        freeze_gc=True,
     )
     return serve(options)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from sloserve.core.decisions import DropReason
 from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
 from sloserve.runtime.model_loop import Answer, Outcome
-from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
+from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository, freeze_long_lived
 from sloserve.runtime.shared_memory import SystemSharedMemory
 
 log = logging.getLogger("sloserve.runtime")
@@ -83,8 +84,12 @@ class InferenceServer:
         backends: Mapping[str, BackendFactory] | None = None,
         clock: Clock | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        freeze_gc: bool = False,
     ) -> None:
+        """``freeze_gc``: freeze long-lived objects once ready and after each model load (see
+        :func:`~sloserve.runtime.repository.freeze_long_lived`)."""
         self.repository_root = Path(repository)
+        self.freeze_gc = freeze_gc
         self.initial_models = models
         self.backends = backends
         self.clock = clock or MonotonicClock()
@@ -118,7 +123,12 @@ class InferenceServer:
                 loop.call_soon_threadsafe(callback)
 
         self._repository = ModelRepository(
-            self.repository_root, clock=self.clock, loop=loop, post=post, backends=self.backends
+            self.repository_root,
+            clock=self.clock,
+            loop=loop,
+            post=post,
+            backends=self.backends,
+            freeze_gc=self.freeze_gc,
         )
         names = self.initial_models if self.initial_models is not None else self._repository.model_names()
         for name in names:
@@ -128,8 +138,13 @@ class InferenceServer:
                 log.error("model failed to load", extra={"model": name, "error": str(exc)})
         if self.before_ready is not None:
             self.before_ready(self._repository)
+        if self.freeze_gc:
+            freeze_long_lived(collect=True)
         self.state = ServerState.READY
-        log.info("server ready", extra={"models": sorted(self._repository.models)})
+        log.info(
+            "server ready",
+            extra={"models": sorted(self._repository.models), "gc_frozen_objects": gc.get_freeze_count()},
+        )
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let queued ones finish (up to ``timeout`` seconds), stop instances."""

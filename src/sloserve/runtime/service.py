@@ -54,6 +54,10 @@ class ServeOptions:
     """How requests pick a decode worker: ``load`` (CoFB flow scheduling) or ``connection``."""
     plan: Path | None = None
     """A plan file to deploy once the models are loaded (see :mod:`sloserve.runtime.plan_deploy`)."""
+    freeze_gc: bool = False
+    """Take the objects alive after start-up and after each model load out of the cyclic garbage
+    collector's scans (:func:`~sloserve.runtime.repository.freeze_long_lived`). For a process that
+    is only the server (``sloserve serve`` sets it), not for one that embeds it."""
 
 
 class Service:
@@ -66,6 +70,7 @@ class Service:
             models=options.models,
             backends=options.backends,
             max_body_bytes=options.max_body_bytes,
+            freeze_gc=options.freeze_gc,
         )
         if options.plan is not None:  # plan hook: refused here (before listening) if not runnable
             from sloserve.runtime.plan_deploy import apply_plan, read_plan
