@@ -133,41 +133,34 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
             proc.stderr.close()
 
 
-def test_freeze_gc_freezes_after_each_model_load(tmp_path: Path) -> None:
-    """With ``freeze_gc`` the objects alive once ready, and again after a reload, are frozen (a
-    full collection then skips them); an embedding process's heap is left alone by default."""
+def test_freeze_gc_freezes_the_heap_once_ready(tmp_path: Path) -> None:
+    """With ``freeze_gc`` the objects alive once the models are loaded are frozen (a full collection
+    then skips them); an embedding process's heap is left alone by default."""
     write_model(tmp_path, "m", {"backend": "fake", "max_batch_size": 1})
     gc.unfreeze()
     try:
-        plain = BackgroundServer(
-            ServeOptions(
-                tmp_path, http_port=0, grpc_port=None, metrics_port=None, backends={"fake": FakeBackends()}
-            )
-        )
-        plain.start()
-        try:
-            assert gc.get_freeze_count() == 0
-        finally:
-            plain.stop()
-        server = BackgroundServer(
-            ServeOptions(
+        for freeze in (False, True):
+            options = ServeOptions(
                 tmp_path,
                 http_port=0,
                 grpc_port=None,
                 metrics_port=None,
                 backends={"fake": FakeBackends()},
-                freeze_gc=True,
+                freeze_gc=freeze,
             )
-        )
-        server.start()
-        try:
-            assert gc.get_freeze_count() > 10_000
-            gc.unfreeze()
-            client = th.InferenceServerClient(f"127.0.0.1:{server.service.http_port}")
-            client.load_model("m")  # a reload freezes again
-            assert gc.get_freeze_count() > 10_000
-            client.close()
-        finally:
-            server.stop()
+            server = BackgroundServer(options)
+            server.start()
+            try:
+                if freeze:
+                    assert gc.get_freeze_count() > 10_000
+                else:
+                    assert gc.get_freeze_count() == 0
+                client = th.InferenceServerClient(f"127.0.0.1:{server.service.http_port}")
+                inp = th.InferInput("INPUT0", [1, 2], "FP32")
+                inp.set_data_from_numpy(np.ones((1, 2), np.float32))
+                assert client.infer("m", [inp]).as_numpy("OUTPUT0").shape == (1, 2)
+                client.close()
+            finally:
+                server.stop()
     finally:
         gc.unfreeze()

@@ -26,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("-m", "--model", required=True, help="model name on the server")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
     p.add_argument("--rate", type=float, default=50.0, help="mean request rate (req/s)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds of load (with --capacity: per probed rate, at least 100 expected requests)",
+    )
     p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
     p.add_argument("--cv", type=float, default=4.0, help="inter-arrival CV for --arrival gamma")
     p.add_argument("--trace", type=Path, help="CSV with a TIMESTAMP column for --arrival trace")

@@ -10,7 +10,6 @@ in flight never fail because of a reload or an unload.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import defaultdict
@@ -103,20 +102,6 @@ class LoadedModel:
         return "onnxruntime_onnx" if self.config.backend == "onnxruntime" else self.config.backend
 
 
-def freeze_long_lived(*, collect: bool = False) -> None:
-    """Move every object alive now (modules, sessions, configs) out of the cyclic garbage
-    collector's reach (``gc.freeze``); called once a model is loaded and when the server is ready.
-
-    A full collection otherwise walks them all: with ONNX Runtime, NumPy and SciPy imported that is
-    ~70k objects and a 30+ ms stop of the event loop (measured), a latency spike that alone misses
-    a tight SLO. After the freeze a full collection takes well under a millisecond. ``collect``
-    first frees the start-up garbage (a one-time pause, before the server reports ready).
-    """
-    if collect:
-        gc.collect()
-    gc.freeze()
-
-
 class ModelRepository:
     """Models under ``root``, loaded on request; all methods run on the event loop's thread."""
 
@@ -128,11 +113,8 @@ class ModelRepository:
         loop: asyncio.AbstractEventLoop,
         post: Post,
         backends: Mapping[str, BackendFactory] | None = None,
-        freeze_gc: bool = False,
     ) -> None:
         self.root = Path(root)
-        self.freeze_gc = freeze_gc
-        """Freeze long-lived objects after each load (:func:`freeze_long_lived`)."""
         self.clock = clock
         self.loop = loop
         self.post = post
@@ -194,8 +176,6 @@ class ModelRepository:
                 self.failed[name] = str(exc)
                 raise
             self.failed.pop(name, None)
-            if self.freeze_gc:
-                freeze_long_lived()
             old = self.models.get(name)
             self.models[name] = model
             if old is not None:

@@ -55,9 +55,9 @@ class ServeOptions:
     plan: Path | None = None
     """A plan file to deploy once the models are loaded (see :mod:`sloserve.runtime.plan_deploy`)."""
     freeze_gc: bool = False
-    """Take the objects alive after start-up and after each model load out of the cyclic garbage
-    collector's scans (:func:`~sloserve.runtime.repository.freeze_long_lived`). For a process that
-    is only the server (``sloserve serve`` sets it), not for one that embeds it."""
+    """Take the objects alive once the models are loaded out of the cyclic garbage collector's scans
+    (:func:`~sloserve.runtime.server.freeze_long_lived`). For a process that is only the server
+    (``sloserve serve`` sets it), not for one that embeds it."""
 
 
 class Service:
