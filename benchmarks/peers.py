@@ -67,6 +67,7 @@ from sloserve.bench.runner import (
 )
 from sloserve.core.profile_io import save_profiles
 from sloserve.core.profiles import ModelProfile, max_batch_within
+from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.cpus import CpuSplit, add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.demo.repository import ensure_demo_repository
 from sloserve.runtime.onnx_backend import OnnxBackend
@@ -161,16 +162,7 @@ def model_metadata(model: Path, name: str) -> dict[str, Any]:
     """The model's metadata document as the server gives it (what the load generator needs)."""
     backend = OnnxBackend(model, 1)
     try:
-
-        def specs(tensors: Any) -> list[dict[str, Any]]:
-            return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in tensors]
-
-        return {
-            "name": name,
-            "versions": ["1"],
-            "inputs": specs(backend.inputs),
-            "outputs": specs(backend.outputs),
-        }
+        return metadata_document(name, "1", "onnxruntime_onnx", backend.inputs, backend.outputs)
     finally:
         backend.close()
 

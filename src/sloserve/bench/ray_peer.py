@@ -30,6 +30,7 @@ def build_app(
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
+    from sloserve.runtime.backend import metadata_document
     from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
     from sloserve.runtime.onnx_backend import OnnxBackend
     from sloserve.runtime.stacking import split_outputs
@@ -46,16 +47,9 @@ def build_app(
             self.output_names = [o.name for o in self.backend.outputs]
 
         def metadata(self) -> dict[str, Any]:
-            def spec(t: Any) -> dict[str, Any]:
-                return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-
-            return {
-                "name": name,
-                "versions": ["1"],
-                "platform": "onnxruntime_onnx (ray serve)",
-                "inputs": [spec(t) for t in self.backend.inputs],
-                "outputs": [spec(t) for t in self.backend.outputs],
-            }
+            return metadata_document(
+                name, "1", "onnxruntime_onnx (ray serve)", self.backend.inputs, self.backend.outputs
+            )
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
         async def run_batch(self, items: list[np.ndarray]) -> list[dict[str, np.ndarray]]:

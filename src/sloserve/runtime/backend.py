@@ -12,10 +12,10 @@ model that batches).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -84,6 +84,23 @@ class TensorSpec:
         return len(shape) == len(self.shape) and all(
             d < 0 or d == s for d, s in zip(self.shape, shape, strict=True)
         )
+
+
+def metadata_document(
+    name: str, version: str, platform: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> dict[str, Any]:
+    """A model's Open Inference Protocol metadata document (``GET /v2/models/{name}``)."""
+
+    def tensors(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+    return {
+        "name": name,
+        "versions": [version],
+        "platform": platform,
+        "inputs": tensors(inputs),
+        "outputs": tensors(outputs),
+    }
 
 
 class BackendError(RuntimeError):

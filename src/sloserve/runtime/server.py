@@ -27,6 +27,7 @@ import numpy as np
 
 import sloserve
 from sloserve.core.decisions import DropReason
+from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
 from sloserve.runtime.model_loop import Answer, Outcome
@@ -238,17 +239,7 @@ class InferenceServer:
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         model = self.model(name, version)
-        return {
-            "name": model.name,
-            "versions": [model.version],
-            "platform": model.platform,
-            "inputs": [
-                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.inputs
-            ],
-            "outputs": [
-                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in model.outputs
-            ],
-        }
+        return metadata_document(model.name, model.version, model.platform, model.inputs, model.outputs)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Triton's model configuration JSON (``dims`` without the batch dimension when batching)."""
