@@ -14,6 +14,10 @@ misses) of:
   no front end, no network, service times the profile's median times lognormal noise with the
   profile's p99 / median; the queueing bound of Poisson arrivals at that SLO, which no real server
   passes (at a tight SLO it lies far below the raw limit: the 99th percentile of the wait decides);
+- **the clairvoyant bound** — what one instance could sustain at 99% if it knew every arrival in
+  advance and batched optimally, every batch at its profiled time, on the same Poisson arrivals
+  (:mod:`sloserve.sim.bounds`): no scheduler, online or not, passes it. Where it is below 80% of the
+  raw limit, so is every server;
 - **the physical limit** — the model's peak raw ONNX Runtime throughput on the same cores, with no
   server and no latency bound (an upper bound no server can pass), measured with the client's CPUs
   idle; beside it, the same peak while the load generator sends the model's inputs at 3/4 of that
@@ -113,6 +117,24 @@ def ideal_capacity(profile: ModelProfile, slo_s: float, max_batch: int, hi: floa
 
     result = capacity_search(run, 0.99, lo=1.0, hi=hi, seeds=(0, 1, 2), tol=0.01)
     return {"capacity_rps": float(result.rate), "noise_cv": cv, "search": result.to_dict()}
+
+
+def bound_capacity(profile: ModelProfile, slo_s: float, hi: float) -> dict[str, Any]:
+    """Capacity at 99% attainment (mean over the ideal server's seeds and runs) of the clairvoyant
+    optimum: one instance that knows every arrival in advance, every batch at its profiled time."""
+    from sloserve.sim import workload as wl
+    from sloserve.sim.bounds import Attainment, clairvoyant_attainment
+    from sloserve.sim.capacity import capacity_search
+
+    seeds = (0, 1, 2)
+    floor = 1.0 - len(seeds) * 0.01
+
+    def run(rate: float, seed: int) -> Attainment:
+        w = wl.with_slo(wl.poisson(rate=rate, duration=20.0, seed=seed), slo_s)
+        return Attainment(clairvoyant_attainment(w.arrivals, w.deadlines, profile, floor, THREADS))
+
+    result = capacity_search(run, 0.99, lo=1.0, hi=hi, seeds=seeds, tol=0.01)
+    return {"capacity_rps": float(result.rate), "search": result.to_dict()}
 
 
 def _null_load(metadata: dict[str, Any], cpus: list[int], rate: float, stop: Any) -> None:
@@ -314,8 +336,11 @@ def main() -> None:
             within = limit_within(raw_trials, slo)
             ideal = ideal_capacity(profile, slo, own_cap, 1.5 * raw)
             console.print(f"  ideal server (simulated): {ideal['capacity_rps']:.0f} req/s")
+            bound = bound_capacity(profile, slo, 1.5 * raw)
+            console.print(f"  clairvoyant bound: {bound['capacity_rps']:.0f} req/s")
             entry["slos"][f"{slo * 1e3:.1f}"] = results | {
                 "ideal_server": ideal,
+                "clairvoyant_bound": bound,
                 "batch_cap": b,
                 "slo_aware_batch_cap": own_cap,
                 "wait_ms": wait_s * 1e3,
@@ -323,6 +348,7 @@ def main() -> None:
             }
             cap = {k: v["capacity_rps"] for k, v in results.items()}
             cap["ideal"] = ideal["capacity_rps"]
+            cap["bound"] = bound["capacity_rps"]
             cap["raw beside client"] = beside
             rows.append((name, slo * 1e3, cap, raw, within, entry["client_ceiling"]["ceiling_rps"]))
         report["models"][name] = entry
@@ -337,12 +363,14 @@ def main() -> None:
         "limit within SLO",
         "raw beside client",
         "ideal server (sim)",
+        "clairvoyant bound",
         "client ceiling",
         "SLO-aware / Ray",
         "SLO-aware / limit",
         "SLO-aware / limit within SLO",
         "SLO-aware / raw beside client",
         "SLO-aware / ideal",
+        "bound / limit",
     ):
         table.add_column(col, justify="right")
     for name, slo_ms, cap, raw, within, ceiling in rows:
@@ -358,12 +386,14 @@ def main() -> None:
             f"{within:.0f}",
             f"{cap['raw beside client']:.0f}",
             f"{cap['ideal']:.0f}",
+            f"{cap['bound']:.0f}",
             f"{ceiling:.0f}",
             f"{ours / ray:.2f}x" if ray else "inf",
             f"{ours / raw:.0%}",
             f"{ours / within:.0%}" if within else "-",
             f"{ours / cap['raw beside client']:.0%}",
             f"{ours / cap['ideal']:.0%}" if cap["ideal"] else "-",
+            f"{cap['bound'] / raw:.0%}",
         )
     console.print(table)
     report["table"] = [
@@ -376,8 +406,8 @@ def main() -> None:
 
 
 def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], path: Path) -> None:
-    """Grouped bars: capacity per peer for every (model, SLO), with the raw limits as lines and the
-    simulated ideal server as a star."""
+    """Grouped bars: capacity per peer for every (model, SLO), with the raw limits as lines, the
+    simulated ideal server as a star and the clairvoyant bound as a triangle."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,6 +422,9 @@ def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], p
     ax.scatter(x, [r[4] for r in rows], marker="_", s=900, color="grey", label="raw limit within SLO")
     ax.scatter(
         x, [r[2]["ideal"] for r in rows], marker="*", s=120, color="tab:red", label="ideal server (sim)"
+    )
+    ax.scatter(
+        x, [r[2]["bound"] for r in rows], marker="v", s=80, color="tab:purple", label="clairvoyant bound"
     )
     ax.set_xticks(x, [f"{r[0]}\nSLO {r[1]:.0f} ms" for r in rows])
     ax.set_ylabel("capacity at 99% attainment (req/s)")

@@ -17,6 +17,7 @@ def test_quick_run_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Ca
     assert main(["experiment", "batching", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "Capacity at 99% attainment" in printed and "targets" in printed
+    assert "rows where no scheduler reaches 1.5x Triton default" in printed
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["experiment"] == "batching" and "machine" in doc
     assert {r["model"] for r in doc["rows"]} == {p.model for p in BUILTIN_PROFILES}
@@ -33,6 +34,10 @@ def test_quick_run_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Ca
         assert all(v >= 0 for v in caps.values())
         assert row["ratio_vs_triton_default"] == pytest.approx(caps["slo"] / caps["triton default"])
         assert row["settings"]["triton best"]["max_batch_size"] >= 1
+        # the clairvoyant bound sits above every policy (within the searches' tolerance)
+        bound = row["bound"]
+        assert bound["kind"] == "clairvoyant" and bound["capacity"] >= 0.95 * max(caps.values()) > 0
+        assert bound["vs_triton_default"] == pytest.approx(bound["capacity"] / caps["triton default"])
     pngs = sorted(p.name for p in tmp_path.glob("attainment_*.png"))
     assert len(pngs) == len(doc["rows"])
 

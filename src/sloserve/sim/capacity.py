@@ -1,8 +1,10 @@
 """Capacity search: the highest arrival rate at which a setup keeps a target SLO attainment.
 
 This is the measure later comparisons use ("policy A sustains 1.8× the load of Triton at 99%").
-The caller supplies ``run(rate, seed) -> Metrics`` (build fresh policies inside it: schedulers
-keep state); the search bisects on the rate, judging each rate by the attainment over the seeds.
+The caller supplies ``run(rate, seed)``, returning anything with an ``attainment`` (the simulator's
+``Metrics``, or a bound's :class:`~sloserve.sim.bounds.Attainment`); it builds fresh policies inside
+(schedulers keep state). The search bisects on the rate, judging each rate by the attainment over
+the seeds.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from sloserve.sim.metrics import Metrics
+
+class Attained(Protocol):
+    """What a run reports to the search: the share of requests that met their deadline."""
+
+    @property
+    def attainment(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class CapacityResult:
 
 
 def capacity_search(
-    run: Callable[[float, int], Metrics],
+    run: Callable[[float, int], Attained],
     target: float = 0.99,
     lo: float = 1.0,
     hi: float = 1000.0,
@@ -115,4 +122,4 @@ def capacity_search(
     return result(good, good, bad)
 
 
-__all__ = ["CapacityResult", "Probe", "capacity_search"]
+__all__ = ["Attained", "CapacityResult", "Probe", "capacity_search"]

@@ -178,8 +178,10 @@ def plot_attainment_vs_load(
     target: float | None = 0.99,
     xlabel: str = "arrival rate (req/s)",
     title: str = "SLO attainment vs load",
+    ceiling: tuple[str, float] | None = None,
 ) -> Path:
-    """Attainment (drops count as misses) against load, one line per policy."""
+    """Attainment (drops count as misses) against load, one line per policy; ``ceiling`` (label,
+    rate) draws a bound no policy passes as a vertical line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, pts in curves.items():
@@ -187,6 +189,8 @@ def plot_attainment_vs_load(
         ax.plot(xs, [y * 100 for y in ys], marker="o", label=label)
     if target is not None:
         ax.axhline(target * 100, color="k", ls="--", lw=1, label=f"target {target * 100:g}%")
+    if ceiling is not None:
+        ax.axvline(ceiling[1], color="0.4", ls=":", lw=1.5, label=ceiling[0])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("SLO attainment (%)")
     ax.grid(alpha=0.3)
