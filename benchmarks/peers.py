@@ -260,7 +260,7 @@ def main() -> None:
         "models": {},
     }
     console.print(split.describe())
-    rows = []
+    rows: list[Row] = []
     for name in models:
         source = resolve_model(name, repo)
         console.print(f"[bold]{name}[/bold]: profiling and measuring the physical limit")
@@ -352,7 +352,24 @@ def main() -> None:
             cap["raw beside client"] = beside
             rows.append((name, slo * 1e3, cap, raw, within, entry["client_ceiling"]["ceiling_rps"]))
         report["models"][name] = entry
-    table = Table(title="capacity at 99% attainment (req/s) and ratios")
+    console.print(capacity_table(rows))
+    console.print(ratio_table(rows))
+    report["table"] = [
+        {"model": n, "slo_ms": s, **c, "raw_rps": r, "raw_rps_within_slo": w, "client_ceiling_rps": cl}
+        for n, s, c, r, w, cl in rows
+    ]
+    (args.out / "peers.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    plot(rows, args.out / "peers.png")
+    console.print(f"wrote {args.out / 'peers.json'} and {args.out / 'peers.png'}")
+
+
+Row = tuple[str, float, dict[str, float], float, float, float]
+"""(model, SLO ms, capacity per peer and bound, raw limit, raw limit within SLO, client ceiling)."""
+
+
+def capacity_table(rows: list[Row]) -> Table:
+    """Capacities in req/s: the peers, the limits and the bounds, one row per (model, SLO)."""
+    table = Table(title="capacity at 99% attainment (req/s)")
     for col in (
         "model",
         "SLO ms",
@@ -365,47 +382,57 @@ def main() -> None:
         "ideal server (sim)",
         "clairvoyant bound",
         "client ceiling",
-        "SLO-aware / Ray",
-        "SLO-aware / limit",
-        "SLO-aware / limit within SLO",
-        "SLO-aware / raw beside client",
-        "SLO-aware / ideal",
-        "bound / limit",
     ):
         table.add_column(col, justify="right")
     for name, slo_ms, cap, raw, within, ceiling in rows:
-        ray = cap["ray-serve"]
-        ours = cap["sloserve-slo"]
         table.add_row(
             name,
             f"{slo_ms:.1f}",
-            f"{ray:.0f}",
-            f"{cap['sloserve-triton']:.0f}",
-            f"{ours:.0f}",
+            *(f"{cap[k]:.0f}" for k in ("ray-serve", "sloserve-triton", "sloserve-slo")),
             f"{raw:.0f}",
             f"{within:.0f}",
-            f"{cap['raw beside client']:.0f}",
-            f"{cap['ideal']:.0f}",
-            f"{cap['bound']:.0f}",
+            *(f"{cap[k]:.0f}" for k in ("raw beside client", "ideal", "bound")),
             f"{ceiling:.0f}",
-            f"{ours / ray:.2f}x" if ray else "inf",
-            f"{ours / raw:.0%}",
-            f"{ours / within:.0%}" if within else "-",
-            f"{ours / cap['raw beside client']:.0%}",
-            f"{ours / cap['ideal']:.0%}" if cap["ideal"] else "-",
-            f"{cap['bound'] / raw:.0%}",
         )
-    console.print(table)
-    report["table"] = [
-        {"model": n, "slo_ms": s, **c, "raw_rps": r, "raw_rps_within_slo": w, "client_ceiling_rps": cl}
-        for n, s, c, r, w, cl in rows
-    ]
-    (args.out / "peers.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    plot(rows, args.out / "peers.png")
-    console.print(f"wrote {args.out / 'peers.json'} and {args.out / 'peers.png'}")
+    return table
 
 
-def plot(rows: list[tuple[str, float, dict[str, float], float, float, float]], path: Path) -> None:
+def ratio_table(rows: list[Row]) -> Table:
+    """sloserve's SLO-aware capacity against Ray Serve, the limits and the bounds."""
+    table = Table(title="sloserve SLO-aware against the others")
+    for col in (
+        "model",
+        "SLO ms",
+        "/ Ray Serve",
+        "/ raw limit",
+        "/ limit within SLO",
+        "/ raw beside client",
+        "/ ideal server",
+        "/ clairvoyant bound",
+        "bound / raw limit",
+    ):
+        table.add_column(col, justify="right")
+
+    def share(x: float, of: float) -> str:
+        return f"{x / of:.0%}" if of else "-"
+
+    for name, slo_ms, cap, raw, within, _ in rows:
+        ray, ours = cap["ray-serve"], cap["sloserve-slo"]
+        table.add_row(
+            name,
+            f"{slo_ms:.1f}",
+            f"{ours / ray:.2f}x" if ray else "inf",
+            share(ours, raw),
+            share(ours, within),
+            share(ours, cap["raw beside client"]),
+            share(ours, cap["ideal"]),
+            share(ours, cap["bound"]),
+            share(cap["bound"], raw),
+        )
+    return table
+
+
+def plot(rows: list[Row], path: Path) -> None:
     """Grouped bars: capacity per peer for every (model, SLO), with the raw limits as lines, the
     simulated ideal server as a star and the clairvoyant bound as a triangle."""
     import matplotlib
