@@ -16,10 +16,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "bench",
         help="open-loop load generator for any Open Inference Protocol server (HTTP or gRPC)",
         description="Send requests at planned times (Poisson, bursty gamma or a replayed trace), each with "
-        "its deadline as the 'timeout' parameter, and report attainment, goodput, latency percentiles "
-        "and failures by reason. Refusals count as misses; nothing aborts the run. The generator first "
-        "measures its own ceiling against a null server so a client-bound result is never taken for "
-        "the server's.",
+        "the time left to its deadline as the 'timeout' parameter, and report attainment, goodput, "
+        "latency percentiles and failures by reason. Refusals count as misses; nothing aborts the run. "
+        "The generator first measures its own ceiling against a null server so a client-bound "
+        "result is never taken for the server's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("url", help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)")
@@ -35,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
     p.add_argument("--cv", type=float, default=4.0, help="inter-arrival CV for --arrival gamma")
     p.add_argument("--trace", type=Path, help="CSV with a TIMESTAMP column for --arrival trace")
-    p.add_argument("--slo-ms", type=float, default=None, help="per-request deadline sent as 'timeout'")
+    p.add_argument(
+        "--slo-ms",
+        type=float,
+        default=None,
+        help="per-request latency objective, measured from the planned send; the time left of it is "
+        "sent as 'timeout'",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--capacity", action="store_true", help="search the highest rate meeting --target")
     p.add_argument("--target", type=float, default=0.99, help="attainment target for --capacity")

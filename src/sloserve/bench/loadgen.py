@@ -5,6 +5,11 @@ time, and its latency is measured from that planned time (so a late send, by the
 full connection pool, counts against the result instead of hiding it). Every request's outcome is
 recorded; a refusal or a transport error is a miss, never an abort. ``client_lag`` tells how late
 the generator itself sent: when it grows, the client is the limit, not the server.
+
+Each request carries, as its ``timeout``, the time left to its deadline when it is sent (the SLO
+less the send's lag behind plan), as a caller propagating a deadline would: a server told the full
+SLO after the client already spent part of it would plan against a later deadline than the one
+the latency is judged by. A request sent after its deadline carries 1 µs (the server refuses it).
 """
 
 from __future__ import annotations
@@ -78,9 +83,8 @@ async def run_open_loop(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
 
-    async def one(i: int) -> None:
+    async def one(i: int, timeout_us: int | None) -> None:
         nonlocal finished
-        timeout_us = None if not np.isfinite(slo[i]) else max(1, int(slo[i] * 1e6))
         prio = int(priorities[i]) if priorities is not None else 0
         try:
             res: SendResult = await target.send(timeout_us, prio)
@@ -97,7 +101,9 @@ async def run_open_loop(
             await asyncio.sleep(delay)
         await gate.acquire()
         sent[i] = loop.time() - t0
-        tasks.append(asyncio.create_task(one(i)))
+        left = slo[i] - max(0.0, sent[i] - planned[i])
+        timeout_us = None if not np.isfinite(slo[i]) else max(1, int(left * 1e6))
+        tasks.append(asyncio.create_task(one(i, timeout_us)))
         if on_progress is not None and i % 256 == 0:
             on_progress(i, finished)
     if tasks:
