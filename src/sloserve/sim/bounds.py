@@ -49,19 +49,25 @@ def clairvoyant_misses(
     n, width = len(a), max_misses + 1
     if n == 0:
         return 0
-    # finish[i, k]: earliest time the instance is free having dealt with requests < i, k of them missed.
-    finish = np.full((n + 1, width), math.inf)
+    # finish[i % rows, k]: earliest time the instance is free having dealt with requests < i, k of
+    # them missed. Row i is read once, after every batch ending at i was offered, then reused for
+    # i + rows: memory stays rows × width whatever the run's length.
+    rows = len(lat) + 1
+    finish = np.full((rows, width), math.inf)
     finish[0, 0] = 0.0
     for i in range(n):
-        free = finish[i]
+        free = finish[i % rows].copy()
+        finish[i % rows] = math.inf
         if not np.isfinite(free).any():
             continue
-        np.minimum(finish[i + 1, 1:], free[:-1], out=finish[i + 1, 1:])  # miss request i
+        nxt = (i + 1) % rows
+        np.minimum(finish[nxt, 1:], free[:-1], out=finish[nxt, 1:])  # miss request i
         m = min(len(lat), n - i)
         ends = np.maximum(free[None, :], a[i : i + m, None]) + lat[:m, None]  # batch of i .. i+m-1
         ends[ends > d[i]] = math.inf
-        np.minimum(finish[i + 1 : i + m + 1], ends, out=finish[i + 1 : i + m + 1])
-    done = np.flatnonzero(np.isfinite(finish[n]))
+        targets = np.arange(i + 1, i + m + 1) % rows
+        finish[targets] = np.minimum(finish[targets], ends)
+    done = np.flatnonzero(np.isfinite(finish[n % rows]))
     return int(done[0]) if len(done) else width
 
 
