@@ -123,17 +123,18 @@ def bound_capacity(profile: ModelProfile, slo_s: float, hi: float) -> dict[str, 
     """Capacity at 99% attainment (mean over the ideal server's seeds and runs) of the clairvoyant
     optimum: one instance that knows every arrival in advance, every batch at its profiled time."""
     from sloserve.sim import workload as wl
-    from sloserve.sim.bounds import Attainment, clairvoyant_attainment
-    from sloserve.sim.capacity import capacity_search
+    from sloserve.sim.bounds import clairvoyant_capacity
 
-    seeds = (0, 1, 2)
-    floor = 1.0 - len(seeds) * 0.01
-
-    def run(rate: float, seed: int) -> Attainment:
-        w = wl.with_slo(wl.poisson(rate=rate, duration=20.0, seed=seed), slo_s)
-        return Attainment(clairvoyant_attainment(w.arrivals, w.deadlines, profile, floor, THREADS))
-
-    result = capacity_search(run, 0.99, lo=1.0, hi=hi, seeds=seeds, tol=0.01)
+    result = clairvoyant_capacity(
+        lambda rate, seed: wl.with_slo(wl.poisson(rate=rate, duration=20.0, seed=seed), slo_s),
+        profile,
+        target=0.99,
+        seeds=(0, 1, 2),
+        lo=1.0,
+        hi=hi,
+        tol=0.01,
+        cores=THREADS,
+    )
     return {"capacity_rps": float(result.rate), "search": result.to_dict()}
 
 

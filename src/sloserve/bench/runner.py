@@ -17,7 +17,7 @@ from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.summary import summarize
 from sloserve.bench.targets import GrpcTarget, HttpTarget, Target
 from sloserve.sim import workload as wl
-from sloserve.sim.capacity import CapacityResult, capacity_search
+from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
 
 Protocol = Literal["http", "grpc"]
 Arrival = Literal["poisson", "gamma", "trace"]
@@ -174,11 +174,6 @@ def measure_ceiling(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class _Attained:
-    attainment: float
-
-
 def live_capacity(
     url: str,
     model: str,
@@ -210,6 +205,6 @@ def live_capacity(
         runs.append(s)
         if on_probe is not None:
             on_probe(rate, s)
-        return _Attained(s["attainment"])
+        return Attainment(s["attainment"])
 
     return capacity_search(run, target, lo, hi, seeds=seeds, tol=tol), runs

@@ -295,26 +295,25 @@ def capacity(case: Case, make: Make, settings: Settings, *, seeds: Sequence[int]
 def bound_capacity(case: Case, settings: Settings) -> tuple[float, str]:
     """The rate no scheduler passes at the target, and which bound gave it.
 
-    One instance: capacity of the clairvoyant optimum (:func:`sloserve.sim.bounds.clairvoyant_attainment`)
+    One instance: capacity of the clairvoyant optimum (:func:`sloserve.sim.bounds.clairvoyant_capacity`)
     on the same arrivals and seeds, every batch at its profiled time. Several instances: the
     queueing-free :func:`~sloserve.sim.bounds.fluid_ceiling` at the loosest SLO.
     """
-    from sloserve.sim.bounds import Attainment, clairvoyant_attainment, fluid_ceiling
-    from sloserve.sim.capacity import capacity_search
+    from sloserve.sim.bounds import clairvoyant_capacity, fluid_ceiling
 
     p, n = case.profile, case.scenario.instances
     fluid = fluid_ceiling(p, max(case.slos), n)
     if n > 1 or fluid <= 0:
         return fluid, "fluid"
-    floor = 1.0 - len(settings.seeds) * (1.0 - settings.target)
-
-    def run(rate: float, seed: int) -> Attainment:
-        w = workload_for(case, rate, seed, settings.duration)
-        return Attainment(clairvoyant_attainment(w.arrivals, w.deadlines, p, floor))
-
     hi = 1.2 * fluid
-    result = capacity_search(
-        run, settings.target, lo=max(0.5, hi / 200), hi=hi, seeds=settings.seeds, tol=settings.tol / 2
+    result = clairvoyant_capacity(
+        lambda rate, seed: workload_for(case, rate, seed, settings.duration),
+        p,
+        target=settings.target,
+        seeds=settings.seeds,
+        lo=max(0.5, hi / 200),
+        hi=hi,
+        tol=settings.tol / 2,
     )
     return float(result.rate), "clairvoyant"
 

@@ -21,18 +21,13 @@ Two bounds, both with every batch taking its profiled (mean) time, no noise:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from sloserve.core.profiles import ModelProfile
-
-
-@dataclass(frozen=True)
-class Attainment:
-    """A bound's attainment on one run, in the shape :func:`~sloserve.sim.capacity.capacity_search` reads."""
-
-    attainment: float
+from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
+from sloserve.sim.workload import Workload
 
 
 def clairvoyant_misses(
@@ -43,12 +38,12 @@ def clairvoyant_misses(
     ``arrivals`` sorted; ``latencies[m - 1]`` is the time of a batch of ``m`` (its length is the
     largest batch). A missed request is one not answered by its deadline (dropped, in the optimum).
     """
-    a = np.asarray(arrivals, dtype=np.float64)
-    d = np.maximum.accumulate(np.asarray(deadlines, dtype=np.float64)) if len(a) else a
-    lat = np.asarray(latencies, dtype=np.float64)
-    n, width = len(a), max_misses + 1
+    n, width = len(arrivals), max_misses + 1
     if n == 0:
         return 0
+    a = np.asarray(arrivals, dtype=np.float64)
+    d = np.maximum.accumulate(np.asarray(deadlines, dtype=np.float64))
+    lat = np.asarray(latencies, dtype=np.float64)
     # finish[i % rows, k]: earliest time the instance is free having dealt with requests < i, k of
     # them missed. Row i is read once, after every batch ending at i was offered, then reused for
     # i + rows: memory stays rows × width whatever the run's length.
@@ -90,6 +85,28 @@ def clairvoyant_attainment(
     return (n - missed) / n
 
 
+def clairvoyant_capacity(
+    workload_at: Callable[[float, int], Workload],
+    profile: ModelProfile,
+    *,
+    target: float,
+    seeds: Sequence[int],
+    lo: float,
+    hi: float,
+    tol: float,
+    cores: int = 1,
+) -> CapacityResult:
+    """Highest rate at which the clairvoyant optimum keeps ``target`` attainment (mean over
+    ``seeds``) on ``workload_at(rate, seed)``: the capacity no scheduler of one instance passes."""
+    floor = 1.0 - len(seeds) * (1.0 - target)  # exact attainments down to what the mean can absorb
+
+    def run(rate: float, seed: int) -> Attainment:
+        w = workload_at(rate, seed)
+        return Attainment(clairvoyant_attainment(w.arrivals, w.deadlines, profile, floor, cores))
+
+    return capacity_search(run, target, lo=lo, hi=hi, seeds=seeds, tol=tol)
+
+
 def fluid_ceiling(profile: ModelProfile, slo: float, instances: int = 1) -> float:
     """Requests per second of ``instances`` instances running back to back batches that each fit
     ``slo`` (``k`` of them at once, slowed as the profile says for ``k`` co-located): a queueing-free
@@ -103,4 +120,4 @@ def fluid_ceiling(profile: ModelProfile, slo: float, instances: int = 1) -> floa
     return best
 
 
-__all__ = ["Attainment", "clairvoyant_attainment", "clairvoyant_misses", "fluid_ceiling"]
+__all__ = ["clairvoyant_attainment", "clairvoyant_capacity", "clairvoyant_misses", "fluid_ceiling"]

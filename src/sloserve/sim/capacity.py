@@ -2,7 +2,7 @@
 
 This is the measure later comparisons use ("policy A sustains 1.8× the load of Triton at 99%").
 The caller supplies ``run(rate, seed)``, returning anything with an ``attainment`` (the simulator's
-``Metrics``, or a bound's :class:`~sloserve.sim.bounds.Attainment`); it builds fresh policies inside
+``Metrics``, or an :class:`Attainment` from a live run or a bound); it builds fresh policies inside
 (schedulers keep state). The search bisects on the rate, judging each rate by the attainment over
 the seeds.
 """
@@ -20,6 +20,13 @@ class Attained(Protocol):
 
     @property
     def attainment(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attainment:
+    """A run's attainment alone, for runs that have no simulator ``Metrics`` (live probes, bounds)."""
+
+    attainment: float
 
 
 @dataclass(frozen=True)
@@ -122,4 +129,4 @@ def capacity_search(
     return result(good, good, bad)
 
 
-__all__ = ["Attained", "CapacityResult", "Probe", "capacity_search"]
+__all__ = ["Attained", "Attainment", "CapacityResult", "Probe", "capacity_search"]
