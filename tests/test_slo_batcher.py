@@ -20,6 +20,7 @@ from sloserve.core import (
 )
 from sloserve.policies import PolicyContext, make_scheduler
 from sloserve.policies.slo_batcher import SloBatcher
+from sloserve.sim import ModelSetup, simulate, workload
 
 PROFILE = AffineProfile("m", alpha=0.004, beta=0.001, tail_factor=1.25, max_batch=64)
 
@@ -197,6 +198,53 @@ def test_registry_factory_needs_a_profile() -> None:
     assert isinstance(s, SloBatcher) and s.max_batch == 16 and s.slo == pytest.approx(0.05)
     with pytest.raises(ValueError, match="profile"):
         make_scheduler("slo", PolicyContext(model="m", max_batch=16))
+
+
+def test_calibration_scales_predictions_by_the_median_observed_ratio() -> None:
+    s = SloBatcher(PROFILE, max_batch=8, calibration_window=5, calibration_min=3)
+    inst = InstanceView(0, "m")
+    for i in range(8):
+        s.submit(0.0, _req(i, 0.0, 1.0))
+    batch = next(d for d in s.decide(0.0, [inst]) if isinstance(d, Dispatch)).batch
+    predicted = PROFILE.latency(batch.size)
+    assert batch.meta["predicted_s"] == pytest.approx(predicted)
+    before = s.tail(4, inst)
+    for ratio in (1.5, 1.4):  # fewer than calibration_min: the profile as it is
+        s.on_complete(0.0, batch, inst, ratio * predicted)
+    assert s.latency_scale == 1.0
+    s.on_complete(0.0, batch, inst, 9.0 * predicted)  # a straggler does not move the median far
+    assert s.latency_scale == pytest.approx(1.5)
+    assert s.tail(4, inst) == pytest.approx(1.5 * before)
+    s.on_complete(0.0, batch, inst, 0.0)  # a failed batch reports no time: ignored
+    for ratio in (0.9, 0.8, 0.85):  # the window keeps the last 5: 1.4, 9, 0.9, 0.8, 0.85
+        s.on_complete(0.0, batch, inst, ratio * predicted)
+    assert s.latency_scale == pytest.approx(0.9)
+    for _ in range(5):  # a drift inside the band (5%) leaves the profile as it is
+        s.on_complete(0.0, batch, inst, 1.04 * predicted)
+    assert s.latency_scale == 1.0
+    off = SloBatcher(PROFILE, max_batch=8, calibration_window=0)
+    for _ in range(20):
+        off.on_complete(0.0, batch, inst, 2.0 * predicted)
+    assert off.latency_scale == 1.0
+
+
+def test_calibration_keeps_deadlines_when_the_profile_is_too_fast() -> None:
+    """The instance runs 1.3x slower than the profile the batcher was given (a front end sharing
+    its core): calibrated, it packs batches against the real times and answers almost nothing
+    late; with calibration off it serves hundreds late."""
+    believed = AffineProfile("m", alpha=0.0012, beta=0.00108, max_batch=32, tail_factor=1.15)
+    actual = AffineProfile("m", alpha=0.0012 * 1.3, beta=0.00108 * 1.3, max_batch=32)
+    for seed in (1, 2):
+        runs = {}
+        for window in (0, 64):
+            batcher = SloBatcher(believed, 32, 0.04, calibration_window=window)
+            w = workload.with_slo(workload.poisson(rate=600, duration=10, seed=seed), slo=0.04)
+            m = simulate(ModelSetup("m", actual, batcher, noise_cv=0.08), w).metrics
+            runs[window] = (m.attainment, m.completed - m.met, batcher.latency_scale)
+        (att_off, late_off, scale_off), (att_on, late_on, scale_on) = runs[0], runs[64]
+        assert scale_off == 1.0 and 1.2 < scale_on < 1.4
+        assert late_off > 100 and late_on <= late_off / 10
+        assert att_on > att_off + 0.02
 
 
 _request_specs = st.lists(

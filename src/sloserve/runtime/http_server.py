@@ -22,7 +22,9 @@ it gives direct control over what the issue asks for at the connection level:
 - a body-size limit: 413 as soon as ``Content-Length`` (or the body received) exceeds it;
 - slow clients: a request whose headers and body do not arrive within ``request_timeout`` seconds
   gets 408 and its connection is closed; idle keep-alive connections close after
-  ``keepalive_timeout``;
+  ``keepalive_timeout``; both are checked by one sweep of the connections a few times per
+  timeout (at most once a second), not by a timer set and cancelled per request: creating and
+  cancelling three loop timers was 8% of the event loop's time serving 550 mobilenet_v2 req/s;
 - malformed HTTP gets 400 and the connection is closed.
 """
 
@@ -31,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -81,7 +85,8 @@ class _Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
         self.in_message = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.expires = math.inf
+        """Loop time at which the connection times out (the server's sweep checks it); inf: never."""
 
     # -- asyncio.Protocol --
 
@@ -97,8 +102,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
-        if self.timer is not None:
-            self.timer.cancel()
+        self.expires = math.inf
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -185,19 +189,21 @@ class _Connection(asyncio.Protocol):
                     self.transport.resume_reading()
         finally:
             self.worker = None
-            if not self.closing and not self.queue and not self.in_message:
-                self._arm(self.server.keepalive_timeout)
+            if not self.closing and not self.queue:  # a request begun meanwhile gets its full time
+                self._arm(self.server.request_timeout if self.in_message else self.server.keepalive_timeout)
 
     def _arm(self, timeout: float | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if timeout is not None and not self.closing:
-            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        """Set (or with None clear) the time this connection may stay as it is; a float, not a
+        timer per request: the server's sweep finds expired connections."""
+        if timeout is None or self.closing:
+            self.expires = math.inf
+        else:
+            self.expires = self.server.loop_time() + timeout
 
-    def _timed_out(self) -> None:
-        self.timer = None
-        if self.worker is not None:  # a request is being served: the handler's time is not the client's
+    def timed_out(self) -> None:
+        """Called by the server's sweep once ``expires`` has passed."""
+        self.expires = math.inf
+        if self.worker is not None:  # the handler's time is not the client's: re-armed when it ends
             return
         if self.in_message:
             self._fail(408, f"request not received within {self.server.request_timeout:g} s")
@@ -236,19 +242,35 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.base_events.Server | None = None
+        self.sweep_interval = min(1.0, request_timeout / 4, keepalive_timeout / 4)
+        """Seconds between two checks of the connections' timeouts (a timeout fires up to this late)."""
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.loop_time: Callable[[], float] = time.monotonic
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with ``port=0``)."""
         loop = asyncio.get_running_loop()
+        self.loop_time = loop.time
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
         )
+        self._sweeper = loop.call_later(self.sweep_interval, self._sweep)
         sock: Any = self._server.sockets[0]
         return int(sock.getsockname()[1])
+
+    def _sweep(self) -> None:
+        """Called every ``sweep_interval``: times out the connections whose ``expires`` passed."""
+        now = self.loop_time()
+        for conn in [c for c in self.connections if c.expires <= now]:
+            conn.timed_out()
+        self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval, self._sweep)
 
     async def stop(self) -> None:
         """Stop listening; close idle connections; busy ones close after their current response."""
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
