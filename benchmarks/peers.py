@@ -227,7 +227,9 @@ def _capacity(url: str, model: str, slo_s: float, hi: float, duration: float) ->
         lo=10.0,
         hi=hi,
         duration=duration,
-        on_probe=lambda r, s: console.print(f"    {r:8.1f} req/s → {s['attainment']:.4f}"),
+        on_probe=lambda r, s: console.print(
+            f"    {r:8.1f} req/s → {s['attainment']:.4f}" + (" (again)" if s["repeat"] else "")
+        ),
     )
     return {"capacity_rps": result.rate, "search": result.to_dict(), "runs": runs}
 

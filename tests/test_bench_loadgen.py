@@ -239,3 +239,64 @@ def test_capacity_probes_last_long_enough_to_judge_the_target(recorder: Recordin
     assert runs[0]["requests"] == len(recorder.timeouts)
     assert runs[0]["attainment"] == 0.0
     assert all(0 < t <= 20_000 for t in recorder.timeouts)
+
+
+def test_a_probe_at_the_edge_is_run_again_and_judged_on_all_its_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attainment within half a point of the target gets a second run with other arrivals, and
+    the rate passes or fails on the pooled requests; a clear pass is run once."""
+    import sloserve.bench.runner as runner
+
+    # (met, requests) per run. The search probes 10, 40 and 25 req/s. 10 passes clearly; 40 sits at
+    # the edge (98.7%) and fails pooled with its second run (98.35%); 25 sits at the edge (98.6%)
+    # and passes pooled (99.2%): without the second runs the capacity would be 10
+    outcomes = {10: [(1000, 1000)], 40: [(987, 1000), (980, 1000)], 25: [(986, 1000), (998, 1000)]}
+    seeds: dict[int, list[int]] = {}
+
+    class Arrivals:
+        def times(self, rate: float, duration: float, seed: int) -> np.ndarray:
+            seeds.setdefault(round(rate), []).append(seed)
+            return np.full(round(rate * duration), float(rate))
+
+    def fake_run_load(target: object, planned: np.ndarray, slo_s: float) -> tuple[int, int]:
+        rate = round(planned[0])
+        return rate, len(seeds[rate]) - 1
+
+    def fake_summarize(res: tuple[int, int]) -> dict[str, object]:
+        met, n = outcomes[res[0]][res[1]]
+        return {"requests": n, "met": met, "attainment": met / n}
+
+    monkeypatch.setattr(runner, "run_load", fake_run_load)
+    monkeypatch.setattr(runner, "summarize", fake_summarize)
+    result, runs = runner.live_capacity(
+        "127.0.0.1:1",
+        "m",
+        "http",
+        0.1,
+        arrivals=Arrivals(),  # type: ignore[arg-type]
+        lo=10.0,
+        hi=40.0,
+        duration=10.0,
+        tol=0.5,
+        seeds=(3,),
+    )
+    assert [(r["rate"], r["repeat"]) for r in runs] == [(10, 0), (40, 0), (40, 1), (25, 0), (25, 1)]
+    assert seeds == {10: [3], 40: [3, 1003], 25: [3, 1003]}  # the second run has other arrivals
+    assert result.rate == 25.0
+    assert [p.passed for p in result.probes] == [True, False, True]
+    assert result.probes[2].score == pytest.approx(0.992)
+    seeds.clear()
+    once, _ = runner.live_capacity(
+        "127.0.0.1:1",
+        "m",
+        "http",
+        0.1,
+        arrivals=Arrivals(),  # type: ignore[arg-type]
+        lo=10.0,
+        hi=25.0,
+        duration=10.0,
+        tol=0.7,
+        confirm_runs=0,
+    )
+    assert once.rate == 10.0  # judged on single runs, 25 fails

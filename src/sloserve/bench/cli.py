@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--capacity", action="store_true", help="search the highest rate meeting --target")
     p.add_argument("--target", type=float, default=0.99, help="attainment target for --capacity")
     p.add_argument("--max-rate", type=float, default=400.0, help="upper start of the --capacity search")
+    p.add_argument(
+        "--confirm-runs",
+        type=int,
+        default=1,
+        help="with --capacity: run a rate whose attainment lands within 0.5 points of --target up to "
+        "this many more times and judge it on all its requests together (0: never)",
+    )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="directory for JSON and PNG")
     p.set_defaults(handler=_run)
@@ -96,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.capacity:
 
         def probe(rate: float, s: dict[str, Any]) -> None:
-            console.print(f"  {rate:8.1f} req/s → attainment {s['attainment']:.4f}")
+            again = f" (run {s['repeat'] + 1} at this rate)" if s["repeat"] else ""
+            console.print(f"  {rate:8.1f} req/s → attainment {s['attainment']:.4f}{again}")
 
         result, runs = live_capacity(
             args.url,
@@ -108,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
             hi=args.max_rate,
             duration=args.duration,
             seeds=(args.seed,),
+            confirm_runs=args.confirm_runs,
             on_probe=probe,
         )
         report["capacity"] = result.to_dict()

@@ -36,11 +36,12 @@ def summary_table(s: dict[str, Any], title: str) -> Table:
 def capacity_table(result: CapacityResult, runs: list[dict[str, Any]]) -> Table:
     """Every probed rate and the capacity found."""
     t = Table(title=f"capacity at {result.target:.0%} attainment: {result.rate:.1f} req/s")
-    for col in ("rate (req/s)", "attainment", "goodput", "p99 (ms)", "failures"):
+    for col in ("rate (req/s)", "run", "attainment", "goodput", "p99 (ms)", "failures"):
         t.add_column(col, justify="right")
-    for r in sorted(runs, key=lambda r: r["rate"]):
+    for r in sorted(runs, key=lambda r: (r["rate"], r.get("repeat", 0))):
         t.add_row(
             f"{r['rate']:.1f}",
+            str(r.get("repeat", 0) + 1),
             f"{r['attainment']:.4f}",
             f"{r['goodput_rps']:.1f}",
             f"{r['latency_ms']['p99']:.1f}",
