@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,34 +270,28 @@ def test_a_probe_at_the_edge_is_run_again_and_judged_on_all_its_requests(
 
     monkeypatch.setattr(runner, "run_load", fake_run_load)
     monkeypatch.setattr(runner, "summarize", fake_summarize)
-    result, runs = runner.live_capacity(
-        "127.0.0.1:1",
-        "m",
-        "http",
-        0.1,
-        arrivals=Arrivals(),  # type: ignore[arg-type]
-        lo=10.0,
-        hi=40.0,
-        duration=10.0,
-        tol=0.5,
-        seeds=(3,),
-    )
+
+    def search(hi: float, tol: float, confirm_runs: int) -> tuple[Any, list[dict[str, Any]]]:
+        seeds.clear()
+        return runner.live_capacity(
+            "127.0.0.1:1",
+            "m",
+            "http",
+            0.1,
+            arrivals=Arrivals(),  # type: ignore[arg-type]
+            lo=10.0,
+            hi=hi,
+            duration=10.0,
+            tol=tol,
+            seeds=(3,),
+            confirm_runs=confirm_runs,
+        )
+
+    result, runs = search(40.0, 0.5, 1)
     assert [(r["rate"], r["repeat"]) for r in runs] == [(10, 0), (40, 0), (40, 1), (25, 0), (25, 1)]
     assert seeds == {10: [3], 40: [3, 1003], 25: [3, 1003]}  # the second run has other arrivals
     assert result.rate == 25.0
     assert [p.passed for p in result.probes] == [True, False, True]
     assert result.probes[2].score == pytest.approx(0.992)
-    seeds.clear()
-    once, _ = runner.live_capacity(
-        "127.0.0.1:1",
-        "m",
-        "http",
-        0.1,
-        arrivals=Arrivals(),  # type: ignore[arg-type]
-        lo=10.0,
-        hi=25.0,
-        duration=10.0,
-        tol=0.7,
-        confirm_runs=0,
-    )
+    once, _ = search(25.0, 0.7, 0)
     assert once.rate == 10.0  # judged on single runs, 25 fails
