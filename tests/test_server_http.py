@@ -3,7 +3,9 @@ priorities, early refusal, stats, repository load/unload, metrics and health."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -124,6 +126,30 @@ def test_impossible_deadline_refused_with_reason(client: th.InferenceServerClien
     assert "deadline_unreachable" in err.value.message()
     # the model's own SLO (1 s) is reachable
     assert client.infer("slo_model", [_input(2)]).as_numpy("OUTPUT0")[0, 0] == 2
+
+
+def test_the_budget_counts_from_the_first_byte(server: BackgroundServer) -> None:
+    """A 300 ms budget (the model needs ~50 ms) is met when the body arrives at once, and is
+    refused when the client takes 400 ms to send it: the deadline runs from the request's first
+    byte, not from when the server had it all."""
+    doc = {
+        "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+        "parameters": {"timeout": 300_000},
+    }
+    body = json.dumps(doc).encode()
+    head = f"POST /v2/models/slo_model/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    host, port = server.http_url.split(":")
+
+    def send(pause: float) -> bytes:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head.encode() + body[:10])
+            time.sleep(pause)
+            sock.sendall(body[10:])
+            return sock.recv(65536)
+
+    assert send(0.0).startswith(b"HTTP/1.1 200")
+    slow = send(0.4)
+    assert slow.startswith(b"HTTP/1.1 503") and b"deadline" in slow
 
 
 def test_serve_late_answers_instead(client: th.InferenceServerClient) -> None:

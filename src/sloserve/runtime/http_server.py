@@ -44,7 +44,7 @@ from typing import Any
 import httptools
 
 from sloserve.runtime.decode_pool import CONNECTION
-from sloserve.runtime.http_api import HttpResponse, error_response
+from sloserve.runtime.http_api import RECEIVED, HttpResponse, error_response
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -81,7 +81,9 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.body_size = 0
-        self.queue: deque[tuple[str, str, dict[str, str], bytes, bool]] = deque()
+        self.queue: deque[tuple[str, str, dict[str, str], bytes, bool, float]] = deque()
+        self.started = 0.0
+        """``time.monotonic()`` at the first byte of the message being parsed."""
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
         self.in_message = False
@@ -118,6 +120,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks --
 
     def on_message_begin(self) -> None:
+        self.started = time.monotonic()
         self.in_message = True
         self.url = b""
         self.headers = {}
@@ -159,9 +162,8 @@ class _Connection(asyncio.Protocol):
         self._arm(None)
         method = self.parser.get_method().decode("latin-1")
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
-        self.queue.append(
-            (method, self.url.decode("latin-1"), self.headers, body, self.parser.should_keep_alive())
-        )
+        keep_alive = self.parser.should_keep_alive()
+        self.queue.append((method, self.url.decode("latin-1"), self.headers, body, keep_alive, self.started))
         self.body = []
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._serve())
@@ -175,7 +177,8 @@ class _Connection(asyncio.Protocol):
         CONNECTION.set(id(self))  # this task's context: which connection a request came on
         try:
             while self.queue and not self.closing:
-                method, url, headers, body, keep_alive = self.queue.popleft()
+                method, url, headers, body, keep_alive, started = self.queue.popleft()
+                RECEIVED.set(started)  # the handler's budget counts from the first byte
                 response = await handler(method, url, headers, body)
                 if self.transport is None or self.transport.is_closing():
                     return

@@ -76,6 +76,9 @@ class _Pending:
     done: Callable[[Outcome], None]
     deadline: float
     """The deadline the request arrived with (kept when ``serve_late`` lifts it)."""
+    submitted: float
+    """When the front end handed it over (the request's ``arrival`` is earlier by the time it took
+    to receive)."""
     dispatched: float = math.nan
 
 
@@ -235,10 +238,13 @@ class ModelLoop:
         budget: float | None = None,
         priority: int = 0,
         payload_bytes: int = 0,
+        waited: float = 0.0,
     ) -> None:
         """Called by a front end for each request; ``done`` is called exactly once with the outcome.
 
-        ``budget`` is the request's own deadline budget in seconds (None: the model's default).
+        ``budget`` is the request's own deadline budget in seconds (None: the model's default),
+        counted from its arrival: ``waited`` seconds before now, the time the front end spent
+        receiving and decoding it since its first byte (the client's clock was running).
         For a batching model, the inputs' batch dimension is the request's ``rows``: a client-side
         batch is scheduled as one request that fills that many rows of a batch.
         """
@@ -249,10 +255,11 @@ class ModelLoop:
             done(Refusal(DropReason.UNAVAILABLE, f"model {self.name!r} is not accepting requests"))
             return
         slo = self.config.deadline_budget(budget)
-        deadline = now + slo if slo is not None else math.inf
+        arrival = now - max(0.0, waited)
+        deadline = arrival + slo if slo is not None else math.inf
         rows = _rows(inputs) if self.config.max_batch_size > 0 else 1
-        request = Request(rid, self.name, now, deadline, priority, payload_bytes, rows)
-        self.pending[rid] = _Pending(request, inputs, done, deadline)
+        request = Request(rid, self.name, arrival, deadline, priority, payload_bytes, rows)
+        self.pending[rid] = _Pending(request, inputs, done, deadline, now)
         self.stats.arrivals += 1
         window = self._window
         window.arrivals += 1
@@ -301,7 +308,7 @@ class ModelLoop:
             pending = self.pending[r.id]
             pending.dispatched = now
             self.stats.queue_count += 1
-            self.stats.queue_ns += int((now - r.arrival) * 1e9)
+            self.stats.queue_ns += int((now - pending.submitted) * 1e9)
             inputs.append(pending.inputs)
         if batch.padding and inputs:
             inputs.extend([inputs[0]] * batch.padding)

@@ -167,18 +167,21 @@ class PipelineLoop:
         budget: float | None = None,
         priority: int = 0,
         payload_bytes: int = 0,
+        waited: float = 0.0,
     ) -> None:
-        """Called by a front end per request; ``done`` is called exactly once with the outcome."""
+        """Called by a front end per request; ``done`` is called exactly once with the outcome.
+        ``budget`` counts from the request's arrival, ``waited`` seconds ago (see ``ModelLoop.submit``)."""
         now = self.clock.now()
         if not self.accepting:
             self.record_failure(DropReason.UNAVAILABLE.value)
             done(Refusal(DropReason.UNAVAILABLE, f"pipeline {self.name!r} is not accepting requests"))
             return
+        arrival = now - max(0.0, waited)
         slo = self.config.deadline_budget(budget)
-        deadline = now + slo if slo is not None else math.inf
+        deadline = arrival + slo if slo is not None else math.inf
         run = _Run(
             next(self._ids),
-            now,
+            arrival,
             deadline,
             priority,
             done,

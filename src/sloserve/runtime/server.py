@@ -209,8 +209,10 @@ class InferenceServer:
         *,
         header_timeout_ms: str | None = None,
         payload_bytes: int = 0,
+        waited: float = 0.0,
     ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
-        """Run one request; :class:`ProtocolError` (400/404/503/500) when it cannot be answered."""
+        """Run one request; :class:`ProtocolError` (400/404/503/500) when it cannot be answered.
+        ``waited``: seconds since its first byte arrived (its deadline budget counts from then)."""
         model = self.model(name, version)
         inputs = check_inputs(request.inputs, model.inputs, model.config.max_batch_size)
         if request.outputs is not None:
@@ -226,7 +228,9 @@ class InferenceServer:
             if not future.done():  # the caller may have gone (a cancelled gRPC call)
                 future.set_result(outcome)
 
-        model.loop.submit(inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes)
+        model.loop.submit(
+            inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes, waited=waited
+        )
         outcome = await future
         if not isinstance(outcome, Answer):
             raise ProtocolError(outcome.message, refusal_status(outcome.reason))
