@@ -295,3 +295,23 @@ def test_a_probe_at_the_edge_is_run_again_and_judged_on_all_its_requests(
     assert result.probes[2].score == pytest.approx(0.992)
     once, _ = search(25.0, 0.7, 0)
     assert once.rate == 10.0  # judged on single runs, 25 fails
+
+
+def test_no_request_is_sent_before_its_planned_time(recorder: RecordingServer) -> None:
+    """Gaps from 0.1 ms to 4 ms between planned sends (the old sender went early by up to 0.5 ms
+    whenever the gap was short): every send is at or after its plan, and all are answered."""
+    rng = np.random.default_rng(5)
+    planned = np.cumsum(rng.uniform(0.0001, 0.004, 80))
+    slo = np.full(len(planned), 1.0)
+    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
+
+    async def go() -> object:
+        await target.start()
+        try:
+            return await run_open_loop(target, planned, slo)
+        finally:
+            await target.close()
+
+    res = asyncio.run(go())
+    assert (res.sent >= res.planned).all()  # type: ignore[attr-defined]
+    assert res.ok.all()  # type: ignore[attr-defined]

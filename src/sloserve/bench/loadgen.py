@@ -10,11 +10,19 @@ Each request carries, as its ``timeout``, the time left to its deadline when it 
 less the send's lag behind plan), as a caller propagating a deadline would: a server told the full
 SLO after the client already spent part of it would plan against a later deadline than the one
 the latency is judged by. A request sent after its deadline carries 1 µs (the server refuses it).
+
+Pacing: the event loop's own timers wake in whole milliseconds, rounded up (asyncio's selector
+timeout), so ``asyncio.sleep`` overshot by 0.69 ms at p50 and 2.1 ms at p99 on the development
+machine — latency every request was charged for the client's timer. :class:`Pacer` instead sleeps
+in a thread (microsecond sleeps) until shortly before the planned time, wakes the loop, and the
+loop yields until the time itself; no request is sent before its planned time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +64,47 @@ class LoadResult:
         return self.ok & (self.latency <= self.slo)
 
 
+class Pacer:
+    """Wakes a coroutine at a loop time with sub-millisecond precision: a thread sleeps until
+    ``early`` seconds before it and wakes the loop, which then yields until the time itself."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, early: float = 0.0002) -> None:
+        self.loop = loop
+        self.early = early
+        self._wanted: queue.SimpleQueue[tuple[float, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._sleeper, name="pacer", daemon=True)
+        self._thread.start()
+
+    def _sleeper(self) -> None:
+        while (item := self._wanted.get()) is not None:
+            wake, future = item
+            delay = wake - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.loop.call_soon_threadsafe(_resolve, future)
+
+    async def until(self, when: float) -> None:
+        """Return at loop time ``when`` (at once if it passed), never before it."""
+        loop = self.loop
+        lead = when - loop.time() - self.early
+        if lead > 0:
+            future: asyncio.Future[None] = loop.create_future()
+            self._wanted.put((time.monotonic() + lead, future))
+            await future
+        while loop.time() < when:
+            await asyncio.sleep(0)  # answers keep flowing meanwhile
+
+    def close(self) -> None:
+        """Stop the thread (called once the run has sent everything)."""
+        self._wanted.put(None)
+        self._thread.join(timeout=1.0)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def run_open_loop(
     target: Target,
     planned: np.ndarray,
@@ -95,17 +144,19 @@ async def run_open_loop(
         finished += 1
 
     tasks: list[asyncio.Task[None]] = []
-    for i in range(n):
-        delay = planned[i] - (loop.time() - t0)
-        if delay > 0.0005:
-            await asyncio.sleep(delay)
-        await gate.acquire()
-        sent[i] = loop.time() - t0
-        left = slo[i] - max(0.0, sent[i] - planned[i])
-        timeout_us = None if not np.isfinite(slo[i]) else max(1, int(left * 1e6))
-        tasks.append(asyncio.create_task(one(i, timeout_us)))
-        if on_progress is not None and i % 256 == 0:
-            on_progress(i, finished)
+    pacer = Pacer(loop)
+    try:
+        for i in range(n):
+            await pacer.until(t0 + planned[i])
+            await gate.acquire()
+            sent[i] = loop.time() - t0
+            left = slo[i] - (sent[i] - planned[i])
+            timeout_us = None if not np.isfinite(slo[i]) else max(1, int(left * 1e6))
+            tasks.append(asyncio.create_task(one(i, timeout_us)))
+            if on_progress is not None and i % 256 == 0:
+                on_progress(i, finished)
+    finally:
+        pacer.close()
     if tasks:
         _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
         for task in pending:
