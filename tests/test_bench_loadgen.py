@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sloserve.bench.loadgen import run_open_loop
+from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.runner import (
     NullServer,
     fetch_metadata,
@@ -107,24 +107,31 @@ def recorder() -> Iterator[RecordingServer]:
         yield server
 
 
+def _send(
+    recorder: RecordingServer, planned: np.ndarray, slo: np.ndarray, max_outstanding: int = 4096
+) -> LoadResult:
+    """Run the open-loop generator against the recording server over HTTP."""
+    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
+
+    async def go() -> LoadResult:
+        await target.start()
+        try:
+            return await run_open_loop(target, planned, slo, max_outstanding=max_outstanding)
+        finally:
+            await target.close()
+
+    return asyncio.run(go())
+
+
 def test_every_request_is_sent_once_with_its_deadline_and_refusals_count_as_misses(
     recorder: RecordingServer,
 ) -> None:
     n = 120
     planned = np.linspace(0.0, 0.3, n)
     slo = np.where(np.arange(n) % 2 == 0, 0.010, 0.200)  # even: 10 ms (refused), odd: 200 ms
-    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
-
-    async def go() -> object:
-        await target.start()
-        try:
-            return await run_open_loop(target, planned, slo)
-        finally:
-            await target.close()
-
-    res = asyncio.run(go())
+    res = _send(recorder, planned, slo)
     # each carries the time left to its deadline when sent: the SLO less the send's lag
-    left = res.slo - np.maximum(0.0, res.sent - res.planned)  # type: ignore[attr-defined]
+    left = res.slo - np.maximum(0.0, res.sent - res.planned)
     assert sorted(recorder.timeouts) == sorted(max(1, int(x * 1e6)) for x in left)
     assert all(0 < t <= int(s * 1e6) for t, s in zip(sorted(recorder.timeouts), sorted(slo), strict=True))
     assert recorder.bodies_ok == n
@@ -133,7 +140,7 @@ def test_every_request_is_sent_once_with_its_deadline_and_refusals_count_as_miss
     assert s["answered"] == n // 2
     assert s["failures"] == {"503 deadline_unreachable": n // 2}
     assert s["attainment"] <= 0.5
-    assert np.all(np.isfinite(res.done))  # type: ignore[attr-defined]
+    assert np.all(np.isfinite(res.done))
 
 
 def test_a_dead_endpoint_ends_every_request_as_a_transport_failure() -> None:
@@ -205,17 +212,8 @@ def test_a_late_send_carries_only_the_budget_left(recorder: RecordingServer) -> 
     n = 12
     planned = np.zeros(n)
     slo = np.full(n, 0.5)
-    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
-
-    async def go() -> object:
-        await target.start()
-        try:
-            return await run_open_loop(target, planned, slo, max_outstanding=1)
-        finally:
-            await target.close()
-
-    res = asyncio.run(go())
-    lag = res.sent - res.planned  # type: ignore[attr-defined]
+    res = _send(recorder, planned, slo, max_outstanding=1)
+    lag = res.sent - res.planned
     assert lag[-1] > lag[0] >= 0  # the last waited for eleven answers
     assert recorder.timeouts == [int((0.5 - x) * 1e6) for x in lag]  # sent in order, one at a time
     assert recorder.timeouts[-1] < recorder.timeouts[0] <= 500_000
@@ -303,15 +301,6 @@ def test_no_request_is_sent_before_its_planned_time(recorder: RecordingServer) -
     rng = np.random.default_rng(5)
     planned = np.cumsum(rng.uniform(0.0001, 0.004, 80))
     slo = np.full(len(planned), 1.0)
-    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
-
-    async def go() -> object:
-        await target.start()
-        try:
-            return await run_open_loop(target, planned, slo)
-        finally:
-            await target.close()
-
-    res = asyncio.run(go())
-    assert (res.sent >= res.planned).all()  # type: ignore[attr-defined]
-    assert res.ok.all()  # type: ignore[attr-defined]
+    res = _send(recorder, planned, slo)
+    assert (res.sent >= res.planned).all()
+    assert res.ok.all()
