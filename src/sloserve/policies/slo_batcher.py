@@ -199,11 +199,15 @@ class SloBatcher(QueueScheduler):
                 self.latency_scale = median if abs(median - 1.0) > self._calibration_band else 1.0
 
     # ----------------------------------------------------------------- the rule
+    def _sharing(self, instance: InstanceView) -> int:
+        """Batches a new one on ``instance`` would run beside, itself included: all of the model's
+        running batches (``shared_hardware``) or the instance's own, plus one."""
+        return (self._running if self.shared_hardware else instance.in_flight) + 1
+
     def tail(self, batch: int, instance: InstanceView) -> float:
         """Predicted p99 latency of ``batch`` started on ``instance`` now, slowed by the batches
-        running beside it: all of the model's (``shared_hardware``) or the instance's own."""
-        beside = self._running if self.shared_hardware else instance.in_flight
-        return self.latency_scale * self.profile.tail_latency(batch, instance.cores, beside + 1)
+        running beside it."""
+        return self.latency_scale * self.profile.tail_latency(batch, instance.cores, self._sharing(instance))
 
     def arrival_rate(self, now: float) -> float:
         """Requests/s over the last ``rate_window`` arrivals (0 with fewer than two)."""
@@ -245,16 +249,14 @@ class SloBatcher(QueueScheduler):
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
         batch = Batch(tuple(item[3] for item in chosen))
-        beside = self._running if self.shared_hardware else instance.in_flight
-        batch.meta["predicted_s"] = self.profile.latency(batch.size, instance.cores, beside + 1)
+        batch.meta["predicted_s"] = self.profile.latency(batch.size, instance.cores, self._sharing(instance))
         self._running += 1
         self._free = max(1, self._free - 1)
         return batch
 
     def typical(self, batch: int, instance: InstanceView) -> float:
         """Predicted median latency of ``batch`` on ``instance`` now (throughput judgements)."""
-        beside = self._running if self.shared_hardware else instance.in_flight
-        return self.latency_scale * self.profile.latency(batch, instance.cores, beside + 1)
+        return self.latency_scale * self.profile.latency(batch, instance.cores, self._sharing(instance))
 
     def _keep_up_size(self, now: float, instance: InstanceView, cap: int) -> int:
         """Smallest batch whose typical throughput matches this instance's share of the arrival
@@ -304,8 +306,7 @@ class SloBatcher(QueueScheduler):
         if latest_start <= now or rate <= 0:
             return None
         gap = 1.0 / rate
-        k = (self._running if self.shared_hardware else instance.in_flight) + 1
-        gain = self.added_capacity(k)
+        gain = self.added_capacity(self._sharing(instance))
         if gain > 0:
             alone = self.latency_scale * self.profile.latency(size, instance.cores, 1)
             bigger = self.latency_scale * self.profile.latency(size + 1, instance.cores, 1)
