@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
@@ -23,6 +24,7 @@ from sloserve.bench.runner import (
     run_load,
 )
 from sloserve.bench.summary import summarize
+from sloserve.bench.targets import SendResult
 from sloserve.cli import main
 
 REFUSE_BELOW_US = 50_000
@@ -304,3 +306,51 @@ def test_no_request_is_sent_before_its_planned_time(recorder: RecordingServer) -
     res = _send(recorder, planned, slo)
     assert (res.sent >= res.planned).all()
     assert res.ok.all()
+
+
+class _AllocatingTarget:
+    """An in-process target whose every request allocates enough containers to trigger the
+    collector; it notes how many collections had started by each point of its requests."""
+
+    def __init__(self, collections: list[int]) -> None:
+        self.collections = collections
+        self.seen: list[int] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, timeout_us: int | None, priority: int = 0) -> SendResult:
+        self.seen.append(len(self.collections))
+        junk = [[i] for i in range(2_000)]  # tracked containers, above the youngest generation's threshold
+        await asyncio.sleep(0)
+        self.seen.append(len(self.collections))
+        return SendResult(len(junk) > 0, 200, "")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_collector_does_not_pause_the_client_during_a_run(enabled_before: bool) -> None:
+    """A collection while answers arrive would charge its pause to the server (a full pass over
+    the client's heap took 64 ms); the collector is paused for the run and restored after it."""
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    target = _AllocatingTarget(collections)
+    planned = np.linspace(0.0, 0.05, 60)
+    was = gc.isenabled()
+    (gc.enable if enabled_before else gc.disable)()
+    gc.callbacks.append(count)
+    try:
+        res = asyncio.run(run_open_loop(target, planned, np.full(len(planned), 1.0)))
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
+    assert res.ok.all()
+    assert len(target.seen) == 2 * len(planned)
+    assert target.seen[0] == target.seen[-1]  # no collection from the first send to the last answer

@@ -16,15 +16,23 @@ timeout), so ``asyncio.sleep`` overshot by 0.69 ms at p50 and 2.1 ms at p99 on t
 machine — latency every request was charged for the client's timer. :class:`Pacer` instead sleeps
 in a thread (microsecond sleeps) until shortly before the planned time, wakes the loop, and the
 loop yields until the time itself; no request is sent before its planned time.
+
+Garbage collection: the cyclic collector is paused while a run sends and drains. A full pass over
+the generator's heap (aiohttp, NumPy, the target's objects) took 64 ms at 300 req/s on the
+development machine, and every answer that arrived during it was charged 64 ms more: a client
+stall the server was blamed for. The requests themselves leave no cyclic garbage (0 objects over
+3,000 requests measured), so nothing accumulates while it is paused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +108,18 @@ class Pacer:
         self._thread.join(timeout=1.0)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (restored as it was after)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -143,26 +163,29 @@ async def run_open_loop(
         ok[i], status[i], reasons[i] = res.ok, res.status, res.reason
         finished += 1
 
-    tasks: list[asyncio.Task[None]] = []
+    in_flight: set[asyncio.Task[None]] = set()
     pacer = Pacer(loop)
-    try:
-        for i in range(n):
-            await pacer.until(t0 + planned[i])
-            await gate.acquire()
-            sent[i] = loop.time() - t0
-            left = slo[i] - (sent[i] - planned[i])
-            timeout_us = None if not np.isfinite(slo[i]) else max(1, int(left * 1e6))
-            tasks.append(asyncio.create_task(one(i, timeout_us)))
-            if on_progress is not None and i % 256 == 0:
-                on_progress(i, finished)
-    finally:
-        pacer.close()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
-        for task in pending:
-            task.cancel()
-        for late in np.flatnonzero(np.isnan(done)):
-            reasons[int(late)] = "no answer before the end of the run"
+    with collector_paused():
+        try:
+            for i in range(n):
+                await pacer.until(t0 + planned[i])
+                await gate.acquire()
+                sent[i] = loop.time() - t0
+                left = slo[i] - (sent[i] - planned[i])
+                timeout_us = None if not np.isfinite(slo[i]) else max(1, int(left * 1e6))
+                task = asyncio.create_task(one(i, timeout_us))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if on_progress is not None and i % 256 == 0:
+                    on_progress(i, finished)
+        finally:
+            pacer.close()
+        if in_flight:
+            _, pending = await asyncio.wait(set(in_flight), timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            for late in np.flatnonzero(np.isnan(done)):
+                reasons[int(late)] = "no answer before the end of the run"
     if on_progress is not None:
         on_progress(n, finished)
     return LoadResult(planned, sent, done, ok, slo, status, reasons, float(planned[-1]) if n else 0.0)
