@@ -72,6 +72,11 @@ class _Child:
             raise
         return self
 
+    @property
+    def pid(self) -> int:
+        """The child's process id (once started)."""
+        return int(self._proc.pid)
+
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:

@@ -3,7 +3,8 @@
 :class:`InstanceRunner` is the one small interface between the loop and execution, so that an
 instance could later live elsewhere (a Ray actor) without the loop, the policies or the front ends
 changing. :class:`LocalInstance` is the first implementation: one execution backend (for ONNX
-Runtime, one session with its own intra-op threads) driven by one worker thread of its own.
+Runtime, one session with its own intra-op threads) driven by one worker thread of its own, in
+``SCHED_BATCH`` (:mod:`sloserve.runtime.thread_class`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import cast
 import numpy as np
 
 from sloserve.runtime.backend import ExecutionBackend
+from sloserve.runtime.thread_class import mark_inference_thread
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -96,7 +98,7 @@ class LocalInstance(InstanceRunner):
         self._ready: Callable[[str | None], None] | None = None
         self._concurrency = max(1, concurrency)
         self._extra = [
-            threading.Thread(target=self._serve_batches, name=f"instance-{name}-{i}", daemon=True)
+            threading.Thread(target=self._extra_worker, name=f"instance-{name}-{i}", daemon=True)
             for i in range(1, self._concurrency)
         ]
         self._started = threading.Event()
@@ -128,6 +130,7 @@ class LocalInstance(InstanceRunner):
         return self._backend
 
     def _main(self) -> None:
+        mark_inference_thread()  # never preempt the loop thread that writes the answers
         ready = self._ready
         assert ready is not None
         if self._backend is None:
@@ -143,6 +146,10 @@ class LocalInstance(InstanceRunner):
             self._backend.set_threads(self._threads)
         self._post(lambda: ready(None))
         self._started.set()
+        self._serve_batches()
+
+    def _extra_worker(self) -> None:
+        mark_inference_thread()
         self._serve_batches()
 
     def _serve_batches(self) -> None:

@@ -4,7 +4,8 @@ Session settings per instance: ``intra_op_num_threads = threads`` (the calling w
 of them), ``inter_op_num_threads = 1``, sequential execution, full graph optimisation, and thread
 spinning **off** (``session.intra_op.allow_spinning = 0``): with spinning on, ORT's pool threads
 busy-wait after each run and an idle instance keeps burning its cores, which on a small machine
-steals them from the instances that are working.
+steals them from the instances that are working. The session's intra-op threads are created in
+``SCHED_BATCH`` (:mod:`sloserve.runtime.thread_class`): they do not preempt the event loop's thread.
 
 ONNX Runtime cannot change the thread count of a live session. :meth:`OnnxBackend.set_threads`
 therefore builds a new session with the new count on a background thread and swaps it in with one
@@ -24,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sloserve.runtime.backend import BackendError, TensorSpec
+from sloserve.runtime.thread_class import inference_threads_born
 
 _ONNX_TO_DATATYPE = {
     "tensor(bool)": "BOOL",
@@ -88,11 +90,12 @@ class OnnxBackend:
 
     def _new_session(self, threads: int) -> ort.InferenceSession:
         try:
-            return ort.InferenceSession(
-                self._model_bytes,
-                sess_options=session_options(threads, spinning=self._spinning),
-                providers=["CPUExecutionProvider"],
-            )
+            with inference_threads_born():  # the session's intra-op threads
+                return ort.InferenceSession(
+                    self._model_bytes,
+                    sess_options=session_options(threads, spinning=self._spinning),
+                    providers=["CPUExecutionProvider"],
+                )
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise BackendError(f"{self._source}: cannot load the model: {exc}") from exc
 
