@@ -109,9 +109,10 @@ def main() -> None:
                             f"misses {s['requests'] - s['met']}, p99 {s['latency_ms']['p99']:.2f} ms"
                         )
     table = Table(title=f"{MODEL}, {args.slo_ms:g} ms SLO: inference threads' class (mean over rounds)")
-    for col in ("rate (req/s)", "class", "attainment", "misses / run", "p50 ms", "p99 ms", "max ms"):
-        table.add_column(col, justify="right")
+    for col in ("req/s", "class", "attainment", "misses/run", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(col, justify="right", no_wrap=True)
     summary: list[dict[str, Any]] = []
+    ratios: list[str] = []
     for rate in args.rates:
         misses = {}
         for name in CLASSES:
@@ -129,7 +130,7 @@ def main() -> None:
             summary.append(row)
             table.add_row(
                 f"{rate:g}",
-                name,
+                name.removeprefix("SCHED_"),
                 f"{row['attainment']:.4f}",
                 f"{row['misses']:.0f}",
                 f"{row['p50_ms']:.2f}",
@@ -137,8 +138,10 @@ def main() -> None:
                 f"{row['max_ms']:.1f}",
             )
         ratio = misses["SCHED_BATCH"] / misses["SCHED_OTHER"] if misses["SCHED_OTHER"] else float("nan")
-        table.add_row("", "BATCH / OTHER misses", "", f"{ratio:.2f}", "", "", "")
+        ratios.append(f"{rate:g} req/s: misses with SCHED_BATCH / with SCHED_OTHER = {ratio:.2f}")
     console.print(table)
+    for line in ratios:
+        console.print(line)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "inference_threads.json"
     report = {"model": MODEL, "slo_ms": args.slo_ms, "cpus": split.describe(), "summary": summary}
