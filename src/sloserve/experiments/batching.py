@@ -437,7 +437,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add ``sloserve experiment batching``."""
     p = subparsers.add_parser(
         "batching",
-        help="SLO-aware batcher vs Triton / Ray Serve / Clipper batching: capacity at 99% attainment",
+        help="SLO-aware batcher vs Triton / Ray Serve / Clipper batching: capacity at 99%% attainment",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     p.add_argument("--out", type=Path, default=Path("results/batching"), help="output directory")

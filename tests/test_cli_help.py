@@ -1,0 +1,36 @@
+"""Every ``sloserve`` command's ``--help`` renders as written (argparse %-formats help texts)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+import pytest
+
+from sloserve.cli import build_parser
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "sloserve") -> Iterator[tuple[str, str, str]]:
+    """(command path, its help, its summary line in the parent's listing) for every subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listing = parser.format_help()
+            for name, sub in action.choices.items():
+                yield f"{path} {name}", sub.format_help(), listing
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_help_text_renders_without_formatting_leaks() -> None:
+    seen = list(_parsers(build_parser()))
+    assert len(seen) >= 10
+    for command, text, listing in seen:
+        for leak in ("option_strings", "%(", "{'"):
+            assert leak not in text, f"{command} --help shows {leak!r}"
+            assert leak not in listing, f"the listing above {command} shows {leak!r}"
+
+
+def test_the_batching_summary_says_99_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["experiment", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Clipper batching: capacity at 99% attainment sponge" in out
