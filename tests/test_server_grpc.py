@@ -3,6 +3,7 @@ early refusal with a reason, stats, config and the repository methods."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,3 +149,24 @@ def test_repository_methods(client: tg.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.load_model("no_such_dir")
     assert err.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_the_budget_counts_from_the_calls_arrival(
+    client: tg.InferenceServerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 ms budget (the model needs ~50 ms) is met when the request decodes at once, and refused
+    when reading and decoding it takes 400 ms: the deadline runs from the call's arrival, not from
+    when the server had the request in hand."""
+    from sloserve.runtime import grpc_server
+
+    decode = grpc_server.decode_grpc_infer
+    assert client.infer("slo_model", [_input(1.0)], timeout=300_000).as_numpy("OUTPUT0")[0, 0] == 1.0
+
+    def slow_decode(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.4)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(grpc_server, "decode_grpc_infer", slow_decode)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("slo_model", [_input(2.0)], timeout=300_000)
+    assert err.value.status() == "StatusCode.UNAVAILABLE" and "deadline" in str(err.value)

@@ -7,6 +7,8 @@ clock and a heap of timers (virtual time) and drives the very same loop code.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -51,3 +53,16 @@ class AsyncioTimers:
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         delay = max(0.0, when - self.clock.now())
         return self.loop.call_at(self.loop.time() + delay, callback)
+
+
+RECEIVED: contextvars.ContextVar[float] = contextvars.ContextVar("sloserve_received", default=math.nan)
+"""``time.monotonic()`` when the request being handled reached the server (NaN when unknown): its
+first byte over HTTP (set by the HTTP stack), the call's arrival over gRPC (set by an interceptor,
+before the message is read); set in the handler's task, and a deadline budget counts from then."""
+
+
+def seconds_since_received() -> float:
+    """Seconds since the request being handled reached the server (0 when unknown); called by a
+    front end's handler just before it submits the request."""
+    received = RECEIVED.get()
+    return time.monotonic() - received if math.isfinite(received) else 0.0

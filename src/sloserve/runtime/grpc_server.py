@@ -14,6 +14,8 @@ metadata ``x-slo-timeout-ms``.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -24,6 +26,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sloserve.core.config import ConfigError
 from sloserve.runtime.backend import datatype_of
+from sloserve.runtime.clock import RECEIVED, seconds_since_received
 from sloserve.runtime.codec import (
     InferRequest,
     ProtocolError,
@@ -222,6 +225,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     decoded,
                     header_timeout_ms=header,
                     payload_bytes=request.ByteSize(),
+                    waited=seconds_since_received(),
                 )
                 self.server.shared_memory.write_outputs(decoded, outputs)
             except ProtocolError as exc:
@@ -278,6 +282,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.SystemSharedMemoryUnregisterResponse()
 
 
+class ArrivalStamp(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
+    """Notes when a call reached the server, before its message is read and decoded (in the call's
+    own task, so its handler sees it): its deadline budget counts from then, as over HTTP from the
+    first byte."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        RECEIVED.set(time.monotonic())
+        return await continuation(handler_call_details)
+
+
 class GrpcServer:
     """``grpc.aio`` server for the service on ``host:port``."""
 
@@ -293,7 +311,7 @@ class GrpcServer:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._grpc = grpc.aio.server(options=options)
+        self._grpc = grpc.aio.server(options=options, interceptors=[ArrivalStamp()])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.server), self._grpc)
         bound = self._grpc.add_insecure_port(f"{host}:{port}")
         if bound == 0:

@@ -14,17 +14,15 @@ shared-memory extension (:mod:`sloserve.runtime.shared_memory`): ``GET
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from sloserve.core.config import ConfigError
+from sloserve.runtime.clock import seconds_since_received
 from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
 from sloserve.runtime.decode_pool import DecodePool
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
@@ -32,11 +30,6 @@ from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 log = logging.getLogger("sloserve.runtime")
 
 HEADER_LENGTH = "inference-header-content-length"
-
-
-RECEIVED: contextvars.ContextVar[float] = contextvars.ContextVar("sloserve_received", default=math.nan)
-"""``time.monotonic()`` when the first byte of the request being handled was parsed (set by the HTTP
-stack for its handler's task; NaN when unknown): a deadline budget counts from then."""
 
 
 @dataclass(slots=True)
@@ -201,15 +194,13 @@ class HttpApi:
             )
         else:
             request = decode_http_infer(body, header_length, shm)
-        received = RECEIVED.get()
-        waited = time.monotonic() - received if math.isfinite(received) else 0.0
         model, outputs = await self.server.infer(
             name,
             version,
             request,
             header_timeout_ms=headers.get(TIMEOUT_HEADER),
             payload_bytes=len(body),
-            waited=waited,
+            waited=seconds_since_received(),
         )
         shm.write_outputs(request, outputs)
         data, json_length = encode_http_infer(

@@ -43,8 +43,9 @@ from typing import Any
 
 import httptools
 
+from sloserve.runtime.clock import RECEIVED
 from sloserve.runtime.decode_pool import CONNECTION
-from sloserve.runtime.http_api import RECEIVED, HttpResponse, error_response
+from sloserve.runtime.http_api import HttpResponse, error_response
 
 log = logging.getLogger("sloserve.runtime")
 
