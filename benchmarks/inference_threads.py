@@ -1,14 +1,14 @@
-"""Inference threads in SCHED_BATCH against the default class, in one server, side by side.
+"""Instance worker threads in SCHED_BATCH against the default class, in one server, side by side.
 
-sloserve puts an instance's worker thread and ONNX Runtime's intra-op threads in Linux's
-``SCHED_BATCH`` (:mod:`sloserve.runtime.thread_class`) so that, on a core they share with the event
-loop, a worker woken for the next batch does not preempt the loop while it writes the answers of
-the last one. This benchmark measures what that is worth: one ``sloserve serve`` (demo
-mobilenet_v2, the SLO-aware scheduler on a profile measured here, 1 instance × 1 thread, pinned to
-the server CPUs) is loaded with Poisson arrivals at fixed rates over HTTP, and between runs the
-benchmark moves the server's inference threads between ``SCHED_OTHER`` and ``SCHED_BATCH``
-(the same process, so both see the same machine; the classes alternate, rounds repeat). It prints
-attainment, misses and latency percentiles per class and rate, and the ratio of misses.
+sloserve puts an instance's worker thread in Linux's ``SCHED_BATCH``
+(:mod:`sloserve.runtime.thread_class`) so that, on a core it shares with the event loop, a worker
+woken for the next batch does not preempt the loop while it writes the answers of the last one.
+This benchmark measures what that is worth: one ``sloserve serve`` (demo mobilenet_v2, the
+SLO-aware scheduler on a profile measured here, 1 instance × 1 thread, pinned to the server CPUs)
+is loaded with Poisson arrivals at fixed rates over HTTP, and between runs the benchmark moves the
+server's worker threads between ``SCHED_OTHER`` and ``SCHED_BATCH`` (the same process, so both see
+the same machine; the classes alternate, rounds repeat). It prints attainment, misses and latency
+percentiles per class and rate, and the ratio of misses.
 
     python benchmarks/inference_threads.py [--rates 300 450] [--rounds 3] [--duration 15] [--slo-ms 10]
 
@@ -43,7 +43,7 @@ console = Console()
 
 
 def inference_threads(pid: int) -> list[int]:
-    """The server's threads in SCHED_BATCH once it is ready: its inference threads."""
+    """The server's threads in SCHED_BATCH once it is ready: its instances' worker threads."""
     tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
     return [t for t in tids if os.sched_getscheduler(t) == CLASSES["SCHED_BATCH"]]
 
@@ -96,8 +96,8 @@ def main() -> None:
             warm_up(server.url, MODEL)
             tids = inference_threads(server.pid)
             if not tids:
-                raise SystemExit("no inference thread of the server is in SCHED_BATCH: nothing to compare")
-            console.print(f"server inference threads: {tids}")
+                raise SystemExit("no worker thread of the server is in SCHED_BATCH: nothing to compare")
+            console.print(f"server worker threads: {tids}")
             for rate in args.rates:
                 for round_ in range(args.rounds):
                     for name, policy in CLASSES.items():
@@ -108,7 +108,7 @@ def main() -> None:
                             f"  {rate:g} req/s round {round_ + 1} {name}: attainment {s['attainment']:.4f}, "
                             f"misses {s['requests'] - s['met']}, p99 {s['latency_ms']['p99']:.2f} ms"
                         )
-    table = Table(title=f"{MODEL}, {args.slo_ms:g} ms SLO: inference threads' class (mean over rounds)")
+    table = Table(title=f"{MODEL}, {args.slo_ms:g} ms SLO: the worker thread's class (mean over rounds)")
     for col in ("req/s", "class", "attainment", "misses/run", "p50 ms", "p99 ms", "max ms"):
         table.add_column(col, justify="right", no_wrap=True)
     summary: list[dict[str, Any]] = []
@@ -137,8 +137,12 @@ def main() -> None:
                 f"{row['p99_ms']:.2f}",
                 f"{row['max_ms']:.1f}",
             )
-        ratio = misses["SCHED_BATCH"] / misses["SCHED_OTHER"] if misses["SCHED_OTHER"] else float("nan")
-        ratios.append(f"{rate:g} req/s: misses with SCHED_BATCH / with SCHED_OTHER = {ratio:.2f}")
+        if misses["SCHED_OTHER"]:
+            ratio = misses["SCHED_BATCH"] / misses["SCHED_OTHER"]
+            ratios.append(f"{rate:g} req/s: misses with SCHED_BATCH / with SCHED_OTHER = {ratio:.2f}")
+        else:
+            batch_misses = misses["SCHED_BATCH"]
+            ratios.append(f"{rate:g} req/s: no misses with SCHED_OTHER ({batch_misses:g} with SCHED_BATCH)")
     console.print(table)
     for line in ratios:
         console.print(line)

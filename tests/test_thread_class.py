@@ -1,4 +1,5 @@
-"""Inference threads run in SCHED_BATCH (they never preempt the loop that writes the answers)."""
+"""An instance's worker threads run in SCHED_BATCH (they never preempt the loop that writes the
+answers); ONNX Runtime's intra-op threads stay in the default class."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from sloserve.runtime.instances import BatchResult, LocalInstance
-from sloserve.runtime.thread_class import inference_threads_born, mark_inference_thread
+from sloserve.runtime.thread_class import mark_worker_thread, threads_born_in_default_class
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux's")
 
@@ -33,6 +34,22 @@ def _thread_policies() -> dict[int, int]:
         except (ProcessLookupError, FileNotFoundError):  # a thread that just ended
             continue
     return out
+
+
+def _on_a_thread(body: Any) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as exc:  # reported on the test's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    if errors:
+        raise errors[0]
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
@@ -72,32 +89,34 @@ def test_an_instance_runs_its_batches_on_threads_in_the_batch_class(concurrency:
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller (the loop's thread) is untouched
 
 
-def test_onnx_runtimes_intra_op_threads_are_born_in_the_batch_class() -> None:
+def test_a_worker_builds_sessions_whose_intra_op_threads_are_in_the_default_class() -> None:
     from sloserve.runtime.demo.models import mlp
     from sloserve.runtime.onnx_backend import OnnxBackend
 
-    before = _thread_policies()
-    backend = OnnxBackend(mlp((16, 8, 4)).proto.SerializeToString(), threads=3)
-    born = {tid: p for tid, p in _thread_policies().items() if tid not in before}
-    try:
-        assert len(born) >= 2  # the session's pool (the calling thread is the third)
-        assert set(born.values()) == {os.SCHED_BATCH}
-        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # restored for the thread that built it
-    finally:
-        backend.close()
+    def body() -> None:
+        mark_worker_thread()
+        before = _thread_policies()
+        backend = OnnxBackend(mlp((16, 8, 4)).proto.SerializeToString(), threads=3)
+        born = {tid: p for tid, p in _thread_policies().items() if tid not in before}
+        try:
+            assert len(born) >= 2  # the session's pool (the calling thread is the third)
+            assert set(born.values()) == {os.SCHED_OTHER}
+            assert os.sched_getscheduler(0) == os.SCHED_BATCH  # the worker's own class is back
+        finally:
+            backend.close()
+
+    _on_a_thread(body)
 
 
 def test_the_callers_class_is_restored_even_when_the_block_fails() -> None:
+    policies: list[int] = []
+
     def body() -> None:
-        with pytest.raises(RuntimeError), inference_threads_born():
-            assert os.sched_getscheduler(0) == os.SCHED_BATCH
+        mark_worker_thread()
+        with pytest.raises(RuntimeError), threads_born_in_default_class():
+            policies.append(os.sched_getscheduler(0))
             raise RuntimeError("session failed")
         policies.append(os.sched_getscheduler(0))
-        mark_inference_thread()
-        policies.append(os.sched_getscheduler(0))
 
-    policies: list[int] = []
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(10)
+    _on_a_thread(body)
     assert policies == [os.SCHED_OTHER, os.SCHED_BATCH]

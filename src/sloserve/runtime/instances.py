@@ -21,7 +21,7 @@ from typing import cast
 import numpy as np
 
 from sloserve.runtime.backend import ExecutionBackend
-from sloserve.runtime.thread_class import mark_inference_thread
+from sloserve.runtime.thread_class import mark_worker_thread
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -130,7 +130,7 @@ class LocalInstance(InstanceRunner):
         return self._backend
 
     def _main(self) -> None:
-        mark_inference_thread()  # never preempt the loop thread that writes the answers
+        mark_worker_thread()  # never preempt the loop thread that writes the answers
         ready = self._ready
         assert ready is not None
         if self._backend is None:
@@ -149,7 +149,7 @@ class LocalInstance(InstanceRunner):
         self._serve_batches()
 
     def _extra_worker(self) -> None:
-        mark_inference_thread()
+        mark_worker_thread()
         self._serve_batches()
 
     def _serve_batches(self) -> None:

@@ -4,8 +4,9 @@ Session settings per instance: ``intra_op_num_threads = threads`` (the calling w
 of them), ``inter_op_num_threads = 1``, sequential execution, full graph optimisation, and thread
 spinning **off** (``session.intra_op.allow_spinning = 0``): with spinning on, ORT's pool threads
 busy-wait after each run and an idle instance keeps burning its cores, which on a small machine
-steals them from the instances that are working. The session's intra-op threads are created in
-``SCHED_BATCH`` (:mod:`sloserve.runtime.thread_class`): they do not preempt the event loop's thread.
+steals them from the instances that are working. The session's intra-op threads are created in the
+default scheduling class even when a worker in ``SCHED_BATCH`` builds the session
+(:mod:`sloserve.runtime.thread_class`).
 
 ONNX Runtime cannot change the thread count of a live session. :meth:`OnnxBackend.set_threads`
 therefore builds a new session with the new count on a background thread and swaps it in with one
@@ -25,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sloserve.runtime.backend import BackendError, TensorSpec
-from sloserve.runtime.thread_class import inference_threads_born
+from sloserve.runtime.thread_class import threads_born_in_default_class
 
 _ONNX_TO_DATATYPE = {
     "tensor(bool)": "BOOL",
@@ -90,7 +91,7 @@ class OnnxBackend:
 
     def _new_session(self, threads: int) -> ort.InferenceSession:
         try:
-            with inference_threads_born():  # the session's intra-op threads
+            with threads_born_in_default_class():  # the session's intra-op threads
                 return ort.InferenceSession(
                     self._model_bytes,
                     sess_options=session_options(threads, spinning=self._spinning),
