@@ -70,3 +70,31 @@ def test_cores_gauge_is_summed_per_model(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
     assert sponge_server.cores_now("127.0.0.1:1", "a") == 3.0
+
+
+def test_violations_are_counted_by_the_second_of_arrival() -> None:
+    from sloserve.experiments.sponge_server import violations_per_second
+
+    arrivals = np.array([0.1, 0.5, 1.2, 2.9, 2.95, 3.0])
+    met = np.array([True, False, False, True, False, False])
+    assert violations_per_second(arrivals, met, 3.0) == [1, 1, 2]  # the last bin takes t = 3.0 too
+
+
+def test_the_simulators_side_reports_its_violations_per_second(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sloserve.core.profiles import AffineProfile
+    from sloserve.experiments.sponge_server import ServerSettings, plot_violations, run_in_sim, workload
+
+    # one instance of this profile serves ~150 req/s at batch 8: 200 req/s overloads it
+    s = replace(ServerSettings(), model="m", rate=200.0, duration=6.0)
+    profile = AffineProfile("m", alpha=0.010, beta=0.0055, max_batch=8, tail_factor=1.2)
+    w = workload(s)
+    rows = {p: {"simulator": run_in_sim(s, p, profile, w, (2, 8))} for p in ("sponge", "static")}
+    for row in rows.values():
+        sim = row["simulator"]
+        assert len(sim["violations_per_s"]) == 6
+        assert sim["violations"] > 0 and sum(sim["violations_per_s"]) == sim["violations"]
+        row["server"] = sim  # the plot draws both sides
+    path = plot_violations({"rows": rows}, "test", tmp_path / "v.png")
+    assert path.stat().st_size > 1000

@@ -217,7 +217,7 @@ def _server_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sloserve.experiments.sponge_server import QUICK_SERVER, ServerSettings, compare
+    from sloserve.experiments.sponge_server import QUICK_SERVER, ServerSettings, compare, plot_violations
     from sloserve.sim.report import write_json
 
     s = QUICK_SERVER if args.quick else ServerSettings()
@@ -230,7 +230,8 @@ def _server_main(args: argparse.Namespace) -> int:
     table = Table(
         title=f"Sponge on the server vs the simulator: {s.model}, {s.rate:g} req/s, {s.duration:g} s"
     )
-    for col in ("policy", "where", "violations", "attain", "p50 ms", "p99 ms", "core·s", "mean cores"):
+    columns = ("policy", "where", "violations", "first 5 s", "attain", "p50 ms", "p99 ms", "core·s")
+    for col in (*columns, "mean cores"):
         table.add_column(col, justify="left" if col in ("policy", "where") else "right")
     for policy, pair in result["rows"].items():
         for where, r in pair.items():
@@ -238,6 +239,7 @@ def _server_main(args: argparse.Namespace) -> int:
                 policy,
                 where,
                 f"{r['violations']} / {r['requests']}",
+                f"{sum(r['violations_per_s'][:5])}",
                 f"{r['attainment'] * 100:.2f}%",
                 f"{r['latency_p50_ms']:.1f}",
                 f"{r['latency_p99_ms']:.1f}",
@@ -252,6 +254,9 @@ def _server_main(args: argparse.Namespace) -> int:
         settings=s.__dict__,
     )
     print(f"wrote {path}")
+    if not args.no_plots:
+        title = f"{s.model}, {s.rate:g} req/s: violations on the server and in the simulator"
+        print(f"wrote {plot_violations(result, title, args.out / 'violations_server.png')}")
     return 0
 
 

@@ -131,6 +131,14 @@ def cores_now(metrics_url: str, model: str) -> float:
     return sum(float(m["v"]) for m in _CORES.finditer(text) if m["m"] == model)
 
 
+def violations_per_second(arrivals: np.ndarray, met: np.ndarray, duration: float) -> list[int]:
+    """Requests that missed their deadline, by the second they arrived in (``ceil(duration)`` bins)."""
+    bins = max(1, int(np.ceil(duration)))
+    missed = np.asarray(arrivals)[~np.asarray(met, dtype=bool)]
+    counts = np.bincount(np.minimum(missed.astype(int), bins - 1), minlength=bins)
+    return [int(c) for c in counts]
+
+
 def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
     """Serve ``repo``, replay ``w`` open-loop, and return violations, latency and core-seconds."""
     from sloserve.bench.loadgen import run_open_loop
@@ -181,6 +189,7 @@ def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
         "core_seconds": core_seconds,
         "cores_mean": float(np.nanmean(cores)) if good.any() else float("nan"),
         "cores_samples": [(round(t - times[0], 2), c) for t, c in zip(times, cores, strict=True)],
+        "violations_per_s": violations_per_second(w.arrivals, met, w.duration),
     }
 
 
@@ -206,7 +215,9 @@ def run_in_sim(
     else:
         scheduler.set_max_batch(static[1])
         setup = ModelSetup(name, profile, scheduler, cores=static[0])
-    m = simulate(setup, w, seed=s.seed).metrics
+    result = simulate(setup, w, seed=s.seed, record=True)
+    m = result.metrics
+    assert result.outcomes is not None
     return {
         "requests": m.requests,
         "violations": m.misses,
@@ -216,7 +227,31 @@ def run_in_sim(
         "latency_p99_ms": m.latency_p99 * 1e3,
         "core_seconds": m.core_seconds,
         "cores_mean": m.core_seconds / max(w.duration, 1e-9),
+        "violations_per_s": violations_per_second(result.outcomes.arrival, result.outcomes.met, w.duration),
     }
+
+
+def plot_violations(result: dict[str, Any], title: str, path: Path) -> Path:
+    """Violations per second of arrival, server (solid) against simulator (dashed), per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (policy, pair) in enumerate(result["rows"].items()):
+        color = f"C{i}"
+        for where, style in (("server", "-"), ("simulator", "--")):
+            counts = pair[where]["violations_per_s"]
+            ax.step(range(len(counts)), counts, style, where="post", color=color, label=f"{policy}, {where}")
+    ax.set_xlabel("second of the run (by arrival)")
+    ax.set_ylabel("requests late or refused")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def compare(s: ServerSettings, profile_file: Path | None, out: Path, quick: bool) -> dict[str, Any]:
