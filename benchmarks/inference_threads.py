@@ -31,7 +31,7 @@ from rich.table import Table
 
 from peers import warm_up, write_repo
 from sloserve.bench.processes import SloserveServer
-from sloserve.bench.runner import make_target, run_load
+from sloserve.bench.runner import ArrivalSpec, make_target, run_load
 from sloserve.bench.summary import summarize
 from sloserve.core.profile_io import save_profiles
 from sloserve.runtime.cpus import add_server_cpus_argument, pinned, split_from_args
@@ -54,8 +54,8 @@ def set_class(tids: list[int], policy: int) -> None:
 
 
 def one_run(url: str, rate: float, duration: float, slo_s: float, seed: int) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    planned = np.cumsum(rng.exponential(1.0 / rate, int(rate * duration)))
+    """One Poisson run at ``rate`` against the server; its summary."""
+    planned = ArrivalSpec().times(rate, duration, seed)
     return summarize(run_load(make_target(url, MODEL, "http"), planned, slo_s))
 
 

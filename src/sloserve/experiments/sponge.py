@@ -230,8 +230,18 @@ def _server_main(args: argparse.Namespace) -> int:
     table = Table(
         title=f"Sponge on the server vs the simulator: {s.model}, {s.rate:g} req/s, {s.duration:g} s"
     )
-    columns = ("policy", "where", "violations", "first 5 s", "attain", "p50 ms", "p99 ms", "core·s")
-    for col in (*columns, "mean cores"):
+    columns = (
+        "policy",
+        "where",
+        "violations",
+        "first 5 s",
+        "attain",
+        "p50 ms",
+        "p99 ms",
+        "core·s",
+        "mean cores",
+    )
+    for col in columns:
         table.add_column(col, justify="left" if col in ("policy", "where") else "right")
     for policy, pair in result["rows"].items():
         for where, r in pair.items():
