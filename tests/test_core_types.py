@@ -65,3 +65,16 @@ def test_window_stats_rate() -> None:
     w = WindowStats(1.0, 3.0, 10, 8, 1, 7, 0.02, 0.05, 3, 1, 2, 16, 0.1)
     assert w.duration == 2.0 and w.arrival_rate == 5.0
     assert WindowStats(1.0, 1.0, 10, 0, 0, 0, 0, 0, 0, 1, 1, 1, math.inf).arrival_rate == 0.0
+
+
+def test_window_onset_rate_reads_the_rate_since_traffic_began() -> None:
+    def window(arrivals: int, first: float) -> WindowStats:
+        return WindowStats(0.0, 1.0, arrivals, 0, 0, 0, 0, 0, 0, 1, 1, 1, math.inf, first_arrival=first)
+
+    assert window(125, 0.5).arrival_rate == 125.0
+    assert window(125, 0.5).onset_rate == pytest.approx(124 / 0.5)  # traffic began half-way
+    assert window(250, 0.004).onset_rate == pytest.approx(249 / 0.996)  # steady: about the plain rate
+    assert window(1, 0.999).onset_rate == 1.0  # one stray request is no rate
+    assert window(3, 0.99).onset_rate == pytest.approx(2 / 0.25)  # the span is at least a quarter
+    assert window(40, math.inf).onset_rate == 40.0  # first arrival unknown: the plain rate
+    assert window(0, math.inf).onset_rate == 0.0

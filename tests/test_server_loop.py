@@ -3,6 +3,7 @@ bounds, serve_late, drain on close, failing instances — every request ends exa
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,23 @@ def test_scaling_down_while_busy_fails_nothing() -> None:
     ev.run()
     assert len(outcomes) == 20 and all(isinstance(o, Answer) for o in outcomes)
     assert {len(r.submitted) > 0 for r in (runners[2], runners[3])} == {True}
+
+
+def test_the_scalers_window_carries_its_first_arrival() -> None:
+    scaler = _Scaler([])
+    ev, loop, _ = _loop(scaler=scaler)
+    outcomes: list[Outcome] = []
+    ev.run(until=0.6)
+    _send(loop, outcomes, 3)
+    ev.run(until=0.8)
+    _send(loop, outcomes, 2)
+    ev.run(until=2.5)
+    first, second = scaler.windows[:2]
+    assert first.arrivals == 5 and first.first_arrival == pytest.approx(0.6)
+    assert first.onset_rate == pytest.approx(4 / 0.4)  # 4 arrivals after the first, in its last 0.4 s
+    assert second.arrivals == 0 and second.first_arrival == math.inf
+    loop.close()
+    ev.run()
 
 
 def test_resize_in_place_and_scaler_bounds() -> None:

@@ -102,6 +102,8 @@ def test_cores_change_after_the_actuation_delay() -> None:
     assert r.metrics.core_seconds == pytest.approx(1.5 * 1 + 0.5 * 4)
     assert r.timeline.cores.tolist()[:4] == [1, 1, 4, 4]  # rows at 0.5, 1.0, 1.5, 2.0
     assert scaler.windows[0].arrivals == 0 and scaler.windows[0].cores == 1
+    assert scaler.windows[0].first_arrival == math.inf
+    assert scaler.windows[1].first_arrival == pytest.approx(1.2) and scaler.windows[1].arrivals == 2
 
 
 def test_requests_held_forever_are_drained_as_unavailable_at_the_end() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -96,6 +97,10 @@ def test_rate_predictor_is_max_of_recent_windows() -> None:
     ]
     half = MaxRatePredictor(windows=1)
     assert half.observe(_window(0.5, 10, duration=0.5)) == pytest.approx(20.0)
+    onset = MaxRatePredictor(windows=2)
+    late_start = dataclasses.replace(_window(1, 126), first_arrival=0.5)  # idle, then 250 req/s
+    assert onset.observe(late_start) == pytest.approx(250.0)
+    assert onset.observe(_window(2, 250)) == pytest.approx(250.0)
     with pytest.raises(ValueError):
         MaxRatePredictor(windows=0)
 
@@ -150,6 +155,18 @@ def test_sponge_relaxes_to_stable_batches_within_the_budget_before_taking_every_
         for b in range(1, 33):
             fits = prof.latency(b, c, 1) <= q - 0.1 * slo
             assert not (fits and math.ceil(lam / b) * prof.latency(b, c, 1) <= 0.9)
+
+
+def test_an_idle_model_gets_one_core_at_its_largest_batch_within_the_budget() -> None:
+    s = SpongeScaler("m", PROFILE, slo=0.08, solve=enumerate_solve, max_cores=4, max_batch=32)
+    # no arrivals: q is the SLO; l(7, 1) = 64.5 ms fits 80 ms less the 8 ms margin, l(8, 1) = 73 ms not
+    assert s.on_tick(1.0, _window(1.0, 0)) == [SetInstanceCores(0, 1), SetMaxBatch("m", 7)]
+    h = HorizontalScaler("m", PROFILE, slo=0.08, max_replicas=4, max_batch=32)
+    assert h.on_tick(1.0, _window(1.0, 0)) == [SetInstanceCount("m", 1), SetMaxBatch("m", 8)]
+    assert SpongeScaler("m", PROFILE, slo=0.08, solve=enumerate_solve, max_cores=4, max_batch=4).choose(
+        0.0, 0.08
+    ) == (1, 4)
+    assert s.choose(0.0, 0.01) == (1, 1)  # not even batch 1 fits: still batch 1
 
 
 def test_horizontal_baseline_formula() -> None:

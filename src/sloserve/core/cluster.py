@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -65,6 +66,8 @@ class WindowStats:
     """The scheduler's batch cap at the end of the window."""
     min_remaining_budget: float
     """Smallest ``deadline - arrival`` among the window's arrivals (``inf`` when none)."""
+    first_arrival: float = math.inf
+    """Time of the window's first arrival (``inf`` when none)."""
 
     @property
     def duration(self) -> float:
@@ -75,3 +78,16 @@ class WindowStats:
     def arrival_rate(self) -> float:
         """Arrivals per second over the window."""
         return self.arrivals / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def onset_rate(self) -> float:
+        """The arrival rate, or if higher the rate after the window's first arrival: ``arrivals - 1``
+        over ``end - first_arrival``, that span taken as at least a quarter of the window.
+
+        A window in which traffic began part-way (a model idle, then loaded) reads as a fraction of
+        the rate that follows by :attr:`arrival_rate`; this reads it as the rate since it began.
+        """
+        if self.duration <= 0 or not math.isfinite(self.first_arrival):
+            return self.arrival_rate
+        span = min(self.duration, max(self.end - self.first_arrival, self.duration / 4))
+        return max(self.arrival_rate, (self.arrivals - 1) / span)

@@ -9,7 +9,10 @@ scaler (the cap it forms batches under is ``b``).
 
 Ours (*spec*): the predictor is the largest arrival rate of the last ``windows`` control windows
 (:class:`MaxRatePredictor`); ``q`` is the smallest ``min_remaining_budget`` of the same windows
-(the SLO when none arrived); ``l`` is the profile's median latency. When no ``(c, b)`` meets the
+(the SLO when none arrived); ``l`` is the profile's median latency. With no load predicted (an idle
+model) it takes one core and the largest batch whose latency fits ``q - margin``
+(:func:`idle_plan`; the paper's rule would give batch 1), so traffic that starts before the next tick
+meets one core at its best throughput within the budget, not at its worst. When no ``(c, b)`` meets the
 budget (a second's batches cannot finish within ``q`` even on every core, e.g. when the per-item
 term ``δ·b`` dominates), the rule is relaxed to what keeps every batch within the budget and the
 queue stable: the fewest cores, then the smallest batch, with ``l(b, c) <= q - margin`` and
@@ -22,7 +25,8 @@ from :mod:`sloserve.planning.sponge_ip`. :func:`enumerate_solve` is the exhausti
 
 The horizontal baseline (:class:`HorizontalScaler`, scaler ``horizontal``): 1-core replicas
 started with a cold start (the driver's), the fewest ``n`` with
-``(ceil(λ/(b·n)) + 1) · l(b, 1) < q`` for some batch ``b`` (then the smallest such ``b``).
+``(ceil(λ/(b·n)) + 1) · l(b, 1) < q`` for some batch ``b`` (then the smallest such ``b``); idle, the
+same :func:`idle_plan` as Sponge's (one replica).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 
 from sloserve.core.cluster import WindowStats
 from sloserve.core.decisions import ScaleDecision, SetInstanceCores, SetInstanceCount, SetMaxBatch
-from sloserve.core.profiles import ModelProfile
+from sloserve.core.profiles import ModelProfile, max_batch_within
 from sloserve.policies.base import PolicyContext
 
 Solve = Callable[[float, float, ModelProfile, int, int], "tuple[int, int] | None"]
@@ -57,6 +61,13 @@ def every_core(lam: float, profile: ModelProfile, max_cores: int, max_batch: int
     return max_cores, min(range(1, max_batch + 1), key=lambda b: (sponge_cost(lam, b, max_cores, profile), b))
 
 
+def idle_plan(profile: ModelProfile, budget: float, max_batch: int) -> tuple[int, int]:
+    """``(1, b)`` for a model with no load predicted: one core, and the largest batch ``b`` (at
+    least 1) whose latency on it fits ``budget``."""
+    fits = max_batch_within(profile, budget, 1, tail=False)
+    return 1, max(1, min(max_batch, fits))
+
+
 def enumerate_solve(
     lam: float, budget: float, profile: ModelProfile, max_cores: int, max_batch: int
 ) -> tuple[int, int] | None:
@@ -69,7 +80,9 @@ def enumerate_solve(
 
 
 class MaxRatePredictor:
-    """Predicted rate = the largest arrival rate among the last ``windows`` windows (0 before any)."""
+    """Predicted rate = the largest arrival rate among the last ``windows`` windows (0 before any),
+    each window's rate read from its first arrival on (:attr:`WindowStats.onset_rate`), so the window
+    in which traffic begins does not under-read it."""
 
     def __init__(self, windows: int = 5) -> None:
         if windows < 1:
@@ -78,7 +91,7 @@ class MaxRatePredictor:
 
     def observe(self, window: WindowStats) -> float:
         """Called once per control tick; returns the prediction for the next interval."""
-        self._rates.append(window.arrival_rate)
+        self._rates.append(window.onset_rate)
         return self.predict()
 
     def predict(self) -> float:
@@ -146,7 +159,7 @@ class SpongeScaler:
     def choose(self, lam: float, q: float) -> tuple[int, int]:
         """The ``(cores, batch)`` for predicted rate ``lam`` and smallest budget ``q``."""
         if lam <= 0:
-            return 1, 1
+            return idle_plan(self.profile, q - self.margin, self.max_batch)
         found = self.solve(lam, q - self.margin, self.profile, self.max_cores, self.max_batch)
         if found is not None:
             return found
@@ -218,7 +231,7 @@ class HorizontalScaler:
     def choose(self, lam: float, q: float) -> tuple[int, int]:
         """``(replicas, batch)``; every replica allowed and batch 1..max at its best when none fits."""
         if lam <= 0:
-            return 1, 1
+            return idle_plan(self.profile, q, self.max_batch)
         found = horizontal_replicas(lam, q, self.profile, self.max_replicas, self.max_batch)
         if found is not None:
             return found

@@ -118,6 +118,7 @@ class _Window:
     met: int = 0
     latencies: list[float] = field(default_factory=list)
     min_budget: float = math.inf
+    first_arrival: float = math.inf
 
 
 SpawnInstance = Callable[[int, int], InstanceRunner]
@@ -262,6 +263,8 @@ class ModelLoop:
         self.pending[rid] = _Pending(request, inputs, done, deadline, now)
         self.stats.arrivals += 1
         window = self._window
+        if window.arrivals == 0:
+            window.first_arrival = now
         window.arrivals += 1
         window.min_budget = min(window.min_budget, deadline - now)
         drop = self.scheduler.submit(now, request)
@@ -493,6 +496,7 @@ class ModelLoop:
             cores=sum(v.cores for v in live),
             max_batch=self.scheduler.max_batch,
             min_remaining_budget=window.min_budget,
+            first_arrival=window.first_arrival,
         )
         for decision in scaler.on_tick(now, stats):
             self.apply(decision)

@@ -274,6 +274,7 @@ class _Model:
         # window for scalers / timeline
         self.win_latencies: list[float] | None = [] if setup.scaler is not None else None
         self.win_min_budget = math.inf
+        self.win_first_arrival = math.inf
         self.win_mark = (0, 0, 0, 0)
         self.batch_count_mark = (0, 0)
         self.batch_started = 0
@@ -535,11 +536,13 @@ class _Model:
             cores=self.cores_total,
             max_batch=self.scheduler.max_batch,
             min_remaining_budget=self.win_min_budget,
+            first_arrival=self.win_first_arrival,
         )
         self.win_mark = (c.arrivals, c.done, c.met, c.n_dropped)
         if self.win_latencies is not None:
             self.win_latencies.clear()
         self.win_min_budget = math.inf
+        self.win_first_arrival = math.inf
         return stats
 
 
@@ -667,6 +670,8 @@ class Simulation:
         self.arrived += 1
         m.collector.arrivals += 1
         if m.win_latencies is not None:
+            if m.win_first_arrival == math.inf:
+                m.win_first_arrival = t
             budget = r.deadline - t
             if budget < m.win_min_budget:
                 m.win_min_budget = budget
