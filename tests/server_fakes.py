@@ -138,10 +138,10 @@ class VirtualTimers:
 
 
 class VirtualInstance(InstanceRunner):
-    """An instance whose batches take ``profile.latency(batch, threads)`` of virtual time."""
+    """An instance whose batches take ``slowdown * profile.latency(batch, threads)`` of virtual time."""
 
-    def __init__(self, loop: EventLoop, profile: ModelProfile, threads: int) -> None:
-        self.loop, self.profile, self.threads = loop, profile, threads
+    def __init__(self, loop: EventLoop, profile: ModelProfile, threads: int, slowdown: float = 1.0) -> None:
+        self.loop, self.profile, self.threads, self.slowdown = loop, profile, threads, slowdown
         self.submitted: list[int] = []
         self.stopped = False
 
@@ -150,7 +150,7 @@ class VirtualInstance(InstanceRunner):
 
     def submit(self, inputs: Sequence[Tensors], done: Callable[[BatchResult], None]) -> None:
         self.submitted.append(len(inputs))
-        service = self.profile.latency(len(inputs), self.threads, 1)
+        service = self.slowdown * self.profile.latency(len(inputs), self.threads, 1)
         result = BatchResult([dict(x) for x in inputs], service)
         self.loop.at(self.loop.now + service, lambda: done(result))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,21 @@ def test_cores_gauge_is_summed_per_model(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
     assert sponge_server.cores_now("127.0.0.1:1", "a") == 3.0
+
+
+def test_batch_time_ratio_reads_the_two_counters_of_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from sloserve.experiments import sponge_server
+
+    text = (
+        'sloserve_batch_compute_seconds_total{model="a",version="1"} 6.0\n'
+        'sloserve_batch_profile_seconds_total{model="a",version="1"} 4.0\n'
+        'sloserve_batch_compute_seconds_total{model="b",version="1"} 1.0\n'
+    )
+    monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
+    assert sponge_server.batch_time_ratio("127.0.0.1:1", "a") == 1.5
+    assert math.isnan(sponge_server.batch_time_ratio("127.0.0.1:1", "b"))  # no profile counter
 
 
 def test_violations_are_counted_by_the_second_of_arrival() -> None:

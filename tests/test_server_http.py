@@ -4,6 +4,7 @@ priorities, early refusal, stats, repository load/unload, metrics and health."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import time
@@ -201,6 +202,28 @@ def test_metrics(server: BackgroundServer, client: th.InferenceServerClient) -> 
         'sloserve_requests_dropped_total{model="slo_model",reason="deadline_unreachable",version="1"}' in text
     )
     assert "sloserve_instance_cores" in text and "nv_inference_queue_duration_us" in text
+
+
+def test_metrics_put_the_profiles_time_beside_the_batches_compute_time(
+    server: BackgroundServer, client: th.InferenceServerClient
+) -> None:
+    client.infer("slo_model", [_input(1)])
+    client.infer("identity", [_input(1)])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.service.metrics_port}/metrics").read().decode()
+    stats = client.get_inference_statistics("slo_model")["model_stats"][0]
+
+    def counter(name: str, model: str) -> float | None:
+        found = re.search(rf'^{name}_total{{model="{model}",version="1"}} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else None
+
+    # the profile is affine, 50 ms + 1 ms per row: every batch so far predicted at its size
+    batches = {b["batch_size"]: b["compute_infer"]["count"] for b in stats["batch_stats"]}
+    predicted = sum((0.050 + 0.001 * size) * n for size, n in batches.items())
+    assert counter("sloserve_batch_profile_seconds", "slo_model") == pytest.approx(predicted)
+    compute = sum(b["compute_infer"]["ns"] for b in stats["batch_stats"]) / 1e9
+    assert counter("sloserve_batch_compute_seconds", "slo_model") == pytest.approx(compute, rel=1e-6)
+    assert (counter("sloserve_batch_compute_seconds", "identity") or 0.0) > 0.0
+    assert counter("sloserve_batch_profile_seconds", "identity") is None  # it has no profile
 
 
 def test_repository_load_unload_reload(server: BackgroundServer, client: th.InferenceServerClient) -> None:

@@ -15,7 +15,7 @@ from server_fakes import VirtualInstance, VirtualTimers
 from sloserve.core.cluster import WindowStats
 from sloserve.core.config import ConfigError
 from sloserve.core.decisions import DropReason, SetInstanceCores, SetInstanceCount, SetMaxBatch
-from sloserve.core.profiles import AffineProfile
+from sloserve.core.profiles import AffineProfile, ModelProfile, SpongeProfile
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.registry import make_scheduler
 from sloserve.policies.scaling_guards import BoundedScaler
@@ -39,16 +39,20 @@ class _Scaler:
 
 
 def _loop(
-    config: dict[str, Any] | None = None, scheduler: str = "triton", scaler: Any = None
+    config: dict[str, Any] | None = None,
+    scheduler: str = "triton",
+    scaler: Any = None,
+    slowdown: float = 1.0,
+    profile: ModelProfile = PROFILE,
 ) -> tuple[EventLoop, ModelLoop, dict[int, VirtualInstance]]:
     ev = EventLoop()
     env = VirtualTimers(ev)
     cfg = ModelConfig.model_validate({"max_batch_size": 4, **(config or {})})
-    ctx = PolicyContext(model="m", max_batch=4, profile=PROFILE, slo=cfg.slo_ms and cfg.slo_ms * 1e-3)
+    ctx = PolicyContext(model="m", max_batch=4, profile=profile, slo=cfg.slo_ms and cfg.slo_ms * 1e-3)
     runners: dict[int, VirtualInstance] = {}
 
     def spawn(iid: int, threads: int) -> VirtualInstance:
-        runners[iid] = VirtualInstance(ev, PROFILE, threads)
+        runners[iid] = VirtualInstance(ev, profile, threads, slowdown)
         return runners[iid]
 
     loop = ModelLoop(
@@ -59,7 +63,7 @@ def _loop(
         timers=env,
         spawn=spawn,
         scaler=scaler,
-        profile=PROFILE,
+        profile=profile,
     )
     loop.start()
     return ev, loop, runners
@@ -101,6 +105,26 @@ def test_the_scalers_window_carries_its_first_arrival() -> None:
     assert first.arrivals == 5 and first.first_arrival == pytest.approx(0.6)
     assert first.onset_rate == pytest.approx(4 / 0.4)  # 4 arrivals after the first, in its last 0.4 s
     assert second.arrivals == 0 and second.first_arrival == math.inf
+    loop.close()
+    ev.run()
+
+
+def test_stats_keep_the_profiles_time_beside_the_measured_time_of_each_batch() -> None:
+    by_cores = SpongeProfile("m", gamma=0.002, delta=0.0, epsilon=0.010, eta=0.0, max_batch=4)
+    ev, loop, runners = _loop({"instance_group": {"threads": 2}}, slowdown=1.5, profile=by_cores)
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 6)
+    ev.run(until=0.5)
+    before = len(runners[0].submitted)
+    loop.set_instance_threads(0, 1)  # later batches are predicted at one thread
+    _send(loop, outcomes, 3)
+    ev.run(until=1.0)
+    s = loop.stats
+    sizes = runners[0].submitted
+    assert len(outcomes) == 9 and len(sizes) > before > 0
+    predicted = sum(by_cores.latency(b, 2 if i < before else 1) for i, b in enumerate(sizes))
+    assert s.profiled_ns == pytest.approx(predicted * 1e9, abs=10)
+    assert sum(s.batch_ns.values()) == pytest.approx(1.5 * s.profiled_ns, rel=1e-6)
     loop.close()
     ev.run()
 

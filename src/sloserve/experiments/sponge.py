@@ -240,6 +240,7 @@ def _server_main(args: argparse.Namespace) -> int:
         "p99 ms",
         "core·s",
         "mean cores",
+        "batch ÷ profile",
     )
     for col in columns:
         table.add_column(col, justify="left" if col in ("policy", "where") else "right")
@@ -255,6 +256,7 @@ def _server_main(args: argparse.Namespace) -> int:
                 f"{r['latency_p99_ms']:.1f}",
                 f"{r['core_seconds']:.1f}",
                 f"{r['cores_mean']:.2f}",
+                f"{r['batch_time_vs_profile']:.2f}" if "batch_time_vs_profile" in r else "",
             )
     Console(width=140).print(table)
     path = write_json(

@@ -5,9 +5,11 @@
 on a temporary repository whose ``config.yaml`` names scheduler ``slo`` and the policy's scaler,
 replays one load level — Poisson arrivals, each request's ``timeout`` its dynamic budget (SLO minus
 the network delay of its payload at the bandwidth of its second) — with the open-loop generator,
-and samples the server's ``sloserve_instance_cores`` gauge twice a second for the core-seconds.
-The simulator runs the same arrivals and budgets with the measured profile. What differs between
-the two (server overhead, interference from other processes, ORT thread changes) is the finding.
+and samples the server's ``sloserve_instance_cores`` gauge twice a second for the core-seconds; at
+the end it reads how much longer the batches ran than the profile predicts for them
+(``sloserve_batch_compute_seconds_total`` over ``sloserve_batch_profile_seconds_total``). The
+simulator runs the same arrivals and budgets with the measured profile. What differs between the
+two (server overhead, interference from other processes, ORT thread changes) is the finding.
 """
 
 from __future__ import annotations
@@ -118,17 +120,30 @@ def make_repository(
     return repo
 
 
-_CORES = re.compile(r'^sloserve_instance_cores\{[^}]*model="(?P<m>[^"]+)"[^}]*\}\s+(?P<v>[0-9.eE+-]+)', re.M)
-
-
-def cores_now(metrics_url: str, model: str) -> float:
-    """Sum of the model's instance cores from the Prometheus endpoint (NaN when unreadable)."""
+def _samples(metrics_url: str, name: str, model: str) -> list[float] | None:
+    """Values of metric ``name`` for ``model`` from the Prometheus endpoint (None when unreadable)."""
     try:
         with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=1) as resp:
             text = resp.read().decode()
     except OSError:
+        return None
+    line = re.compile(rf'^{name}\{{[^}}]*model="(?P<m>[^"]+)"[^}}]*\}}\s+(?P<v>[0-9.eE+-]+)', re.M)
+    return [float(m["v"]) for m in line.finditer(text) if m["m"] == model]
+
+
+def cores_now(metrics_url: str, model: str) -> float:
+    """Sum of the model's instance cores from the Prometheus endpoint (NaN when unreadable)."""
+    values = _samples(metrics_url, "sloserve_instance_cores", model)
+    return float("nan") if values is None else sum(values)
+
+
+def batch_time_ratio(metrics_url: str, model: str) -> float:
+    """How much longer the model's batches ran than its profile predicts for them (NaN if unknown)."""
+    compute = _samples(metrics_url, "sloserve_batch_compute_seconds_total", model)
+    profiled = _samples(metrics_url, "sloserve_batch_profile_seconds_total", model)
+    if not compute or not profiled or profiled[0] <= 0:
         return float("nan")
-    return sum(float(m["v"]) for m in _CORES.finditer(text) if m["m"] == model)
+    return compute[0] / profiled[0]
 
 
 def violations_per_second(arrivals: np.ndarray, met: np.ndarray, duration: float) -> list[int]:
@@ -140,7 +155,8 @@ def violations_per_second(arrivals: np.ndarray, met: np.ndarray, duration: float
 
 
 def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
-    """Serve ``repo``, replay ``w`` open-loop, and return violations, latency and core-seconds."""
+    """Serve ``repo``, replay ``w`` open-loop, and return violations, latency, core-seconds and the
+    batches' time against the profile's."""
     from sloserve.bench.loadgen import run_open_loop
     from sloserve.bench.processes import SloserveServer, free_port
     from sloserve.bench.runner import make_target
@@ -165,14 +181,15 @@ def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
 
         sampler = asyncio.create_task(sample())
         try:
-            return await run_open_loop(target, np.asarray(w.arrivals), np.maximum(budgets, 1e-6))
+            res = await run_open_loop(target, np.asarray(w.arrivals), np.maximum(budgets, 1e-6))
+            return res, await asyncio.to_thread(batch_time_ratio, metrics_url, s.model)
         finally:
             stop.set()
             await sampler
             await target.close()
 
     with server:
-        res = asyncio.run(go())
+        res, ratio = asyncio.run(go())
     met = res.met & (budgets > 0)
     times = np.array([t for t, _ in samples])
     cores = np.array([c for _, c in samples])
@@ -190,6 +207,7 @@ def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
         "cores_mean": float(np.nanmean(cores)) if good.any() else float("nan"),
         "cores_samples": [(round(t - times[0], 2), c) for t, c in zip(times, cores, strict=True)],
         "violations_per_s": violations_per_second(w.arrivals, met, w.duration),
+        "batch_time_vs_profile": ratio,
     }
 
 

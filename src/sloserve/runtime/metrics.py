@@ -10,6 +10,10 @@ Triton's names (labels ``model``, ``version``): ``nv_inference_request_success``
 sloserve's: ``sloserve_slo_met_total``, ``sloserve_slo_missed_total``,
 ``sloserve_requests_dropped_total{reason}``, ``sloserve_instance_cores{instance}``,
 ``sloserve_instances``, ``sloserve_batch_size`` (histogram of executed batch sizes),
+``sloserve_batch_compute_seconds_total`` (compute time of the executed batches, each once) and, for a
+model with a profile, ``sloserve_batch_profile_seconds_total`` (what its profile predicted for those
+batches: the ratio of the two counters' rates is how much slower than its profile a model runs — a
+stale profile shows here),
 ``sloserve_bad_requests_total`` (malformed requests for no loaded model).
 """
 
@@ -86,6 +90,14 @@ class ServerCollector(Collector):
         )
         instances = GaugeMetricFamily("sloserve_instances", "Instances serving", labels=labels)
         batch = HistogramMetricFamily("sloserve_batch_size", "Sizes of executed batches", labels=labels)
+        batch_compute = CounterMetricFamily(
+            "sloserve_batch_compute_seconds", "Compute time of executed batches", labels=labels
+        )
+        batch_profile = CounterMetricFamily(
+            "sloserve_batch_profile_seconds",
+            "The profile's predicted time for the same executed batches",
+            labels=labels,
+        )
         repository = self.server._repository
         models = list(repository.models.values()) if repository is not None else []
         for m in models:
@@ -115,10 +127,13 @@ class ServerCollector(Collector):
             buckets.append(("+Inf", sum(s.batch_sizes.values())))
             total = float(sum(size * n for size, n in s.batch_sizes.items()))
             batch.add_metric(lv, buckets, total)
+            batch_compute.add_metric(lv, sum(s.batch_ns.values()) / 1e9)
+            if m.loop.profile is not None:
+                batch_profile.add_metric(lv, s.profiled_ns / 1e9)
         bad = CounterMetricFamily("sloserve_bad_requests", "Malformed requests for no loaded model")
         bad.add_metric([], self.server.bad_requests)
         yield from (success, failure, count, execs, pending, queue, compute, request)
-        yield from (met, missed, dropped, cores, instances, batch, bad)
+        yield from (met, missed, dropped, cores, instances, batch, batch_compute, batch_profile, bad)
 
 
 def metrics_registry(server: InferenceServer) -> CollectorRegistry:

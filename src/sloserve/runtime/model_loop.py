@@ -104,6 +104,10 @@ class ModelStats:
     execution_count: int = 0
     batch_sizes: Counter[int] = field(default_factory=Counter)
     batch_ns: Counter[int] = field(default_factory=Counter)
+    profiled_ns: int = 0
+    """What the profile predicted for the same batches as ``batch_ns`` (its median latency at the
+    instance's cores when each was dispatched); 0 without a profile. ``sum(batch_ns) / profiled_ns``
+    is how much slower (> 1) or faster the batches ran than the profile says."""
     slo_met: int = 0
     slo_missed: int = 0
     last_inference_ms: int = 0
@@ -317,9 +321,12 @@ class ModelLoop:
             inputs.extend([inputs[0]] * batch.padding)
         if self.on_dispatch is not None:
             self.on_dispatch(now, decision)
-        self.runners[view.id].submit(inputs, lambda result: self._batch_done(batch, view.id, result))
+        self.runners[view.id].submit(
+            inputs, lambda result: self._batch_done(batch, view.id, result, estimate)
+        )
 
-    def _batch_done(self, batch: Batch, iid: int, result: BatchResult) -> None:
+    def _batch_done(self, batch: Batch, iid: int, result: BatchResult, estimate: float) -> None:
+        """Called when instance ``iid`` finished ``batch``; ``estimate``: the profile's time for it."""
         now = self.clock.now()
         view = self.views[iid]
         view.in_flight -= 1
@@ -330,6 +337,7 @@ class ModelLoop:
         stats.execution_count += 1
         stats.batch_sizes[batch.size] += 1
         stats.batch_ns[batch.size] += int(result.compute_s * 1e9)
+        stats.profiled_ns += int(estimate * 1e9)
         if self.wall_ms is not None:
             stats.last_inference_ms = self.wall_ms()
         for i, r in enumerate(batch.requests):
