@@ -54,8 +54,8 @@ The profile is measured on idle cores; a server's instance shares them with its 
 with the load generator). At 0.9, resnet18 at 250 req/s on the server (``sloserve experiment sponge
 --server --server-model resnet18 --server-rate 250``) ran 2 cores at batch cap 2 with a p50 of 25, 42
 and 55 ms and 81, 99 and 203 late requests after the first 5 s in three runs; at 0.75 (batch cap 3)
-16, 24 and 54 ms and 9, 46 and 202 in three (the machine's speed drifts between runs), for 6.5% more
-core-seconds in ``sloserve experiment sponge``."""
+16, 24, 54 and 17 ms and 9, 46, 202 and 0 in four (the machine's speed drifts between runs), for 6.5%
+more core-seconds in ``sloserve experiment sponge``."""
 
 
 def sponge_cost(lam: float, batch: int, cores: int, profile: ModelProfile) -> float:
