@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,18 @@ from sloserve.cli import main
 from sloserve.core.config import ConfigError
 from sloserve.core.profile_io import load_profiles
 from sloserve.core.profiles import ProfilePoint, TabulatedProfile
+from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.demo import build_demo_model
 from sloserve.runtime.demo.models import resnet18
 from sloserve.runtime.onnx_backend import OnnxBackend
-from sloserve.runtime.profiler import ProfileGrid, measure_concurrent, resolve_model, slowdown_table
+from sloserve.runtime.profiler import (
+    ModelSource,
+    ProfileGrid,
+    measure_concurrent,
+    profile_model,
+    resolve_model,
+    slowdown_table,
+)
 from sloserve.runtime.raw_throughput import measure_raw_throughput
 from sloserve.runtime.stacking import example_inputs
 
@@ -70,6 +81,46 @@ def test_concurrent_measurement_gives_every_instance_its_samples(small_resnet: P
     assert len(lat) >= 8 and all(x > 0 for x in lat)
     with pytest.raises(Exception, match="missing input"):
         measure_concurrent(backends, {}, repeats=1, warmup=0, max_seconds=5)
+
+
+class _Disturbed:
+    """A backend taking 2 ms a batch, except the 12 runs from the 10th on (all instances counted),
+    which take 30 ms: another program holding the cores for a while."""
+
+    calls = 0
+
+    def __init__(self, model: bytes, threads: int) -> None:
+        self.threads = threads
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("x", "FP32", (-1, 4)),)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _Disturbed.calls += 1
+        time.sleep(0.030 if 10 <= _Disturbed.calls < 22 else 0.002)
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_passing_disturbance_does_not_take_over_one_point(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"")
+    source = ModelSource("m", tmp_path / "m.onnx")
+    grid = ProfileGrid(batches=(1, 2, 4), threads=(1,), instances=(1,), repeats=20, warmup=1, rounds=5)
+    seen: list[tuple[int, int]] = []
+    _Disturbed.calls = 0
+    profile = profile_model(
+        source, grid, make_backend=_Disturbed, progress=lambda p: seen.append((p.batch, p.cores))
+    )
+    assert len(seen) == grid.blocks() == 15 and seen[:3] == [(1, 1), (2, 1), (4, 1)]  # round by round
+    medians = {p.batch: p.median for p in profile.points}
+    assert all(m < 0.015 for m in medians.values()), medians  # no point lost more than 4 of its 20
+    one_by_one = replace(grid, rounds=1)
+    _Disturbed.calls = 0
+    blocked = profile_model(source, one_by_one, make_backend=_Disturbed)
+    assert max(p.median for p in blocked.points) > 0.025  # 12 of batch 1's 20 samples disturbed
 
 
 def test_slowdown_table_is_the_geometric_mean_ratio() -> None:

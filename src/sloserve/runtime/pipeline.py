@@ -5,7 +5,7 @@ the wiring against the members' tensor metadata and returns a
 :class:`~sloserve.runtime.repository.LoadedModel` whose ``loop`` is a :class:`PipelineLoop`.
 The loop offers what the server and the repository use of a
 :class:`~sloserve.runtime.model_loop.ModelLoop` (``submit``, ``ready``, ``stats``, ``pending``,
-``views``, ``close``, ``abort``, ``record_failure``), so the HTTP and gRPC front ends serve a
+``views``, ``profile``, ``close``, ``abort``, ``record_failure``), so the HTTP and gRPC front ends serve a
 pipeline unchanged.
 
 A request runs each step when all the steps it reads from are done, by submitting the step's
@@ -32,6 +32,7 @@ import numpy as np
 from sloserve.core.cluster import InstanceView
 from sloserve.core.config import ConfigError
 from sloserve.core.decisions import DropReason
+from sloserve.core.profiles import ModelProfile
 from sloserve.policies.deadline_split import DeadlineSplit, SplitStep
 from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.clock import Clock
@@ -104,6 +105,8 @@ class PipelineLoop:
         """Requests ended at each step (dropped there or refused by the member)."""
         self.views: dict[int, InstanceView] = {}
         """A pipeline has no instances of its own (its members have)."""
+        self.profile: ModelProfile | None = None
+        """Nor a latency profile (its members have theirs)."""
         self.retiring: set[int] = set()
         self.accepting = False
         self._ids = itertools.count()

@@ -90,7 +90,7 @@ def _handle(args: argparse.Namespace) -> int:
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console, transient=True,
     ) as bar:  # fmt: skip
-        task = bar.add_task("measuring", total=grid.points())
+        task = bar.add_task("measuring", total=grid.blocks())
 
         def advance(point: Any) -> None:
             bar.update(task, advance=1, description=f"b={point.batch} c={point.cores} k={point.instances}")
