@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,31 +60,34 @@ def test_server_configs_name_the_policies_and_are_valid() -> None:
     assert static.instance_group.threads == 2 and static.scheduler.params == {"max_batch_size": 4}
 
 
-def test_cores_gauge_is_summed_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def _metrics_page(monkeypatch: pytest.MonkeyPatch, *lines: str) -> Any:
+    """The sponge_server module, its metrics endpoint answering ``lines``."""
     import io
 
     from sloserve.experiments import sponge_server
 
-    text = (
-        'sloserve_instance_cores{model="a",version="1",instance="0"} 2.0\n'
-        'sloserve_instance_cores{model="a",version="1",instance="3"} 1.0\n'
-        'sloserve_instance_cores{model="b",version="1",instance="1"} 4.0\n'
-    )
+    text = "".join(line + "\n" for line in lines)
     monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
+    return sponge_server
+
+
+def test_cores_gauge_is_summed_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    sponge_server = _metrics_page(
+        monkeypatch,
+        'sloserve_instance_cores{model="a",version="1",instance="0"} 2.0',
+        'sloserve_instance_cores{model="a",version="1",instance="3"} 1.0',
+        'sloserve_instance_cores{model="b",version="1",instance="1"} 4.0',
+    )
     assert sponge_server.cores_now("127.0.0.1:1", "a") == 3.0
 
 
 def test_batch_time_ratio_reads_the_two_counters_of_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import io
-
-    from sloserve.experiments import sponge_server
-
-    text = (
-        'sloserve_batch_compute_seconds_total{model="a",version="1"} 6.0\n'
-        'sloserve_batch_profile_seconds_total{model="a",version="1"} 4.0\n'
-        'sloserve_batch_compute_seconds_total{model="b",version="1"} 1.0\n'
+    sponge_server = _metrics_page(
+        monkeypatch,
+        'sloserve_batch_compute_seconds_total{model="a",version="1"} 6.0',
+        'sloserve_batch_profile_seconds_total{model="a",version="1"} 4.0',
+        'sloserve_batch_compute_seconds_total{model="b",version="1"} 1.0',
     )
-    monkeypatch.setattr(sponge_server.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(text.encode()))
     assert sponge_server.batch_time_ratio("127.0.0.1:1", "a") == 1.5
     assert math.isnan(sponge_server.batch_time_ratio("127.0.0.1:1", "b"))  # no profile counter
 

@@ -127,7 +127,7 @@ def _samples(metrics_url: str, name: str, model: str) -> list[float] | None:
             text = resp.read().decode()
     except OSError:
         return None
-    line = re.compile(rf'^{name}\{{[^}}]*model="(?P<m>[^"]+)"[^}}]*\}}\s+(?P<v>[0-9.eE+-]+)', re.M)
+    line = re.compile(rf'^{re.escape(name)}\{{[^}}]*model="(?P<m>[^"]+)"[^}}]*\}}\s+(?P<v>[0-9.eE+-]+)', re.M)
     return [float(m["v"]) for m in line.finditer(text) if m["m"] == model]
 
 
