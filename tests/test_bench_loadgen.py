@@ -296,6 +296,15 @@ def test_a_probe_at_the_edge_is_run_again_and_judged_on_all_its_requests(
     once, _ = search(25.0, 0.7, 0)
     assert once.rate == 10.0  # judged on single runs, 25 fails
 
+    # few requests: 98 of 100 (98%, more than half a point off) cannot tell 99% from less, so the
+    # first rate runs again and passes pooled (398 of 400) instead of ending the search at 0, while
+    # 900 of 1,000 fails at once
+    outcomes.update({10: [(98, 100), (300, 300)], 40: [(900, 1000)]})
+    few, runs = search(40.0, 0.5, 1)
+    assert [(r["rate"], r["repeat"]) for r in runs[:3]] == [(10, 0), (10, 1), (40, 0)]
+    assert few.probes[0].passed and few.probes[0].score == pytest.approx(398 / 400)
+    assert not few.probes[1].passed and len(runs) > 3
+
 
 def test_no_request_is_sent_before_its_planned_time(recorder: RecordingServer) -> None:
     """Gaps from 0.1 ms to 4 ms between planned sends (the old sender went early by up to 0.5 ms

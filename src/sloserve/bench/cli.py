@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--confirm-runs",
         type=int,
         default=1,
-        help="with --capacity: run a rate whose attainment lands within 0.5 points of --target up to "
-        "this many more times and judge it on all its requests together (0: never)",
+        help="with --capacity: run a rate whose attainment does not tell pass from fail (--target "
+        "inside its 95%% Wilson interval) up to this many more times and judge it on all its requests "
+        "together (0: never)",
     )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="directory for JSON and PNG")
