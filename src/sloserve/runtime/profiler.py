@@ -106,9 +106,13 @@ class ProfileGrid:
         """Number of (batch, threads, instances) points."""
         return len(self.batches) * len(self.threads) * len(self.instances)
 
+    def rounds_taken(self) -> int:
+        """Rounds :func:`profile_model` takes: ``rounds``, at most ``repeats`` and at least 1."""
+        return max(1, min(self.rounds, self.repeats))
+
     def blocks(self) -> int:
         """Number of measurements :func:`profile_model` reports progress for: every point, every round."""
-        return self.points() * max(1, min(self.rounds, self.repeats))
+        return self.points() * self.rounds_taken()
 
 
 def measure_concurrent(
@@ -202,36 +206,32 @@ def profile_model(
         batch: example_inputs(specs, batch, variable_dim=grid.variable_dim, seed=grid.seed)
         for batch in grid.batches
     }
-    rounds = max(1, min(grid.rounds, grid.repeats))
-    samples: dict[tuple[int, int, int], list[float]] = {}
-    spent: dict[tuple[int, int, int], float] = {}
+    rounds = grid.rounds_taken()
+    keys = [(batch, threads, k) for threads, k in groups for batch in grid.batches]
+    samples: dict[tuple[int, int, int], list[float]] = {key: [] for key in keys}
+    spent = dict.fromkeys(keys, 0.0)
     for r in range(rounds):
         share = grid.repeats * (r + 1) // rounds - grid.repeats * r // rounds
-        for (threads, k), backends in groups.items():
-            for batch in grid.batches:
-                key = (batch, threads, k)
-                lat = samples.setdefault(key, [])
-                if r > 0 and spent[key] > grid.max_seconds:
-                    continue
-                started = time.perf_counter()
-                lat += measure_concurrent(
-                    backends,
-                    inputs[batch],
-                    repeats=share,
-                    warmup=grid.warmup if r == 0 else 0,
-                    max_seconds=max(0.0, grid.max_seconds - spent.get(key, 0.0)),
-                )
-                spent[key] = spent.get(key, 0.0) + time.perf_counter() - started
-                if progress is not None:
-                    progress(_point(key, lat))
+        for key in keys:
+            batch, threads, k = key
+            lat = samples[key]
+            if r > 0 and spent[key] > grid.max_seconds:
+                continue
+            started = time.perf_counter()
+            lat += measure_concurrent(
+                groups[(threads, k)],
+                inputs[batch],
+                repeats=share,
+                warmup=grid.warmup if r == 0 else 0,
+                max_seconds=max(0.0, grid.max_seconds - spent[key]),
+            )
+            spent[key] += time.perf_counter() - started
+            if progress is not None:
+                progress(_point(key, lat))
     for backends in groups.values():
         for b in backends:
             b.close()
-    points = [
-        _point((batch, threads, k), samples[(batch, threads, k)])
-        for threads, k in groups
-        for batch in grid.batches
-    ]
+    points = [_point(key, samples[key]) for key in keys]
     return TabulatedProfile(
         model=source.name, points=tuple(points), hardware=hardware, slowdown=slowdown_table(points)
     )
