@@ -171,6 +171,8 @@ class GreedyScaler:
     def interval(self) -> float:
         return self._interval
 
+    onset_delay = None
+
     def on_tick(self, now: float, window: Any) -> list[Any]:
         from sloserve.core.decisions import SetInstanceCount
 

@@ -29,8 +29,9 @@ PROFILE = AffineProfile(model="m", alpha=0.010, beta=0.0, max_batch=4)
 class _Scaler:
     interval = 1.0
 
-    def __init__(self, plan: list[list[Any]]) -> None:
+    def __init__(self, plan: list[list[Any]], onset_delay: float | None = None) -> None:
         self.plan = plan
+        self.onset_delay = onset_delay
         self.windows: list[WindowStats] = []
 
     def on_tick(self, now: float, window: WindowStats) -> list[Any]:
@@ -107,6 +108,28 @@ def test_the_scalers_window_carries_its_first_arrival() -> None:
     assert second.arrivals == 0 and second.first_arrival == math.inf
     loop.close()
     ev.run()
+
+
+def test_a_scaler_that_asks_ticks_early_when_traffic_begins() -> None:
+    ends = {}
+    for onset in (None, 0.25):
+        scaler = _Scaler([], onset_delay=onset)
+        ev, loop, _ = _loop(scaler=BoundedScaler(scaler))  # the repository's guard passes it on
+        outcomes: list[Outcome] = []
+        ev.run(until=1.6)
+        _send(loop, outcomes, 3)  # traffic begins after an idle window
+        ev.run(until=2.1)
+        _send(loop, outcomes, 2)  # in a window that follows one with arrivals: no early tick
+        ev.run(until=4.0)
+        ends[onset] = [round(w.end, 6) for w in scaler.windows]
+        if onset is not None:
+            assert scaler.windows[1].first_arrival == pytest.approx(1.6)
+            assert scaler.windows[1].onset_rate == pytest.approx(2 / 0.25)
+        loop.close()
+        ev.run()
+        assert len(outcomes) == 5
+    assert ends[None] == [1.0, 2.0, 3.0, 4.0]
+    assert ends[0.25] == [1.0, 1.85, 2.85, 3.85]
 
 
 def test_stats_keep_the_profiles_time_beside_the_measured_time_of_each_batch() -> None:

@@ -4,6 +4,8 @@ the region is in flight), and the bad cases, each a clear 4xx with the server st
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import threading
 import uuid
@@ -373,3 +375,59 @@ def test_concurrent_clients_each_with_their_region(
         t.join(60)
     assert not errors, errors
     wait_for(lambda: server.service.core.pending_requests == 0)
+
+
+def test_the_load_generator_sends_its_inputs_through_a_region_it_registers_and_removes(
+    server: BackgroundServer, http: th.InferenceServerClient, tmp_path: Path
+) -> None:
+    from sloserve.bench.runner import make_target, run_load
+    from sloserve.bench.targets import HttpTarget
+    from sloserve.cli import main
+
+    shm_objects = set(os.listdir("/dev/shm"))
+    seen: dict[str, Any] = {}
+
+    class Watched(HttpTarget):
+        async def start(self) -> None:
+            await super().start()
+            seen["regions"] = http.get_system_shared_memory_status()
+            seen["body"] = self._encode(1_000_000, 0)[0]
+
+    before = http.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
+    res = run_load(Watched(server.http_url, "identity", shared_memory=True), np.arange(20) / 200.0, 1.0)
+    assert res.ok.all() and res.met.all()
+    after = http.get_inference_statistics("identity")["model_stats"][0]["inference_count"]
+    assert after - before == 20  # the server ran every request, its input read from the region
+    (region,) = seen["regions"]
+    (spec,) = http.get_model_metadata("identity")["inputs"]
+    assert spec["datatype"] == "FP32"
+    assert region["byte_size"] == 4 * math.prod(max(1, int(d)) for d in spec["shape"])
+    (sent,) = json.loads(seen["body"])["inputs"]  # all JSON: no tensor bytes after the header
+    assert sent["parameters"] == {
+        "shared_memory_region": region["name"],
+        "shared_memory_byte_size": region["byte_size"],
+        "shared_memory_offset": 0,
+    }
+    assert http.get_system_shared_memory_status() == [] and set(os.listdir("/dev/shm")) == shm_objects
+
+    out = tmp_path / "bench"
+    argv = [
+        "bench",
+        server.http_url,
+        "-m",
+        "identity",
+        "--rate",
+        "50",
+        "--duration",
+        "0.4",
+        "--slo-ms",
+        "500",
+    ]
+    assert main([*argv, "--shared-memory", "--no-ceiling", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["target"]["shared_memory"] is True
+    assert report["result"]["requests"] == report["result"]["met"] > 0
+    assert http.get_system_shared_memory_status() == [] and set(os.listdir("/dev/shm")) == shm_objects
+    assert main([*argv, "--shared-memory", "--protocol", "grpc", "--no-ceiling"]) == 2
+    with pytest.raises(ValueError, match="HTTP only"):
+        make_target(server.grpc_url, "identity", "grpc", shared_memory=True)

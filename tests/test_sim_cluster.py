@@ -26,8 +26,11 @@ def at(*times: float, slo: float = math.inf, duration: float | None = None) -> w
 class Script:
     """A scaler that returns scripted decisions at given tick numbers."""
 
-    def __init__(self, interval: float, plan: dict[int, list[ScaleDecision]]) -> None:
+    def __init__(
+        self, interval: float, plan: dict[int, list[ScaleDecision]], onset_delay: float | None = None
+    ) -> None:
         self.interval = interval
+        self.onset_delay = onset_delay
         self.plan = plan
         self.windows: list[WindowStats] = []
 
@@ -104,6 +107,25 @@ def test_cores_change_after_the_actuation_delay() -> None:
     assert scaler.windows[0].arrivals == 0 and scaler.windows[0].cores == 1
     assert scaler.windows[0].first_arrival == math.inf
     assert scaler.windows[1].first_arrival == pytest.approx(1.2) and scaler.windows[1].arrivals == 2
+
+
+def test_a_scaler_that_asks_ticks_early_when_traffic_begins_after_an_idle_window() -> None:
+    p = AffineProfile("m", alpha=0.001, beta=0.0, max_batch=1)
+    # idle until 2.3 s, traffic until 4.2 s, idle through the window that ends at 5.45, again at 6.1
+    times = (2.3, 2.4, 2.5, 3.0, 3.9, 4.2, 6.1, 6.2)
+    ends = {}
+    for onset in (None, 0.25):
+        scaler = Script(1.0, {}, onset_delay=onset)
+        simulate(ModelSetup("m", p, FixedBatcher(1), scaler=scaler), at(*times, duration=7.0))
+        ends[onset] = [round(w.end, 6) for w in scaler.windows]
+        if onset is not None:
+            onset_window = scaler.windows[2]  # began at the idle tick at 2.0, ended 0.25 s after 2.3
+            assert (onset_window.start, onset_window.first_arrival) == pytest.approx((2.0, 2.3))
+            assert onset_window.arrivals == 3
+    assert ends[None] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    # the periodic ticks go on from the early one; a window with arrivals does not move the next
+    # tick; traffic after the idle window ending at 5.55 brings a tick forward again (6.1 + 0.25)
+    assert ends[0.25] == [1.0, 2.0, 2.55, 3.55, 4.55, 5.55, 6.35]
 
 
 def test_requests_held_forever_are_drained_as_unavailable_at_the_end() -> None:

@@ -38,6 +38,7 @@ class ToggleScaler:
     """Every tick flips between 1 and 3 instances, resizes instance 0 and changes the batch cap."""
 
     interval = 0.25
+    onset_delay = None
 
     def __init__(self, model: str, max_batch: int) -> None:
         self.model = model

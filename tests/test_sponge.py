@@ -13,6 +13,7 @@ from sloserve.core import SetInstanceCores, SetInstanceCount, SetMaxBatch, Spong
 from sloserve.planning.sponge_ip import solve_sponge_ip
 from sloserve.policies import PolicyContext, make_scaler
 from sloserve.policies.sponge import (
+    ONSET_TICK,
     STABLE_BUSY,
     HorizontalScaler,
     MaxRatePredictor,
@@ -22,6 +23,9 @@ from sloserve.policies.sponge import (
     horizontal_replicas,
     sponge_cost,
 )
+from sloserve.policies.triton import TritonDynamicBatcher
+from sloserve.sim import ModelSetup, simulate
+from sloserve.sim import workload as wl
 
 PROFILE = SpongeProfile("m", gamma=0.008, delta=0.0005, epsilon=0.004, eta=0.001, max_batch=32)
 
@@ -169,6 +173,24 @@ def test_an_idle_model_gets_one_core_at_its_largest_batch_within_the_budget() ->
         0.0, 0.08
     ) == (1, 4)
     assert s.choose(0.0, 0.01) == (1, 1)  # not even batch 1 fits: still batch 1
+
+
+def test_both_scalers_re_plan_a_quarter_interval_after_traffic_begins() -> None:
+    """Not up to a whole interval later, on the idle plan's one core (simulator: ticks at 1, 2, ...)."""
+    load = wl.poisson(rate=300.0, duration=3.0, seed=1)
+    first = float(load.arrivals[0])
+    for scaler in (
+        SpongeScaler("m", PROFILE, slo=0.08, solve=enumerate_solve, max_cores=4, max_batch=32),
+        HorizontalScaler("m", PROFILE, slo=0.08, max_replicas=4, max_batch=32),
+    ):
+        assert scaler.onset_delay == pytest.approx(ONSET_TICK * scaler.interval) and ONSET_TICK < 1
+        simulate(ModelSetup("m", PROFILE, TritonDynamicBatcher(32), scaler=scaler), load)
+        ticks = [round(t, 9) for t, *_ in scaler.history]
+        assert ticks[:3] == pytest.approx(
+            [first + ONSET_TICK, first + ONSET_TICK + 1, first + ONSET_TICK + 2]
+        )
+        _, lam, _, resources, _ = scaler.history[0]
+        assert 200 < lam < 400 and resources > 1  # read as the rate, and scaled out at once
 
 
 def test_horizontal_baseline_formula() -> None:

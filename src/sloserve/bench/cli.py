@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration",
         type=float,
         default=20.0,
-        help="seconds of load (with --capacity: per probed rate, at least 100 expected requests)",
+        help="seconds of load (with --capacity: per probed rate, at least long enough for three misses "
+        "at --target on average: 300 requests at 0.99)",
     )
     p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
     p.add_argument("--cv", type=float, default=4.0, help="inter-arrival CV for --arrival gamma")
@@ -53,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --capacity: run a rate whose attainment does not tell pass from fail (--target "
         "inside its 95%% Wilson interval) up to this many more times and judge it on all its requests "
         "together (0: never)",
+    )
+    p.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="HTTP only, client on the server's host: write the inputs once into a POSIX shared-memory "
+        "object registered as a system shared-memory region, and name it in every request instead of "
+        "sending the tensors (Triton's extension; outputs still come back in the response)",
     )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="directory for JSON and PNG")
@@ -79,11 +87,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.arrival == "trace" and args.trace is None:
         console.print("[red]--arrival trace needs --trace FILE[/red]")
         return 2
+    if args.shared_memory and args.protocol != "http":
+        console.print("[red]--shared-memory is supported with --protocol http only[/red]")
+        return 2
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "target": {"url": args.url, "model": args.model, "protocol": args.protocol},
+        "target": {
+            "url": args.url,
+            "model": args.model,
+            "protocol": args.protocol,
+            "shared_memory": args.shared_memory,
+        },
         "workload": arrivals.describe(args.rate),
         "slo_ms": args.slo_ms,
         "seed": args.seed,
@@ -95,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             console.print(f"[yellow]{exc}; the ceiling is measured with a small input[/yellow]")
             meta = None
-        ceiling = measure_ceiling(args.protocol, metadata=meta)
+        ceiling = measure_ceiling(args.protocol, metadata=meta, shared_memory=args.shared_memory)
         report["client_ceiling"] = ceiling
         console.print(
             f"client ceiling against a null server: {ceiling['ceiling_rps']:.0f} req/s "
@@ -118,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
             duration=args.duration,
             seeds=(args.seed,),
             confirm_runs=args.confirm_runs,
+            shared_memory=args.shared_memory,
             on_probe=probe,
         )
         report["capacity"] = result.to_dict()
@@ -136,7 +153,9 @@ def _run(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task("load", total=len(planned), done=0)
             res = run_load(
-                make_target(args.url, args.model, args.protocol, seed=args.seed),
+                make_target(
+                    args.url, args.model, args.protocol, seed=args.seed, shared_memory=args.shared_memory
+                ),
                 planned,
                 slo_s,
                 on_progress=lambda sent, done: bar.update(task, completed=sent, done=done),

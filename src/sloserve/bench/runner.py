@@ -25,11 +25,16 @@ Protocol = Literal["http", "grpc"]
 Arrival = Literal["poisson", "gamma", "trace"]
 
 
-def make_target(url: str, model: str, protocol: Protocol, *, batch: int = 1, seed: int = 0) -> Target:
-    """The client for ``protocol`` at ``url`` (``host:port``)."""
+def make_target(
+    url: str, model: str, protocol: Protocol, *, batch: int = 1, seed: int = 0, shared_memory: bool = False
+) -> Target:
+    """The client for ``protocol`` at ``url`` (``host:port``); ``shared_memory`` (HTTP only) sends the
+    inputs through a system shared-memory region instead of the socket."""
     if protocol == "grpc":
+        if shared_memory:
+            raise ValueError("shared-memory inputs are supported over HTTP only")
         return GrpcTarget(url, model, batch=batch, seed=seed)
-    return HttpTarget(url, model, batch=batch, seed=seed)
+    return HttpTarget(url, model, batch=batch, seed=seed, shared_memory=shared_memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,7 @@ def measure_ceiling(
     outstanding: int = 64,
     metadata: dict[str, Any] | None = None,
     batch: int = 1,
+    shared_memory: bool = False,
 ) -> dict[str, Any]:
     """Requests per second this generator gets answered by a null server (its own limit).
 
@@ -161,7 +167,7 @@ def measure_ceiling(
     with NullServer(metadata) as null:
         url = null.grpc if protocol == "grpc" else null.http
         res = run_load(
-            make_target(url, "null", protocol, batch=batch),
+            make_target(url, "null", protocol, batch=batch, shared_memory=shared_memory),
             np.zeros(requests),
             None,
             max_outstanding=outstanding,
@@ -169,7 +175,8 @@ def measure_ceiling(
     elapsed = float(np.nanmax(res.done) - np.nanmin(res.sent))
     return {
         "protocol": protocol,
-        "payload": "small FP32 input" if metadata is None else f"inputs of {metadata.get('name', '?')}",
+        "payload": ("small FP32 input" if metadata is None else f"inputs of {metadata.get('name', '?')}")
+        + (" in shared memory" if shared_memory else ""),
         "requests": requests,
         "answered": int(res.ok.sum()),
         "ceiling_rps": float(res.ok.sum() / elapsed) if elapsed > 0 else float("inf"),
@@ -192,6 +199,7 @@ def live_capacity(
     min_requests: int | None = None,
     confidence: float = 0.95,
     confirm_runs: int = 1,
+    shared_memory: bool = False,
     on_probe: Callable[[float, dict[str, Any]], None] | None = None,
 ) -> tuple[CapacityResult, list[dict[str, Any]]]:
     """Highest rate a live server keeps ``target`` attainment at, by bisection over short runs.
@@ -214,7 +222,8 @@ def live_capacity(
         span = max(duration, least / rate)
         arrival_seed = seed + 1_000 * repeat
         planned = arrivals.times(rate, span, arrival_seed)
-        res = run_load(make_target(url, model, protocol, seed=arrival_seed), planned, slo_s)
+        target = make_target(url, model, protocol, seed=arrival_seed, shared_memory=shared_memory)
+        res = run_load(target, planned, slo_s)
         s = summarize(res) | {"rate": rate, "seed": seed, "repeat": repeat}
         runs.append(s)
         if on_probe is not None:

@@ -8,8 +8,10 @@ a refusal or a transport error: the load generator counts those as misses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol
 
 import numpy as np
@@ -103,10 +105,24 @@ def specs_from_metadata(meta: dict[str, Any]) -> list[TensorSpec]:
 
 
 class HttpTarget:
-    """Open Inference Protocol over HTTP/REST with the binary tensor extension (aiohttp client)."""
+    """Open Inference Protocol over HTTP/REST with the binary tensor extension (aiohttp client).
+
+    With ``shared_memory`` the inputs are not sent: the payload is written once into a POSIX
+    shared-memory object, registered with the server as a system shared-memory region, and every
+    request names that region (Triton's system shared-memory extension, for a client on the same
+    host); the outputs still come back in the response. The region is unregistered and the object
+    removed at :meth:`close`.
+    """
 
     def __init__(
-        self, url: str, model: str, *, batch: int = 1, connections: int = 256, seed: int = 0
+        self,
+        url: str,
+        model: str,
+        *,
+        batch: int = 1,
+        connections: int = 256,
+        seed: int = 0,
+        shared_memory: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         if "://" not in self.url:
@@ -119,6 +135,8 @@ class HttpTarget:
         self._body = b""
         self._header_len = 0
         self._json_header: dict[str, Any] = {}
+        self.shared_memory = shared_memory
+        self._shm: SharedMemory | None = None
 
     async def start(self) -> None:
         import aiohttp
@@ -132,21 +150,41 @@ class HttpTarget:
                 )
             meta = json.loads(await resp.read())
         tensors = make_inputs(specs_from_metadata(meta), self.batch, self.seed)
+        self._raw = b"".join(arr.tobytes() for _, arr in tensors)
+        params = [{"binary_data_size": arr.nbytes} for _, arr in tensors]
+        if self.shared_memory:
+            params = await self._register_region(self._raw, [arr.nbytes for _, arr in tensors])
+            self._raw = b""
         self._json_header = {
             "inputs": [
-                {
-                    "name": s.name,
-                    "shape": list(s.shape),
-                    "datatype": s.datatype,
-                    "parameters": {"binary_data_size": arr.nbytes},
-                }
-                for s, arr in tensors
+                {"name": s.name, "shape": list(s.shape), "datatype": s.datatype, "parameters": p}
+                for (s, _), p in zip(tensors, params, strict=True)
             ],
             "outputs": [
                 {"name": o["name"], "parameters": {"binary_data": True}} for o in meta.get("outputs", [])
             ],
         }
-        self._raw = b"".join(arr.tobytes() for _, arr in tensors)
+
+    async def _register_region(self, raw: bytes, sizes: list[int]) -> list[dict[str, Any]]:
+        """Put ``raw`` in a new shared-memory object, register it; each input's parameters."""
+        self._shm = SharedMemory(create=True, size=max(1, len(raw)))
+        view = self._shm.buf
+        assert view is not None
+        view[: len(raw)] = raw
+        region = self._shm.name.lstrip("/")
+        body = {"key": "/" + region, "offset": 0, "byte_size": len(raw)}
+        async with self._session.post(
+            f"{self.url}/v2/systemsharedmemory/region/{region}/register", json=body
+        ) as resp:
+            if resp.status != 200:
+                raise ValueError(
+                    f"{self.url}: registering shared memory: HTTP {resp.status}: {await resp.text()}"
+                )
+        offsets = np.cumsum([0, *sizes[:-1]])
+        return [
+            {"shared_memory_region": region, "shared_memory_byte_size": n, "shared_memory_offset": int(o)}
+            for n, o in zip(sizes, offsets, strict=True)
+        ]
 
     def _encode(self, timeout_us: int | None, priority: int) -> tuple[bytes, int]:
         header = dict(self._json_header)
@@ -162,10 +200,14 @@ class HttpTarget:
 
     async def send(self, timeout_us: int | None, priority: int = 0) -> SendResult:
         body, head_len = self._encode(timeout_us, priority)
-        headers = {
-            "Inference-Header-Content-Length": str(head_len),
-            "Content-Type": "application/octet-stream",
-        }
+        headers = (
+            {"Content-Type": "application/json"}
+            if self.shared_memory
+            else {
+                "Inference-Header-Content-Length": str(head_len),
+                "Content-Type": "application/octet-stream",
+            }
+        )
         try:
             async with self._session.post(
                 f"{self.url}/v2/models/{self.model}/infer", data=body, headers=headers
@@ -178,6 +220,16 @@ class HttpTarget:
             return SendResult(False, -1, f"{type(exc).__name__}: {exc}")
 
     async def close(self) -> None:
+        if self._shm is not None:
+            region = self._shm.name.lstrip("/")
+            with contextlib.suppress(Exception):  # the server may be gone; the object goes anyway
+                async with self._session.post(
+                    f"{self.url}/v2/systemsharedmemory/region/{region}/unregister"
+                ) as resp:
+                    await resp.read()
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
         if self._session is not None:
             await self._session.close()
 

@@ -74,6 +74,10 @@ class AimdScaler:
     def interval(self) -> float:
         return self._interval
 
+    @property
+    def onset_delay(self) -> float | None:
+        return None
+
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval``; returns ``SetMaxBatch`` when the cap in force differs from
         AIMD's (compared with the window's cap, so a driver that started elsewhere is corrected)."""

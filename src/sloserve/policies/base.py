@@ -76,8 +76,16 @@ class Scaler(Protocol):
         """Seconds between two calls of ``on_tick``."""
         ...
 
+    @property
+    def onset_delay(self) -> float | None:
+        """Seconds after traffic begins (the first arrival after a window with none, or since the
+        start) at which the scaler wants an extra ``on_tick``, the periodic ticks going on from
+        there; None: the periodic ticks only. Read by the driver at each such first arrival."""
+        ...
+
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
-        """Called every ``interval`` seconds with the statistics of the window that just ended."""
+        """Called every ``interval`` seconds with the statistics of the window that just ended (and
+        once ``onset_delay`` after traffic begins, when the scaler asks for it)."""
         ...
 
 

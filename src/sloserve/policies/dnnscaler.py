@@ -306,6 +306,10 @@ class DnnBatchScaler:
     def interval(self) -> float:
         return self._interval
 
+    @property
+    def onset_delay(self) -> float | None:
+        return None
+
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval``; returns ``SetMaxBatch`` when the cap should change. The first
         window ran under a cap the search did not choose, so it only sets the starting cap."""
@@ -461,6 +465,10 @@ class DnnInstanceScaler:
     def interval(self) -> float:
         return self._interval
 
+    @property
+    def onset_delay(self) -> float | None:
+        return None
+
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval``; returns ``SetInstanceCount`` (and ``SetMaxBatch`` once)."""
         out: list[ScaleDecision] = []
@@ -505,6 +513,10 @@ class DnnScaler:
     @property
     def interval(self) -> float:
         return self.inner.interval
+
+    @property
+    def onset_delay(self) -> float | None:
+        return self.inner.onset_delay
 
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         """Called every ``interval`` of the chosen scaler."""

@@ -44,6 +44,10 @@ class BoundedScaler:
     def interval(self) -> float:
         return self.inner.interval
 
+    @property
+    def onset_delay(self) -> float | None:
+        return self.inner.onset_delay
+
     def clamp(self, count: int) -> int:
         """``count`` within the replica bounds."""
         return max(self.min_replicas, min(self.max_replicas, count))

@@ -58,6 +58,12 @@ and 55 ms and 81, 99 and 203 late requests after the first 5 s in three runs; at
 more core-seconds in ``sloserve experiment sponge``."""
 
 
+ONSET_TICK = 0.25
+"""When traffic begins (the first arrival after a window with none), Sponge and horizontal re-plan
+this share of their interval later instead of waiting for the next periodic tick, which may be up to
+a whole interval away: until then the model runs its idle plan (one core or replica)."""
+
+
 def sponge_cost(lam: float, batch: int, cores: int, profile: ModelProfile) -> float:
     """Sponge's left-hand side: time to run one second's ``lam`` requests in batches of ``batch``."""
     return math.ceil(lam / batch) * profile.latency(batch, cores, 1)
@@ -164,6 +170,10 @@ class SpongeScaler:
     def interval(self) -> float:
         return self._interval
 
+    @property
+    def onset_delay(self) -> float:
+        return self._interval * ONSET_TICK
+
     def choose(self, lam: float, q: float) -> tuple[int, int]:
         """The ``(cores, batch)`` for predicted rate ``lam`` and smallest budget ``q``."""
         if lam <= 0:
@@ -235,6 +245,10 @@ class HorizontalScaler:
     @property
     def interval(self) -> float:
         return self._interval
+
+    @property
+    def onset_delay(self) -> float:
+        return self._interval * ONSET_TICK
 
     def choose(self, lam: float, q: float) -> tuple[int, int]:
         """``(replicas, batch)``; every replica allowed and batch 1..max at its best when none fits."""

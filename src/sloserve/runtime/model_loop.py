@@ -7,7 +7,8 @@ It feeds the model's :class:`~sloserve.policies.base.Scheduler` with ``now`` fro
 :class:`~sloserve.runtime.instances.InstanceRunner`, ``Drop`` → the request is refused with its
 reason (or, with ``serve_late``, queued again without a deadline), ``WaitUntil`` → a timer. A
 scaler, when configured, is called every ``interval`` seconds with a
-:class:`~sloserve.core.cluster.WindowStats` and its decisions are applied in place.
+:class:`~sloserve.core.cluster.WindowStats` (and ``onset_delay`` after traffic begins, when it asks)
+and its decisions are applied in place.
 
 Every request ends exactly once, through :meth:`ModelLoop._end`. Everything here runs on one
 thread (the event loop's); instances call back through their ``post``.
@@ -170,7 +171,10 @@ class ModelLoop:
         self._timer: TimerHandle | None = None
         self._timer_at = math.inf
         self._scaler_timer: TimerHandle | None = None
+        self._scaler_tick_at = math.inf
         self._window = _Window(clock.now())
+        self._idle_window = True
+        """Whether the last window the scaler saw had no arrivals (True before its first tick)."""
         self._closed_callbacks: list[Callable[[], None]] = []
         self._closing = False
 
@@ -185,7 +189,7 @@ class ModelLoop:
             for runner in runners:
                 self._add(runner)
         if self.scaler is not None:
-            self._scaler_timer = self.timers.call_at(self.clock.now() + self.scaler.interval, self._tick)
+            self._schedule_tick(self.clock.now() + self.scaler.interval)
 
     @property
     def ready(self) -> bool:
@@ -269,6 +273,8 @@ class ModelLoop:
         window = self._window
         if window.arrivals == 0:
             window.first_arrival = now
+            if self._idle_window:
+                self._tick_at_onset(now)
         window.arrivals += 1
         window.min_budget = min(window.min_budget, deadline - now)
         drop = self.scheduler.submit(now, request)
@@ -488,6 +494,7 @@ class ModelLoop:
         assert scaler is not None
         now = self.clock.now()
         window, self._window = self._window, _Window(now)
+        self._idle_window = window.arrivals == 0
         latencies = sorted(window.latencies)
         live = [v for v in self.views.values() if v.id not in self.retiring]
         stats = WindowStats(
@@ -510,7 +517,20 @@ class ModelLoop:
             self.apply(decision)
         self._decide(now)
         if self.accepting:
-            self._scaler_timer = self.timers.call_at(now + scaler.interval, self._tick)
+            self._schedule_tick(now + scaler.interval)
+
+    def _schedule_tick(self, when: float) -> None:
+        if self._scaler_timer is not None:
+            self._scaler_timer.cancel()
+        self._scaler_tick_at = when
+        self._scaler_timer = self.timers.call_at(when, self._tick)
+
+    def _tick_at_onset(self, now: float) -> None:
+        """Called at the first arrival after a window with none: brings the scaler's next tick
+        forward to ``onset_delay`` from now when it asks for that."""
+        delay = self.scaler.onset_delay if self.scaler is not None else None
+        if delay is not None and self._scaler_timer is not None and now + delay < self._scaler_tick_at:
+            self._schedule_tick(now + delay)
 
     def instances_summary(self) -> Mapping[int, InstanceView]:
         """The instances serving now (read-only use)."""

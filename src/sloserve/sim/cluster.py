@@ -23,11 +23,13 @@ Model of execution (what the driver does, in order of the policy contract in
 - **Receive path** (optional): a driver may set :attr:`Simulation.arrival_hook`; arrivals then go
   to it, and it hands each request to the scheduler later through :meth:`Simulation.deliver`.
 - **WaitUntil(t)**: ``decide`` is called again at ``t`` (the earliest requested time is kept).
-- **Scaling** every ``scaler.interval`` s: ``scaler.on_tick(now, WindowStats)``; the decisions
-  are applied: ``SetInstanceCount`` adds instances that become available after
-  ``actuation_delay + cold_start`` (and cost from the decision on) or removes the newest ones
-  (a running batch finishes first); ``SetInstanceCores`` takes effect after ``actuation_delay``,
-  the instance serving on meanwhile (in-place resize); ``SetMaxBatch`` applies at once.
+- **Scaling** every ``scaler.interval`` s: ``scaler.on_tick(now, WindowStats)``, and once
+  ``scaler.onset_delay`` after the first arrival following a window with none (or the start), the
+  periodic ticks going on from there, when the scaler asks for it. The decisions are applied:
+  ``SetInstanceCount`` adds instances that become available after ``actuation_delay + cold_start``
+  (and cost from the decision on) or removes the newest ones (a running batch finishes first);
+  ``SetInstanceCores`` takes effect after ``actuation_delay``, the instance serving on meanwhile
+  (in-place resize); ``SetMaxBatch`` applies at once.
 - **End of run**: after the last arrival the simulation runs on until no batch, wake-up or
   actuation is pending. Requests still queued then (a scheduler holding them forever, or no
   instance left) are drained with ``DropReason.UNAVAILABLE`` and count as misses. So every
@@ -275,6 +277,12 @@ class _Model:
         self.win_latencies: list[float] | None = [] if setup.scaler is not None else None
         self.win_min_budget = math.inf
         self.win_first_arrival = math.inf
+        self.win_idle = True
+        """Whether the scaler's last window had no arrivals (True before its first tick)."""
+        self.tick_handle = -1
+        self.tick_at = math.inf
+        self.tick_start = 0.0
+        self.onset_delay = setup.scaler.onset_delay if setup.scaler is not None else None
         self.win_mark = (0, 0, 0, 0)
         self.batch_count_mark = (0, 0)
         self.batch_started = 0
@@ -630,7 +638,7 @@ class Simulation:
                 interval = m.setup.scaler.interval
                 if not (interval > 0 and math.isfinite(interval)):
                     raise ValueError(f"model {m.name!r}: scaler interval must be > 0, got {interval}")
-                self.loop.at(interval, partial(self._scaler_tick, m, 0.0))
+                self._schedule_tick(m, interval, 0.0, 0)
 
     # -- arrivals --------------------------------------------------------------------------------
 
@@ -672,6 +680,8 @@ class Simulation:
         if m.win_latencies is not None:
             if m.win_first_arrival == math.inf:
                 m.win_first_arrival = t
+                if m.win_idle and m.onset_delay is not None and t + m.onset_delay < m.tick_at:
+                    self._schedule_tick(m, t + m.onset_delay, m.tick_start, 0)
             budget = r.deadline - t
             if budget < m.win_min_budget:
                 m.win_min_budget = budget
@@ -767,7 +777,9 @@ class Simulation:
         scaler = m.setup.scaler
         assert scaler is not None
         now = self.loop.now
+        m.tick_handle, m.tick_at = -1, math.inf
         window = m.window(start, now)
+        m.win_idle = window.arrivals == 0
         for d in scaler.on_tick(now, window):
             self.apply(d)
         m.decide()
@@ -777,7 +789,14 @@ class Simulation:
         work = self.next_arrival() < math.inf or any(x.running or x.wake_handle >= 0 for x in self.models)
         idle = 0 if work or window.completed else idle + 1
         if work or (any(len(x.scheduler) for x in self.models) and idle < IDLE_SCALER_TICKS):
-            self.loop.at(now + scaler.interval, partial(self._scaler_tick, m, now, idle))
+            self._schedule_tick(m, now + scaler.interval, now, idle)
+
+    def _schedule_tick(self, m: _Model, when: float, start: float, idle: int) -> None:
+        """(Re)schedule ``m``'s next scaler tick at ``when``, for the window that began at ``start``."""
+        if m.tick_handle >= 0:
+            self.loop.cancel(m.tick_handle)
+        m.tick_handle = self.loop.at(when, partial(self._scaler_tick, m, start, idle))
+        m.tick_at, m.tick_start = when, start
 
     def apply(self, decision: ScaleDecision) -> None:
         """Carry out one scaling decision now (scalers' decisions go through here)."""
