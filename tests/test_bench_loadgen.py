@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from sloserve.bench.runner import (
     run_load,
 )
 from sloserve.bench.summary import summarize
-from sloserve.bench.targets import SendResult
+from sloserve.bench.targets import SendResult, TargetError
 from sloserve.cli import main
 
 REFUSE_BELOW_US = 50_000
@@ -82,6 +83,8 @@ class RecordingServer:
     ) -> tuple[int, dict[str, object]]:
         if request_line.startswith("GET"):
             return 200, META
+        if "/systemsharedmemory/" in request_line:
+            return 404, {"error": "no shared-memory extension here"}
         head_len = int(headers["inference-header-content-length"])
         header = json.loads(body[:head_len])
         raw = body[head_len:]
@@ -363,3 +366,29 @@ def test_the_collector_does_not_pause_the_client_during_a_run(enabled_before: bo
     assert res.ok.all()
     assert len(target.seen) == 2 * len(planned)
     assert target.seen[0] == target.seen[-1]  # no collection from the first send to the last answer
+
+
+def test_an_endpoint_that_cannot_be_used_is_a_clear_error_before_anything_is_sent(
+    recorder: RecordingServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    out = ["--rate", "10", "--duration", "0.2", "--out", str(tmp_path)]
+    for argv in (
+        [dead, "-m", "rec"],
+        [dead, "-m", "rec", "--no-ceiling"],
+        [dead, "-m", "rec", "--no-ceiling", "--protocol", "grpc"],
+        [f"127.0.0.1:{recorder.port}", "-m", "rec", "--no-ceiling", "--shared-memory"],
+    ):
+        assert main(["bench", *argv, *out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sloserve bench: error: ") and "Traceback" not in err
+        assert ("registering shared memory: HTTP 404" if "--shared-memory" in argv else "metadata") in err
+    assert recorder.timeouts == []  # nothing was sent
+    before = set(os.listdir("/dev/shm"))
+    with pytest.raises(TargetError, match="no shared-memory extension here"):
+        run_load(
+            make_target(f"127.0.0.1:{recorder.port}", "rec", "http", shared_memory=True), np.zeros(3), None
+        )
+    assert set(os.listdir("/dev/shm")) == before  # the object made for the region is gone again

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sloserve.bench.targets import TargetError
+
+    try:
+        return _bench(args)
+    except TargetError as exc:  # nothing was sent: the endpoint or the model cannot be used
+        print(f"sloserve bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -105,12 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
-    if not args.no_ceiling:
-        try:  # with the model's own inputs, so the ceiling holds for its payload size
-            meta: dict[str, Any] | None = fetch_metadata(args.url, args.model, args.protocol)
-        except ValueError as exc:
-            console.print(f"[yellow]{exc}; the ceiling is measured with a small input[/yellow]")
-            meta = None
+    if not args.no_ceiling:  # with the model's own inputs, so the ceiling holds for its payload size
+        meta = fetch_metadata(args.url, args.model, args.protocol)
         ceiling = measure_ceiling(args.protocol, metadata=meta, shared_memory=args.shared_memory)
         report["client_ceiling"] = ceiling
         console.print(

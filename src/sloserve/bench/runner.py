@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 
 from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.summary import summarize
-from sloserve.bench.targets import GrpcTarget, HttpTarget, Target
+from sloserve.bench.targets import GrpcTarget, HttpTarget, Target, TargetError
 from sloserve.sim import workload as wl
 from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
 
@@ -119,7 +119,8 @@ class NullServer:
 
 
 def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10.0) -> dict[str, Any]:
-    """The v2 metadata document of ``model`` at ``url`` (HTTP or gRPC); ``ValueError`` if unavailable."""
+    """The v2 metadata document of ``model`` at ``url`` (HTTP or gRPC); :class:`TargetError` if
+    unavailable."""
     if protocol == "grpc":
         import grpc
         from google.protobuf.json_format import MessageToDict
@@ -130,7 +131,7 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
             try:
                 reply = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=model), timeout=timeout)
             except grpc.RpcError as exc:
-                raise ValueError(f"{url}: metadata of {model!r}: {exc.details()}") from None
+                raise TargetError(f"{url}: metadata of {model!r}: {exc.details()}") from None
         doc: dict[str, Any] = MessageToDict(reply, preserving_proto_field_name=True)
         for kind in ("inputs", "outputs"):
             for spec in doc.get(kind, []):
@@ -143,8 +144,11 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
     try:
         with urllib.request.urlopen(f"{base.rstrip('/')}/v2/models/{model}", timeout=timeout) as resp:
             doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        said = exc.read().decode(errors="replace")[:300]
+        raise TargetError(f"{url}: metadata of {model!r}: HTTP {exc.code}: {said}") from None
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{url}: metadata of {model!r}: {exc}") from None
+        raise TargetError(f"{url}: metadata of {model!r}: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{url}: metadata of {model!r} is not a JSON object")
     return doc
