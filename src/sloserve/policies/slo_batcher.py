@@ -20,6 +20,13 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   over the most urgent. Under overload this keeps batches (and throughput) up instead of
   shrinking them to the most urgent request's budget; the passed-over requests stay queued and
   are dropped once hopeless.
+- **Passing over the urgent only when it pays.** Before the wider batch replaces the base one,
+  the queue is planned both ways: that batch now, then the rest in base batches one after another
+  (no further arrivals assumed); the wider batch runs only if fewer requests are then predicted to
+  miss. With mixed SLOs the urgent requests are served in a small batch and those with slack wait
+  for a bigger one (they were dropped to keep batches wide before): in ``sloserve experiment
+  batching`` the mixed-SLO rows gain 18-20% of capacity; in a burst of requests that all have
+  little slack, the wider batch still wins.
 - **Waiting.** When the whole queue fits in one batch with room to spare, hold it (``WaitUntil``)
   only while (a) every queued request still makes its deadline if the batch starts then with one
   more request, and (b) waiting raises throughput: the next request is expected (from the arrival
@@ -228,20 +235,15 @@ class SloBatcher(QueueScheduler):
         items = self.edf.ordered()
         if not items:
             return None
-        # the base batch: the largest EDF prefix within max_batch rows that meets its earliest deadline
-        earliest = math.inf
-        size = rows = 0
-        for item in items:
-            more = item[3].rows
-            if size and rows + more > self.max_batch:
-                break
-            if size and now + self.tail(rows + more, instance) > min(earliest, item[1]):
-                break
-            earliest, size, rows = min(earliest, item[1]), size + 1, rows + more
+        size, rows, earliest = self._prefix(items, now, instance)
+        size = max(size, 1)  # the hopeless are gone: the head makes it alone
+        rows = rows or items[0][3].rows
         chosen = items[:size]
         if size < len(items) and rows + items[size][3].rows <= self.max_batch:  # the deadline cut it
             wider = self._widest(now, instance, items, rows)
-            if wider is not None:
+            if wider is not None and self._planned_misses(now, instance, items, wider) < (
+                self._planned_misses(now, instance, items, chosen)
+            ):
                 chosen = wider
         elif size == len(items):
             wake = self._wait_until(now, instance, rows, earliest)
@@ -253,6 +255,40 @@ class SloBatcher(QueueScheduler):
         self._running += 1
         self._free = max(1, self._free - 1)
         return batch
+
+    def _prefix(self, items: Sequence[_Item], start: float, instance: InstanceView) -> tuple[int, int, float]:
+        """The largest EDF prefix of ``items`` within ``max_batch`` rows that, started at ``start``,
+        meets its earliest deadline: ``(requests, rows, earliest deadline)``; ``(0, 0, inf)`` when
+        even the first misses alone."""
+        earliest = math.inf
+        size = rows = 0
+        for item in items:
+            more = item[3].rows
+            if size and rows + more > self.max_batch:
+                break
+            if start + self.tail(rows + more, instance) > min(earliest, item[1]):
+                break
+            earliest, size, rows = min(earliest, item[1]), size + 1, rows + more
+        return size, rows, earliest
+
+    def _planned_misses(
+        self, now: float, instance: InstanceView, items: Sequence[_Item], first: Sequence[_Item]
+    ) -> int:
+        """Requests of the queue ``items`` predicted to miss their deadlines if ``first`` runs now
+        and the rest follow in base batches one after another (no further arrivals assumed)."""
+        taken = {item[2] for item in first}
+        rest = [item for item in items if item[2] not in taken]
+        at = now + self.tail(sum(item[3].rows for item in first), instance)
+        misses = 0
+        while rest:
+            size, rows, _ = self._prefix(rest, at, instance)
+            if size == 0:
+                misses += 1
+                rest = rest[1:]
+                continue
+            at += self.tail(rows, instance)
+            rest = rest[size:]
+        return misses
 
     def typical(self, batch: int, instance: InstanceView) -> float:
         """Predicted median latency of ``batch`` on ``instance`` now (throughput judgements)."""
