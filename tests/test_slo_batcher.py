@@ -172,8 +172,8 @@ def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
 
 
 def test_the_urgent_are_passed_over_only_when_that_leaves_fewer_predicted_misses() -> None:
-    def burst(loose_slo: float, loose: int) -> list[int]:
-        s = SloBatcher(PROFILE, max_batch=16)
+    def burst(loose_slo: float, loose: int, plan_queue: bool = True) -> list[int]:
+        s = SloBatcher(PROFILE, max_batch=16, plan_queue=plan_queue)
         s.submit(0.0, _req(0, 0.0, 0.0075))  # limits an EDF prefix to itself
         for i in range(1, loose + 1):  # a high rate: batches of one fall far behind it
             s.submit(i * 1e-5, _req(i, i * 1e-5, loose_slo))
@@ -184,6 +184,7 @@ def test_the_urgent_are_passed_over_only_when_that_leaves_fewer_predicted_misses
     # ten with a 100 ms SLO can wait: the urgent one alone (6.25 ms), then all ten (17.5 ms) — no
     # miss; the ten first would lose the urgent one
     assert burst(0.1, 10) == [0]
+    assert burst(0.1, 10, plan_queue=False) == list(range(1, 11))  # the rule before: always wider
     # thirty with 40 ms: serving the urgent one first leaves 12 of them predicted to miss, the
     # widest batch (16 now) 8 including the urgent one — it is passed over
     ids = burst(0.04, 30)

@@ -149,6 +149,7 @@ class SloBatcher(QueueScheduler):
         calibration_window: int = 64,
         calibration_min: int = 8,
         calibration_band: float = 0.05,
+        plan_queue: bool = True,
     ) -> None:
         self.edf = DeadlineQueue(default_priority, slo)
         super().__init__(max_batch, self.edf, dispatcher, max_queue_size=max_queue_size)
@@ -166,6 +167,9 @@ class SloBatcher(QueueScheduler):
         """Instances that can take a batch now (counted in ``decide``, less those given one since)."""
         self._ratios: deque[float] = deque(maxlen=max(0, calibration_window))
         """Observed / predicted median latency of the last finished batches (none kept: calibration off)."""
+        self.plan_queue = plan_queue
+        """Whether the wider batch must leave fewer planned misses than the base one (False: it
+        always replaces it, the rule before; for ablations)."""
         self._calibration_min = max(1, calibration_min)
         self._calibration_band = calibration_band
         self.latency_scale = 1.0
@@ -241,8 +245,10 @@ class SloBatcher(QueueScheduler):
         chosen = items[:size]
         if size < len(items) and rows + items[size][3].rows <= self.max_batch:  # the deadline cut it
             wider = self._widest(now, instance, items, rows)
-            if wider is not None and self._planned_misses(now, instance, items, wider) < (
-                self._planned_misses(now, instance, items, chosen)
+            if wider is not None and (
+                not self.plan_queue
+                or self._planned_misses(now, instance, items, wider)
+                < self._planned_misses(now, instance, items, chosen)
             ):
                 chosen = wider
         elif size == len(items):
