@@ -382,8 +382,11 @@ def test_an_endpoint_that_cannot_be_used_is_a_clear_error_before_anything_is_sen
         [f"127.0.0.1:{recorder.port}", "-m", "rec", "--no-ceiling", "--shared-memory"],
     ):
         assert main(["bench", *argv, *out]) == 2
-        err = capsys.readouterr().err
+        printed = capsys.readouterr()
+        err = printed.err
         assert err.startswith("sloserve bench: error: ") and "Traceback" not in err
+        if "--shared-memory" not in argv:  # found before any output (the region comes with the run)
+            assert printed.out == ""
         assert ("registering shared memory: HTTP 404" if "--shared-memory" in argv else "metadata") in err
     assert recorder.timeouts == []  # nothing was sent
     before = set(os.listdir("/dev/shm"))

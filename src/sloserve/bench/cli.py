@@ -101,6 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.shared_memory and args.protocol != "http":
         console.print("[red]--shared-memory is supported with --protocol http only[/red]")
         return 2
+    meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,6 @@ def _bench(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     if not args.no_ceiling:  # with the model's own inputs, so the ceiling holds for its payload size
-        meta = fetch_metadata(args.url, args.model, args.protocol)
         ceiling = measure_ceiling(args.protocol, metadata=meta, shared_memory=args.shared_memory)
         report["client_ceiling"] = ceiling
         console.print(
