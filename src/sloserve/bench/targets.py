@@ -149,17 +149,18 @@ class HttpTarget:
 
         connector = aiohttp.TCPConnector(limit=self.connections, force_close=False)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+        where = f"{self.url}: model {self.model!r} metadata"
         try:
             async with self._session.get(f"{self.url}/v2/models/{self.model}") as resp:
-                if resp.status != 200:
-                    raise TargetError(
-                        f"{self.url}: model {self.model!r} metadata: HTTP {resp.status}: {await resp.text()}"
-                    )
-                meta = json.loads(await resp.read())
-        except (aiohttp.ClientError, ValueError) as exc:
-            if isinstance(exc, TargetError):
-                raise
-            raise TargetError(f"{self.url}: model {self.model!r} metadata: {exc}") from None
+                status, payload = resp.status, await resp.read()
+        except aiohttp.ClientError as exc:
+            raise TargetError(f"{where}: {exc}") from None
+        if status != 200:
+            raise TargetError(f"{where}: HTTP {status}: {payload.decode(errors='replace')}")
+        try:
+            meta = json.loads(payload)
+        except ValueError as exc:
+            raise TargetError(f"{where}: {exc}") from None
         tensors = make_inputs(specs_from_metadata(meta), self.batch, self.seed)
         self._raw = b"".join(arr.tobytes() for _, arr in tensors)
         params = [{"binary_data_size": arr.nbytes} for _, arr in tensors]

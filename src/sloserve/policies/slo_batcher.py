@@ -240,8 +240,7 @@ class SloBatcher(QueueScheduler):
         if not items:
             return None
         size, rows, earliest = self._prefix(items, now, instance)
-        size = max(size, 1)  # the hopeless are gone: the head makes it alone
-        rows = rows or items[0][3].rows
+        assert size > 0, "the hopeless were dropped above: the head makes it alone"
         chosen = items[:size]
         if size < len(items) and rows + items[size][3].rows <= self.max_batch:  # the deadline cut it
             wider = self._widest(now, instance, items, rows)
@@ -285,15 +284,15 @@ class SloBatcher(QueueScheduler):
         taken = {item[2] for item in first}
         rest = [item for item in items if item[2] not in taken]
         at = now + self.tail(sum(item[3].rows for item in first), instance)
-        misses = 0
-        while rest:
-            size, rows, _ = self._prefix(rest, at, instance)
-            if size == 0:
+        misses = head = 0
+        while head < len(rest):
+            size, rows, _ = self._prefix(rest[head:], at, instance)
+            if size == 0:  # the head misses even alone
                 misses += 1
-                rest = rest[1:]
-                continue
-            at += self.tail(rows, instance)
-            rest = rest[size:]
+                head += 1
+            else:
+                at += self.tail(rows, instance)
+                head += size
         return misses
 
     def typical(self, batch: int, instance: InstanceView) -> float:
