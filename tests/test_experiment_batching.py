@@ -20,7 +20,9 @@ def test_quick_run_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Ca
     assert "rows where no scheduler reaches 1.5x Triton default" in printed
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["experiment"] == "batching" and "machine" in doc
-    assert {r["model"] for r in doc["rows"]} == {p.model for p in BUILTIN_PROFILES}
+    # the default profiles are the demo models' measured ones, and the report says so
+    assert {r["model"] for r in doc["rows"]} == {"mobilenet_v2", "resnet18", "bert"}
+    assert "demo_1core.yaml" in doc["profiles"] and "demo_1core.yaml" in printed
     for row in doc["rows"]:
         caps = row["capacity"]
         assert set(caps) == {
@@ -55,9 +57,9 @@ def test_capacity_search_ranks_a_sensible_policy_above_a_bad_one() -> None:
 def test_scenarios_add_rows_with_their_conditions() -> None:
     from sloserve.experiments.batching import COLOCATED_SLOWDOWN, SCENARIOS, load_cases
 
-    quick, _ = load_cases(None, quick=True)
+    quick, _ = load_cases(["published"], quick=True)
     assert {c.scenario.key for c in quick} == {"base"} and len(quick) == 6
-    full, _ = load_cases(None, quick=False)
+    full, _ = load_cases(["published"], quick=False)
     assert {c.scenario.key for c in full} == set(SCENARIOS)
     extra = [c for c in full if c.scenario.key != "base"]
     assert {c.label for c in extra} == {"tight", "loose"}
@@ -101,3 +103,53 @@ def test_four_instances_serve_what_one_cannot() -> None:
     four = Case(p, "loose", (slo,), SCENARIOS["inst4"])
     assert run_once(one, make_slo(p, slo), rate, 0, 2.0).attainment < 0.6
     assert run_once(four, make_slo(p, slo), rate, 0, 2.0).attainment >= 0.99
+
+
+def test_the_default_profiles_are_the_demo_models_measured_on_one_core() -> None:
+    from sloserve.core.profiles import TabulatedProfile
+    from sloserve.experiments.batching import load_cases
+    from sloserve.runtime.demo import DEMO_MODELS
+
+    cases, source = load_cases(["demo"], quick=True)
+    assert "measured" in source
+    models = {c.profile.model: c.profile for c in cases}
+    assert set(models) == {"mobilenet_v2", "resnet18", "bert"}
+    for name, profile in models.items():
+        assert isinstance(profile, TabulatedProfile)
+        # measured at one thread, one instance, up to the demo model's max_batch_size
+        assert {(pt.cores, pt.instances) for pt in profile.points} == {(1, 1)}
+        assert profile.max_batch == DEMO_MODELS[name]().config["max_batch_size"]
+        # a measured curve: time grows with the batch, the tail is at or above the median
+        times = [profile.latency(b) for b in sorted(pt.batch for pt in profile.points)]
+        assert times == sorted(times) and all(pt.p99 >= pt.median for pt in profile.points)
+    # SLOs derive from each profile's measured batch-1 tail
+    tight = {c.profile.model: c.slo for c in cases if c.label == "tight"}
+    assert tight["resnet18"] == pytest.approx(4 * models["resnet18"].tail_latency(1), abs=1e-4)
+
+
+def test_profile_sources_combine_and_a_model_given_twice_is_refused(tmp_path: Path) -> None:
+    from sloserve.core.config import ConfigError
+    from sloserve.core.profile_io import save_profiles
+    from sloserve.experiments.batching import load_profile_sources
+
+    # one's own profile files beside the shipped ones
+    own = tmp_path / "own.yaml"
+    save_profiles([BUILTIN_PROFILES[1]], own)
+    profiles, source = load_profile_sources(["demo", own])
+    assert [p.model for p in profiles] == ["mobilenet_v2", "resnet18", "bert", "resnet50"]
+    assert "demo_1core.yaml" in source and str(own) in source
+    loaded, source = load_profile_sources(["published"])
+    assert loaded == list(BUILTIN_PROFILES) and "published-style" in source
+    # rows are named by model: the published mobilenet_v2 and the measured one cannot share a run
+    with pytest.raises(ConfigError, match="--profiles: mobilenet_v2 given by more than one source"):
+        load_profile_sources(["published", "demo"])
+
+
+def test_a_profile_source_that_cannot_be_read_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    args = ["experiment", "batching", "--quick", "--profiles", str(missing), "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

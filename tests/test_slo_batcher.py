@@ -19,7 +19,7 @@ from sloserve.core import (
     WaitUntil,
 )
 from sloserve.policies import PolicyContext, make_scheduler
-from sloserve.policies.slo_batcher import SloBatcher
+from sloserve.policies.slo_batcher import HEAD_OF_LINE_LOSS, SloBatcher
 from sloserve.sim import ModelSetup, simulate, workload
 
 PROFILE = AffineProfile("m", alpha=0.004, beta=0.001, tail_factor=1.25, max_batch=64)
@@ -34,7 +34,7 @@ def _req(i: int, arrival: float, slo: float, priority: int = 0) -> Request:
 
 
 def test_batch_is_largest_prefix_meeting_earliest_deadline() -> None:
-    s = SloBatcher(PROFILE, max_batch=32)
+    s = SloBatcher(PROFILE, max_batch=32, head_of_line_cap=False)
     for i in range(20):
         s.submit(0.0, _req(i, 0.0, 0.02))  # tail(b) = 1.25 * (4 + b) ms <= 20 ms  ->  b <= 12
     out = s.decide(0.0, [InstanceView(0, "m")])
@@ -42,6 +42,61 @@ def test_batch_is_largest_prefix_meeting_earliest_deadline() -> None:
     assert isinstance(dispatch, Dispatch)
     assert dispatch.batch.size == 12
     assert len(s) == 8
+
+
+def test_no_batch_is_larger_than_the_profiles_most_efficient_size() -> None:
+    from sloserve.core.profiles import ProfilePoint, TabulatedProfile
+
+    # measured-style CPU curve: 1000, 1111, 1176, 1053, 1000 rows/s at batch 1, 2, 4, 8, 16
+    times = {1: 1.0, 2: 1.8, 4: 3.4, 8: 7.6, 16: 16.0}
+    curve = TabulatedProfile(
+        "m", tuple(ProfilePoint(b, 1, 1, t * 1e-3, 1.1 * t * 1e-3) for b, t in times.items())
+    )
+
+    def first_batch(**flags: bool) -> int:
+        s = SloBatcher(curve, max_batch=16, **flags)
+        for i in range(20):
+            s.submit(0.0, _req(i, 0.0, 1.0))  # a budget far beyond any batch: only the caps limit
+        out = s.decide(0.0, [InstanceView(0, "m")])
+        assert isinstance(out[0], Dispatch)
+        return out[0].batch.size
+
+    assert first_batch() == 4  # 4 batches of 4 finish all 16 sooner than one of 16
+    assert first_batch(efficient_cap=False) == 16
+    # the cap follows max_batch when a scaler lowers it
+    s = SloBatcher(curve, max_batch=16)
+    s.set_max_batch(2)
+    assert s.batch_limit(InstanceView(0, "m")) == 2
+
+
+def test_no_batch_is_longer_than_half_the_smallest_recent_budget() -> None:
+    # nearly proportional, as measured CPU profiles are: tail(b) = 1.25 * (0.05 + b) ms; a 20 ms
+    # budget allows 15 by its deadline but only 7 within 10 ms: a request arriving as the batch
+    # starts waits for it, then runs in the next one
+    linear = AffineProfile("m", alpha=0.00005, beta=0.001, tail_factor=1.25, max_batch=32)
+    s = SloBatcher(linear, max_batch=32, rate_window=4)
+    for i in range(20):
+        s.submit(0.0, _req(i, 0.0, 0.02))
+    out = s.decide(0.0, [InstanceView(0, "m")])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 7
+    # one request with a 14 ms budget among the last four arrivals: tail <= 7 ms, 5
+    inst = InstanceView(0, "m")
+    s.submit(0.0, _req(20, 0.0, 0.014))
+    assert s.batch_limit(inst) == 5
+    # once four later arrivals have pushed it out of the window, the cap is the 20 ms budget's again
+    for i in range(21, 25):
+        s.submit(0.0, _req(i, 0.0, 0.02))
+    assert s.batch_limit(inst) == 7
+    s.head_of_line_cap = False
+    assert s.batch_limit(inst) == 32
+    # where batching pays (tail(b) = 1.25 * (4 + b) ms: below 28 a batch loses more than 2% of the
+    # peak throughput) the cap stops there, and the deadline's 12 stands
+    s = SloBatcher(PROFILE, max_batch=32)
+    for i in range(20):
+        s.submit(0.0, _req(i, 0.0, 0.02))
+    assert s.batch_limit(inst) == 28
+    out = s.decide(0.0, [inst])
+    assert isinstance(out[0], Dispatch) and out[0].batch.size == 12
 
 
 def test_edf_order_and_priority_levels() -> None:
@@ -72,7 +127,7 @@ def test_cores_and_running_batches_change_the_prediction() -> None:
 
     sp = SpongeProfile("m", gamma=0.004, delta=0.0, epsilon=0.0, eta=0.001, slowdown=(1.0, 2.0))
     for cores, in_flight, expected in [(1, 0, 4), (4, 0, 19), (1, 1, 2)]:
-        s = SloBatcher(sp, max_batch=64)
+        s = SloBatcher(sp, max_batch=64, head_of_line_cap=False)
         for i in range(40):
             s.submit(0.0, _req(i, 0.0, 0.02))
         inst = InstanceView(0, "m", cores=cores, in_flight=in_flight, max_concurrency=in_flight + 1)
@@ -81,7 +136,7 @@ def test_cores_and_running_batches_change_the_prediction() -> None:
         assert out[-1].batch.size == expected, (cores, in_flight)
     # instances on one machine: a batch running on another instance slows this one too
     for shared, expected in [(True, 2), (False, 4)]:
-        s = SloBatcher(sp, max_batch=64, shared_hardware=shared)
+        s = SloBatcher(sp, max_batch=64, shared_hardware=shared, head_of_line_cap=False)
         for i in range(40):
             s.submit(0.0, _req(i, 0.0, 0.02))
         busy = InstanceView(1, "m", in_flight=1)
@@ -99,7 +154,7 @@ def test_waits_only_while_the_next_arrival_is_cheaper_than_idling() -> None:
     assert len(out) == 1 and isinstance(out[0], WaitUntil)
     assert out[0].time == pytest.approx(0.0004 + 0.0004)  # the expected next arrival
     # ... but never past the latest start that keeps the earliest deadline with one more request
-    s = SloBatcher(PROFILE, max_batch=32)
+    s = SloBatcher(PROFILE, max_batch=32, head_of_line_cap=False)
     for i in range(2):
         s.submit(i * 0.0002, _req(i, i * 0.0002, 0.0093))
     out = s.decide(0.0004, [InstanceView(0, "m")])
@@ -153,7 +208,7 @@ def test_on_a_shared_machine_waiting_counts_the_capacity_a_new_batch_adds() -> N
 
 
 def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
-    s = SloBatcher(PROFILE, max_batch=16)
+    s = SloBatcher(PROFILE, max_batch=16, head_of_line_cap=False)
     # a burst: 1 urgent request that limits an EDF prefix to 1, then 30 with room for 16
     s.submit(0.0, _req(0, 0.0, 0.0075))
     for i in range(1, 31):
@@ -162,7 +217,7 @@ def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
     assert isinstance(out[0], Dispatch)
     assert out[0].batch.size == 16 and 0 not in [r.id for r in out[0].batch.requests]
     # at a low rate the urgent request is served first instead
-    s = SloBatcher(PROFILE, max_batch=16)
+    s = SloBatcher(PROFILE, max_batch=16, head_of_line_cap=False)
     for i in range(1, 4):
         s.submit((i - 1) * 0.01, _req(i, (i - 1) * 0.01, 0.06))
     s.submit(0.03, _req(0, 0.03, 0.008))
@@ -173,7 +228,7 @@ def test_overload_passes_over_the_most_urgent_for_a_wider_batch() -> None:
 
 def test_the_urgent_are_passed_over_only_when_that_leaves_fewer_predicted_misses() -> None:
     def burst(loose_slo: float, loose: int, plan_queue: bool = True) -> list[int]:
-        s = SloBatcher(PROFILE, max_batch=16, plan_queue=plan_queue)
+        s = SloBatcher(PROFILE, max_batch=16, plan_queue=plan_queue, head_of_line_cap=False)
         s.submit(0.0, _req(0, 0.0, 0.0075))  # limits an EDF prefix to itself
         for i in range(1, loose + 1):  # a high rate: batches of one fall far behind it
             s.submit(i * 1e-5, _req(i, i * 1e-5, loose_slo))
@@ -197,11 +252,33 @@ def test_with_mixed_slos_the_urgent_are_served_and_those_with_slack_wait() -> No
     wide lost 1.9% of the requests, all urgent ones; planning the queue both ways loses under 1%."""
     from sloserve.experiments import batching
 
-    cases, _ = batching.load_cases(None, quick=False, scenarios=["base"])
+    cases, _ = batching.load_cases(["published"], quick=False, scenarios=["base"])
     (case,) = [c for c in cases if c.profile.model == "mobilenet_v2" and c.label == "mixed"]
     for seed in (0, 1):
         metrics = batching.run_once(case, batching.make_slo(case.profile, case.slo), 900.0, seed, 10.0)
         assert metrics.attainment >= 0.99
+
+
+def test_under_bursts_the_head_of_line_cap_keeps_the_requests_behind_a_batch() -> None:
+    """The batching experiment's bursty row on four instances (the demo bert profile, 10.1 ms SLO,
+    gamma arrivals with CV 3, 400 req/s): without the cap a burst is served in long batches and
+    the requests arriving behind them miss — several times as many misses."""
+    from sloserve.experiments import batching
+
+    cases, _ = batching.load_cases(["demo"], quick=False, scenarios=["gamma3-inst4"])
+    (case,) = [c for c in cases if c.profile.model == "bert" and c.label == "tight"]
+    missed: dict[bool, float] = {}
+    for cap in (True, False):
+
+        def make(cap: bool = cap) -> tuple[SloBatcher, None]:
+            p = case.profile
+            batcher = SloBatcher(p, p.max_batch, case.slo, shared_hardware=False, head_of_line_cap=cap)
+            return batcher, None
+
+        attainment = [batching.run_once(case, make, 400.0, seed, 20.0).attainment for seed in (0, 1, 2)]
+        missed[cap] = sum(1 - a for a in attainment)
+    assert missed[True] <= 0.03  # 99% on average
+    assert missed[False] >= 3 * missed[True]
 
 
 def test_does_not_wait_at_low_rate_or_without_deadline() -> None:
@@ -218,7 +295,7 @@ def test_does_not_wait_at_low_rate_or_without_deadline() -> None:
 
 
 def test_model_slo_gives_requests_without_deadline_one() -> None:
-    s = SloBatcher(PROFILE, max_batch=32, slo=0.02)
+    s = SloBatcher(PROFILE, max_batch=32, slo=0.02, head_of_line_cap=False)
     for i in range(20):
         s.submit(0.0, Request(i, "m", 0.0))
     out = s.decide(0.0, [InstanceView(0, "m")])
@@ -299,11 +376,17 @@ _request_specs = st.lists(
     in_flight=st.integers(0, 1),
     now_offset=st.floats(0.0, 0.03),
 )
+@pytest.mark.parametrize("head_of_line", [True, False])
 def test_invariants(
-    specs: list[tuple[float, float, int]], max_batch: int, cores: int, in_flight: int, now_offset: float
+    specs: list[tuple[float, float, int]],
+    max_batch: int,
+    cores: int,
+    in_flight: int,
+    now_offset: float,
+    head_of_line: bool,
 ) -> None:
     profile = AffineProfile("m", alpha=0.003, beta=0.0015, tail_factor=1.2, slowdown=(1.0, 1.6))
-    s = SloBatcher(profile, max_batch=max_batch, default_priority=1)
+    s = SloBatcher(profile, max_batch=max_batch, default_priority=1, head_of_line_cap=head_of_line)
     reqs = sorted(
         (Request(i, "m", a, a + slo, p) for i, (a, slo, p) in enumerate(specs)), key=lambda r: r.arrival
     )
@@ -353,8 +436,17 @@ def test_invariants(
     # at least the largest EDF prefix that makes its earliest deadline
     order = sorted(queued_before, key=lambda r: (level(r), r.deadline, r.id))
     order = [r for r in order if r in survivors]
+    # the head-of-line cap: no batch whose tail exceeds half the smallest budget among the last
+    # 32 accepted arrivals (at least one request); the profile is affine, so no efficiency cap
+    limit = max_batch
+    if head_of_line:
+        rates = [n / profile.latency(n, cores, in_flight + 1) for n in range(1, max_batch + 1)]
+        knee = next(n for n, r in enumerate(rates, 1) if r >= (1 - HEAD_OF_LINE_LOSS) * max(rates))
+        recent = [r.deadline - r.arrival for r in reqs if r not in ended][-32:]
+        limit = max([knee, *(n for n in range(1, max_batch + 1) if tail(n) <= min(recent) / 2)])
+    assert b <= limit
     prefix = 0
-    for n in range(1, min(max_batch, len(order)) + 1):
+    for n in range(1, min(limit, len(order)) + 1):
         if now + tail(n) > min(r.deadline for r in order[:n]):
             break
         prefix = n

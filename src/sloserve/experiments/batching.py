@@ -32,9 +32,12 @@ advance; every batch at its profiled time); with several, the queueing-free flui
 the bound is below 1.5x Triton's default capacity, that target is out of reach for any policy,
 and the output says so.
 
-Profiles: published-style affine CPU profiles (``l(b) = α + β·b``; shapes of MobileNet-v2,
-ResNet-50 and BERT-base on one CPU core, not measured here) unless ``--profiles`` names a profile
-file from ``sloserve profile``. SLOs: tight = 4·l(1), loose = 16·l(1) at p99.
+Profiles (``--profiles``, one or more sources): ``demo`` (the default), the demo models
+mobilenet_v2, resnet18 and bert measured on one core of the development machine
+(``data/profiles/demo_1core.yaml``, which says how); ``published``, published-style affine CPU
+profiles (``l(b) = α + β·b``; shapes of MobileNet-v2, ResNet-50 and BERT-base on one CPU core, not
+measured here); or profile files from ``sloserve profile``. SLOs: tight = 4·l(1), loose = 16·l(1)
+at p99.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from sloserve.core.profiles import AffineProfile, ModelProfile
-from sloserve.data import AZURE_CODE_TRACE
+from sloserve.data import AZURE_CODE_TRACE, DATA_DIR
 from sloserve.policies.base import Scaler, Scheduler
 
 NOISE_CV = 0.1
@@ -63,6 +66,13 @@ BUILTIN_PROFILES: tuple[AffineProfile, ...] = (
     AffineProfile("bert_base", alpha=0.0060, beta=0.0090, max_batch=32, tail_factor=TAIL_FACTOR),
 )
 """Published-style affine profiles (seconds): high, medium and low gain from batching."""
+DEMO_PROFILES = DATA_DIR / "profiles" / "demo_1core.yaml"
+"""The demo models' profiles measured on one core of the development machine (the file says how)."""
+PROFILE_SOURCES = {
+    "demo": "the demo models' profiles measured on one core (sloserve/data/profiles/demo_1core.yaml)",
+    "published": "published-style affine CPU profiles (built in, not measured)",
+}
+"""Named ``--profiles`` sources; anything else is a profile file."""
 
 
 @dataclass(frozen=True)
@@ -407,21 +417,39 @@ def _key_of(params: dict[str, Any]) -> str:
 SCENARIOS: dict[str, Scenario] = {sc.key: sc for sc in (POISSON_1, *EXTRA_SCENARIOS)}
 
 
-def load_cases(
-    profiles_path: Path | None, quick: bool, scenarios: Sequence[str] | None = None
-) -> tuple[list[Case], str]:
-    """The cases to run and where their profiles come from: the original rows (tight, loose and
-    mixed SLO; ``--quick``: tight and loose) and, unless ``quick``, each extra scenario at the
-    tight and loose SLO. ``scenarios`` (keys of :data:`SCENARIOS`) picks some of them."""
-    if profiles_path is not None:
-        from sloserve.core.profile_io import load_profiles
+def load_profile_sources(sources: Sequence[str | Path]) -> tuple[list[ModelProfile], str]:
+    """The profiles named by ``--profiles`` (``demo``, ``published`` or profile files), in order,
+    and a line saying where they come from."""
+    from sloserve.core.config import ConfigError
+    from sloserve.core.profile_io import load_profiles
 
-        pset = load_profiles(profiles_path)
-        profiles: list[ModelProfile] = list(pset.profiles.values())
-        source = f"measured profiles from {profiles_path}"
-    else:
-        profiles = list(BUILTIN_PROFILES)
-        source = "published-style affine CPU profiles (built in, not measured)"
+    profiles: list[ModelProfile] = []
+    described: list[str] = []
+    for source in sources:
+        if source == "published":
+            profiles += BUILTIN_PROFILES
+        else:
+            path = DEMO_PROFILES if source == "demo" else Path(source)
+            profiles += load_profiles(path).profiles.values()
+        described.append(PROFILE_SOURCES.get(str(source), f"measured profiles from {source}"))
+    models = [p.model for p in profiles]
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise ConfigError(
+            f"--profiles: {', '.join(twice)} given by more than one source; rows are named by model, "
+            "so give each model once (run the sources separately with their own --out)"
+        )
+    return profiles, "; ".join(described)
+
+
+def load_cases(
+    sources: Sequence[str | Path], quick: bool, scenarios: Sequence[str] | None = None
+) -> tuple[list[Case], str]:
+    """The cases to run and where their profiles come from (:func:`load_profile_sources`): the
+    original rows (tight, loose and mixed SLO; ``--quick``: tight and loose) and, unless ``quick``,
+    each extra scenario at the tight and loose SLO. ``scenarios`` (keys of :data:`SCENARIOS`) picks
+    some of them."""
+    profiles, source = load_profile_sources(sources)
     keys = list(scenarios) if scenarios else (["base"] if quick else list(SCENARIOS))
     cases: list[Case] = []
     for key in keys:
@@ -442,7 +470,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--out", type=Path, default=Path("results/batching"), help="output directory")
     p.add_argument("--quick", action="store_true", help="small run: short runs, one seed, tiny grids")
-    p.add_argument("--profiles", type=Path, help="profile file (sloserve-profile/v1); default: built-in")
+    p.add_argument(
+        "--profiles",
+        nargs="+",
+        default=["demo"],
+        metavar="SOURCE",
+        help="where the profiles come from, one or more of: 'demo' (default: the demo models "
+        "mobilenet_v2, resnet18 and bert measured on one core of the development machine), "
+        "'published' (published-style affine CPU profiles of MobileNet-v2, ResNet-50 and "
+        "BERT-base), or profile files written by 'sloserve profile'",
+    )
     p.add_argument("--duration", type=float, help="simulated seconds per run")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (capacity = mean attainment over them)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -20,6 +20,18 @@ Rules (ours; CoFB's reordering/batching and Clockwork's early drop are the model
   over the most urgent. Under overload this keeps batches (and throughput) up instead of
   shrinking them to the most urgent request's budget; the passed-over requests stay queued and
   are dropped once hopeless.
+- **Batch caps.** No batch is larger than the profile's most efficient size (the ``b`` with the
+  highest ``b / l(b)`` at the instance's cores and sharing): a bigger one takes longer and serves
+  fewer per second, so running the queue in batches of that size finishes every request sooner
+  (measured CPU profiles peak early: the demo mobilenet_v2 at 4 of 32). Nor is a batch longer, by
+  its tail, than half the smallest budget (deadline - arrival) among the last ``rate_window``
+  arrivals (Nexus's ``l(B) <= SLO/2``): a request that arrives just as a batch starts waits for
+  it and then runs in the next, and both must fit its budget. Without it a burst is served in a
+  few long batches and the requests arriving behind them miss. That cap gives way where batching
+  pays: it never cuts below the smallest batch within :data:`HEAD_OF_LINE_LOSS` (2%) of the peak
+  throughput (on the published-style affine profiles, whose batches gain up to 4x, an
+  unconditional cap lost up to 3.2x of capacity, and a 5% allowance 3.5% where throughput
+  decides). ``efficient_cap=False`` and ``head_of_line_cap=False`` turn them off, for ablations.
 - **Passing over the urgent only when it pays.** Before the wider batch replaces the base one,
   the queue is planned both ways: that batch now, then the rest in base batches one after another
   (no further arrivals assumed); the wider batch runs only if fewer requests are then predicted to
@@ -72,6 +84,10 @@ from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
 from sloserve.policies.queues import EdfQueue
+
+HEAD_OF_LINE_LOSS = 0.02
+"""Throughput the head-of-line cap may give up: it never cuts a batch below the smallest size whose
+throughput is within this fraction of the profile's peak."""
 
 _Item = tuple[float, float, int, Request]
 """A queue entry: (priority level, deadline, request id, request)."""
@@ -150,12 +166,22 @@ class SloBatcher(QueueScheduler):
         calibration_min: int = 8,
         calibration_band: float = 0.05,
         plan_queue: bool = True,
+        efficient_cap: bool = True,
+        head_of_line_cap: bool = True,
     ) -> None:
         self.edf = DeadlineQueue(default_priority, slo)
         super().__init__(max_batch, self.edf, dispatcher, max_queue_size=max_queue_size)
         self.profile = profile
         self.slo = slo
         self._arrivals: deque[float] = deque(maxlen=max(2, rate_window))
+        self._budgets: deque[float] = deque(maxlen=max(2, rate_window))
+        """Deadline minus arrival of the last accepted requests (the head-of-line cap's budget)."""
+        self.efficient_cap = efficient_cap
+        """Whether batches are capped at the profile's most efficient size (False: for ablations)."""
+        self.head_of_line_cap = head_of_line_cap
+        """Whether batches are capped at half the smallest recent budget (False: for ablations)."""
+        self._efficient: dict[tuple[int, int, int], tuple[int, int]] = {}
+        """Most efficient and knee batch sizes per (cores, batches sharing the hardware, ``max_batch``)."""
         self.shared_hardware = shared_hardware
         """True: the model's instances share one machine, so every running batch slows a new one."""
         self._instances = 1
@@ -185,6 +211,7 @@ class SloBatcher(QueueScheduler):
         drop = super().submit(now, request)
         if drop is None:
             self._arrivals.append(now)
+            self._budgets.append(deadline - now)
         return drop
 
     def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
@@ -239,19 +266,20 @@ class SloBatcher(QueueScheduler):
         items = self.edf.ordered()
         if not items:
             return None
-        size, rows, earliest = self._prefix(items, now, instance)
+        limit = self.batch_limit(instance)
+        size, rows, earliest = self._prefix(items, now, instance, limit)
         assert size > 0, "the hopeless were dropped above: the head makes it alone"
         chosen = items[:size]
-        if size < len(items) and rows + items[size][3].rows <= self.max_batch:  # the deadline cut it
-            wider = self._widest(now, instance, items, rows)
+        if size < len(items) and rows + items[size][3].rows <= limit:  # the deadline cut it
+            wider = self._widest(now, instance, items, rows, limit)
             if wider is not None and (
                 not self.plan_queue
-                or self._planned_misses(now, instance, items, wider)
-                < self._planned_misses(now, instance, items, chosen)
+                or self._planned_misses(now, instance, items, wider, limit)
+                < self._planned_misses(now, instance, items, chosen, limit)
             ):
                 chosen = wider
         elif size == len(items):
-            wake = self._wait_until(now, instance, rows, earliest)
+            wake = self._wait_until(now, instance, rows, earliest, limit)
             if wake is not None:
                 return wake
         self.edf.remove_ids({item[2] for item in chosen})
@@ -261,15 +289,56 @@ class SloBatcher(QueueScheduler):
         self._free = max(1, self._free - 1)
         return batch
 
-    def _prefix(self, items: Sequence[_Item], start: float, instance: InstanceView) -> tuple[int, int, float]:
-        """The largest EDF prefix of ``items`` within ``max_batch`` rows that, started at ``start``,
+    def batch_limit(self, instance: InstanceView) -> int:
+        """The most rows a batch on ``instance`` may have now: ``max_batch``; with
+        ``efficient_cap`` at most the profile's most efficient size; with ``head_of_line_cap`` no
+        longer, by its tail, than half the smallest recent budget, unless that means a batch
+        below the smallest one within :data:`HEAD_OF_LINE_LOSS` of the peak throughput."""
+        efficient, knee = self._efficient_sizes(instance)
+        limit = min(self.max_batch, efficient) if self.efficient_cap else self.max_batch
+        if self.head_of_line_cap and self._budgets and knee < limit:
+            half = min(self._budgets) / 2
+            # the tail grows with the batch: the largest b in [knee, limit] with tail(b) <= half
+            lo, hi = knee, limit
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.tail(mid, instance) <= half:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            limit = lo
+        return limit
+
+    def _efficient_sizes(self, instance: InstanceView) -> tuple[int, int]:
+        """``(most efficient, knee)`` batch sizes up to ``max_batch`` on ``instance`` now, by the
+        profile's median throughput ``b / l(b)``: the size of the peak, and the smallest size
+        within :data:`HEAD_OF_LINE_LOSS` of it."""
+        sharing = self._sharing(instance)
+        key = (instance.cores, sharing, self.max_batch)
+        sizes = self._efficient.get(key)
+        if sizes is None:
+            rates = [
+                b / self.profile.latency(b, instance.cores, sharing) for b in range(1, self.max_batch + 1)
+            ]
+            peak = max(rates)
+            sizes = (
+                rates.index(peak) + 1,
+                next(b for b, r in enumerate(rates, 1) if r >= (1 - HEAD_OF_LINE_LOSS) * peak),
+            )
+            self._efficient[key] = sizes
+        return sizes
+
+    def _prefix(
+        self, items: Sequence[_Item], start: float, instance: InstanceView, limit: int
+    ) -> tuple[int, int, float]:
+        """The largest EDF prefix of ``items`` within ``limit`` rows that, started at ``start``,
         meets its earliest deadline: ``(requests, rows, earliest deadline)``; ``(0, 0, inf)`` when
         even the first misses alone."""
         earliest = math.inf
         size = rows = 0
         for item in items:
             more = item[3].rows
-            if size and rows + more > self.max_batch:
+            if size and rows + more > limit:
                 break
             if start + self.tail(rows + more, instance) > min(earliest, item[1]):
                 break
@@ -277,7 +346,7 @@ class SloBatcher(QueueScheduler):
         return size, rows, earliest
 
     def _planned_misses(
-        self, now: float, instance: InstanceView, items: Sequence[_Item], first: Sequence[_Item]
+        self, now: float, instance: InstanceView, items: Sequence[_Item], first: Sequence[_Item], limit: int
     ) -> int:
         """Requests of the queue ``items`` predicted to miss their deadlines if ``first`` runs now
         and the rest follow in base batches one after another (no further arrivals assumed)."""
@@ -286,7 +355,7 @@ class SloBatcher(QueueScheduler):
         at = now + self.tail(sum(item[3].rows for item in first), instance)
         misses = head = 0
         while head < len(rest):
-            size, rows, _ = self._prefix(rest[head:], at, instance)
+            size, rows, _ = self._prefix(rest[head:], at, instance, limit)
             if size == 0:  # the head misses even alone
                 misses += 1
                 head += 1
@@ -306,12 +375,12 @@ class SloBatcher(QueueScheduler):
         return next((b for b in range(1, cap + 1) if b / self.typical(b, instance) >= share), cap + 1)
 
     def _widest(
-        self, now: float, instance: InstanceView, items: list[_Item], rows: int
+        self, now: float, instance: InstanceView, items: list[_Item], rows: int, limit: int
     ) -> list[_Item] | None:
         """When batches of ``rows`` would fall behind the arrivals: the smallest batch that keeps
         up (else the largest) among those whose members all make it — EDF among the requests that
         can, passing over the most urgent. None when batches of ``rows`` keep up or none fits."""
-        cap = min(self.max_batch, self.edf.rows)
+        cap = min(limit, self.edf.rows)
         need = self._keep_up_size(now, instance, cap)
         if rows >= need:
             return None
@@ -338,9 +407,11 @@ class SloBatcher(QueueScheduler):
                 taken += item[3].rows
         return chosen or None
 
-    def _wait_until(self, now: float, instance: InstanceView, size: int, earliest: float) -> float | None:
+    def _wait_until(
+        self, now: float, instance: InstanceView, size: int, earliest: float, limit: int
+    ) -> float | None:
         """The time to hold a batch of ``size`` (the whole queue) until, or None to run it now."""
-        if size >= self.max_batch or math.isinf(earliest):
+        if size >= limit or math.isinf(earliest):
             return None  # batch full, or no deadline to wait against
         latest_start = earliest - self.tail(size + 1, instance)
         rate = self.arrival_rate(now) / self._free
