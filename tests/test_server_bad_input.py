@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sloserve.runtime.codec import ProtocolError, tensor_from_json
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
@@ -72,6 +73,7 @@ MODEL_CASES = [
     ("data_count", json.dumps(_tensor(shape=[1, 4])).encode(), 400, "needs 4"),
     ("bad_shape", json.dumps(_tensor(shape=[1, -3])).encode(), 400, "non-negative integers"),
     ("not_numbers", json.dumps(_tensor(data=["a", "b", "c"])).encode(), 400, "FP32"),
+    ("bools_as_numbers", json.dumps(_tensor(data=[True, False, True])).encode(), 400, "must hold numbers"),
     ("missing_input", json.dumps(_tensor(name="OTHER")).encode(), 400, "missing input"),
     (
         "batch_too_big",
@@ -94,6 +96,27 @@ def test_malformed_requests_each_get_a_clear_error(server: BackgroundServer) -> 
     after = _stats(server)
     assert after["fail"]["count"] - before["fail"]["count"] == len(MODEL_CASES)
     assert after["success"]["count"] - before["success"]["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "words"),
+    [
+        ("INT64", [1, 2.5, 3], "must hold integers"),  # NumPy alone would cut 2.5 to 2
+        ("INT32", [[1], [True], [3]], "must hold integers"),  # ... and take true as 1
+        ("UINT8", [1, 2, -3], "out of bounds"),
+        ("FP32", [1.0, False, 3.0], "must hold numbers"),
+        ("BOOL", [1, 0, 1], "true/false"),
+    ],
+)
+def test_json_data_of_the_wrong_type_is_refused(datatype: str, data: list[object], words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        tensor_from_json(datatype, (3, 1) if isinstance(data[0], list) else (3,), data, "input 'x'")
+
+
+def test_json_data_of_the_right_type_is_taken() -> None:
+    assert tensor_from_json("FP32", (3,), [1, 2.5, 3], "x").tolist() == [1.0, 2.5, 3.0]  # ints are numbers
+    assert tensor_from_json("INT64", (2, 2), [[1, 2], [3, 4]], "x").tolist() == [[1, 2], [3, 4]]
+    assert tensor_from_json("BOOL", (2,), [True, False], "x").tolist() == [True, False]
 
 
 def test_binary_path_garbage(server: BackgroundServer) -> None:

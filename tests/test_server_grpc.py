@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from server_fakes import FakeBackends, wait_for, write_model
+from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.grpc_server import decode_grpc_infer
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 
@@ -170,3 +173,11 @@ def test_the_budget_counts_from_the_calls_arrival(
     with pytest.raises(InferenceServerException) as err:
         client.infer("slo_model", [_input(2.0)], timeout=300_000)
     assert err.value.status() == "StatusCode.UNAVAILABLE" and "deadline" in str(err.value)
+
+
+def test_typed_contents_out_of_the_types_range_are_refused() -> None:
+    request = service_pb2.ModelInferRequest(model_name="identity")
+    tensor = request.inputs.add(name="x", datatype="INT8", shape=[2])
+    tensor.contents.int_contents.extend([1, 300])  # int_contents is 32-bit: 300 fits there, not in INT8
+    with pytest.raises(ProtocolError, match=r"INT8 contents: .*300"):
+        decode_grpc_infer(request)

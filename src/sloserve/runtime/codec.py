@@ -180,8 +180,10 @@ def tensor_from_json(datatype: str, shape: tuple[int, ...], data: Any, where: st
             arr = np.asarray(data, dtype=dtype)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"{where}: 'data' does not hold {datatype} values: {exc}") from None
-        if datatype == "BOOL" and not _all_bools(data):
-            raise ProtocolError(f"{where}: 'data' of a BOOL tensor must hold true/false")
+        # NumPy would take true as 1 and cut 1.5 to 1 for an integer type: refuse both
+        allowed, words = _JSON_LEAVES[dtype.kind]
+        if not _leaf_types(data) <= allowed:
+            raise ProtocolError(f"{where}: 'data' of a {datatype} tensor must hold {words}")
         arr = arr.reshape(-1)
     if arr.size != element_count(shape):
         raise ProtocolError(
@@ -194,10 +196,26 @@ def _bad_bytes(value: Any, where: str) -> bytes:
     raise ProtocolError(f"{where}: BYTES data must be strings, got {type(value).__name__}")
 
 
-def _all_bools(data: Any) -> bool:
-    if isinstance(data, list):
-        return all(_all_bools(x) for x in data)
-    return isinstance(data, bool)
+_JSON_LEAVES: dict[str, tuple[set[type], str]] = {
+    "b": ({bool}, "true/false"),
+    "i": ({int}, "integers"),
+    "u": ({int}, "integers"),
+    "f": ({int, float}, "numbers"),
+}
+"""The JSON value types a tensor's ``data`` may hold, by NumPy dtype kind (bool is not an int here)."""
+
+
+def _leaf_types(data: Any) -> set[type]:
+    """The exact types of the leaves of the nested list ``data`` (JSON decodes to exact types)."""
+    if not isinstance(data, list):
+        return {type(data)}
+    types = set(map(type, data))
+    if list in types:
+        types.discard(list)
+        for item in data:
+            if isinstance(item, list):
+                types |= _leaf_types(item)
+    return types
 
 
 def _flatten(data: Any, where: str) -> list[Any]:

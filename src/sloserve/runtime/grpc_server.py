@@ -123,7 +123,10 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
             arr = np.empty(count, dtype=object)
             arr[:] = values
         else:
-            arr = np.asarray(values, dtype=dtype)
+            try:  # int_contents carries INT8/INT16 too: a value out of the type's range is refused
+                arr = np.asarray(values, dtype=dtype)
+            except OverflowError as exc:
+                raise ProtocolError(f"{where}: {tensor.datatype} contents: {exc}") from None
         inputs[tensor.name] = arr.reshape(shape)
     outputs = []
     for o in request.outputs:
