@@ -138,10 +138,19 @@ class VirtualTimers:
 
 
 class VirtualInstance(InstanceRunner):
-    """An instance whose batches take ``slowdown * profile.latency(batch, threads)`` of virtual time."""
+    """An instance whose batches take ``slowdown * profile.latency(batch, threads)`` of virtual time,
+    and whose answers reach the loop ``handoff`` seconds after that."""
 
-    def __init__(self, loop: EventLoop, profile: ModelProfile, threads: int, slowdown: float = 1.0) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        profile: ModelProfile,
+        threads: int,
+        slowdown: float = 1.0,
+        handoff: float = 0.0,
+    ) -> None:
         self.loop, self.profile, self.threads, self.slowdown = loop, profile, threads, slowdown
+        self.handoff = handoff
         self.submitted: list[int] = []
         self.stopped = False
 
@@ -152,7 +161,7 @@ class VirtualInstance(InstanceRunner):
         self.submitted.append(len(inputs))
         service = self.slowdown * self.profile.latency(len(inputs), self.threads, 1)
         result = BatchResult([dict(x) for x in inputs], service)
-        self.loop.at(self.loop.now + service, lambda: done(result))
+        self.loop.at(self.loop.now + service + self.handoff, lambda: done(result))
 
     def resize(self, threads: int) -> None:
         self.threads = threads

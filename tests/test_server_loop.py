@@ -45,6 +45,7 @@ def _loop(
     scaler: Any = None,
     slowdown: float = 1.0,
     profile: ModelProfile = PROFILE,
+    handoff: float = 0.0,
 ) -> tuple[EventLoop, ModelLoop, dict[int, VirtualInstance]]:
     ev = EventLoop()
     env = VirtualTimers(ev)
@@ -53,7 +54,7 @@ def _loop(
     runners: dict[int, VirtualInstance] = {}
 
     def spawn(iid: int, threads: int) -> VirtualInstance:
-        runners[iid] = VirtualInstance(ev, profile, threads, slowdown)
+        runners[iid] = VirtualInstance(ev, profile, threads, slowdown, handoff)
         return runners[iid]
 
     loop = ModelLoop(
@@ -148,6 +149,29 @@ def test_stats_keep_the_profiles_time_beside_the_measured_time_of_each_batch() -
     predicted = sum(by_cores.latency(b, 2 if i < before else 1) for i, b in enumerate(sizes))
     assert s.profiled_ns == pytest.approx(predicted * 1e9, abs=10)
     assert sum(s.batch_ns.values()) == pytest.approx(1.5 * s.profiled_ns, rel=1e-6)
+    loop.close()
+    ev.run()
+
+
+def test_the_scheduler_learns_a_batchs_time_as_the_loop_saw_it() -> None:
+    """A batch computes in 10 ms and its answer reaches the loop 3 ms later (the hand-off between
+    threads): the scheduler, which plans deadlines in the loop's time, is told 13 ms; the
+    statistics keep the 10 ms of compute."""
+    ev, loop, _ = _loop(handoff=0.003)
+    told: list[float] = []
+    on_complete = loop.scheduler.on_complete
+
+    def record(now: float, batch: Any, view: Any, latency: float) -> None:
+        told.append(latency)
+        on_complete(now, batch, view, latency)
+
+    loop.scheduler.on_complete = record  # type: ignore[method-assign]
+    outcomes: list[Outcome] = []
+    _send(loop, outcomes, 3)
+    ev.run(until=0.5)
+    assert len(outcomes) == 3 and told
+    assert told == pytest.approx([0.013] * len(told))
+    assert sum(loop.stats.batch_ns.values()) == pytest.approx(len(told) * 0.010 * 1e9, rel=1e-6)
     loop.close()
     ev.run()
 

@@ -328,17 +328,23 @@ class ModelLoop:
         if self.on_dispatch is not None:
             self.on_dispatch(now, decision)
         self.runners[view.id].submit(
-            inputs, lambda result: self._batch_done(batch, view.id, result, estimate)
+            inputs, lambda result: self._batch_done(batch, view.id, result, estimate, now)
         )
 
-    def _batch_done(self, batch: Batch, iid: int, result: BatchResult, estimate: float) -> None:
-        """Called when instance ``iid`` finished ``batch``; ``estimate``: the profile's time for it."""
+    def _batch_done(
+        self, batch: Batch, iid: int, result: BatchResult, estimate: float, dispatched: float
+    ) -> None:
+        """Called when instance ``iid`` finished ``batch``; ``estimate``: the profile's time for it.
+
+        The scheduler is told the batch's time as this loop saw it, from dispatch to now: the
+        compute plus the hand-offs to and from the instance, which a deadline has to cover too
+        (the statistics keep the compute time alone)."""
         now = self.clock.now()
         view = self.views[iid]
         view.in_flight -= 1
         if view.in_flight == 0:
             view.busy_until = min(view.busy_until, now)
-        self.scheduler.on_complete(now, batch, view, result.compute_s)
+        self.scheduler.on_complete(now, batch, view, max(result.compute_s, now - dispatched))
         stats = self.stats
         stats.execution_count += 1
         stats.batch_sizes[batch.size] += 1
