@@ -11,7 +11,9 @@ reference, on the same arrivals and seeds (the simulator is deterministic for a 
   efficient size;
 - ``head-of-line cap`` (``head_of_line_cap``): no batch longer than half the smallest recent budget;
 - ``queue plan`` (``plan_queue``): the urgent requests are passed over for a wider batch only if
-  planning the queue both ways predicts fewer misses (off: the wider batch always wins).
+  planning the queue both ways predicts fewer misses (off: the wider batch always wins);
+- ``tail calibration`` (``tail_window=0`` turns it off): the tail of batch times is learnt from
+  the finished batches where it is wider than the profile's.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from rich.table import Table
 from sloserve.experiments import batching
 from sloserve.policies.slo_batcher import SloBatcher
 
-RULES = {"efficient cap": "efficient_cap", "head-of-line cap": "head_of_line_cap", "queue plan": "plan_queue"}
-"""Column name: the ``SloBatcher`` flag it turns off."""
+RULES = {
+    "efficient cap": "efficient_cap",
+    "head-of-line cap": "head_of_line_cap",
+    "queue plan": "plan_queue",
+    "tail calibration": "tail_window",
+}
+"""Column name: the ``SloBatcher`` argument that turns it off (a flag set False, or ``tail_window=0``)."""
 
 
 def make_batcher(case: batching.Case, off: str | None = None) -> batching.Make:
@@ -49,6 +56,7 @@ def make_batcher(case: batching.Case, off: str | None = None) -> batching.Make:
             efficient_cap=off != "efficient_cap",
             head_of_line_cap=off != "head_of_line_cap",
             plan_queue=off != "plan_queue",
+            **({"tail_window": 0} if off == "tail_window" else {}),
         )
         return batcher, None
 
