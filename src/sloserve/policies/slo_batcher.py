@@ -245,8 +245,7 @@ class SloBatcher(QueueScheduler):
         self._instances = max(1, len(live))
         self._free = max(1, sum(1 for i in live if i.free))
         if live:
-            fastest = min(self._tail(1, i.cores, 1) for i in live)
-            self._best_single = fastest
+            self._best_single = min(self._tail(1, i.cores, 1) for i in live)
         self._running = sum(i.in_flight for i in instances)
         return super().decide(now, instances)
 
