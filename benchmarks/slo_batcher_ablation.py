@@ -31,7 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from sloserve.experiments import batching
-from sloserve.policies.slo_batcher import SloBatcher
+from sloserve.policies.slo_batcher import TAIL_WINDOW, SloBatcher
 
 RULES = {
     "efficient cap": "efficient_cap",
@@ -56,7 +56,7 @@ def make_batcher(case: batching.Case, off: str | None = None) -> batching.Make:
             efficient_cap=off != "efficient_cap",
             head_of_line_cap=off != "head_of_line_cap",
             plan_queue=off != "plan_queue",
-            **({"tail_window": 0} if off == "tail_window" else {}),
+            tail_window=0 if off == "tail_window" else TAIL_WINDOW,
         )
         return batcher, None
 

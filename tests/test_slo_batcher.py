@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sloserve.core import (
     AffineProfile,
+    Batch,
     Decision,
     Dispatch,
     Drop,
@@ -313,12 +314,17 @@ def test_registry_factory_needs_a_profile() -> None:
         make_scheduler("slo", PolicyContext(model="m", max_batch=16))
 
 
+def _first_batch(s: SloBatcher, inst: InstanceView) -> Batch:
+    """The batch ``s`` dispatches on ``inst`` once eight requests with a 1 s budget are queued."""
+    for i in range(8):
+        s.submit(0.0, _req(i, 0.0, 1.0))
+    return next(d for d in s.decide(0.0, [inst]) if isinstance(d, Dispatch)).batch
+
+
 def test_calibration_scales_predictions_by_the_median_observed_ratio() -> None:
     s = SloBatcher(PROFILE, max_batch=8, calibration_window=5, calibration_min=3)
     inst = InstanceView(0, "m")
-    for i in range(8):
-        s.submit(0.0, _req(i, 0.0, 1.0))
-    batch = next(d for d in s.decide(0.0, [inst]) if isinstance(d, Dispatch)).batch
+    batch = _first_batch(s, inst)
     predicted = PROFILE.latency(batch.size)
     assert batch.meta["predicted_s"] == pytest.approx(predicted)
     before = s.tail(4, inst)
@@ -364,9 +370,7 @@ def test_calibration_keeps_deadlines_when_the_profile_is_too_fast() -> None:
 def test_tail_calibration_follows_the_observed_spread_of_batch_times() -> None:
     s = SloBatcher(PROFILE, max_batch=8, tail_window=100, tail_min=50)
     inst = InstanceView(0, "m")
-    for i in range(8):
-        s.submit(0.0, _req(i, 0.0, 1.0))
-    batch = next(d for d in s.decide(0.0, [inst]) if isinstance(d, Dispatch)).batch
+    batch = _first_batch(s, inst)
     median = PROFILE.latency(batch.size)
     before = s.tail(4, inst)
     # the median as profiled, but one batch in fifty takes 1.6x it where the profile says 1.25x

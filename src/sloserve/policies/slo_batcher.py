@@ -102,6 +102,9 @@ HEAD_OF_LINE_LOSS = 0.02
 """Throughput the head-of-line cap may give up: it never cuts a batch below the smallest size whose
 throughput is within this fraction of the profile's peak."""
 
+TAIL_WINDOW = 256
+"""Finished batches the learnt tail (their 99th percentile of observed / profiled time) is taken over."""
+
 _Item = tuple[float, float, int, Request]
 """A queue entry: (priority level, deadline, request id, request)."""
 
@@ -178,7 +181,7 @@ class SloBatcher(QueueScheduler):
         calibration_window: int = 64,
         calibration_min: int = 8,
         calibration_band: float = 0.05,
-        tail_window: int = 256,
+        tail_window: int = TAIL_WINDOW,
         tail_min: int = 64,
         plan_queue: bool = True,
         efficient_cap: bool = True,
