@@ -263,8 +263,9 @@ class SloBatcher(QueueScheduler):
         if len(self._ratios) >= self._calibration_min:
             median = sorted(self._ratios)[len(self._ratios) // 2]  # the upper median
             self.latency_scale = median if abs(median - 1.0) > self._calibration_band else 1.0
-        if not (self.shared_hardware and self._dispatched > batch.meta.get("dispatched", 0.0)):
-            self._tail_ratios.append(ratio)  # not slowed by batches started after it: its own spread
+        if self.shared_hardware and self._dispatched > batch.meta.get("dispatched", 0.0):
+            return  # slowed by batches started after it: not its own spread
+        self._tail_ratios.append(ratio)
         if len(self._tail_ratios) >= self._tail_min:
             ordered = sorted(self._tail_ratios)
             self.tail_ratio = ordered[math.ceil(0.99 * len(ordered)) - 1]
