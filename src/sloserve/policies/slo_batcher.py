@@ -97,6 +97,7 @@ from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
 from sloserve.policies.queues import EdfQueue
+from sloserve.policies.windows import SortedWindow
 
 HEAD_OF_LINE_LOSS = 0.02
 """Throughput the head-of-line cap may give up: it never cuts a batch below the smallest size whose
@@ -209,7 +210,7 @@ class SloBatcher(QueueScheduler):
         """Tail latency of a batch of one on the fastest instance seen at the last ``decide`` (0 before)."""
         self._free = 1
         """Instances that can take a batch now (counted in ``decide``, less those given one since)."""
-        self._ratios: deque[float] = deque(maxlen=max(0, calibration_window))
+        self._ratios = SortedWindow(calibration_window)
         """Observed / predicted median latency of the last finished batches (none kept: calibration off)."""
         self.plan_queue = plan_queue
         """Whether the wider batch must leave fewer planned misses than the base one (False: it
@@ -219,7 +220,7 @@ class SloBatcher(QueueScheduler):
         self.latency_scale = 1.0
         """What the profile's latencies are multiplied by: the median of ``_ratios`` once there are
         ``calibration_min`` of them and it is more than ``calibration_band`` away from 1, else 1."""
-        self._tail_ratios: deque[float] = deque(maxlen=max(0, tail_window))
+        self._tail_ratios = SortedWindow(tail_window)
         """Observed / predicted median latency of the last ``tail_window`` finished batches."""
         self._tail_min = max(1, tail_min)
         self._dispatched = 0
@@ -228,6 +229,9 @@ class SloBatcher(QueueScheduler):
         self.tail_ratio = 0.0
         """The 99th percentile of ``_tail_ratios`` once there are ``tail_min`` of them (else 0):
         a batch's learnt tail is this times its profiled median."""
+        self._tails: dict[tuple[int, int, int], float] = {}
+        """``_tail`` per (batch, cores, sharing), valid for the calibration in ``_tails_for``."""
+        self._tails_for = (self.latency_scale, self.tail_ratio)
 
     # ----------------------------------------------------------------- driver calls
     def submit(self, now: float, request: Request) -> Drop | None:
@@ -259,16 +263,15 @@ class SloBatcher(QueueScheduler):
         if not (predicted > 0 and math.isfinite(latency) and latency > 0):
             return
         ratio = latency / predicted
-        self._ratios.append(ratio)
+        self._ratios.add(ratio)
         if len(self._ratios) >= self._calibration_min:
-            median = sorted(self._ratios)[len(self._ratios) // 2]  # the upper median
+            median = self._ratios.upper_median()
             self.latency_scale = median if abs(median - 1.0) > self._calibration_band else 1.0
         if self.shared_hardware and self._dispatched > batch.meta.get("dispatched", 0.0):
             return  # slowed by batches started after it: not its own spread
-        self._tail_ratios.append(ratio)
+        self._tail_ratios.add(ratio)
         if len(self._tail_ratios) >= self._tail_min:
-            ordered = sorted(self._tail_ratios)
-            self.tail_ratio = ordered[math.ceil(0.99 * len(ordered)) - 1]
+            self.tail_ratio = self._tail_ratios.quantile(0.99)
 
     # ----------------------------------------------------------------- the rule
     def _sharing(self, instance: InstanceView) -> int:
@@ -283,12 +286,22 @@ class SloBatcher(QueueScheduler):
 
     def _tail(self, batch: int, cores: int, sharing: int) -> float:
         """The profile's p99 latency scaled by the median's calibration, or the learnt tail
-        (``tail_ratio`` times the profiled median) where that is more than the band above it."""
+        (``tail_ratio`` times the profiled median) where that is more than the band above it;
+        remembered until the calibration changes (the rules ask for the same few sizes many times)."""
+        key = (batch, cores, sharing)
+        if self._tails_for == (self.latency_scale, self.tail_ratio):
+            known = self._tails.get(key)
+            if known is not None:
+                return known
+        else:
+            self._tails.clear()
+            self._tails_for = (self.latency_scale, self.tail_ratio)
         tail = self.latency_scale * self.profile.tail_latency(batch, cores, sharing)
         if self.tail_ratio > 0:
             learnt = self.tail_ratio * self.profile.latency(batch, cores, sharing)
             if learnt > (1.0 + self._calibration_band) * tail:
-                return learnt
+                tail = learnt
+        self._tails[key] = tail
         return tail
 
     def arrival_rate(self, now: float) -> float:
