@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sloserve.core.profiles import ModelProfile
-from sloserve.experiments.batching import DEMO_PROFILES, NOISE_CV, slos_for
+from sloserve.experiments.batching import NOISE_CV, load_profile_sources, slos_for
 from sloserve.policies.base import Scheduler
 from sloserve.policies.ray_batch import RayServeBatcher
 from sloserve.policies.slo_batcher import SloBatcher
@@ -68,12 +68,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/scheduler_cost.json"))
     args = parser.parse_args()
-    from sloserve.core.profile_io import load_profiles
-
     requests = 5_000 if args.quick else 40_000
     repeats = 1 if args.quick else args.repeats
     rows: list[dict[str, Any]] = []
-    for profile in load_profiles(DEMO_PROFILES).profiles.values():
+    profiles, _ = load_profile_sources(["demo"])
+    for profile in profiles:
         slo = slos_for(profile)["tight"][0]
         for load, share in LOADS.items():
             rate = share / profile.latency(1, 1, 1)
