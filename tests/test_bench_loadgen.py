@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sloserve.bench.loadgen import LoadResult, run_open_loop
+from sloserve.bench.processes import thread_cpu_seconds
 from sloserve.bench.runner import (
     NullServer,
     fetch_metadata,
@@ -176,6 +177,47 @@ def test_the_ceiling_is_measured_with_the_models_own_inputs(protocol: str) -> No
     assert ceiling["answered"] == 200 and ceiling["payload"] == "inputs of big"
     with pytest.raises(ValueError, match="metadata"):
         fetch_metadata("127.0.0.1:9", "m", protocol)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_a_pinned_null_server_runs_on_its_cpus_and_its_cpu_time_is_read_per_thread() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    with NullServer(cpus=[cpu]) as null:
+        assert os.sched_getaffinity(null.pid) == {cpu}
+        before = thread_cpu_seconds(null.pid)
+        res = run_load(make_target(null.http, "null", "http"), np.zeros(400), None, max_outstanding=8)
+        after = thread_cpu_seconds(null.pid)
+    assert int(res.ok.sum()) == 400
+    assert null.pid in before and null.pid in after  # the main thread's id is the process's
+    assert after[null.pid][0] == before[null.pid][0] != ""  # its name, read back
+    assert after[null.pid][1] > before[null.pid][1]  # answering 400 requests cost its loop CPU time
+
+
+def test_thread_cpu_seconds_sees_a_busy_thread_and_nothing_of_a_missing_process() -> None:
+    done = threading.Event()
+    tid: list[int] = []
+
+    def spin() -> None:
+        tid.append(threading.get_native_id())
+        while not done.is_set():
+            sum(range(1000))
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        while not tid:
+            pass
+        first = thread_cpu_seconds(os.getpid())[tid[0]]
+        for _ in range(1000):  # its time grows while it runs (10 s at most)
+            now = thread_cpu_seconds(os.getpid())[tid[0]]
+            if now[1] >= first[1] + 0.05:
+                break
+            threading.Event().wait(0.01)
+        assert now[1] >= first[1] + 0.05 and now[0] == first[0]
+    finally:
+        done.set()
+        t.join()
+    assert thread_cpu_seconds(2**22 + 12345) == {}  # no such process
 
 
 def test_grpc_open_loop_counts_every_request() -> None:

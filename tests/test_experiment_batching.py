@@ -54,6 +54,49 @@ def test_capacity_search_ranks_a_sensible_policy_above_a_bad_one() -> None:
     assert good > 2 * bad > 0
 
 
+def test_a_ratio_the_search_leaves_open_against_its_target_is_searched_finer() -> None:
+    from sloserve.experiments.batching import PolicyResult, refine_near_targets
+
+    p = BUILTIN_PROFILES[0]
+    case = Case(p, "loose", (16 * p.tail_latency(1),))
+    s = Settings(duration=3.0, seeds=(0,), tol=0.1)
+    makes = {"slo": make_slo(p, case.slo), "triton default": make_triton(4)}
+
+    def first() -> dict[str, PolicyResult]:
+        return {
+            k: PolicyResult(capacity(case, m, s, seeds=s.seeds, tol=s.tol), tol=s.tol)
+            for k, m in makes.items()
+        }
+
+    results = first()
+    ratio = results["slo"].capacity / results["triton default"].capacity
+    far = first()
+    refine_near_targets(case, makes, far, s, targets={"triton default": 1.2 * ratio})  # decided: left alone
+    assert {k: (r.capacity, r.tol) for k, r in far.items()} == {
+        k: (r.capacity, r.tol) for k, r in results.items()
+    }
+    near = first()
+    refine_near_targets(case, makes, near, s, targets={"triton default": 1.02 * ratio})  # inside the brackets
+    for k, r in near.items():
+        assert r.tol == pytest.approx(s.tol / 4)
+        # searched again from its bracket: never below what passed, never past the bracket's top by much
+        assert results[k].capacity <= r.capacity <= results[k].capacity / (1 - s.tol) * 1.01
+
+
+def test_the_bound_of_several_instances_is_their_fluid_ceiling_over_the_target() -> None:
+    from sloserve.experiments.batching import SCENARIOS, bound_capacity, run_once
+    from sloserve.sim.bounds import fluid_ceiling
+
+    p = BUILTIN_PROFILES[0]
+    case = Case(p, "loose", (16 * p.tail_latency(1),), SCENARIOS["inst4"])
+    s = Settings(duration=2.0, seeds=(0,), tol=0.1)
+    bound, kind = bound_capacity(case, s)
+    # at 99% attainment 1% may miss: the offered rate may pass the ceiling by up to 1/0.99
+    assert kind == "fluid" and bound == pytest.approx(fluid_ceiling(p, case.slo, 4) / 0.99)
+    # past it the queue grows without end: a run of 2 s per instance misses far more than 1%
+    assert run_once(case, make_slo(p, case.slo), 1.2 * bound, 0, 8.0).attainment < 0.95
+
+
 def test_scenarios_add_rows_with_their_conditions() -> None:
     from sloserve.experiments.batching import COLOCATED_SLOWDOWN, SCENARIOS, load_cases
 

@@ -157,3 +157,24 @@ class RayServePeer(_Child):
         ]
         super().__init__(argv, port, ready_timeout, cpu_set)
         self.ready_path = f"/v2/models/{name}"
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU time (user + system, seconds) of each live thread of process ``pid``, by thread id,
+    with the thread's name; read from Linux's ``/proc`` (empty where there is none)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # "tid (name) state ppid ...": the name may hold spaces and parentheses, so cut at the last ')'
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,8 +96,10 @@ class NullServer:
     """A null Open Inference Protocol server in a child process (context manager); ``metadata``
     is the model metadata it answers with (default: a small FP32 input)."""
 
-    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, metadata: dict[str, Any] | None = None, cpus: Collection[int] | None = None) -> None:
         self.metadata = metadata
+        self.cpus = None if cpus is None else sorted(cpus)
+        """CPUs the server runs on (None: any)."""
 
     def __enter__(self) -> NullServer:
         extra = [] if self.metadata is None else ["--metadata", json.dumps(self.metadata)]
@@ -105,11 +108,18 @@ class NullServer:
             stdout=subprocess.PIPE,
             text=True,
         )
+        if self.cpus is not None:  # before its interpreter has started a thread
+            os.sched_setaffinity(self._proc.pid, self.cpus)
         assert self._proc.stdout is not None
         ports = json.loads(self._proc.stdout.readline())
         self.http = f"127.0.0.1:{ports['http_port']}"
         self.grpc = f"127.0.0.1:{ports['grpc_port']}"
         return self
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (once started)."""
+        return int(self._proc.pid)
 
     def __exit__(self, *exc: object) -> None:
         self._proc.terminate()
