@@ -179,6 +179,34 @@ def test_the_ceiling_is_measured_with_the_models_own_inputs(protocol: str) -> No
         fetch_metadata("127.0.0.1:9", "m", protocol)  # type: ignore[arg-type]
 
 
+def test_the_null_http_server_answers_on_uvloop_as_on_asyncio() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    from sloserve.bench.null_server import start_null_http
+
+    async def exchange() -> list[bytes]:
+        server, port = await start_null_http(port=0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        try:
+            for request in (
+                b"GET /v2/models/m HTTP/1.1\r\nhost: x\r\n\r\n",
+                b"POST /v2/models/m/infer HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            ):
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                answers.append(head.split(b"\r\n")[0] + b" " + await reader.readexactly(length))
+        finally:
+            writer.transport.abort()
+            server.close()
+        return answers
+
+    for run in (asyncio.run, uvloop.run):  # uvloop's transports are not asyncio.Transport subclasses
+        get, post = run(exchange())
+        assert get.startswith(b"HTTP/1.1 200 OK ") and b'"name": "null"' in get
+        assert post.startswith(b"HTTP/1.1 200 OK ") and b'"outputs": []' in post
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
 def test_a_pinned_null_server_runs_on_its_cpus_and_its_cpu_time_is_read_per_thread() -> None:
     cpu = min(os.sched_getaffinity(0))
