@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -57,17 +56,9 @@ from sloserve.core.profiles import max_batch_within
 from sloserve.runtime.cpus import add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
 from sloserve.runtime.raw_throughput import measure_raw_throughput
+from sloserve.runtime.thread_class import worker_threads
 
 console = Console(width=max(Console().width, 130))
-
-
-def is_worker(tid: int) -> bool:
-    """Whether thread ``tid`` is an instance's worker: sloserve puts those, and only those, in
-    ``SCHED_BATCH`` (:mod:`sloserve.runtime.thread_class`)."""
-    try:
-        return os.sched_getscheduler(tid) == getattr(os, "SCHED_BATCH", 3)
-    except OSError:  # the thread ended meanwhile
-        return False
 
 
 def cpu_by_role(
@@ -76,9 +67,10 @@ def cpu_by_role(
     """CPU seconds spent between two :func:`thread_cpu_seconds` readings, by role: the main
     thread (``loop``: it runs the event loop), the instances' worker threads, and the rest."""
     roles = {"loop": 0.0, "instance": 0.0, "other": 0.0}
+    workers = set(worker_threads(pid))
     for tid, (name, seconds) in after.items():
         spent = seconds - before.get(tid, (name, 0.0))[1]
-        role = "loop" if tid == pid else "instance" if is_worker(tid) else "other"
+        role = "loop" if tid == pid else "instance" if tid in workers else "other"
         roles[role] += spent
     return roles
 

@@ -36,16 +36,11 @@ from sloserve.bench.summary import summarize
 from sloserve.core.profile_io import save_profiles
 from sloserve.runtime.cpus import add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
+from sloserve.runtime.thread_class import worker_threads
 
 MODEL = "mobilenet_v2"
 CLASSES = {"SCHED_OTHER": getattr(os, "SCHED_OTHER", 0), "SCHED_BATCH": getattr(os, "SCHED_BATCH", 3)}
 console = Console()
-
-
-def inference_threads(pid: int) -> list[int]:
-    """The server's threads in SCHED_BATCH once it is ready: its instances' worker threads."""
-    tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
-    return [t for t in tids if os.sched_getscheduler(t) == CLASSES["SCHED_BATCH"]]
 
 
 def set_class(tids: list[int], policy: int) -> None:
@@ -94,7 +89,7 @@ def main() -> None:
         root = write_repo(Path(tmp) / "repo", source.path.parent, MODEL, config, profile_path)
         with SloserveServer(root, cpus=server_cpus) as server, pinned(client_cpus):
             warm_up(server.url, MODEL)
-            tids = inference_threads(server.pid)
+            tids = worker_threads(server.pid)
             if not tids:
                 raise SystemExit("no worker thread of the server is in SCHED_BATCH: nothing to compare")
             console.print(f"server worker threads: {tids}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sloserve.runtime.instances import BatchResult, LocalInstance
-from sloserve.runtime.thread_class import mark_worker_thread, threads_born_in_default_class
+from sloserve.runtime.thread_class import mark_worker_thread, threads_born_in_default_class, worker_threads
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux's")
 
@@ -120,3 +120,26 @@ def test_the_callers_class_is_restored_even_when_the_block_fails() -> None:
 
     _on_a_thread(body)
     assert policies == [os.SCHED_OTHER, os.SCHED_BATCH]
+
+
+def test_worker_threads_lists_the_marked_threads_of_a_process_and_nothing_else() -> None:
+    marked = threading.Event()
+    release = threading.Event()
+    tid: list[int] = []
+
+    def worker() -> None:
+        mark_worker_thread()
+        tid.append(threading.get_native_id())
+        marked.set()
+        release.wait(10)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert marked.wait(10)
+        found = worker_threads(os.getpid())
+        assert tid[0] in found and threading.get_native_id() not in found
+    finally:
+        release.set()
+        t.join()
+    assert worker_threads(2**22 + 12345) == []  # no such process

@@ -45,6 +45,26 @@ def mark_worker_thread() -> None:
         _set_policy(_BATCH)
 
 
+def worker_threads(pid: int) -> list[int]:
+    """Thread ids of process ``pid``'s instance workers (those :func:`mark_worker_thread` put in
+    ``SCHED_BATCH``); read from Linux's ``/proc`` (empty where there is none). For benchmarks that
+    tell a server's workers from its event loop."""
+    if _BATCH is None:
+        return []
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+    out = []
+    for tid in tids:
+        try:
+            if os.sched_getscheduler(tid) == _BATCH:
+                out.append(tid)
+        except OSError:  # the thread ended meanwhile
+            continue
+    return out
+
+
 @contextlib.contextmanager
 def threads_born_in_default_class() -> Iterator[None]:
     """Threads created inside the block (ONNX Runtime's intra-op pool, made with a session) start in
