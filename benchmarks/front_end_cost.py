@@ -24,7 +24,17 @@ fit splits each thread's cost into a part per row and a part per batch, and give
 batches grow. Beside them: raw ONNX Runtime's time per row at its peak on the same CPUs
 (``measure_raw_throughput``, as ``peers.py`` measures the physical limit).
 
-    python benchmarks/front_end_cost.py [--models mobilenet_v2 resnet18] [--load 0.5] [--batches 1 4 8]
+**What capacity these costs leave.** The costs are then added to the model's profile
+(:class:`~sloserve.core.profiles.CostedProfile`: the fitted event-loop costs per request and per
+batch, and what the instance spends per row beyond the profile) and, at ``peers.py``'s tight and loose
+SLOs, the simulator gives the capacity at 99% attainment of the ideal SLO-aware server and the
+clairvoyant bound (as ``peers.py`` computes them) on: the profile alone (ONNX Runtime and nothing
+else), the profile plus the null server's cost per request (the least any Python front end on this
+transport pays), and the profile plus this server's costs — each as a share of the raw limit. The
+last is what no scheduler on this server reaches, up to how well costs measured at ``--load`` hold
+at capacity.
+
+    python benchmarks/front_end_cost.py [--models mobilenet_v2 resnet18] [--load 0.7] [--batches 4 8 16]
 
 Prints a table and writes ``results/front_end_cost.json``. Linux only (``/proc``).
 """
@@ -47,12 +57,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from peers import THREADS, warm_up, write_repo
+from peers import THREADS, bound_capacity, ideal_capacity, warm_up, write_repo
 from sloserve.bench.processes import SloserveServer, thread_cpu_seconds
 from sloserve.bench.runner import ArrivalSpec, NullServer, fetch_metadata, make_target, run_load
 from sloserve.bench.summary import summarize
 from sloserve.core.profile_io import save_profiles
-from sloserve.core.profiles import max_batch_within
+from sloserve.core.profiles import CostedProfile, ModelProfile, max_batch_within
 from sloserve.runtime.cpus import add_server_cpus_argument, pinned, split_from_args
 from sloserve.runtime.profiler import ProfileGrid, profile_model, resolve_model
 from sloserve.runtime.raw_throughput import measure_raw_throughput
@@ -131,9 +141,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"], help="demo models")
-    parser.add_argument("--load", type=float, default=0.5, help="offered rate as a share of the raw limit")
     parser.add_argument(
-        "--batches", type=int, nargs="+", default=[1, 4, 8], help="batch sizes the fixed-batch servers run"
+        "--load",
+        type=float,
+        default=0.7,
+        help="offered rate as a share of the raw limit (near the capacities peers.py measures: the costs "
+        "per request fall as the rate grows)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[4, 8, 16],
+        help="batch sizes the fixed-batch servers run (each must keep up with --load)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all the servers")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
@@ -214,6 +234,27 @@ def main() -> None:
     )
     for line in fits:
         console.print(line)
+    left_table = Table(
+        title="Capacity at 99% attainment these costs leave, simulated on the profile with the costs added "
+        "(ideal SLO-aware server / clairvoyant bound), share of the raw limit"
+    )
+    for col in ("model", "SLO", *next(iter(report["models"].values()))["summary"]["costs_s"]):
+        left_table.add_column(col, justify="right", no_wrap=True)
+    for name, entry in report["models"].items():
+        for case, by_cost in entry["summary"]["capacity_left"].items():
+            left_table.add_row(
+                name,
+                f"{case} {next(iter(by_cost.values()))['slo_ms']:.1f} ms",
+                *(
+                    f"{100 * c['ideal_share_of_raw']:.0f}% / {100 * c['bound_share_of_raw']:.0f}%"
+                    for c in by_cost.values()
+                ),
+            )
+    console.print(left_table)
+    console.print(
+        "+ null front end: the null server's CPU per request added to every row; + this server: the fitted "
+        "event-loop costs per request and per batch, and the instance's per row beyond the profile."
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "front_end_cost.json"
     path.write_text(json.dumps(report, indent=1))
@@ -315,6 +356,19 @@ def measure_model(
         # per row as batches grow without bound: the per-batch costs vanish, the per-row ones stay
         "ceiling_share_of_raw_large_batches": n_cpus / ((loop_row + inst_row) * 1e-6) / raw.rows_per_s,
     }
+    prof_row, prof_batch = fit_per_batch(
+        [(b, profile.latency(b, THREADS, 1) / b * 1e6) for b in sorted(set(args.batches))]
+    )
+    fit["profile_ms_per_row"], fit["profile_ms_per_batch"] = prof_row / 1e3, prof_batch / 1e3
+    costs_added: dict[str, tuple[float, float]] = {
+        "onnx runtime alone": (0.0, 0.0),
+        "+ null front end": (rows["null"]["loop_us"] * 1e-6, 0.0),
+        # the instance's cost per batch beyond the profile is left out: it is mostly paid on waking
+        # from idle (see the README), which a server at capacity seldom does
+        "+ this server": ((loop_row + max(0.0, inst_row - prof_row)) * 1e-6, loop_batch * 1e-6),
+    }
+    console.print("  the capacity these costs leave (simulated)")
+    left = capacities_left(profile, costs_added, raw.rows_per_s, n_cpus, quick=args.quick)
     summary = {
         "raw_rows_per_s": raw.rows_per_s,
         "raw_ms_per_row": raw_row_ms,
@@ -323,8 +377,48 @@ def measure_model(
         "configs": configs,
         "servers": rows,
         "per_batch_fit": fit,
+        "costs_s": {label: {"per_row": c[0], "per_batch": c[1]} for label, c in costs_added.items()},
+        "capacity_left": left,
     }
     return {"summary": summary, "runs": runs, "raw": raw.to_dict()}
+
+
+def capacities_left(
+    profile: ModelProfile,
+    costs: dict[str, tuple[float, float]],
+    raw_rows_per_s: float,
+    n_cpus: int,
+    *,
+    quick: bool,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per SLO (``peers.py``'s tight and loose; loose only with ``quick``) and per set of costs
+    ``(per row, per batch)`` in seconds: the ideal SLO-aware server's and the clairvoyant bound's
+    capacity at 99% attainment on the profile with those costs added, in req/s and as a share of
+    the raw limit. One instance: with several server CPUs the capacities are per CPU."""
+    tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
+    slos = {"loose": 4 * tight} if quick else {"tight": tight, "loose": 4 * tight}
+    per_cpu = raw_rows_per_s / n_cpus
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for case, slo in slos.items():
+        out[case] = {}
+        for label, (per_row, per_batch) in costs.items():
+            costed = CostedProfile(profile, per_row=per_row, per_batch=per_batch)
+            cap = max(1, max_batch_within(costed, slo, THREADS))
+            ideal = ideal_capacity(costed, slo, cap, 1.5 * per_cpu)["capacity_rps"]
+            bound = bound_capacity(costed, slo, 1.5 * per_cpu)["capacity_rps"]
+            out[case][label] = {
+                "slo_ms": slo * 1e3,
+                "ideal_rps": ideal,
+                "bound_rps": bound,
+                "ideal_share_of_raw": ideal / per_cpu,
+                "bound_share_of_raw": bound / per_cpu,
+            }
+            console.print(
+                f"    {case} SLO {slo * 1e3:.1f} ms, {label}: ideal server {ideal:.0f} req/s "
+                f"({100 * ideal / per_cpu:.0f}% of raw), clairvoyant bound {bound:.0f} "
+                f"({100 * bound / per_cpu:.0f}%)"
+            )
+    return out
 
 
 if __name__ == "__main__":

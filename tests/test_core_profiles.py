@@ -11,6 +11,7 @@ from sloserve.core.config import ConfigError
 from sloserve.core.profile_io import load_profiles, profiles_from_data, save_profiles
 from sloserve.core.profiles import (
     AffineProfile,
+    CostedProfile,
     ProfilePoint,
     ProfileSet,
     SpongeProfile,
@@ -20,6 +21,7 @@ from sloserve.core.profiles import (
     max_batch_within,
     throughput,
 )
+from sloserve.sim.bounds import fluid_ceiling
 
 MS = 1e-3
 
@@ -191,3 +193,25 @@ def test_tabulated_lookups_are_memoised_and_exact() -> None:
                     assert ask(batch, cores, instances) == want
                     assert ask(batch, cores, instances) == want  # served from the memo
     assert profile == TabulatedProfile("m", points, slowdown=(1.0, 1.3))  # the memo is not compared
+
+
+def test_a_costed_profile_adds_the_servers_costs_to_every_batch() -> None:
+    base = AffineProfile("m", alpha=2 * MS, beta=1 * MS, tail_factor=1.5, max_batch=16, hardware="cpu")
+    costed = CostedProfile(base, per_row=0.5 * MS, per_batch=0.3 * MS)
+    assert costed.latency(4) == pytest.approx((2 + 4 + 0.3 + 4 * 0.5) * MS)
+    assert costed.tail_latency(4) == pytest.approx(1.5 * (2 + 4) * MS + (0.3 + 4 * 0.5) * MS)
+    assert (costed.model, costed.hardware, costed.max_batch) == ("m", "cpu", 16)
+    assert CostedProfile(base, per_row=0.0).latency(8, 2) == base.latency(8, 2)
+    with pytest.raises(ValueError, match=r"per_row=-0\.001"):
+        CostedProfile(base, per_row=-1 * MS)
+
+
+def test_the_servers_costs_lower_the_fluid_ceiling_as_the_batches_they_allow_say() -> None:
+    base = AffineProfile("m", alpha=2 * MS, beta=1 * MS, max_batch=64)
+    slo = 20.2 * MS
+    # alone: batch 18 fits (2 + 18 = 20 ms), 900 rows/s; with 0.25 ms per row and 1 ms per batch
+    # batch 13 is the largest that fits (2 + 1 + 13 * 1.25 = 19.25 ms): 13 / 19.25 ms
+    assert fluid_ceiling(base, slo) == pytest.approx(18 / (20 * MS))
+    costed = CostedProfile(base, per_row=0.25 * MS, per_batch=1 * MS)
+    assert max_batch_within(costed, slo, tail=False) == 13
+    assert fluid_ceiling(costed, slo) == pytest.approx(13 / (19.25 * MS))

@@ -6,6 +6,8 @@ A profile describes one model on one hardware type. Times are seconds. Three for
 - :class:`SpongeProfile` — ``γ·b/c + δ·b + ε/c + η`` (Sponge's model, fitted by least squares);
 - :class:`TabulatedProfile` — measured points with interpolation (what the profiler writes).
 
+:class:`CostedProfile` wraps any of them with a server's own costs per batch and per row.
+
 Co-located instances slow each other down by ``slowdown(k)`` (1 for k = 1); a tabulated profile
 with points measured at k instances uses them directly instead.
 """
@@ -191,6 +193,44 @@ class TabulatedProfile:
             slope = (ys[-1] - ys[-2]) / (bs[-1] - bs[-2])
             return float(ys[-1] + slope * (batch - bs[-1]))
         return float(np.interp(batch, bs, ys))
+
+
+@dataclass(frozen=True, slots=True)
+class CostedProfile:
+    """``base`` with a server's own costs added to every batch: ``per_batch`` seconds once and
+    ``per_row`` seconds for each row (the front end's work per request, run on the same cores).
+
+    What a scheduler on that server effectively serves with: the simulator and the bounds on it
+    tell what capacity the server's costs leave (``benchmarks/front_end_cost.py``)."""
+
+    base: ModelProfile
+    per_row: float
+    per_batch: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.per_row < 0 or self.per_batch < 0:
+            raise ValueError(
+                f"profile {self.base.model!r}: costs must be >= 0, got per_row={self.per_row}, "
+                f"per_batch={self.per_batch}"
+            )
+
+    @property
+    def model(self) -> str:
+        return self.base.model
+
+    @property
+    def hardware(self) -> str:
+        return self.base.hardware
+
+    @property
+    def max_batch(self) -> int:
+        return self.base.max_batch
+
+    def latency(self, batch: int, cores: int = 1, instances: int = 1) -> float:
+        return self.base.latency(batch, cores, instances) + self.per_batch + batch * self.per_row
+
+    def tail_latency(self, batch: int, cores: int = 1, instances: int = 1) -> float:
+        return self.base.tail_latency(batch, cores, instances) + self.per_batch + batch * self.per_row
 
 
 def throughput(profile: ModelProfile, batch: int, cores: int = 1, instances: int = 1) -> float:
