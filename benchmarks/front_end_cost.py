@@ -31,8 +31,8 @@ SLOs, the simulator gives the capacity at 99% attainment of the ideal SLO-aware 
 clairvoyant bound (as ``peers.py`` computes them) on: the profile alone (ONNX Runtime and nothing
 else), the profile plus the null server's cost per request (the least any Python front end on this
 transport pays), and the profile plus this server's costs — each as a share of the raw limit. The
-last is what no scheduler on this server reaches, up to how well costs measured at ``--load`` hold
-at capacity.
+clairvoyant bound with this server's costs is what no scheduler on this server passes, as far as
+costs measured at ``--load`` hold at capacity.
 
     python benchmarks/front_end_cost.py [--models mobilenet_v2 resnet18] [--load 0.7] [--batches 4 8 16]
 
