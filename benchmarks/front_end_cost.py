@@ -11,7 +11,7 @@ costs before any SLO. For each model, at one Poisson rate (``--load`` × the raw
 
 - **null**: the null server (``sloserve.bench.null_server``, on a plain asyncio loop: parses HTTP and
   answers at once) with the model's inputs — the floor any Python server on this transport pays;
-- **slo**: ``sloserve serve`` with the SLO-aware scheduler on a profile measured here, at a loose
+- **slo**: ``sloserve serve`` with the SLO-aware scheduler on a profile measured here, at ``peers.py``'s loose
   SLO (16× the batch-1 p99, at least 40 ms);
 - **batch b** for each ``--batches`` size: the Triton-like batcher holding batches of ``b`` rows
   (``preferred_batch_size``, a queue delay long enough to fill them; no deadlines, nothing refused).
@@ -57,7 +57,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from peers import THREADS, bound_capacity, ideal_capacity, warm_up, write_repo
+from peers import THREADS, bound_capacity, ideal_capacity, tight_and_loose_slo, warm_up, write_repo
 from sloserve.bench.processes import SloserveServer, thread_cpu_seconds
 from sloserve.bench.runner import ArrivalSpec, NullServer, fetch_metadata, make_target, run_load
 from sloserve.bench.summary import summarize
@@ -280,7 +280,7 @@ def measure_model(
         profile = profile_model(
             source, ProfileGrid(batches=(1, 2, 4, 8, 16, 32), threads=(THREADS,), instances=(1,), repeats=20)
         )
-    slo_s = 16 * max(profile.tail_latency(1, THREADS, 1), 0.010 / 4)
+    slo_s = tight_and_loose_slo(profile)[1]
     rate = args.load * raw.rows_per_s
     base = {"instance_group": {"count": n_cpus, "threads": THREADS}}
     configs: dict[str, dict[str, Any]] = {
@@ -395,8 +395,8 @@ def capacities_left(
     ``(per row, per batch)`` in seconds: the ideal SLO-aware server's and the clairvoyant bound's
     capacity at 99% attainment on the profile with those costs added, in req/s and as a share of
     the raw limit. One instance: with several server CPUs the capacities are per CPU."""
-    tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
-    slos = {"loose": 4 * tight} if quick else {"tight": tight, "loose": 4 * tight}
+    tight, loose = tight_and_loose_slo(profile)
+    slos = {"loose": loose} if quick else {"tight": tight, "loose": loose}
     per_cpu = raw_rows_per_s / n_cpus
     out: dict[str, dict[str, dict[str, float]]] = {}
     for case, slo in slos.items():

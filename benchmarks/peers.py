@@ -83,6 +83,12 @@ THREADS = 1
 console = Console(width=max(Console().width, 170))
 
 
+def tight_and_loose_slo(profile: ModelProfile) -> tuple[float, float]:
+    """The benchmark's SLOs in seconds: tight = max(4 × batch-1 p99, 10 ms), loose = 4 × tight."""
+    tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
+    return tight, 4 * tight
+
+
 def limit_within(raw: RawThroughput, slo_s: float) -> float:
     """Peak rows/s over the raw trials whose batch latency (``batch`` rows per session at the
     trial's per-session rate) fits ``slo_s``; 0 when none does."""
@@ -279,8 +285,8 @@ def main() -> None:
         save_profiles([profile], profile_path)
         raw_trials = measure_raw_throughput(source.path, cpus=split.server)
         raw = raw_trials.rows_per_s
-        tight = max(4 * profile.tail_latency(1, THREADS, 1), 0.010)
-        slos = [tight] if args.quick else [tight, 4 * tight]
+        tight, loose = tight_and_loose_slo(profile)
+        slos = [tight] if args.quick else [tight, loose]
         entry: dict[str, Any] = {"raw_rps": raw, "raw": raw_trials.to_dict(), "slos": {}}
         beside = raw
         if not split.shared:
