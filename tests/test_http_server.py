@@ -1,7 +1,8 @@
 """The HTTP/1.1 stack's connection timeouts, driven by its periodic sweep: an idle keep-alive
 connection is closed, a client that never finishes its request gets 408, and a request the
 handler is still working on is never timed out under it (a request begun behind it gets its full
-time once the handler is done)."""
+time once the handler is done). And its limits on the request head: 414 for a long request target,
+431 for long headers, even one header that never ends; heads within them are served."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from collections.abc import Mapping
 
 from sloserve.runtime.http_api import HttpResponse
-from sloserve.runtime.http_server import HttpServer
+from sloserve.runtime.http_server import MAX_HEAD_BYTES, MAX_URL_BYTES, HttpServer
 
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -84,3 +85,63 @@ def test_timeouts_fire_from_the_sweep_and_spare_busy_connections() -> None:
     assert isinstance(out["pipelined_slow"], bytes) and out["pipelined_slow"].endswith(b"/slow")
     partial = out["pipelined_partial"]
     assert isinstance(partial, bytes) and partial.startswith(b"HTTP/1.1 408")
+
+
+async def _send_until_refused(port: int, parts: list[bytes]) -> bytes:
+    """Send ``parts`` one write each, as far as the server lets; then what it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+    except ConnectionError:
+        pass  # the server answered and closed before the client was done
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=5)
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def _head_limits() -> dict[str, bytes]:
+    server = HttpServer(_handler, max_body_bytes=1 << 20)
+    port = await server.start("127.0.0.1", 0)
+    big_value = b"a" * 8192
+    try:
+        return {
+            "long_target": await _send_until_refused(
+                port, [b"GET /" + b"x" * MAX_URL_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
+            ),
+            "long_headers": await _send_until_refused(
+                port,
+                [b"GET /h HTTP/1.1\r\n"]
+                + [b"X-%d: %s\r\n" % (i, big_value) for i in range(MAX_HEAD_BYTES // len(big_value) + 1)]
+                + [b"\r\n"],
+            ),
+            # one header value that never ends, 4 MiB of it: refused while it is still arriving
+            "endless_header": await _send_until_refused(
+                port, [b"GET /h HTTP/1.1\r\nX-Endless: "] + [b"b" * 65536] * 64
+            ),
+            # within the limits, in many writes, and pipelined behind a body: served
+            "within": await _send_until_refused(
+                port,
+                [b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"z" * 99990]
+                + [b"z" * 10 + b"GET /second HTTP/1.1\r\n"]
+                + [b"X-%d: %s\r\n" % (i, big_value) for i in range(MAX_HEAD_BYTES // len(big_value) - 1)]
+                + [b"Connection: close\r\n\r\n"],
+            ),
+        }
+    finally:
+        await server.stop()
+
+
+def test_request_heads_beyond_the_limits_are_refused() -> None:
+    out = asyncio.run(_head_limits())
+    assert out["long_target"].startswith(b"HTTP/1.1 414") and b"request target exceeds" in out["long_target"]
+    assert out["long_headers"].startswith(b"HTTP/1.1 431") and b"headers exceed" in out["long_headers"]
+    endless = out["endless_header"]
+    assert endless.startswith(b"HTTP/1.1 431") or endless == b"", endless[:100]  # reset before read
+    within = out["within"]
+    assert within.startswith(b"HTTP/1.1 200") and within.endswith(b"/second"), within[:200]
+    assert within.count(b"HTTP/1.1 200") == 2

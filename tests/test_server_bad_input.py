@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import socket
 from collections.abc import Iterator
 
@@ -83,6 +84,10 @@ MODEL_CASES = [
     ),
     ("bad_priority", json.dumps({**GOOD, "parameters": {"priority": 7}}).encode(), 400, "priority"),
     ("bad_timeout", json.dumps({**GOOD, "parameters": {"timeout": "soon"}}).encode(), 400, "timeout"),
+    # Python's JSON reader takes NaN and Infinity: neither is a deadline
+    ("nan_timeout", json.dumps({**GOOD, "parameters": {"timeout": math.nan}}).encode(), 400, "finite"),
+    ("inf_timeout", json.dumps({**GOOD, "parameters": {"timeout": math.inf}}).encode(), 400, "finite"),
+    ("nested_too_deeply", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply"),
     ("unknown_output", json.dumps({**GOOD, "outputs": [{"name": "NOPE"}]}).encode(), 400, "unknown output"),
 ]
 
@@ -182,3 +187,10 @@ def test_malformed_http_and_slow_client(server: BackgroundServer) -> None:
         assert _infer(server, GOOD)[0] == 200  # others are served while the slow client dawdles
         reply = slow.recv(4096)  # the request timeout (0.5 s) ends it
         assert reply.startswith(b"HTTP/1.1 408") and b"not received within" in reply
+
+
+def test_a_register_body_nested_too_deeply_is_refused(server: BackgroundServer) -> None:
+    body = b"[" * 5000 + b"]" * 5000
+    status, doc = _post(server, "/v2/systemsharedmemory/region/r/register", body)
+    assert status == 400 and "nested too deeply" in doc["error"], doc
+    assert _infer(server, GOOD)[0] == 200

@@ -275,6 +275,8 @@ def decode_http_infer(
         doc = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError("request body must be a JSON object")
     unknown = set(doc) - {"id", "parameters", "inputs", "outputs"}

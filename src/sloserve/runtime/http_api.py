@@ -139,6 +139,8 @@ class HttpApi:
                 doc = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ProtocolError(f"register request body is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise ProtocolError("register request body is not valid JSON: nested too deeply") from None
             if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
                 raise ProtocolError(
                     "register request body must be a JSON object with 'key', 'offset' and 'byte_size'"

@@ -20,6 +20,9 @@ it gives direct control over what the issue asks for at the connection level:
 - ``TCP_NODELAY`` on every connection;
 - keep-alive and in-order pipelining (one handler at a time per connection);
 - a body-size limit: 413 as soon as ``Content-Length`` (or the body received) exceeds it;
+- limits on the request head: 414 for a request target over :data:`MAX_URL_BYTES`, 431 for
+  headers over :data:`MAX_HEAD_BYTES` (a header still arriving is refused once the reads since its
+  message began pass the limit: httptools keeps a header's value to itself until it is whole);
 - slow clients: a request whose headers and body do not arrive within ``request_timeout`` seconds
   gets 408 and its connection is closed; idle keep-alive connections close after
   ``keepalive_timeout``; both are checked by one sweep of the connections a few times per
@@ -48,6 +51,11 @@ from sloserve.runtime.decode_pool import CONNECTION
 from sloserve.runtime.http_api import HttpResponse, error_response
 
 log = logging.getLogger("sloserve.runtime")
+
+MAX_URL_BYTES = 8 * 1024
+"""Longest request target taken (414 beyond it)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Most bytes of headers taken in one request (431 beyond them)."""
 
 Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[HttpResponse]]
 
@@ -88,6 +96,13 @@ class _Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
         self.in_message = False
+        self.headers_done = False
+        self.head_bytes = 0
+        """Bytes of the headers parsed so far in the message being received."""
+        self.head_reads = 0
+        """Bytes read while the message's head was incomplete, after the read it began in."""
+        self.head_began = False
+        """Whether the message being received began in the read being parsed."""
         self.expires = math.inf
         """Loop time at which the connection times out (the server's sweep checks it); inf: never."""
 
@@ -117,12 +132,24 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.closing:
                 self._fail(400, f"malformed HTTP request: {exc}")
+            return
+        if self.in_message and not self.headers_done and not self.closing:
+            # a head still incomplete: count the reads after the one it began in (that one may
+            # also hold the end of the message before it)
+            if not self.head_began:
+                self.head_reads += len(data)
+            self.head_began = False
+            if self.head_reads > MAX_HEAD_BYTES:
+                self._fail(431, f"request headers exceed the limit of {MAX_HEAD_BYTES} bytes")
 
     # -- httptools callbacks --
 
     def on_message_begin(self) -> None:
         self.started = time.monotonic()
         self.in_message = True
+        self.headers_done = False
+        self.head_bytes = self.head_reads = 0
+        self.head_began = True
         self.url = b""
         self.headers = {}
         self.body = []
@@ -130,9 +157,19 @@ class _Connection(asyncio.Protocol):
         self._arm(self.server.request_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if self.closing:
+            return
         self.url += url
+        if len(self.url) > MAX_URL_BYTES:
+            self._fail(414, f"request target exceeds the limit of {MAX_URL_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.closing:
+            return
+        self.head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(431, f"request headers exceed the limit of {MAX_HEAD_BYTES} bytes")
+            return
         key = name.decode("latin-1").lower()
         self.headers[key] = value.decode("latin-1")
         if key == "content-length":
@@ -144,6 +181,9 @@ class _Connection(asyncio.Protocol):
                 self._too_large(size)
 
     def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.closing:
+            return
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 

@@ -338,9 +338,9 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
     """The request's own deadline budget in seconds: ``timeout`` (µs) parameter, else the header."""
     timeout = params.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise ProtocolError(
-                f"parameter 'timeout' must be a non-negative number of microseconds, got {timeout!r}"
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < math.inf:
+            raise ProtocolError(  # NaN and Infinity too, which Python's JSON reader takes
+                f"parameter 'timeout' must be a non-negative finite number of microseconds, got {timeout!r}"
             )
         return timeout * 1e-6 if timeout > 0 else None
     if header_ms is not None:
@@ -349,7 +349,9 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
         except ValueError:
             value = math.nan
         if not value >= 0 or math.isinf(value):
-            raise ProtocolError(f"header X-SLO-Timeout-Ms must be a non-negative number, got {header_ms!r}")
+            raise ProtocolError(
+                f"header X-SLO-Timeout-Ms must be a non-negative finite number, got {header_ms!r}"
+            )
         return value * 1e-3 if value > 0 else None
     return None
 
