@@ -251,6 +251,17 @@ def _param_bool(params: Mapping[str, Any], name: str, where: str, default: bool 
     return value
 
 
+def json_document(raw: bytes | bytearray, what: str) -> Any:
+    """``raw`` parsed as JSON; :class:`ProtocolError` naming ``what`` when it is not (nesting deep
+    enough to exhaust Python's recursion included)."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} is not valid JSON: nested too deeply") from None
+
+
 def decode_http_infer(
     body: bytes, header_length: int | None, shm: SystemSharedMemory | None = None
 ) -> InferRequest:
@@ -271,12 +282,7 @@ def decode_http_infer(
         # a view, not a copy: the tensors are read straight out of the received body
         whole = memoryview(body)
         header_bytes, tail = bytes(whole[:header_length]), whole[header_length:]
-    try:
-        doc = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError("request body is not valid JSON: nested too deeply") from None
+    doc = json_document(header_bytes, "request body")
     if not isinstance(doc, dict):
         raise ProtocolError("request body must be a JSON object")
     unknown = set(doc) - {"id", "parameters", "inputs", "outputs"}

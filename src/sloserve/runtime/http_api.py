@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from sloserve.core.config import ConfigError
 from sloserve.runtime.clock import seconds_since_received
-from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer
+from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer, json_document
 from sloserve.runtime.decode_pool import DecodePool
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 
@@ -135,12 +135,7 @@ class HttpApi:
             return HttpResponse(200, b"")
         if action == "register" and name is not None:
             _method(method, "POST")
-            try:
-                doc = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ProtocolError(f"register request body is not valid JSON: {exc}") from None
-            except RecursionError:
-                raise ProtocolError("register request body is not valid JSON: nested too deeply") from None
+            doc = json_document(body, "register request body")
             if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
                 raise ProtocolError(
                     "register request body must be a JSON object with 'key', 'offset' and 'byte_size'"

@@ -97,6 +97,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.in_message = False
         self.headers_done = False
+        """Whether the message being received has all its headers (its body may still come)."""
         self.head_bytes = 0
         """Bytes of the headers parsed so far in the message being received."""
         self.head_reads = 0

@@ -348,7 +348,7 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
             value = float(header_ms)
         except ValueError:
             value = math.nan
-        if not value >= 0 or math.isinf(value):
+        if not 0 <= value < math.inf:
             raise ProtocolError(
                 f"header X-SLO-Timeout-Ms must be a non-negative finite number, got {header_ms!r}"
             )
