@@ -85,5 +85,5 @@ def test_registry_builds_aimd_from_model_slo() -> None:
     assert scaler.controller.batch == 2
     with pytest.raises(ValueError, match="needs an SLO"):
         make_scaler("aimd", PolicyContext(model="m", max_batch=8))
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match="'aimd' params: nope: Extra inputs are not permitted"):
         make_scaler("aimd", ctx, {"nope": 1})

@@ -305,5 +305,7 @@ def test_registry_builds_the_detected_scaler_and_it_sets_its_knob() -> None:
     assert bs.on_tick(9.0, window(9.0, 0.01, max_batch=1)) == [SetMaxBatch("b", 33)]
     with pytest.raises(ValueError, match="needs an SLO"):
         make_scaler("dnnscaler_batch", PolicyContext(model="b", max_batch=8))
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match="'dnnscaler_mt' params: nonsense: Extra inputs"):
         make_scaler("dnnscaler_mt", bctx, {"nonsense": 1})
+    with pytest.raises(ValueError, match=r"'dnnscaler \(batching\)' params: settle_s: Extra inputs"):
+        make_scaler("dnnscaler", bctx, {"settle_s": 2})  # a multi-tenancy knob; the detector chose batching

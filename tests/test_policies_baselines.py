@@ -163,7 +163,7 @@ def test_registry_builds_by_name_with_config_names() -> None:
     assert isinstance(make_dispatcher("round_robin"), RoundRobinDispatcher)
     with pytest.raises(ValueError, match="unknown scheduler 'nope'"):
         make_scheduler("nope", ctx)
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match="'fixed' params: colour: Extra inputs are not permitted"):
         make_scheduler("fixed", ctx, {"colour": "red"})
     with pytest.raises(ValueError, match="cannot load"):
         make_scheduler("no.such.module:factory", ctx)

@@ -226,6 +226,30 @@ def test_metrics_put_the_profiles_time_beside_the_batches_compute_time(
     assert counter("sloserve_batch_profile_seconds", "identity") is None  # it has no profile
 
 
+def test_a_model_whose_policy_params_are_wrong_is_refused_naming_the_field(
+    server: BackgroundServer, client: th.InferenceServerClient
+) -> None:
+    root = server.options.repository
+    bad = {"backend": "fake", "max_batch_size": 8, "slo_ms": 1000}
+    slo = {"name": "slo", "params": {"rate_window": 0}}
+    write_model(root, "bad_params", {**bad, "scheduler": slo}, AFFINE_50MS)
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("bad_params")
+    config = root / "bad_params" / "config.yaml"
+    said = f"{config}: scheduler: 'slo' params: rate_window: Input should be greater than or equal to 2"
+    assert err.value.status() == "400" and said in err.value.message()
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["bad_params"]["state"] == "UNAVAILABLE" and said in index["bad_params"]["reason"]
+    sponge = {"name": "sponge", "params": {"max_cores": 100_000}}
+    write_model(root, "bad_params", {**bad, "scheduler": {"name": "slo"}, "scaler": sponge}, AFFINE_50MS)
+    with pytest.raises(InferenceServerException, match=r"scaler: 'sponge' params: max_cores: .* less than"):
+        client.load_model("bad_params")
+    slo["params"] = {"rate_window": 8}
+    write_model(root, "bad_params", {**bad, "scheduler": slo}, AFFINE_50MS)
+    client.load_model("bad_params")  # mended, it loads and serves
+    assert client.infer("bad_params", [_input(2)]).as_numpy("OUTPUT0") is not None
+
+
 def test_repository_load_unload_reload(server: BackgroundServer, client: th.InferenceServerClient) -> None:
     root = server.options.repository
     shutil.copytree(root / "identity", root / "identity2")

@@ -20,6 +20,7 @@ from typing import Any
 from sloserve.core.cluster import WindowStats
 from sloserve.core.decisions import ScaleDecision, SetMaxBatch
 from sloserve.policies.base import PolicyContext
+from sloserve.policies.params import Count, Fraction, Interval, SloParams, parse_params
 
 
 @dataclass(slots=True)
@@ -85,21 +86,24 @@ class AimdScaler:
         return [SetMaxBatch(self.model, after)] if after != window.max_batch else []
 
 
+class AimdParams(SloParams):
+    """``slo_ms`` (default the model's SLO), ``initial_batch`` (1), ``step`` (4), ``backoff`` (0.9),
+    ``interval_s`` (3)."""
+
+    initial_batch: Count = 1
+    step: Count = 4
+    backoff: Fraction = 0.9
+    interval_s: Interval = 3.0
+
+
 def make_aimd(ctx: PolicyContext, **params: Any) -> AimdScaler:
-    """Registry factory: ``slo_ms`` (default the model's SLO), ``initial_batch`` (1), ``step`` (4),
-    ``backoff`` (0.9), ``interval_s`` (3)."""
-    slo_ms = params.pop("slo_ms", None)
-    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
-    if slo is None:
-        raise ValueError(f"model {ctx.model!r}: scaler 'aimd' needs an SLO (slo_ms)")
+    """Registry factory (:class:`AimdParams`)."""
+    p = parse_params(AimdParams, params, "aimd")
     controller = AimdController(
-        slo=slo,
+        slo=p.slo(ctx, "aimd"),
         max_batch=ctx.max_batch,
-        batch=int(params.pop("initial_batch", 1)),
-        step=int(params.pop("step", 4)),
-        backoff=float(params.pop("backoff", 0.9)),
+        batch=p.initial_batch,
+        step=p.step,
+        backoff=p.backoff,
     )
-    interval = float(params.pop("interval_s", 3.0))
-    if params:
-        raise TypeError(f"unexpected parameters {sorted(params)}")
-    return AimdScaler(ctx.model, controller, interval)
+    return AimdScaler(ctx.model, controller, p.interval_s)

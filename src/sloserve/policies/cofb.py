@@ -58,6 +58,7 @@ from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import BatchCapParams, Interval, NonNegative, Slowdown, parse_params
 from sloserve.policies.queues import EdfQueue, FifoQueue, RequestQueue
 
 
@@ -345,30 +346,40 @@ class CoFBScheduler(QueueScheduler):
         return t
 
 
-def _flag(params: dict[str, Any], name: str, default: bool = True) -> bool:
-    value = params.pop(name, default)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+class CoFBParams(BatchCapParams):
+    """``max_batch_size`` (default the model's), ``slowdown`` (s(k) for k = 1, 2, ...; default the
+    profile's), the switches ``reorder``, ``batching``, ``throttle``, ``wait`` (default on),
+    ``margin_ms``, and :class:`CoFBScheduler`'s ``load_aware_drop``, ``min_concurrency_gain`` and
+    ``rate_window`` (seconds)."""
+
+    slowdown: Slowdown | None = None
+    reorder: bool = True
+    batching: bool = True
+    throttle: bool = True
+    wait: bool = True
+    margin_ms: NonNegative = 0.0
+    load_aware_drop: bool = True
+    min_concurrency_gain: NonNegative = 0.1
+    rate_window: Interval = 0.25
 
 
 def make_cofb(ctx: PolicyContext, **params: Any) -> CoFBScheduler:
-    """Registry factory. Parameters: ``reorder``, ``batching``, ``throttle``, ``wait`` (booleans,
-    default on), ``slowdown`` (list of s(k) for k = 1, 2, ...; default the profile's),
-    ``margin_ms``, ``max_batch_size``. Needs the model's profile."""
+    """Registry factory (:class:`CoFBParams`); needs the model's profile."""
+    p = parse_params(CoFBParams, params, "cofb")
     if ctx.profile is None:
         raise ValueError(f"scheduler 'cofb' for model {ctx.model!r} needs a latency profile")
-    slowdown = params.pop("slowdown", None)
     return CoFBScheduler(
         ctx.profile,
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
-        reorder=_flag(params, "reorder"),
-        batching=_flag(params, "batching"),
-        throttle=_flag(params, "throttle"),
-        wait=_flag(params, "wait"),
-        slowdown=None if slowdown is None else tuple(float(s) for s in slowdown),
-        margin=float(params.pop("margin_ms", 0.0)) * 1e-3,
+        max_batch=p.batch_cap(ctx, "cofb"),
+        reorder=p.reorder,
+        batching=p.batching,
+        throttle=p.throttle,
+        wait=p.wait,
+        slowdown=None if p.slowdown is None else tuple(p.slowdown),
+        margin=p.margin_ms * 1e-3,
+        load_aware_drop=p.load_aware_drop,
+        min_concurrency_gain=p.min_concurrency_gain,
+        rate_window=p.rate_window,
         default_priority=ctx.default_priority,
         max_queue_size=ctx.max_queue_size,
-        **params,
     )

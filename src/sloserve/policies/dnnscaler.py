@@ -36,6 +36,16 @@ from sloserve.core.matrix_completion import complete_row
 from sloserve.core.profiles import ModelProfile, ProfilePoint
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.dnnscaler_data import published_matrix
+from sloserve.policies.params import (
+    Count,
+    Fraction,
+    Interval,
+    Machines,
+    PolicyParams,
+    SloParams,
+    Wait,
+    parse_params,
+)
 
 MAX_INSTANCES = 10
 """Co-located instances DNNScaler considers (the published table goes to 10)."""
@@ -523,106 +533,116 @@ class DnnScaler:
         return self.inner.on_tick(now, window)
 
 
-def _slo(ctx: PolicyContext, params: dict[str, Any], name: str) -> float:
-    slo_ms = params.pop("slo_ms", None)
-    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
-    if slo is None:
-        raise ValueError(f"model {ctx.model!r}: scaler {name!r} needs an SLO (slo_ms)")
-    return slo
+class _DnnControlParams(SloParams):
+    """What both scalers take: ``slo_ms`` (the model's), ``low`` (0.85), ``statistic`` (``mean``,
+    the paper's; or ``p95``), ``min_samples`` (20), ``patience`` (2)."""
+
+    low: Fraction = 0.85
+    statistic: Statistic = "mean"
+    min_samples: Count = 20
+    patience: Count = 2
 
 
-def _no_more(params: dict[str, Any]) -> None:
-    if params:
-        raise TypeError(f"unexpected parameters {sorted(params)}")
+class DnnBatchParams(_DnnControlParams):
+    """The batching scaler's: ``initial_batch`` (1), ``interval_s`` (3), and the shared ones."""
+
+    initial_batch: Count = 1
+    interval_s: Interval = 3.0
 
 
-def build_batch_scaler(model: str, slo: float, max_batch: int, **params: Any) -> DnnBatchScaler:
-    """A batching scaler; ``params``: ``initial_batch`` (1), ``low`` (0.85), ``interval_s`` (3),
-    ``statistic`` (``mean``, the paper's; or ``p95``), ``min_samples`` (20), ``patience`` (2)."""
-    search = BatchSearch(
-        slo=slo,
-        max_batch=max_batch,
-        batch=int(params.pop("initial_batch", 1)),
-        low=float(params.pop("low", 0.85)),
-        patience=int(params.pop("patience", 2)),
-    )
-    interval = float(params.pop("interval_s", 3.0))
-    statistic = params.pop("statistic", "mean")
-    min_samples = int(params.pop("min_samples", 20))
-    _no_more(params)
-    return DnnBatchScaler(model, search, interval, statistic=statistic, min_samples=min_samples)
+class DnnInstanceParams(_DnnControlParams):
+    """The multi-tenancy scaler's: ``cores`` (1, per instance), ``initial_instances`` (default:
+    predicted from the profile at k = 1 and 8, else 1), ``max_instances`` (10), ``settle_s`` (5),
+    ``interval_s`` (1), and the shared ones."""
+
+    cores: Machines = 1
+    initial_instances: Machines | None = None
+    max_instances: Machines = MAX_INSTANCES
+    settle_s: Wait = 5.0
+    interval_s: Interval = 1.0
+
+
+class DnnDetectorParams(PolicyParams):
+    """The detector's: ``k`` (4: instances it compares batching with), ``cores`` (1),
+    ``approach`` (force ``batching`` or ``multi_tenancy`` instead of detecting)."""
+
+    k: Machines = 4
+    cores: Machines = 1
+    approach: Approach | None = None
+
+
+def build_batch_scaler(model: str, slo: float, max_batch: int, p: DnnBatchParams) -> DnnBatchScaler:
+    """A batching scaler with the cap ranging over ``1..max_batch``."""
+    search = BatchSearch(slo=slo, max_batch=max_batch, batch=p.initial_batch, low=p.low, patience=p.patience)
+    return DnnBatchScaler(model, search, p.interval_s, statistic=p.statistic, min_samples=p.min_samples)
 
 
 def build_instance_scaler(
-    model: str, slo: float, profile: ModelProfile | None, cores: int = 1, **params: Any
+    model: str, slo: float, profile: ModelProfile | None, p: DnnInstanceParams
 ) -> tuple[DnnInstanceScaler, tuple[float, ...]]:
-    """A multi-tenancy scaler and the latencies its start was predicted from. ``params``:
-    ``initial_instances`` (default: predicted from ``profile`` at k = 1 and 8, else 1),
-    ``max_instances`` (10), ``low`` (0.85), ``settle_s`` (5), ``interval_s`` (1), ``statistic``,
-    ``min_samples`` (20), ``patience`` (2)."""
-    max_instances = int(params.pop("max_instances", MAX_INSTANCES))
+    """A multi-tenancy scaler and the latencies its start was predicted from (none when
+    ``initial_instances`` is given or there is no profile)."""
     predicted: tuple[float, ...] = ()
-    initial = params.pop("initial_instances", None)
+    initial = p.initial_instances
     if initial is None:
         if profile is not None:
             predicted = predict_instance_latencies(
-                profile.latency(1, cores, 1),
-                colocated_latency(profile, 8, cores),
-                max_instances=max_instances,
+                profile.latency(1, p.cores, 1),
+                colocated_latency(profile, 8, p.cores),
+                max_instances=p.max_instances,
             )
             initial = initial_instances(predicted, slo)
         else:
             initial = 1
     control = InstanceControl(
         slo=slo,
-        count=int(initial),
-        max_instances=max_instances,
-        low=float(params.pop("low", 0.85)),
-        settle=float(params.pop("settle_s", 5.0)),
-        patience=int(params.pop("patience", 2)),
+        count=initial,
+        max_instances=p.max_instances,
+        low=p.low,
+        settle=p.settle_s,
+        patience=p.patience,
     )
-    interval = float(params.pop("interval_s", 1.0))
-    statistic = params.pop("statistic", "mean")
-    min_samples = int(params.pop("min_samples", 20))
-    _no_more(params)
-    scaler = DnnInstanceScaler(model, control, interval, statistic=statistic, min_samples=min_samples)
+    scaler = DnnInstanceScaler(model, control, p.interval_s, statistic=p.statistic, min_samples=p.min_samples)
     return scaler, predicted
 
 
 def make_dnnscaler_batch(ctx: PolicyContext, **params: Any) -> DnnBatchScaler:
-    """Registry factory ``dnnscaler_batch``: ``slo_ms`` (default the model's SLO) and the
-    parameters of :func:`build_batch_scaler`; the batch cap ranges over ``1..ctx.max_batch``."""
-    slo = _slo(ctx, params, "dnnscaler_batch")
-    return build_batch_scaler(ctx.model, slo, ctx.max_batch, **params)
+    """Registry factory ``dnnscaler_batch`` (:class:`DnnBatchParams`); the batch cap ranges over
+    ``1..ctx.max_batch``."""
+    p = parse_params(DnnBatchParams, params, "dnnscaler_batch")
+    return build_batch_scaler(ctx.model, p.slo(ctx, "dnnscaler_batch"), ctx.max_batch, p)
 
 
 def make_dnnscaler_mt(ctx: PolicyContext, **params: Any) -> DnnInstanceScaler:
-    """Registry factory ``dnnscaler_mt``: ``slo_ms`` and the parameters of
-    :func:`build_instance_scaler` (the initial count is predicted from ``ctx.profile``)."""
-    slo = _slo(ctx, params, "dnnscaler_mt")
-    cores = int(params.pop("cores", 1))
-    scaler, _ = build_instance_scaler(ctx.model, slo, ctx.profile, cores, **params)
+    """Registry factory ``dnnscaler_mt`` (:class:`DnnInstanceParams`; the initial count is
+    predicted from ``ctx.profile``)."""
+    p = parse_params(DnnInstanceParams, params, "dnnscaler_mt")
+    scaler, _ = build_instance_scaler(ctx.model, p.slo(ctx, "dnnscaler_mt"), ctx.profile, p)
     return scaler
 
 
 def make_dnnscaler(ctx: PolicyContext, **params: Any) -> DnnScaler:
-    """Registry factory ``dnnscaler``: runs the detector on ``ctx.profile`` (``k``, default 4;
-    ``approach`` forces ``batching`` or ``multi_tenancy``), then builds that scaler with the
-    remaining parameters (see :func:`build_batch_scaler`, :func:`build_instance_scaler`)."""
-    slo = _slo(ctx, params, "dnnscaler")
-    k = int(params.pop("k", 4))
-    cores = int(params.pop("cores", 1))
-    forced = params.pop("approach", None)
+    """Registry factory ``dnnscaler``: runs the detector on ``ctx.profile``
+    (:class:`DnnDetectorParams`), then builds the scaler of the approach it picks with the other
+    parameters (:class:`DnnBatchParams` or :class:`DnnInstanceParams`; one the other approach
+    alone takes is refused, naming the approach picked)."""
+    rest = dict(params)
+    mine: dict[str, Any] = {name: rest.pop(name) for name in ("k", "approach") if name in rest}
+    if "cores" in rest:
+        mine["cores"] = rest["cores"]
+    d = parse_params(DnnDetectorParams, mine, "dnnscaler")
     if ctx.profile is None:
         raise ValueError(f"model {ctx.model!r}: scaler 'dnnscaler' needs a latency profile to detect from")
-    detection = detect_from_profile(ctx.profile, k, cores)
-    if forced is not None:
-        detection = Detection(
-            Approach(str(forced)), k, detection.base, detection.batching, detection.multi_tenancy
-        )
+    detection = detect_from_profile(ctx.profile, d.k, d.cores)
+    if d.approach is not None:
+        detection = Detection(d.approach, d.k, detection.base, detection.batching, detection.multi_tenancy)
+    where = f"dnnscaler ({detection.approach.value})"
     if detection.approach is Approach.BATCHING:
-        return DnnScaler(detection, build_batch_scaler(ctx.model, slo, ctx.max_batch, **params))
-    inner, predicted = build_instance_scaler(ctx.model, slo, ctx.profile, cores, **params)
+        rest.pop("cores", None)  # the detector's; a batching scaler keeps one instance as it is
+        b = parse_params(DnnBatchParams, rest, where)
+        return DnnScaler(detection, build_batch_scaler(ctx.model, b.slo(ctx, "dnnscaler"), ctx.max_batch, b))
+    m = parse_params(DnnInstanceParams, rest, where)
+    inner, predicted = build_instance_scaler(ctx.model, m.slo(ctx, "dnnscaler"), ctx.profile, m)
     return DnnScaler(detection, inner, predicted)
 
 

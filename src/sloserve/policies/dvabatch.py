@@ -29,23 +29,28 @@ from typing import Any
 
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.cofb import CoFBScheduler
+from sloserve.policies.params import BatchCapParams, Slowdown, parse_params
+
+
+class DvaBatchParams(BatchCapParams):
+    """``max_batch_size`` (default the model's) and ``slowdown`` (s(k) list; default the profile's)."""
+
+    slowdown: Slowdown | None = None
 
 
 def make_dvabatch(ctx: PolicyContext, **params: Any) -> CoFBScheduler:
-    """Registry factory: ``max_batch_size`` (default the model's), ``slowdown`` (s(k) list). Needs
-    the model's profile."""
+    """Registry factory (:class:`DvaBatchParams`); needs the model's profile."""
+    p = parse_params(DvaBatchParams, params, "dvabatch")
     if ctx.profile is None:
         raise ValueError(f"scheduler 'dvabatch' for model {ctx.model!r} needs a latency profile")
-    slowdown = params.pop("slowdown", None)
     return CoFBScheduler(
         ctx.profile,
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
+        max_batch=p.batch_cap(ctx, "dvabatch"),
         reorder=False,
         batching=True,
         throttle=False,
         wait=False,
-        slowdown=None if slowdown is None else tuple(float(s) for s in slowdown),
+        slowdown=None if p.slowdown is None else tuple(p.slowdown),
         default_priority=ctx.default_priority,
         max_queue_size=ctx.max_queue_size,
-        **params,
     )

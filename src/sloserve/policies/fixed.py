@@ -10,6 +10,7 @@ from sloserve.core.decisions import Decision
 from sloserve.core.request import Batch
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import Count, PolicyParams, Wait, parse_params
 
 
 class FixedBatcher(QueueScheduler):
@@ -40,11 +41,18 @@ class FixedBatcher(QueueScheduler):
         return ready_at
 
 
+class FixedParams(PolicyParams):
+    """``batch_size`` (default the model's max batch) and ``max_wait_s`` (default: wait for a full batch)."""
+
+    batch_size: Count | None = None
+    max_wait_s: Wait | None = None
+
+
 def make_fixed(ctx: PolicyContext, **params: Any) -> FixedBatcher:
-    """Registry factory: ``batch_size`` (default the model's max batch) and ``max_wait_s``."""
+    """Registry factory (:class:`FixedParams`)."""
+    p = parse_params(FixedParams, params, "fixed")
     return FixedBatcher(
-        batch_size=int(params.pop("batch_size", ctx.max_batch)),
-        max_wait=float(params.pop("max_wait_s", math.inf)),
+        batch_size=p.batch_size if p.batch_size is not None else ctx.max_batch,
+        max_wait=p.max_wait_s if p.max_wait_s is not None else math.inf,
         max_queue_size=ctx.max_queue_size,
-        **params,
     )

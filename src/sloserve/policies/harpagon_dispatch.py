@@ -26,12 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason, WaitUntil
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import PolicyContext
+from sloserve.policies.params import Count, NonNegative, PolicyParams, Positive, parse_params
 from sloserve.policies.queues import FifoQueue, pop_rows
 
 
@@ -247,48 +250,53 @@ class RoundRobinPlanDispatcher(_PlanScheduler):
             lane.instances = [iid]
 
 
-def _routes(params: dict[str, Any]) -> list[TupleRoute]:
-    raw = params.pop("tuples", None)
-    if not raw:
-        raise ValueError("needs 'tuples': [{hardware, batch, count, rate, dummy_rate, exec_ms, wait_ms}]")
-    out = []
-    for t in raw:
-        t = dict(t)
-        out.append(
-            TupleRoute(
-                hardware=str(t.pop("hardware", "cpu")),
-                batch=int(t.pop("batch")),
-                count=int(t.pop("count", 1)),
-                rate=float(t.pop("rate", 1.0)),
-                dummy_rate=float(t.pop("dummy_rate", 0.0)),
-                exec_time=float(t.pop("exec_ms")) * 1e-3,
-                wait=float(t.pop("wait_ms", 0.0)) * 1e-3,
-            )
+class TupleParams(PolicyParams):
+    """One plan tuple, as in a plan file: ``batch``, ``exec_ms`` (required), ``hardware`` (``cpu``),
+    ``count`` (1), ``rate`` (1), ``dummy_rate`` (0), ``wait_ms`` (0)."""
+
+    hardware: str = "cpu"
+    batch: Count
+    count: Count = 1
+    rate: NonNegative = 1.0
+    dummy_rate: NonNegative = 0.0
+    exec_ms: NonNegative
+    wait_ms: NonNegative = 0.0
+
+    def route(self) -> TupleRoute:
+        """The tuple as the dispatchers take it (times in seconds)."""
+        return TupleRoute(
+            self.hardware,
+            self.batch,
+            self.count,
+            self.rate,
+            self.dummy_rate,
+            self.exec_ms * 1e-3,
+            self.wait_ms * 1e-3,
         )
-        if t:
-            raise ValueError(f"unknown tuple fields {sorted(t)}")
-    return out
 
 
-def _budget(ctx: PolicyContext, params: dict[str, Any]) -> float:
-    if "budget_ms" in params:
-        return float(params.pop("budget_ms")) * 1e-3
-    if ctx.slo is None:
-        raise ValueError("needs 'budget_ms' (or the model's slo_ms)")
-    return ctx.slo
+class PlanDispatchParams(PolicyParams):
+    """``tuples`` (at least one) and ``budget_ms`` (default: the model's SLO)."""
+
+    tuples: Annotated[list[TupleParams], Field(min_length=1)]
+    budget_ms: Positive | None = None
+
+    def budget(self, ctx: PolicyContext) -> float:
+        """The module's latency budget in seconds."""
+        if self.budget_ms is not None:
+            return self.budget_ms * 1e-3
+        if ctx.slo is None:
+            raise ValueError("needs 'budget_ms' (or the model's slo_ms)")
+        return ctx.slo
 
 
 def make_harpagon(ctx: PolicyContext, **params: Any) -> HarpagonDispatcher:
-    """Registry factory: ``tuples`` (as in a plan file) and ``budget_ms`` (default: the model's SLO)."""
-    routes, budget = _routes(params), _budget(ctx, params)
-    if params:
-        raise TypeError(f"unknown parameters {sorted(params)}")
-    return HarpagonDispatcher(routes, budget)
+    """Registry factory (:class:`PlanDispatchParams`)."""
+    p = parse_params(PlanDispatchParams, params, "harpagon")
+    return HarpagonDispatcher([t.route() for t in p.tuples], p.budget(ctx))
 
 
 def make_plan_round_robin(ctx: PolicyContext, **params: Any) -> RoundRobinPlanDispatcher:
-    """Registry factory for :class:`RoundRobinPlanDispatcher`; same parameters as ``harpagon``."""
-    routes, budget = _routes(params), _budget(ctx, params)
-    if params:
-        raise TypeError(f"unknown parameters {sorted(params)}")
-    return RoundRobinPlanDispatcher(routes, budget)
+    """Registry factory for :class:`RoundRobinPlanDispatcher` (:class:`PlanDispatchParams`)."""
+    p = parse_params(PlanDispatchParams, params, "plan_round_robin")
+    return RoundRobinPlanDispatcher([t.route() for t in p.tuples], p.budget(ctx))

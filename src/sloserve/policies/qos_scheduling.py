@@ -17,11 +17,12 @@ import numpy as np
 from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Dispatch, Drop, DropReason
 from sloserve.core.request import Batch, Request
-from sloserve.policies.base import Dispatcher, PolicyContext
+from sloserve.policies.base import PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import Index, Interval, PolicyParams, Positive, parse_params
 from sloserve.policies.qos import QosSpec, RateEstimator, qos_spec_from_params
 from sloserve.policies.queues import FifoQueue, pop_rows
-from sloserve.policies.triton import TritonDynamicBatcher
+from sloserve.policies.triton import TritonDynamicBatcher, TritonParams
 
 VARIANT_KEY = "variant"
 """Key of ``Batch.meta`` holding the variant number a QoS scheduler chose."""
@@ -234,37 +235,59 @@ def capped(sched: S, ctx: PolicyContext) -> S:
     return sched
 
 
+class QosHeuristicParams(PolicyParams):
+    """``qos_heuristic``'s own (beside the QoS params): ``headroom`` (1) and ``rate_tau`` (1 s)."""
+
+    headroom: Positive = 1.0
+    rate_tau: Interval = 1.0
+
+
+class QosRandomParams(PolicyParams):
+    """``qos_random``'s own (beside the QoS params): ``seed`` (0) and ``rate_tau`` (1 s)."""
+
+    seed: Index = 0
+    rate_tau: Interval = 1.0
+
+
+class QosTritonParams(TritonParams):
+    """``qos_triton``'s own (beside the QoS params): ``variant`` (a variant's name; default the
+    most accurate) and Triton's names (:class:`~sloserve.policies.triton.TritonParams`;
+    ``max_batch_size`` defaults to the largest of ``batch_sizes`` within the model's)."""
+
+    variant: str | None = None
+
+
 def make_qos_heuristic(ctx: PolicyContext, **params: Any) -> QosHeuristic:
     """Registry factory ``qos_heuristic``: QoS params (``variants``, ``profiles``, ``utility``,
-    ``batch_sizes``, ``base_dir``) plus ``headroom`` and ``rate_tau``."""
+    ``batch_sizes``, ``base_dir``) and :class:`QosHeuristicParams`."""
     spec, rest = _split(params)
-    return capped(QosHeuristic(spec, max_queue_size=ctx.max_queue_size, **rest), ctx)
+    p = parse_params(QosHeuristicParams, rest, "qos_heuristic")
+    sched = QosHeuristic(spec, headroom=p.headroom, rate_tau=p.rate_tau, max_queue_size=ctx.max_queue_size)
+    return capped(sched, ctx)
 
 
 def make_qos_random(ctx: PolicyContext, **params: Any) -> RandomQos:
-    """Registry factory ``qos_random``: QoS params plus ``seed``."""
+    """Registry factory ``qos_random``: QoS params and :class:`QosRandomParams`."""
     spec, rest = _split(params)
-    return capped(RandomQos(spec, max_queue_size=ctx.max_queue_size, **rest), ctx)
+    p = parse_params(QosRandomParams, rest, "qos_random")
+    return capped(RandomQos(spec, seed=p.seed, rate_tau=p.rate_tau, max_queue_size=ctx.max_queue_size), ctx)
 
 
 def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
-    """Registry factory ``qos_triton``: QoS params, ``variant`` (name; default the most accurate) and
-    Triton's names (``max_batch_size``, ``preferred_batch_size``, ``max_queue_delay_microseconds``,
-    ``timeout_action``)."""
+    """Registry factory ``qos_triton``: QoS params and :class:`QosTritonParams`."""
     spec, rest = _split(params)
-    name = rest.pop("variant", None)
+    p = parse_params(QosTritonParams, rest, "qos_triton")
     names = [v.name for v in spec.variants]
-    if name is not None and name not in names:
-        raise ValueError(f"qos_triton: unknown variant {name!r}; known: {names}")
-    variant = names.index(name) if name is not None else spec.by_accuracy()[0]
-    dispatcher: Dispatcher | None = rest.pop("dispatcher", None)
+    if p.variant is not None and p.variant not in names:
+        raise ValueError(f"qos_triton: unknown variant {p.variant!r}; known: {names}")
+    variant = names.index(p.variant) if p.variant is not None else spec.by_accuracy()[0]
     return TritonQos(
         variant,
-        max_batch=int(rest.pop("max_batch_size", min(spec.batch_sizes[-1], ctx.max_batch))),
-        preferred_batch_sizes=tuple(rest.pop("preferred_batch_size", ())),
-        max_queue_delay=float(rest.pop("max_queue_delay_microseconds", 0)) * 1e-6,
-        timeout_action=str(rest.pop("timeout_action", "reject")).lower(),
+        max_batch=p.batch_cap(ctx, "qos_triton")
+        if p.max_batch_size is not None
+        else min(spec.batch_sizes[-1], ctx.max_batch),
+        preferred_batch_sizes=p.preferred_batch_size,
+        max_queue_delay=p.max_queue_delay_microseconds * 1e-6,
+        timeout_action=p.timeout_action,
         max_queue_size=ctx.max_queue_size,
-        dispatcher=dispatcher,
-        **rest,
     )

@@ -14,6 +14,7 @@ from sloserve.core.decisions import Decision
 from sloserve.core.request import Batch
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import BatchCapParams, Wait, parse_params
 
 
 class RayServeBatcher(QueueScheduler):
@@ -46,11 +47,18 @@ class RayServeBatcher(QueueScheduler):
         return ready_at
 
 
+class RayParams(BatchCapParams):
+    """Ray Serve's names: ``max_batch_size`` (default Ray's 10, capped by the model's) and
+    ``batch_wait_timeout_s`` (default 0.01)."""
+
+    batch_wait_timeout_s: Wait = 0.01
+
+
 def make_ray(ctx: PolicyContext, **params: Any) -> RayServeBatcher:
-    """Registry factory: Ray Serve's names; ``max_batch_size`` defaults to Ray's 10 capped by the model."""
+    """Registry factory (:class:`RayParams`)."""
+    p = parse_params(RayParams, params, "ray")
     return RayServeBatcher(
-        max_batch_size=int(params.pop("max_batch_size", min(10, ctx.max_batch))),
-        batch_wait_timeout_s=float(params.pop("batch_wait_timeout_s", 0.01)),
+        max_batch_size=p.batch_cap(ctx, "ray") if p.max_batch_size is not None else min(10, ctx.max_batch),
+        batch_wait_timeout_s=p.batch_wait_timeout_s,
         max_queue_size=ctx.max_queue_size,
-        **params,
     )

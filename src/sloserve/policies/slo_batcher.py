@@ -88,7 +88,9 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision, Drop, DropReason
@@ -96,6 +98,7 @@ from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import BatchCapParams, Count, Index, NonNegative, Number, Positive, parse_params
 from sloserve.policies.queues import EdfQueue
 from sloserve.policies.windows import SortedWindow
 
@@ -496,18 +499,35 @@ class SloBatcher(QueueScheduler):
         return k * one / self.profile.latency(1, 1, k) - (k - 1) * one / self.profile.latency(1, 1, k - 1)
 
 
+class SloBatcherParams(BatchCapParams):
+    """``slo_ms`` (default the model's SLO; requests may carry their own deadlines instead),
+    ``max_batch_size`` (default the model's), and the knobs of :class:`SloBatcher` of the same
+    names, for ablations and tuning."""
+
+    slo_ms: Positive | None = None
+    rate_window: Annotated[int, Number, Field(ge=2)] = 32
+    shared_hardware: bool = True
+    calibration_window: Index = 64
+    calibration_min: Count = 8
+    calibration_band: NonNegative = 0.05
+    tail_window: Index = TAIL_WINDOW
+    tail_min: Count = 64
+    plan_queue: bool = True
+    efficient_cap: bool = True
+    head_of_line_cap: bool = True
+
+
 def make_slo_batcher(ctx: PolicyContext, **params: Any) -> SloBatcher:
-    """Registry factory: needs the model's profile; ``slo_ms`` overrides the model's SLO and
-    ``max_batch_size`` its batch cap (both optional)."""
+    """Registry factory (:class:`SloBatcherParams`); needs the model's profile."""
+    p = parse_params(SloBatcherParams, params, "slo")
     if ctx.profile is None:
         raise ValueError(f"model {ctx.model!r}: scheduler 'slo' needs a latency profile")
-    slo_ms = params.pop("slo_ms", None)
-    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
+    knobs = p.model_dump(exclude={"slo_ms", "max_batch_size"})
     return SloBatcher(
         ctx.profile,
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
-        slo=slo,
+        max_batch=p.batch_cap(ctx, "slo"),
+        slo=p.slo_ms * 1e-3 if p.slo_ms is not None else ctx.slo,
         default_priority=ctx.default_priority,
         max_queue_size=ctx.max_queue_size,
-        **params,
+        **knobs,
     )

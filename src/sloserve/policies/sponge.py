@@ -35,12 +35,24 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from sloserve.core.cluster import WindowStats
 from sloserve.core.decisions import ScaleDecision, SetInstanceCores, SetInstanceCount, SetMaxBatch
 from sloserve.core.profiles import ModelProfile, max_batch_within
 from sloserve.policies.base import PolicyContext
+from sloserve.policies.params import (
+    BatchCapParams,
+    Count,
+    Index,
+    Interval,
+    Machines,
+    Number,
+    SloParams,
+    parse_params,
+)
 
 Solve = Callable[[float, float, ModelProfile, int, int], "tuple[int, int] | None"]
 """``solve(lam, budget, profile, max_cores, max_batch)``: the fewest cores, then the smallest batch,
@@ -278,50 +290,59 @@ class HorizontalScaler:
         return out
 
 
-def _slo_of(ctx: PolicyContext, params: dict[str, Any], name: str) -> tuple[ModelProfile, float]:
+class SpongeScalerParams(SloParams, BatchCapParams):
+    """``max_cores`` (16), ``max_batch_size`` (the model's), ``instance`` (0: the id of the instance
+    it resizes), ``interval_s`` (1), ``margin`` (0.1: the share of the SLO kept back), ``windows``
+    (5), ``slo_ms`` (the model's)."""
+
+    max_cores: Machines = 16
+    instance: Index = 0
+    interval_s: Interval = 1.0
+    margin: Annotated[float, Number, Field(ge=0, lt=1)] = 0.1
+    windows: Count = 5
+
+
+class HorizontalParams(SloParams, BatchCapParams):
+    """``max_replicas`` (16), ``max_batch_size`` (the model's), ``interval_s`` (1), ``windows`` (5),
+    ``slo_ms`` (the model's)."""
+
+    max_replicas: Machines = 16
+    interval_s: Interval = 1.0
+    windows: Count = 5
+
+
+def _profile_of(ctx: PolicyContext, name: str) -> ModelProfile:
     if ctx.profile is None:
         raise ValueError(f"model {ctx.model!r}: scaler {name!r} needs a latency profile")
-    slo_ms = params.pop("slo_ms", None)
-    slo = float(slo_ms) * 1e-3 if slo_ms is not None else ctx.slo
-    if slo is None:
-        raise ValueError(f"model {ctx.model!r}: scaler {name!r} needs an SLO (slo_ms)")
-    return ctx.profile, slo
+    return ctx.profile
 
 
 def make_sponge_with(solve: Solve, ctx: PolicyContext, **params: Any) -> SpongeScaler:
-    """Build a :class:`SpongeScaler` with ``solve``; params ``max_cores`` (default 16),
-    ``max_batch_size`` (the model's), ``instance``, ``interval_s``, ``margin``, ``windows``, ``slo_ms``."""
-    profile, slo = _slo_of(ctx, params, "sponge")
-    scaler = SpongeScaler(
+    """Build a :class:`SpongeScaler` with ``solve`` (:class:`SpongeScalerParams`)."""
+    p = parse_params(SpongeScalerParams, params, "sponge")
+    return SpongeScaler(
         ctx.model,
-        profile,
-        slo,
+        _profile_of(ctx, "sponge"),
+        p.slo(ctx, "sponge"),
         solve,
-        max_cores=int(params.pop("max_cores", 16)),
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
-        instance=int(params.pop("instance", 0)),
-        interval=float(params.pop("interval_s", 1.0)),
-        margin=float(params.pop("margin", 0.1)),
-        windows=int(params.pop("windows", 5)),
+        max_cores=p.max_cores,
+        max_batch=p.batch_cap(ctx, "sponge"),
+        instance=p.instance,
+        interval=p.interval_s,
+        margin=p.margin,
+        windows=p.windows,
     )
-    if params:
-        raise TypeError(f"unexpected parameters {sorted(params)}")
-    return scaler
 
 
 def make_horizontal(ctx: PolicyContext, **params: Any) -> HorizontalScaler:
-    """Registry factory for ``horizontal``: ``max_replicas`` (16), ``max_batch_size``, ``interval_s``,
-    ``windows``, ``slo_ms``."""
-    profile, slo = _slo_of(ctx, params, "horizontal")
-    scaler = HorizontalScaler(
+    """Registry factory for ``horizontal`` (:class:`HorizontalParams`)."""
+    p = parse_params(HorizontalParams, params, "horizontal")
+    return HorizontalScaler(
         ctx.model,
-        profile,
-        slo,
-        max_replicas=int(params.pop("max_replicas", 16)),
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
-        interval=float(params.pop("interval_s", 1.0)),
-        windows=int(params.pop("windows", 5)),
+        _profile_of(ctx, "horizontal"),
+        p.slo(ctx, "horizontal"),
+        max_replicas=p.max_replicas,
+        max_batch=p.batch_cap(ctx, "horizontal"),
+        interval=p.interval_s,
+        windows=p.windows,
     )
-    if params:
-        raise TypeError(f"unexpected parameters {sorted(params)}")
-    return scaler

@@ -11,13 +11,16 @@ timeout (deadline) passed while queued are rejected (``timeout_action: REJECT``)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
 
 from sloserve.core.cluster import InstanceView
 from sloserve.core.decisions import Decision
 from sloserve.core.request import Batch
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
+from sloserve.policies.params import MAX_SECONDS, BatchCapParams, Count, Number, parse_params
 from sloserve.policies.queues import FifoQueue, PriorityQueue, RequestQueue
 
 
@@ -70,16 +73,29 @@ class TritonDynamicBatcher(QueueScheduler):
         return ready_at
 
 
+class TritonParams(BatchCapParams):
+    """Triton's config names: ``max_batch_size``, ``preferred_batch_size``,
+    ``max_queue_delay_microseconds``, ``timeout_action`` (``reject`` or ``delay``, any case)."""
+
+    preferred_batch_size: tuple[Count, ...] = ()
+    max_queue_delay_microseconds: Annotated[float, Number, Field(ge=0, le=MAX_SECONDS * 1e6)] = 0.0
+    timeout_action: Literal["reject", "delay"] = "reject"
+
+    @field_validator("timeout_action", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
 def make_triton(ctx: PolicyContext, **params: Any) -> TritonDynamicBatcher:
-    """Registry factory: Triton's config names (``preferred_batch_size``,
-    ``max_queue_delay_microseconds``, ``timeout_action``) over the model context."""
+    """Registry factory (:class:`TritonParams`) over the model context."""
+    p = parse_params(TritonParams, params, "triton")
     return TritonDynamicBatcher(
-        max_batch=int(params.pop("max_batch_size", ctx.max_batch)),
-        preferred_batch_sizes=tuple(params.pop("preferred_batch_size", ())),
-        max_queue_delay=float(params.pop("max_queue_delay_microseconds", 0)) * 1e-6,
-        timeout_action=str(params.pop("timeout_action", "reject")).lower(),
+        max_batch=p.batch_cap(ctx, "triton"),
+        preferred_batch_sizes=p.preferred_batch_size,
+        max_queue_delay=p.max_queue_delay_microseconds * 1e-6,
+        timeout_action=p.timeout_action,
         priority_levels=ctx.priority_levels,
         default_priority=ctx.default_priority,
         max_queue_size=ctx.max_queue_size,
-        **params,
     )

@@ -19,6 +19,7 @@ from sloserve.core.cluster import InstanceView
 from sloserve.core.config import ConfigError
 from sloserve.core.profile_io import profile_to_dict
 from sloserve.policies.base import PolicyContext
+from sloserve.policies.params import PolicyParams, parse_params
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
 from sloserve.policies.qos_scheduling import QosScheduler, capped
 from sloserve.rl.features import QosFeatures
@@ -141,13 +142,21 @@ def load_rl_scheduler(model_path: str | Path, *, max_queue_size: int = 0) -> RLQ
     )
 
 
+class RlSchedulerParams(PolicyParams):
+    """``model_path`` (the ``.zip`` written by ``sloserve train-rl``) and ``base_dir`` (what a
+    relative ``model_path`` is relative to; default the working directory)."""
+
+    model_path: str
+    base_dir: str = "."
+
+
 def make_rl_scheduler(ctx: PolicyContext, **params: Any) -> RLQosScheduler:
-    """Registry factory ``qos_rl``: ``model_path`` (the ``.zip`` written by ``sloserve train-rl``)."""
+    """Registry factory ``qos_rl`` (:class:`RlSchedulerParams`)."""
     if "model_path" not in params:
         raise ValueError("qos_rl needs params.model_path (a policy saved by `sloserve train-rl`)")
-    path = Path(str(params.pop("model_path")))
-    base = Path(str(params.pop("base_dir", ".")))
-    if params:
-        raise ValueError(f"qos_rl: unknown params {sorted(params)}")
-    sched = load_rl_scheduler(path if path.is_absolute() else base / path, max_queue_size=ctx.max_queue_size)
+    p = parse_params(RlSchedulerParams, params, "qos_rl")
+    path = Path(p.model_path)
+    sched = load_rl_scheduler(
+        path if path.is_absolute() else Path(p.base_dir) / path, max_queue_size=ctx.max_queue_size
+    )
     return capped(sched, ctx)
