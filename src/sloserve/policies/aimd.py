@@ -100,7 +100,7 @@ def make_aimd(ctx: PolicyContext, **params: Any) -> AimdScaler:
     """Registry factory (:class:`AimdParams`)."""
     p = parse_params(AimdParams, params, "aimd")
     controller = AimdController(
-        slo=p.slo(ctx, "aimd"),
+        slo=p.slo(ctx),
         max_batch=ctx.max_batch,
         batch=p.initial_batch,
         step=p.step,

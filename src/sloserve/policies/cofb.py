@@ -370,7 +370,7 @@ def make_cofb(ctx: PolicyContext, **params: Any) -> CoFBScheduler:
         raise ValueError(f"scheduler 'cofb' for model {ctx.model!r} needs a latency profile")
     return CoFBScheduler(
         ctx.profile,
-        max_batch=p.batch_cap(ctx, "cofb"),
+        max_batch=p.batch_cap(ctx),
         reorder=p.reorder,
         batching=p.batching,
         throttle=p.throttle,

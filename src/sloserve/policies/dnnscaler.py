@@ -610,14 +610,14 @@ def make_dnnscaler_batch(ctx: PolicyContext, **params: Any) -> DnnBatchScaler:
     """Registry factory ``dnnscaler_batch`` (:class:`DnnBatchParams`); the batch cap ranges over
     ``1..ctx.max_batch``."""
     p = parse_params(DnnBatchParams, params, "dnnscaler_batch")
-    return build_batch_scaler(ctx.model, p.slo(ctx, "dnnscaler_batch"), ctx.max_batch, p)
+    return build_batch_scaler(ctx.model, p.slo(ctx), ctx.max_batch, p)
 
 
 def make_dnnscaler_mt(ctx: PolicyContext, **params: Any) -> DnnInstanceScaler:
     """Registry factory ``dnnscaler_mt`` (:class:`DnnInstanceParams`; the initial count is
     predicted from ``ctx.profile``)."""
     p = parse_params(DnnInstanceParams, params, "dnnscaler_mt")
-    scaler, _ = build_instance_scaler(ctx.model, p.slo(ctx, "dnnscaler_mt"), ctx.profile, p)
+    scaler, _ = build_instance_scaler(ctx.model, p.slo(ctx), ctx.profile, p)
     return scaler
 
 
@@ -640,9 +640,9 @@ def make_dnnscaler(ctx: PolicyContext, **params: Any) -> DnnScaler:
     if detection.approach is Approach.BATCHING:
         rest.pop("cores", None)  # the detector's; a batching scaler keeps one instance as it is
         b = parse_params(DnnBatchParams, rest, where)
-        return DnnScaler(detection, build_batch_scaler(ctx.model, b.slo(ctx, "dnnscaler"), ctx.max_batch, b))
+        return DnnScaler(detection, build_batch_scaler(ctx.model, b.slo(ctx), ctx.max_batch, b))
     m = parse_params(DnnInstanceParams, rest, where)
-    inner, predicted = build_instance_scaler(ctx.model, m.slo(ctx, "dnnscaler"), ctx.profile, m)
+    inner, predicted = build_instance_scaler(ctx.model, m.slo(ctx), ctx.profile, m)
     return DnnScaler(detection, inner, predicted)
 
 

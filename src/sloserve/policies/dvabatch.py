@@ -45,7 +45,7 @@ def make_dvabatch(ctx: PolicyContext, **params: Any) -> CoFBScheduler:
         raise ValueError(f"scheduler 'dvabatch' for model {ctx.model!r} needs a latency profile")
     return CoFBScheduler(
         ctx.profile,
-        max_batch=p.batch_cap(ctx, "dvabatch"),
+        max_batch=p.batch_cap(ctx),
         reorder=False,
         batching=True,
         throttle=False,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, PrivateAttr
 
 from sloserve.core.config import ConfigError, StrictModel, validate
 from sloserve.policies.base import PolicyContext
@@ -54,6 +54,8 @@ class PolicyParams(StrictModel):
     """Base of a policy's parameter schema: unknown names, NaN and infinities are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _policy: str = PrivateAttr("")
+    """The policy :func:`parse_params` checked them for (the messages below name it)."""
 
 
 class SloParams(PolicyParams):
@@ -61,13 +63,16 @@ class SloParams(PolicyParams):
 
     slo_ms: Positive | None = None
 
-    def slo(self, ctx: PolicyContext, policy: str) -> float:
-        """The SLO in seconds: ``slo_ms``, else the model's; ValueError when neither is set."""
-        if self.slo_ms is not None:
-            return self.slo_ms * 1e-3
-        if ctx.slo is None:
-            raise ValueError(f"model {ctx.model!r}: {policy!r} needs an SLO (slo_ms)")
-        return ctx.slo
+    def slo_or_none(self, ctx: PolicyContext) -> float | None:
+        """The SLO in seconds: ``slo_ms``, else the model's (None when neither is set)."""
+        return self.slo_ms * 1e-3 if self.slo_ms is not None else ctx.slo
+
+    def slo(self, ctx: PolicyContext) -> float:
+        """The SLO in seconds, for a policy that needs one; ValueError when neither is set."""
+        slo = self.slo_or_none(ctx)
+        if slo is None:
+            raise ValueError(f"model {ctx.model!r}: {self._policy!r} needs an SLO (slo_ms)")
+        return slo
 
 
 class BatchCapParams(PolicyParams):
@@ -75,13 +80,14 @@ class BatchCapParams(PolicyParams):
 
     max_batch_size: Count | None = None
 
-    def batch_cap(self, ctx: PolicyContext, policy: str) -> int:
-        """``max_batch_size``, else the model's largest batch; ConfigError when above the model's."""
+    def batch_cap(self, ctx: PolicyContext, default: int | None = None) -> int:
+        """``max_batch_size``, else ``default`` (the model's largest batch when None); ConfigError
+        when ``max_batch_size`` is above the model's."""
         if self.max_batch_size is None:
-            return ctx.max_batch
+            return ctx.max_batch if default is None else default
         if self.max_batch_size > ctx.max_batch:
             raise ConfigError(
-                f"{policy!r} params: max_batch_size: {self.max_batch_size} is above the largest batch "
+                f"{self._policy!r} params: max_batch_size: {self.max_batch_size} is above the largest batch "
                 f"of model {ctx.model!r} ({ctx.max_batch})"
             )
         return self.max_batch_size
@@ -92,4 +98,6 @@ P = TypeVar("P", bound=PolicyParams)
 
 def parse_params(schema: type[P], params: Mapping[str, Any], policy: str) -> P:
     """``params`` validated against ``schema``; ConfigError naming ``policy`` and each bad field."""
-    return validate(schema, dict(params), f"{policy!r} params")
+    parsed = validate(schema, dict(params), f"{policy!r} params")
+    parsed._policy = policy
+    return parsed

@@ -283,9 +283,7 @@ def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
     variant = names.index(p.variant) if p.variant is not None else spec.by_accuracy()[0]
     return TritonQos(
         variant,
-        max_batch=p.batch_cap(ctx, "qos_triton")
-        if p.max_batch_size is not None
-        else min(spec.batch_sizes[-1], ctx.max_batch),
+        max_batch=p.batch_cap(ctx, default=min(spec.batch_sizes[-1], ctx.max_batch)),
         preferred_batch_sizes=p.preferred_batch_size,
         max_queue_delay=p.max_queue_delay_microseconds * 1e-6,
         timeout_action=p.timeout_action,

@@ -58,7 +58,7 @@ def make_ray(ctx: PolicyContext, **params: Any) -> RayServeBatcher:
     """Registry factory (:class:`RayParams`)."""
     p = parse_params(RayParams, params, "ray")
     return RayServeBatcher(
-        max_batch_size=p.batch_cap(ctx, "ray") if p.max_batch_size is not None else min(10, ctx.max_batch),
+        max_batch_size=p.batch_cap(ctx, default=min(10, ctx.max_batch)),
         batch_wait_timeout_s=p.batch_wait_timeout_s,
         max_queue_size=ctx.max_queue_size,
     )

@@ -98,7 +98,15 @@ from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Dispatcher, PolicyContext
 from sloserve.policies.batching import QueueScheduler
-from sloserve.policies.params import BatchCapParams, Count, Index, NonNegative, Number, Positive, parse_params
+from sloserve.policies.params import (
+    BatchCapParams,
+    Count,
+    Index,
+    NonNegative,
+    Number,
+    SloParams,
+    parse_params,
+)
 from sloserve.policies.queues import EdfQueue
 from sloserve.policies.windows import SortedWindow
 
@@ -499,12 +507,11 @@ class SloBatcher(QueueScheduler):
         return k * one / self.profile.latency(1, 1, k) - (k - 1) * one / self.profile.latency(1, 1, k - 1)
 
 
-class SloBatcherParams(BatchCapParams):
+class SloBatcherParams(SloParams, BatchCapParams):
     """``slo_ms`` (default the model's SLO; requests may carry their own deadlines instead),
     ``max_batch_size`` (default the model's), and the knobs of :class:`SloBatcher` of the same
     names, for ablations and tuning."""
 
-    slo_ms: Positive | None = None
     rate_window: Annotated[int, Number, Field(ge=2)] = 32
     shared_hardware: bool = True
     calibration_window: Index = 64
@@ -525,8 +532,8 @@ def make_slo_batcher(ctx: PolicyContext, **params: Any) -> SloBatcher:
     knobs = p.model_dump(exclude={"slo_ms", "max_batch_size"})
     return SloBatcher(
         ctx.profile,
-        max_batch=p.batch_cap(ctx, "slo"),
-        slo=p.slo_ms * 1e-3 if p.slo_ms is not None else ctx.slo,
+        max_batch=p.batch_cap(ctx),
+        slo=p.slo_or_none(ctx),
         default_priority=ctx.default_priority,
         max_queue_size=ctx.max_queue_size,
         **knobs,

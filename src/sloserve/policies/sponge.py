@@ -323,10 +323,10 @@ def make_sponge_with(solve: Solve, ctx: PolicyContext, **params: Any) -> SpongeS
     return SpongeScaler(
         ctx.model,
         _profile_of(ctx, "sponge"),
-        p.slo(ctx, "sponge"),
+        p.slo(ctx),
         solve,
         max_cores=p.max_cores,
-        max_batch=p.batch_cap(ctx, "sponge"),
+        max_batch=p.batch_cap(ctx),
         instance=p.instance,
         interval=p.interval_s,
         margin=p.margin,
@@ -340,9 +340,9 @@ def make_horizontal(ctx: PolicyContext, **params: Any) -> HorizontalScaler:
     return HorizontalScaler(
         ctx.model,
         _profile_of(ctx, "horizontal"),
-        p.slo(ctx, "horizontal"),
+        p.slo(ctx),
         max_replicas=p.max_replicas,
-        max_batch=p.batch_cap(ctx, "horizontal"),
+        max_batch=p.batch_cap(ctx),
         interval=p.interval_s,
         windows=p.windows,
     )

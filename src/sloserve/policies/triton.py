@@ -91,7 +91,7 @@ def make_triton(ctx: PolicyContext, **params: Any) -> TritonDynamicBatcher:
     """Registry factory (:class:`TritonParams`) over the model context."""
     p = parse_params(TritonParams, params, "triton")
     return TritonDynamicBatcher(
-        max_batch=p.batch_cap(ctx, "triton"),
+        max_batch=p.batch_cap(ctx),
         preferred_batch_sizes=p.preferred_batch_size,
         max_queue_delay=p.max_queue_delay_microseconds * 1e-6,
         timeout_action=p.timeout_action,
