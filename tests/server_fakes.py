@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sloserve.core.cluster import InstanceView
+from sloserve.core.decisions import Decision, Drop
 from sloserve.core.profiles import ModelProfile
+from sloserve.core.request import Batch, Request
+from sloserve.policies.base import PolicyContext
+from sloserve.policies.triton import TritonDynamicBatcher
 from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
 from sloserve.runtime.model_config import ModelConfig
@@ -191,3 +196,35 @@ class GreedyScaler:
 def make_greedy_scaler(ctx: Any, **params: Any) -> GreedyScaler:
     """Registry factory (by import path ``server_fakes:make_greedy_scaler``)."""
     return GreedyScaler(ctx.model, int(params.pop("count", 3)), float(params.pop("interval_s", 0.05)))
+
+
+class FragileScheduler(TritonDynamicBatcher):
+    """Triton's batcher with a bug on demand: it raises in ``fail_in`` (``submit``, ``decide`` or
+    ``on_complete``) once a request of priority 1 reaches that method."""
+
+    def __init__(self, fail_in: str, max_batch: int, priority_levels: int) -> None:
+        super().__init__(max_batch, priority_levels=priority_levels)
+        self.fail_in = fail_in
+        self._armed = False
+
+    def _maybe_fail(self, method: str, priorities: Sequence[int]) -> None:
+        if method == self.fail_in and 1 in priorities:
+            raise ZeroDivisionError(f"fragile scheduler: asked to fail in {method}")
+
+    def submit(self, now: float, request: Request) -> Drop | None:
+        self._maybe_fail("submit", [request.priority])
+        self._armed |= request.priority == 1
+        return super().submit(now, request)
+
+    def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
+        self._maybe_fail("decide", [1] if self._armed else [])
+        return super().decide(now, instances)
+
+    def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
+        super().on_complete(now, batch, instance, latency)
+        self._maybe_fail("on_complete", [r.priority for r in batch.requests])
+
+
+def make_fragile_scheduler(ctx: PolicyContext, fail_in: str = "on_complete") -> FragileScheduler:
+    """Registry factory (by import path ``server_fakes:make_fragile_scheduler``)."""
+    return FragileScheduler(fail_in, ctx.max_batch, ctx.priority_levels)

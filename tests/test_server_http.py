@@ -250,6 +250,48 @@ def test_a_model_whose_policy_params_are_wrong_is_refused_naming_the_field(
     assert client.infer("bad_params", [_input(2)]).as_numpy("OUTPUT0") is not None
 
 
+@pytest.mark.parametrize("fail_in", ["submit", "on_complete"])
+def test_a_scheduler_that_raises_stops_its_model_and_leaves_no_request_waiting(
+    server: BackgroundServer, client: th.InferenceServerClient, fakes: FakeBackends, fail_in: str
+) -> None:
+    """A config may name any scheduler by import path; one that raises (here on a request of
+    priority 1) stops its model: the running batch is answered, the queued requests get a 500
+    with the reason, later ones a 503, the index says why, and loading the model restarts it."""
+    root, name = server.options.repository, f"fragile_{fail_in}"
+    fragile = {"name": "server_fakes:make_fragile_scheduler", "params": {"fail_in": fail_in}}
+    config = {"backend": "fake", "max_batch_size": 1, "priority_levels": 2, "scheduler": fragile}
+    write_model(root, name, config)
+    client.load_model(name)
+    control = fakes.control(name)
+    control.gate.clear()
+    try:
+        running = client.async_infer(name, [_input(0)], priority=1 if fail_in == "on_complete" else 2)
+        assert control.running.acquire(timeout=10)
+        queued = [client.async_infer(name, [_input(v)], priority=2) for v in (1, 2)]
+        wait_for(lambda: _pending(server, name) == 3)
+        if fail_in == "submit":
+            queued.append(client.async_infer(name, [_input(3)], priority=1))  # raises as it arrives
+            wait_for(lambda: _pending(server, name) == 1)
+    finally:
+        control.gate.set()
+    assert running.get_result(timeout=10).as_numpy("OUTPUT0")[0, 0] == 0  # it ran: it is answered
+    said = f"model '{name}' stopped serving: ZeroDivisionError: fragile scheduler: asked to fail in {fail_in}"
+    for request in queued:
+        with pytest.raises(InferenceServerException) as err:
+            request.get_result(timeout=10)
+        assert err.value.status() == "500" and said in err.value.message()
+    assert _pending(server, name) == 0
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(name, [_input(4)])
+    assert err.value.status() == "503" and said in err.value.message()
+    index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index[name]["state"] == "UNAVAILABLE" and said in index[name]["reason"]
+    assert not client.is_model_ready(name)
+    client.load_model(name)  # a fresh scheduler
+    assert client.is_model_ready(name)
+    assert client.infer(name, [_input(5)], priority=2).as_numpy("OUTPUT0")[0, 0] == 5
+
+
 def test_repository_load_unload_reload(server: BackgroundServer, client: th.InferenceServerClient) -> None:
     root = server.options.repository
     shutil.copytree(root / "identity", root / "identity2")

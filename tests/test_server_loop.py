@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server_fakes import VirtualInstance, VirtualTimers
+from server_fakes import FragileScheduler, VirtualInstance, VirtualTimers
 from sloserve.core.cluster import WindowStats
 from sloserve.core.config import ConfigError
 from sloserve.core.decisions import DropReason, SetInstanceCores, SetInstanceCount, SetMaxBatch
@@ -250,6 +250,48 @@ def test_instance_that_fails_to_start_is_dropped() -> None:
     _send(loop, outcomes, 2)
     ev.run()
     assert all(isinstance(o, Answer) for o in outcomes)
+
+
+class _RaisingScaler(_Scaler):
+    def on_tick(self, now: float, window: WindowStats) -> list[Any]:
+        raise ZeroDivisionError("scaler bug")
+
+
+@pytest.mark.parametrize("fail_in", ["submit", "decide", "on_complete", "on_tick"])
+def test_a_policy_that_raises_stops_the_model_and_every_request_still_ends_once(fail_in: str) -> None:
+    """A scheduler (or scaler) that raises must not leave requests queued for ever: what ran is
+    answered, what was queued is refused with the reason, and the model refuses what comes after."""
+    scaler = _RaisingScaler([]) if fail_in == "on_tick" else None  # ticks at 1 s
+    ev, loop, _ = _loop({"instance_group": {"count": 2}, "priority_levels": 2}, scaler=scaler)
+    loop.scheduler = FragileScheduler(fail_in, max_batch=4, priority_levels=2)
+    trigger = 500 if fail_in == "on_tick" else 300  # the request at 1 s, or the one of priority 1
+    ended: dict[int, Outcome] = {}
+
+    def arrive(i: int) -> None:
+        def done(outcome: Outcome) -> None:
+            assert i not in ended, "a request ended twice"
+            ended[i] = outcome
+
+        loop.submit({}, done, priority=1 if i == trigger and scaler is None else 0)
+
+    for i in range(700):  # one every 2 ms; two instances serve 4 per 10 ms each
+        ev.at(0.002 * i + 1e-6, lambda i=i: arrive(i))
+    ev.run()  # returns: the model's timers are gone with it
+    assert sorted(ended) == list(range(700)) and not loop.pending
+    assert loop.fault is not None and "ZeroDivisionError" in loop.fault and not loop.ready
+    assert all(isinstance(ended[i], Answer) for i in range(trigger - 10))
+    refused = {i: o for i, o in ended.items() if isinstance(o, Refusal)}
+    assert min(refused) >= trigger - 10 and max(refused) == 699
+    assert {o.reason for o in refused.values()} <= {DropReason.FAILED, DropReason.UNAVAILABLE}
+    assert all(o.message == loop.fault for o in refused.values())
+    assert all(o.reason == DropReason.UNAVAILABLE for i, o in refused.items() if i > trigger + 20)
+    if fail_in in ("submit", "decide"):  # the request that made it raise ends too
+        assert refused[trigger].reason == DropReason.FAILED
+    s = loop.stats
+    assert s.success_count + s.fail_count == s.arrivals == 700
+    closed: list[bool] = []
+    loop.close(lambda: closed.append(True))
+    assert closed == [True]
 
 
 def test_config_errors_name_file_and_field(tmp_path: Any) -> None:

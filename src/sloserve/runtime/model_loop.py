@@ -12,17 +12,26 @@ and its decisions are applied in place.
 
 Every request ends exactly once, through :meth:`ModelLoop._end`. Everything here runs on one
 thread (the event loop's); instances call back through their ``post``.
+
+A policy is code the loop does not own (a config may name any ``package.module:factory``). If
+it raises, the model stops rather than leave requests waiting on a broken queue: the loop's
+:attr:`~ModelLoop.fault` says what raised, the queued requests are refused with it (500), new ones
+too (503), batches already running finish and are answered, and loading the model again starts it
+afresh. The entry points the event loop calls (:meth:`~ModelLoop.submit`, timers, an instance's
+completion or start, :meth:`~ModelLoop.abort`) are where that is caught.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec
 
 import numpy as np
 
@@ -129,6 +138,27 @@ class _Window:
 SpawnInstance = Callable[[int, int], InstanceRunner]
 """``spawn(instance_id, threads)`` makes a (not yet started) instance of the model."""
 
+_P = ParamSpec("_P")
+_EntryPoint = Callable[Concatenate["ModelLoop", _P], None]
+
+
+def _stops_on_error(during: str) -> Callable[[_EntryPoint[_P]], _EntryPoint[_P]]:
+    """Wraps an entry point of the loop: an exception from it (a policy's, mostly) stops the model
+    (:meth:`ModelLoop._stop_on_error`) instead of escaping into the event loop, which would log it
+    and leave the model's queued requests waiting for ever."""
+
+    def wrap(method: _EntryPoint[_P]) -> _EntryPoint[_P]:
+        @functools.wraps(method)
+        def guarded(self: ModelLoop, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+            try:
+                method(self, *args, **kwargs)
+            except Exception as exc:
+                self._stop_on_error(during, exc)
+
+        return guarded
+
+    return wrap
+
 
 class ModelLoop:
     """Serves one model; see the module docstring."""
@@ -177,6 +207,8 @@ class ModelLoop:
         """Whether the last window the scaler saw had no arrivals (True before its first tick)."""
         self._closed_callbacks: list[Callable[[], None]] = []
         self._closing = False
+        self.fault: str | None = None
+        """Why the model stopped serving (a policy raised, see the module docstring); None while it serves."""
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -206,8 +238,11 @@ class ModelLoop:
             self._closed_callbacks.append(on_closed)
         self._maybe_closed()
 
+    @_stops_on_error("draining the queue")
     def abort(self, reason: DropReason = DropReason.UNAVAILABLE) -> None:
         """End every queued request with ``reason`` (running batches still finish)."""
+        if self.fault is not None:  # nothing is queued any more
+            return
         now = self.clock.now()
         for drop in self.scheduler.drain(now, reason):
             self._end(now, drop.request.id, Refusal(drop.reason, self._reason_text(drop.reason)))
@@ -231,6 +266,25 @@ class ModelLoop:
         for callback in callbacks:
             callback()
 
+    def _stop_on_error(self, during: str, exc: Exception) -> None:
+        """Called when an entry point raised: the model stops (see the module docstring)."""
+        log.error("model %s stopped serving: raised while %s", self.name, during, exc_info=exc)
+        if self.fault is None:
+            self.fault = (
+                f"model {self.name!r} stopped serving: {type(exc).__name__}: {exc} (raised while "
+                f"{during}; the server's log has the traceback; load the model again to restart it)"
+            )
+        self.accepting = False
+        for handle in (self._timer, self._scaler_timer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._scaler_timer = None
+        now = self.clock.now()
+        for rid, pending in list(self.pending.items()):
+            if math.isnan(pending.dispatched):  # queued, not running: nothing will ever run it
+                self._end(now, rid, Refusal(DropReason.FAILED, self.fault))
+        self._maybe_closed()
+
     def record_failure(self, reason: str) -> None:
         """Count a request refused before it reached the scheduler (e.g. ``bad_request``)."""
         self.stats.arrivals += 1
@@ -239,6 +293,7 @@ class ModelLoop:
 
     # -- requests ------------------------------------------------------------------------------
 
+    @_stops_on_error("taking a request")
     def submit(
         self,
         inputs: Tensors,
@@ -261,7 +316,8 @@ class ModelLoop:
         rid = next(self._request_ids)
         if not self.accepting:
             self.record_failure(DropReason.UNAVAILABLE.value)
-            done(Refusal(DropReason.UNAVAILABLE, f"model {self.name!r} is not accepting requests"))
+            message = self.fault or f"model {self.name!r} is not accepting requests"
+            done(Refusal(DropReason.UNAVAILABLE, message))
             return
         slo = self.config.deadline_budget(budget)
         arrival = now - max(0.0, waited)
@@ -283,6 +339,8 @@ class ModelLoop:
         self._decide(now)
 
     def _decide(self, now: float) -> None:
+        if self.fault is not None:
+            return
         again = True
         while again:
             again = False
@@ -305,6 +363,7 @@ class ModelLoop:
         self._timer_at = when
         self._timer = self.timers.call_at(when, self._on_timer)
 
+    @_stops_on_error("acting on a timer")
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = math.inf
@@ -316,13 +375,8 @@ class ModelLoop:
         view.in_flight += 1
         estimate = self.profile.latency(batch.size, view.cores) if self.profile is not None else 0.0
         view.busy_until = max(view.busy_until, now + estimate)
-        inputs = []
-        for r in batch.requests:
-            pending = self.pending[r.id]
-            pending.dispatched = now
-            self.stats.queue_count += 1
-            self.stats.queue_ns += int((now - pending.submitted) * 1e9)
-            inputs.append(pending.inputs)
+        carried = [self.pending[r.id] for r in batch.requests]
+        inputs = [pending.inputs for pending in carried]
         if batch.padding and inputs:
             inputs.extend([inputs[0]] * batch.padding)
         if self.on_dispatch is not None:
@@ -330,7 +384,12 @@ class ModelLoop:
         self.runners[view.id].submit(
             inputs, lambda result: self._batch_done(batch, view.id, result, estimate, now)
         )
+        for pending in carried:  # marked once the instance has the batch (it alone ends them now)
+            pending.dispatched = now
+            self.stats.queue_count += 1
+            self.stats.queue_ns += int((now - pending.submitted) * 1e9)
 
+    @_stops_on_error("completing a batch")
     def _batch_done(
         self, batch: Batch, iid: int, result: BatchResult, estimate: float, dispatched: float
     ) -> None:
@@ -344,7 +403,19 @@ class ModelLoop:
         view.in_flight -= 1
         if view.in_flight == 0:
             view.busy_until = min(view.busy_until, now)
-        self.scheduler.on_complete(now, batch, view, max(result.compute_s, now - dispatched))
+        try:
+            if self.fault is None:
+                self.scheduler.on_complete(now, batch, view, max(result.compute_s, now - dispatched))
+        finally:  # the batch ran: its requests are answered whatever the scheduler does
+            self._end_batch(now, batch, result, estimate)
+        if iid in self.retiring and view.in_flight == 0:
+            self._finalize(iid)
+        self._decide(now)
+        self._maybe_closed()
+
+    def _end_batch(self, now: float, batch: Batch, result: BatchResult, estimate: float) -> None:
+        """Called when a batch has run: counts it and ends each of its requests with its answer
+        (or with the batch's failure)."""
         stats = self.stats
         stats.execution_count += 1
         stats.batch_sizes[batch.size] += 1
@@ -360,10 +431,6 @@ class ModelLoop:
                 stats.compute_ns += int(result.compute_s * 1e9)
                 outcome = Answer(result.outputs[i])
             self._end(now, r.id, outcome)
-        if iid in self.retiring and view.in_flight == 0:
-            self._finalize(iid)
-        self._decide(now)
-        self._maybe_closed()
 
     def _carry_out_drop(self, now: float, drop: Drop) -> bool:
         """End the dropped request, or (``serve_late``) queue it again without a deadline.
@@ -439,6 +506,7 @@ class ModelLoop:
         runner.start(lambda error: self._instance_ready(iid, error))
         return iid
 
+    @_stops_on_error("starting an instance")
     def _instance_ready(self, iid: int, error: str | None) -> None:
         self.starting.discard(iid)
         if iid not in self.views:
@@ -495,6 +563,7 @@ class ModelLoop:
         elif isinstance(decision, SetMaxBatch):
             self.set_max_batch(decision.max_batch)
 
+    @_stops_on_error("running the scaler")
     def _tick(self) -> None:
         scaler = self.scaler
         assert scaler is not None

@@ -147,6 +147,8 @@ class ModelRepository:
             if name in self.models:
                 model = self.models[name]
                 entry |= {"version": model.version, "state": "READY" if model.loop.ready else "LOADING"}
+                if model.loop.fault is not None:
+                    entry |= {"state": "UNAVAILABLE", "reason": model.loop.fault}
             elif name in self.failed:
                 entry |= {"state": "UNAVAILABLE", "reason": self.failed[name]}
             else:
