@@ -158,20 +158,30 @@ def test_the_budget_counts_from_the_calls_arrival(
     client: tg.InferenceServerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 300 ms budget (the model needs ~50 ms) is met when the request decodes at once, and refused
-    when reading and decoding it takes 400 ms: the deadline runs from the call's arrival, not from
-    when the server had the request in hand."""
+    when reading and decoding it takes 400 ms: the deadline runs from the call's arrival (a stream's
+    request: from its reading), not from when the server had the request in hand."""
     from sloserve.runtime import grpc_server
 
     decode = grpc_server.decode_grpc_infer
     assert client.infer("slo_model", [_input(1.0)], timeout=300_000).as_numpy("OUTPUT0")[0, 0] == 1.0
+    got: list[Any] = []  # on a stream, each request's budget counts from when it was read
+    client.start_stream(callback=lambda result, error: got.append(error or result))
+    time.sleep(0.4)  # the stream is older than the budget; the request is not
+    client.async_stream_infer("slo_model", [_input(2.0)], timeout=300_000)
+    wait_for(lambda: len(got) == 1)
+    assert got[0].as_numpy("OUTPUT0")[0, 0] == 2.0
 
     def slow_decode(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.4)
         return decode(*args, **kwargs)
 
     monkeypatch.setattr(grpc_server, "decode_grpc_infer", slow_decode)
+    client.async_stream_infer("slo_model", [_input(3.0)], timeout=300_000)
+    wait_for(lambda: len(got) == 2)
+    client.stop_stream()
+    assert "deadline" in got[1].message()
     with pytest.raises(InferenceServerException) as err:
-        client.infer("slo_model", [_input(2.0)], timeout=300_000)
+        client.infer("slo_model", [_input(4.0)], timeout=300_000)
     assert err.value.status() == "StatusCode.UNAVAILABLE" and "deadline" in str(err.value)
 
 
@@ -181,3 +191,75 @@ def test_typed_contents_out_of_the_types_range_are_refused() -> None:
     tensor.contents.int_contents.extend([1, 300])  # int_contents is 32-bit: 300 fits there, not in INT8
     with pytest.raises(ProtocolError, match=r"INT8 contents: .*300"):
         decode_grpc_infer(request)
+
+
+def test_stream_infer_answers_each_request_as_it_ends(
+    server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends
+) -> None:
+    """Triton's streaming client: requests on one stream are scheduled as they arrive (here the
+    priority-1 one overtakes two queued before it), refusals come back on the stream with their
+    reason without ending it, and the answers arrive as the requests end."""
+    control = fakes.control("gated")
+    control.batches.clear()
+    got: list[tuple[Any, Any]] = []
+    stream = tg.InferenceServerClient(server.grpc_url)
+    stream.start_stream(callback=lambda result, error: got.append((result, error)))
+    loop = server.service.core.repository.models["gated"].loop
+    control.gate.clear()
+    try:
+        stream.async_stream_infer("gated", [_input(0)], request_id="r0")
+        assert control.running.acquire(timeout=10)
+        for value, priority in ((1, 2), (2, 2), (3, 1)):
+            stream.async_stream_infer("gated", [_input(value)], request_id=f"r{value}", priority=priority)
+            wait_for(lambda v=value: len(loop.pending) == v + 1)
+        stream.async_stream_infer("nope", [_input(9)], request_id="unknown")
+        stream.async_stream_infer("slo_model", [_input(9)], request_id="too_short", timeout=1_000)
+        wait_for(lambda: len(got) == 2)  # refused at once, while the others wait
+    finally:
+        control.gate.set()
+    wait_for(lambda: len(got) == 6)
+    stream.stop_stream()
+    stream.close()
+    (none, unknown), (also_none, too_short) = got[:2]
+    assert none is None and also_none is None
+    assert "unknown model 'nope'" in unknown.message() and "deadline_unreachable" in too_short.message()
+    answered = [(r.get_response().id, float(r.as_numpy("OUTPUT0")[0, 0])) for r, e in got[2:] if e is None]
+    assert answered == [("r0", 0.0), ("r3", 3.0), ("r1", 1.0), ("r2", 2.0)]
+    assert control.batches == [[0.0], [3.0], [1.0], [2.0]]
+
+
+def test_a_stream_ends_when_the_client_closes_it_and_refusals_carry_the_request_id(
+    server: BackgroundServer, fakes: FakeBackends
+) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    def request(model: str, rid: str, value: float) -> Any:
+        tensor = service_pb2.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="FP32", shape=[1, 4])
+        raw = np.full((1, 4), value, dtype=np.float32).tobytes()
+        message = service_pb2.ModelInferRequest(model_name=model, id=rid, inputs=[tensor])
+        message.raw_input_contents.append(raw)
+        return message
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        sent = [request("identity", "a", 1.0), request("nope", "b", 2.0), request("slo_model", "c", 3.0)]
+        responses = list(stub.ModelStreamInfer(iter(sent), metadata=(("x-slo-timeout-ms", "1"),), timeout=30))
+    by_id = {r.infer_response.id: r for r in responses}
+    assert sorted(by_id) == ["a", "b", "c"]  # every request answered once, then the stream ended
+    assert by_id["a"].error_message == "" and by_id["a"].infer_response.raw_output_contents
+    assert "unknown model 'nope'" in by_id["b"].error_message
+    assert "deadline_unreachable" in by_id["c"].error_message  # the stream's 1 ms budget
+
+    control = fakes.control("gated")  # a client that cancels its stream leaves nothing queued
+    control.gate.clear()
+    loop = server.service.core.repository.models["gated"].loop
+    try:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            call = stub.ModelStreamInfer(iter([request("gated", f"g{i}", i) for i in range(3)]))
+            wait_for(lambda: len(loop.pending) == 3)
+            call.cancel()
+    finally:
+        control.gate.set()
+    wait_for(lambda: not loop.pending)  # they ran and ended; their answers had nowhere to go

@@ -2,7 +2,10 @@
 ``tritonclient`` ships (``tritonclient.grpc.service_pb2[_grpc]``).
 
 Methods: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (typed
-``contents`` or ``raw_input_contents``; answers with ``raw_output_contents``), ModelConfig,
+``contents`` or ``raw_input_contents``; answers with ``raw_output_contents``), ModelStreamInfer
+(Triton's bidirectional stream of the same requests: each is scheduled as it is read, with its
+deadline counted from then, and answered when it ends, in the order they end; a refusal is a
+response with ``error_message`` and the request's ``id``, and the stream goes on), ModelConfig,
 ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload, and Triton's system
 shared-memory extension: SystemSharedMemoryStatus, SystemSharedMemoryRegister,
 SystemSharedMemoryUnregister (the same registry as the HTTP routes; inputs and outputs name regions
@@ -13,9 +16,10 @@ metadata ``x-slo-timeout-ms``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -140,6 +144,24 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
     return InferRequest(request.id or None, inputs, outputs or None, params, True)
 
 
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message a call (or a stream's response) ends with for ``exc``."""
+    if isinstance(exc, ProtocolError):
+        return _CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message
+    if isinstance(exc, ConfigError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    log.error("internal error in a gRPC call", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _timeout_header(context: Any) -> str | None:
+    """The call's ``x-slo-timeout-ms`` metadata, if sent."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TIMEOUT_HEADER:
+            return str(value)
+    return None
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Implements the service over an :class:`InferenceServer`."""
 
@@ -147,12 +169,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self.server = server
 
     async def _fail(self, context: Any, exc: Exception) -> None:
-        if isinstance(exc, ProtocolError):
-            await context.abort(_CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
-        if isinstance(exc, ConfigError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        log.exception("internal error in a gRPC call")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        """Ends a unary call with the status and message of ``exc`` (never returns)."""
+        code, message = _status_of(exc)
+        await context.abort(code, message)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self.server.live)
@@ -210,33 +229,74 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        name = request.model_name
         try:
-            try:
-                decoded = decode_grpc_infer(request, self.server.shared_memory)
-            except ProtocolError:
-                self.server.count_bad_request(name)
-                raise
-            header = None
-            for key, value in context.invocation_metadata() or ():
-                if key == TIMEOUT_HEADER:
-                    header = value
-            try:
-                model, outputs = await self.server.infer(
-                    name,
-                    request.model_version or None,
-                    decoded,
-                    header_timeout_ms=header,
-                    payload_bytes=request.ByteSize(),
-                    waited=seconds_since_received(),
-                )
-                self.server.shared_memory.write_outputs(decoded, outputs)
-            except ProtocolError as exc:
-                if exc.status == 400:
-                    self.server.count_bad_request(name)
-                raise
+            return await self._answer(request, _timeout_header(context))
         except Exception as exc:
             await self._fail(context, exc)
+
+    async def ModelStreamInfer(self, requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+        """Answers each request of the stream as it ends (see the module docstring); the stream ends
+        once the client has closed its side and every request read has been answered."""
+        header = _timeout_header(context)
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(request: Any, received: float) -> None:
+            RECEIVED.set(received)  # in this task's own context: its budget counts from its reading
+            try:
+                answer = await self._answer(request, header)
+                response = pb.ModelStreamInferResponse(infer_response=answer)
+            except Exception as exc:
+                _, message = _status_of(exc)
+                refused = pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                )
+                response = pb.ModelStreamInferResponse(error_message=message, infer_response=refused)
+            answers.put_nowait(response)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(one(request, time.monotonic()))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader  # a failed read of the stream ends the call with its error
+        finally:  # all answered, or the client went away: nothing is left to answer
+            for task in (reader, *running):
+                task.cancel()
+
+    async def _answer(self, request: Any, header: str | None) -> Any:
+        """Runs one ``ModelInferRequest``; raises what refuses it. Its deadline budget counts from
+        when it was received (:data:`~sloserve.runtime.clock.RECEIVED`), decoding included."""
+        name = request.model_name
+        try:
+            decoded = decode_grpc_infer(request, self.server.shared_memory)
+        except ProtocolError:
+            self.server.count_bad_request(name)
+            raise
+        try:
+            model, outputs = await self.server.infer(
+                name,
+                request.model_version or None,
+                decoded,
+                header_timeout_ms=header,
+                payload_bytes=request.ByteSize(),
+                waited=seconds_since_received(),
+            )
+            self.server.shared_memory.write_outputs(decoded, outputs)
+        except ProtocolError as exc:
+            if exc.status == 400:
+                self.server.count_bad_request(name)
+            raise
         wanted = decoded.outputs or [RequestedOutput(s.name, True) for s in model.outputs]
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         # outputs in shared memory come last, without raw contents: tritonclient finds an output's
