@@ -8,6 +8,8 @@ A repository is a directory with one sub-directory per model::
         model.onnx         # the model file (``model_file``)
         profile.yaml       # optional latency profile (``profile``), read by SLO-aware policies
 
+or is laid out for Triton (``config.pbtxt`` and ``1/model.onnx``; see :mod:`sloserve.runtime.triton_repo`).
+
 Names follow Triton where Triton has one (``max_batch_size``, ``preferred_batch_size``,
 ``max_queue_delay_microseconds``, ``priority_levels``, ``default_priority_level``, the queue
 policy, ``instance_group``) and Ray Serve for autoscaling bounds; sloserve adds ``slo_ms``,
@@ -43,10 +45,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sloserve.core.config import ConfigError, StrictModel, load_model_file
+from sloserve.core.config import ConfigError, StrictModel, load_model_file, validate
+from sloserve.runtime.triton_repo import CONFIG_NAME as TRITON_CONFIG
+from sloserve.runtime.triton_repo import read_triton_config
 
-CONFIG_NAMES = ("config.yaml", "config.yml", "config.json")
-"""File names a model directory's configuration may have (first found wins)."""
+CONFIG_NAMES = ("config.yaml", "config.yml", "config.json", TRITON_CONFIG)
+"""File names a model directory's configuration may have (first found wins; Triton's
+``config.pbtxt`` is read by :mod:`sloserve.runtime.triton_repo`)."""
 
 DEFAULT_SCHEDULER = "triton"
 """Scheduler a model gets when its config names none (the one place this default lives)..."""
@@ -209,7 +214,12 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
     """
     directory = Path(model_dir)
     path = find_config(directory)
-    config = ModelConfig() if path is None else load_model_file(ModelConfig, path)
+    if path is None:
+        config = ModelConfig()
+    elif path.name == TRITON_CONFIG:
+        config = validate(ModelConfig, read_triton_config(path), str(path))
+    else:
+        config = load_model_file(ModelConfig, path)
     source = str(path or directory)
     if config.name is not None and config.name != directory.name:
         raise ConfigError(

@@ -1,0 +1,140 @@
+"""A Triton model repository served as it is: ``config.pbtxt``, numbered version directories,
+Triton's fields with Triton's meaning, sloserve's own as ``parameters``, and a clear refusal of
+what sloserve does not do."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+from sloserve.core.config import ConfigError
+from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.model_config import load_model_config
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+
+BATCHED = """
+name: "identity"
+platform: "onnxruntime_onnx"
+max_batch_size: 16
+input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
+dynamic_batching {
+  preferred_batch_size: [ 4, 8 ]
+  max_queue_delay_microseconds: 200
+  default_queue_policy { timeout_action: DELAY, max_queue_size: 7 }
+}
+instance_group [ { count: 1, kind: KIND_CPU }, { count: 1, kind: KIND_AUTO } ]
+parameters { key: "slo_ms" value { string_value: "250" } }
+parameters { key: "intra_op_thread_count" value { string_value: "2" } }
+optimization { input_pinned_memory { enable: true } }
+"""
+
+
+def triton_model(root: Path, name: str, config: str, versions: tuple[int, ...] = (1,)) -> Path:
+    """``root/name`` laid out for Triton: ``config.pbtxt`` and ``<version>/model.onnx``."""
+    source = build_demo_model("identity", root / ".build")
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    for version in versions:
+        (directory / str(version)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / "model.onnx", directory / str(version) / "model.onnx")
+    (directory / "config.pbtxt").write_text(config.replace('name: "identity"', f'name: "{name}"'))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("triton-repo")
+    triton_model(root, "identity", BATCHED, versions=(1, 3))
+    triton_model(root, "plain", 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    shutil.rmtree(root / ".build")
+    with BackgroundServer(ServeOptions(root, http_port=0, grpc_port=None, metrics_port=None)) as s:
+        yield s
+
+
+def test_a_triton_repository_serves_unchanged(server: BackgroundServer) -> None:
+    client = th.InferenceServerClient(server.http_url)
+    try:
+        assert client.is_model_ready("identity") and client.is_model_ready("plain")
+        assert client.get_model_metadata("identity")["versions"] == ["3"]  # the latest version
+        config = client.get_model_config("identity")
+        batching = config["dynamic_batching"]
+        assert config["max_batch_size"] == 16 and batching["preferred_batch_size"] == [4, 8]
+        assert batching["max_queue_delay_microseconds"] == 200
+        assert batching["default_queue_policy"]["timeout_action"] == "DELAY"
+        assert batching["default_queue_policy"]["max_queue_size"] == 7
+        assert config["instance_group"][0]["count"] == 2
+        assert config["parameters"]["slo_ms"] == {"string_value": "250.0"}
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        inp = th.InferInput("INPUT0", [2, 4], "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        np.testing.assert_array_equal(client.infer("identity", [inp]).as_numpy("OUTPUT0"), x)
+        np.testing.assert_array_equal(
+            client.infer("identity", [inp], model_version="3").as_numpy("OUTPUT0"), x
+        )
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("identity", [inp], model_version="1")
+        assert err.value.status() == "404" and "serving '3'" in err.value.message()
+    finally:
+        client.close()
+    models = server.service.core.repository.models
+    assert [v.cores for v in models["identity"].loop.views.values()] == [2, 2]  # intra_op_thread_count
+    assert models["plain"].loop.scheduler.max_batch == 1  # no dynamic_batching: each request alone
+
+
+def test_sloserves_own_fields_come_as_parameters(tmp_path: Path) -> None:
+    slo = 'parameters { key: "scheduler" value { string_value: "{name: slo, params: {rate_window: 8}}" } }\n'
+    late = 'parameters { key: "serve_late" value { string_value: "true" } }\n'
+    backend = 'parameters { key: "custom" value { string_value: "x" } }\n'
+    config = load_model_config(triton_model(tmp_path, "m", "max_batch_size: 4\n" + slo + late + backend))
+    assert config.scheduler.name == "slo" and config.scheduler.params == {"rate_window": 8}
+    assert config.serve_late and config.parameters == {"custom": "x"}
+    assert config.model_file == "1/model.onnx" and config.max_batch_size == 4
+    bare = 'parameters { key: "scaler" value { string_value: "sponge" } }\n'
+    assert load_model_config(triton_model(tmp_path, "n", bare)).scaler.name == "sponge"  # type: ignore[union-attr]
+    assert load_model_config(triton_model(tmp_path, "o", "")).max_batch_size == 0  # Triton's default
+
+
+@pytest.mark.parametrize(
+    ("text", "versions", "said"),
+    [
+        ("instance_group [ { kind: KIND_GPU } ]", (1,), "instance_group[0].kind: KIND_GPU"),
+        ('platform: "tensorrt_plan"', (1,), "platform: 'tensorrt_plan'"),
+        ('backend: "python"', (1,), "backend: 'python'"),
+        ("sequence_batching { }", (1,), "sequence_batching: stateful"),
+        ('ensemble_scheduling { step [ { model_name: "a" } ] }', (1,), "ensemble_scheduling: "),
+        ("model_transaction_policy { decoupled: true }", (1,), "model_transaction_policy.decoupled"),
+        ("version_policy { specific { versions: [ 1, 2 ] } }", (1, 2), "version_policy.specific.versions"),
+        ("version_policy { specific { versions: [ 4 ] } }", (1, 2), "version 4 has no 'model.onnx'"),
+        ("version_policy { all { } }", (1, 2), "version_policy.all: versions [1, 2]"),
+        ("version_policy { latest { num_versions: 2 } }", (1, 2), "version_policy.latest.num_versions"),
+        ("max_batch_size: 4", (), "version: no version directory holds 'model.onnx'"),
+        ('default_model_filename: "net.onnx"', (1,), "no version directory holds 'net.onnx'"),
+        ("max_batch_size: four", (1,), "1:17 : "),
+        ("dynamic_batching { priority_queue_policy { key: 1 value { } } }", (1,), "priority_queue_policy"),
+        (
+            "dynamic_batching { preferred_batch_size: [ 64 ] }\nmax_batch_size: 8",
+            (1,),
+            "preferred_batch_size [64]",
+        ),
+        ('parameters { key: "slo_ms" value { string_value: "soon" } }', (1,), "slo_ms"),
+        (
+            'parameters { key: "intra_op_thread_count" value { string_value: "x" } }',
+            (1,),
+            "intra_op_thread_count",
+        ),
+    ],
+)
+def test_what_sloserve_cannot_honour_is_refused_naming_the_field(
+    tmp_path: Path, text: str, versions: tuple[int, ...], said: str
+) -> None:
+    directory = triton_model(tmp_path, "m", text + "\n", versions)
+    with pytest.raises(ConfigError) as err:
+        load_model_config(directory)
+    assert str(err.value).startswith(f"{directory / 'config.pbtxt'}: ") and said in str(err.value)
