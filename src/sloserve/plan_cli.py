@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 PLANNERS = ("harpagon", "bruteforce", "nexus-dp", "nexus-even", "inferline")
 
 
@@ -36,8 +38,12 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("app", type=Path, help="application file (YAML or JSON)")
     p.add_argument("--planner", choices=PLANNERS, default="harpagon", help="planner (default: harpagon)")
-    p.add_argument("--out", type=Path, help="plan file (default: results/plans/<app>.<planner>.yaml)")
-    p.add_argument("--grid-steps", type=int, help="override the app file's budget grid")
+    p.add_argument(
+        "--out", type=cli_args.output_file, help="plan file (default: results/plans/<app>.<planner>.yaml)"
+    )
+    p.add_argument(
+        "--grid-steps", type=cli_args.int_range(1, 1000), help="override the app file's budget grid"
+    )
     p.add_argument("--compare", action="store_true", help="also run the other planners and compare costs")
     p.set_defaults(handler=_plan_command)
     return p
@@ -108,7 +114,9 @@ def add_simulate_plan_options(simulate: argparse.ArgumentParser) -> None:
         default="both",
         help="with --plan: dispatch ('both': batch-aware and round-robin)",
     )
-    simulate.add_argument("--duration", type=float, default=60.0, help="with --plan: seconds of input")
+    simulate.add_argument(
+        "--duration", type=cli_args.positive, default=60.0, help="with --plan: seconds of input"
+    )
     original = simulate.get_default("handler")
 
     def handler(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sloserve bench`` to the command line."""
@@ -26,31 +28,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("url", help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)")
     p.add_argument("-m", "--model", required=True, help="model name on the server")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    p.add_argument("--rate", type=float, default=50.0, help="mean request rate (req/s)")
+    p.add_argument("--rate", type=cli_args.positive, default=50.0, help="mean request rate (req/s)")
     p.add_argument(
         "--duration",
-        type=float,
+        type=cli_args.positive,
         default=20.0,
         help="seconds of load (with --capacity: per probed rate, at least long enough for three misses "
         "at --target on average: 300 requests at 0.99)",
     )
     p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
-    p.add_argument("--cv", type=float, default=4.0, help="inter-arrival CV for --arrival gamma")
+    p.add_argument("--cv", type=cli_args.positive, default=4.0, help="inter-arrival CV for --arrival gamma")
     p.add_argument("--trace", type=Path, help="CSV with a TIMESTAMP column for --arrival trace")
     p.add_argument(
         "--slo-ms",
-        type=float,
+        type=cli_args.positive,
         default=None,
         help="per-request latency objective, measured from the planned send; the time left of it is "
         "sent as 'timeout'",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli_args.seed, default=0)
     p.add_argument("--capacity", action="store_true", help="search the highest rate meeting --target")
-    p.add_argument("--target", type=float, default=0.99, help="attainment target for --capacity")
-    p.add_argument("--max-rate", type=float, default=400.0, help="upper start of the --capacity search")
+    p.add_argument("--target", type=cli_args.fraction, default=0.99, help="attainment target for --capacity")
+    p.add_argument(
+        "--max-rate", type=cli_args.positive, default=400.0, help="upper start of the --capacity search"
+    )
     p.add_argument(
         "--confirm-runs",
-        type=int,
+        type=cli_args.int_range(0, 100),
         default=1,
         help="with --capacity: run a rate whose attainment does not tell pass from fail (--target "
         "inside its 95%% Wilson interval) up to this many more times and judge it on all its requests "
@@ -64,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "sending the tensors (Triton's extension; outputs still come back in the response)",
     )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
-    p.add_argument("--out", type=Path, default=Path("results/bench"), help="directory for JSON and PNG")
+    p.add_argument(
+        "--out", type=cli_args.output_dir, default=Path("results/bench"), help="directory for JSON and PNG"
+    )
     p.set_defaults(handler=_run)
 
 

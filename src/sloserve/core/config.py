@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -20,10 +20,15 @@ class ConfigError(ValueError):
     """A user file or value is invalid; the message names the file and the field."""
 
 
-class StrictModel(BaseModel):
-    """Base for config schemas: unknown fields are errors, values are immutable."""
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+"""A random seed in a config file (NumPy's and PyTorch's are 32-bit)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class StrictModel(BaseModel):
+    """Base for config schemas: unknown fields are errors, NaN and infinities too (a file
+    that means "none" leaves the field out), values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def read_document(path: str | Path) -> Any:

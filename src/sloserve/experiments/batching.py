@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
 from sloserve.core.profiles import AffineProfile, ModelProfile
 from sloserve.data import AZURE_CODE_TRACE, DATA_DIR
 from sloserve.policies.base import Scaler, Scheduler
@@ -518,7 +519,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="SLO-aware batcher vs Triton / Ray Serve / Clipper batching: capacity at 99%% attainment",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--out", type=Path, default=Path("results/batching"), help="output directory")
+    p.add_argument(
+        "--out", type=cli_args.output_dir, default=Path("results/batching"), help="output directory"
+    )
     p.add_argument("--quick", action="store_true", help="small run: short runs, one seed, tiny grids")
     p.add_argument(
         "--profiles",
@@ -530,8 +533,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "'published' (published-style affine CPU profiles of MobileNet-v2, ResNet-50 and "
         "BERT-base), or profile files written by 'sloserve profile'",
     )
-    p.add_argument("--duration", type=float, help="simulated seconds per run")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (capacity = mean attainment over them)")
+    p.add_argument("--duration", type=cli_args.positive, help="simulated seconds per run")
+    p.add_argument(
+        "--seeds", type=cli_args.seed, nargs="+", help="seeds (capacity = mean attainment over them)"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
         "--scenarios",

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
 from sloserve.core.profiles import AffineProfile
 from sloserve.data import AZURE_CONV_TRACE
 
@@ -477,10 +478,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="CoFB vs Triton-like and DVABatch-like: capacity under a p99 SLO, with an ablation",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--out", type=Path, default=Path("results/cofb"), help="output directory")
+    p.add_argument("--out", type=cli_args.output_dir, default=Path("results/cofb"), help="output directory")
     p.add_argument("--quick", action="store_true", help="small run: two services, short runs, one seed")
-    p.add_argument("--duration", type=float, help="simulated seconds per run")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (capacity = mean attainment over them)")
+    p.add_argument("--duration", type=cli_args.positive, help="simulated seconds per run")
+    p.add_argument(
+        "--seeds", type=cli_args.seed, nargs="+", help="seeds (capacity = mean attainment over them)"
+    )
     p.add_argument("--services", nargs="+", choices=[s.name for s in SERVICES], help="subset of services")
     p.add_argument("--trace", type=Path, help=f"trace CSV of the trace-driven service (default {TRACE})")
     p.set_defaults(handler=_main)

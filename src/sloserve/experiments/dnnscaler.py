@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
 from sloserve.core.profiles import AffineProfile, ModelProfile, TabulatedProfile
 from sloserve.core.request import Batch
 from sloserve.policies.base import PolicyContext
@@ -587,9 +588,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="DNNScaler (batching or multi-tenancy) vs Clipper AIMD: throughput under the SLO",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--out", type=Path, default=Path("results/dnnscaler"), help="output directory")
+    p.add_argument(
+        "--out", type=cli_args.output_dir, default=Path("results/dnnscaler"), help="output directory"
+    )
     p.add_argument("--quick", action="store_true", help="five models, short runs (seconds)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the service-time noise")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the service-time noise")
     p.add_argument(
         "--profiles",
         type=Path,

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
+
 POLICIES = ("rl", "heuristic", "triton", "random")
 FIGURES = ("mean_utility", "attainment", "mean_accuracy")
 DEFAULT_CONFIG = "examples/qos/pool.yaml"
@@ -34,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"QoS setup file (default {DEFAULT_CONFIG})")
     p.add_argument("--policy", default=None, help="trained policy .zip (default: the config's train.out)")
     p.add_argument("--retrain", action="store_true", help="train the policy even if it exists")
-    p.add_argument("--out", default="results/qos", help="output directory (default results/qos)")
+    p.add_argument(
+        "--out",
+        type=cli_args.output_dir,
+        default="results/qos",
+        help="output directory (default results/qos)",
+    )
     p.add_argument("--quick", action="store_true", help="2 seeds, 10 s workloads, 2 trace windows")
     p.set_defaults(handler=_handler)
 

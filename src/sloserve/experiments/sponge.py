@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
 from sloserve.core.profiles import ModelProfile, SpongeProfile
 
 NOISE_CV = 0.1
@@ -192,15 +193,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Sponge (in-place vertical scaling, dynamic SLOs) vs horizontal and static scaling",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--out", type=Path, default=Path("results/sponge"), help="output directory")
+    p.add_argument("--out", type=cli_args.output_dir, default=Path("results/sponge"), help="output directory")
     p.add_argument("--quick", action="store_true", help="small run: a 35 s trace, one seed")
     p.add_argument(
-        "--seeds", type=int, nargs="+", help="seeds (trace, bandwidth series, noise); default 0 1 2"
+        "--seeds", type=cli_args.seed, nargs="+", help="seeds (trace, bandwidth series, noise); default 0 1 2"
     )
     p.add_argument("--bandwidth-csv", type=Path, help="bandwidth series CSV (bytes/s, one row per second)")
     p.add_argument("--column", default="bps", help="column of --bandwidth-csv")
-    p.add_argument("--cold-start", type=float, help="seconds before a new replica serves (default 5)")
-    p.add_argument("--actuation-delay", type=float, help="seconds for an in-place core change (default 0.2)")
+    p.add_argument(
+        "--cold-start", type=cli_args.non_negative, help="seconds before a new replica serves (default 5)"
+    )
+    p.add_argument(
+        "--actuation-delay",
+        type=cli_args.non_negative,
+        help="seconds for an in-place core change (default 0.2)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
         "--server",
@@ -208,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="instead: one load level on the real server (a demo model), beside the simulator's prediction",
     )
     p.add_argument("--server-model", default="mobilenet_v2", help="demo model for --server")
-    p.add_argument("--server-rate", type=float, help="req/s for --server (default 40)")
+    p.add_argument("--server-rate", type=cli_args.positive, help="req/s for --server (default 40)")
     p.add_argument("--server-profile", type=Path, help="profile file for --server (default: measure it)")
     p.set_defaults(handler=_main)
 

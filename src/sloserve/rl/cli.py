@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
@@ -16,9 +18,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "examples/qos/pool.yaml) and save OUT.zip + OUT.json, usable as scheduler 'qos_rl'.",
     )
     p.add_argument("config", help="QoS setup file (YAML/JSON)")
-    p.add_argument("--out", default=None, help="where to save the policy (default: the config's train.out)")
-    p.add_argument("--timesteps", type=int, default=None, help="decisions to train on (overrides the config)")
-    p.add_argument("--seed", type=int, default=None, help="training seed (overrides the config)")
+    p.add_argument(
+        "--out",
+        type=cli_args.output_file,
+        default=None,
+        help="where to save the policy (default: the config's train.out)",
+    )
+    p.add_argument(
+        "--timesteps", type=cli_args.count, default=None, help="decisions to train on (overrides the config)"
+    )
+    p.add_argument("--seed", type=cli_args.seed, default=None, help="training seed (overrides the config)")
     p.set_defaults(handler=_handler)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from sloserve.core.config import StrictModel, load_model_file
+from sloserve.core.config import Seed, StrictModel, load_model_file
 from sloserve.data import TRACES
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
 from sloserve.sim.hetero import HeteroPool
@@ -59,7 +59,7 @@ class TrainWorkloadParams(StrictModel):
 class TrainParams(StrictModel):
     algo: Literal["ppo", "dqn"] = "ppo"
     timesteps: int = Field(default=100_000, ge=1, description="decisions to train on")
-    seed: int = 0
+    seed: Seed = 0
     net: list[int] = Field(default=[64, 64], min_length=1, description="hidden layer sizes")
     learning_rate: float = Field(default=1e-4, gt=0)
     gamma: float = Field(default=0.95, gt=0, le=1, description="discount per decision")
@@ -81,7 +81,7 @@ class TrainParams(StrictModel):
 class EvalParams(StrictModel):
     """Held-out workloads: seeds and rates not used in training, and a replayed trace."""
 
-    seeds: list[int] = Field(default=[1001, 1002, 1003, 1004, 1005], min_length=1)
+    seeds: list[Seed] = Field(default=[1001, 1002, 1003, 1004, 1005], min_length=1)
     rates: list[float] = Field(default=[100.0, 250.0, 450.0], min_length=1)
     cv: float = Field(default=2.0, gt=0)
     duration_s: float = Field(default=30.0, gt=0)

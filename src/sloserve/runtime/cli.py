@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` to the ``sloserve`` command line."""
@@ -20,18 +22,34 @@ def register(subparsers: Any) -> None:
         "repository", nargs="?", type=Path, help="model repository directory (default: demo models)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: 8001; -1: off)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="metrics port (default: 8002; -1: off)")
+    p.add_argument("--http-port", type=cli_args.port, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument(
+        "--grpc-port", type=cli_args.port_or_off, default=8001, help="gRPC port (default: 8001; -1: off)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=cli_args.port_or_off,
+        default=8002,
+        help="metrics port (default: 8002; -1: off)",
+    )
     p.add_argument("--model", action="append", dest="models", help="load only this model (repeatable)")
     p.add_argument(
-        "--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default: 64)"
+        "--max-body-mb",
+        type=cli_args.positive,
+        default=64.0,
+        help="largest request body in MiB (default: 64)",
     )
     p.add_argument(
-        "--drain-timeout", type=float, default=30.0, help="seconds to finish queued requests at stop"
+        "--drain-timeout",
+        type=cli_args.non_negative,
+        default=30.0,
+        help="seconds to finish queued requests at stop",
     )
     p.add_argument(
-        "--decode-workers", type=int, default=0, help="decode infer bodies on N threads (default 0: inline)"
+        "--decode-workers",
+        type=cli_args.int_range(0, 64),
+        default=0,
+        help="decode infer bodies on N threads (default 0: inline)",
     )
     p.add_argument(
         "--decode-balance",

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -33,15 +35,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("model", metavar="MODEL", help="demo model name, model directory or .onnx file")
     p.add_argument(
-        "--out", type=Path, help="profile file to write (.yaml or .json; default results/profiles/MODEL.yaml)"
+        "--out",
+        type=cli_args.output_file,
+        help="profile file to write (.yaml or .json; default results/profiles/MODEL.yaml)",
     )
     p.add_argument("--quick", action="store_true", help="small grid: batches 1,4,16; 10 repeats")
     p.add_argument("--batches", type=_ints, help="batch sizes, e.g. 1,2,4,8 (capped at max_batch_size)")
     p.add_argument("--threads", type=_ints, help="intra-op threads per instance, e.g. 1,2")
     p.add_argument("--instances", type=_ints, help="co-located instance counts 1..K, e.g. 1,2,3")
-    p.add_argument("--repeats", type=int, help="recorded batches per instance per point (default 30)")
-    p.add_argument("--warmup", type=int, help="unrecorded batches per instance per point (default 3)")
-    p.add_argument("--variable-dim", type=int, help="size of variable non-batch axes (default 64)")
+    p.add_argument(
+        "--repeats", type=cli_args.count, help="recorded batches per instance per point (default 30)"
+    )
+    p.add_argument(
+        "--warmup", type=cli_args.int_range(0), help="unrecorded batches per instance per point (default 3)"
+    )
+    p.add_argument(
+        "--variable-dim",
+        type=cli_args.int_range(1, 4096),
+        help="size of variable non-batch axes (default 64)",
+    )
     p.add_argument("--hardware", default="cpu", help="hardware type name written into the profile")
     p.add_argument("--repository", type=Path, help="where demo models are built (default: the demo cache)")
     p.add_argument("--raw", action="store_true", help="also measure the peak raw ONNX Runtime throughput")

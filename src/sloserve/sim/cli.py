@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sloserve import cli_args
+
 
 def register(subparsers: Any) -> None:
     """Add ``simulate`` to the ``sloserve`` command line."""
@@ -23,9 +25,9 @@ def register(subparsers: Any) -> None:
         "and fixed batchers. Config format: `sloserve simulate --example`.",
     )
     p.add_argument("config", nargs="?", help="experiment file (YAML or JSON); omit for the built-in one")
-    p.add_argument("--out", type=Path, help="output folder (default: results/<name>/)")
+    p.add_argument("--out", type=cli_args.output_dir, help="output folder (default: results/<name>/)")
     p.add_argument("--quick", action="store_true", help="a short run: 1/5 of the duration, one seed")
-    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--seed", type=cli_args.seed, help="override the config's seed")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true", help="print the built-in experiment as YAML and exit")

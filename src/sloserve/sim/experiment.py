@@ -56,7 +56,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from sloserve.core.config import ConfigError, StrictModel, load_model_file, validate
+from sloserve.core.config import ConfigError, Seed, StrictModel, load_model_file, validate
 from sloserve.core.hardware import Hardware
 from sloserve.core.profile_io import profiles_from_data
 from sloserve.core.profiles import ModelProfile, ProfileSet
@@ -236,8 +236,8 @@ class ExperimentSpec(StrictModel):
 
     name: str = Field(default="experiment", min_length=1)
     description: str = ""
-    seed: int = 0
-    seeds: list[int] | None = Field(default=None, min_length=1)
+    seed: Seed = 0
+    seeds: list[Seed] | None = Field(default=None, min_length=1)
     out: str | None = None
     profiles: str | None = None
     hardware: list[HardwareSpec] = Field(default_factory=list)

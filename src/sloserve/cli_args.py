@@ -1,0 +1,123 @@
+"""Argument types for the command line: a bad value is refused by argparse, naming the option,
+with exit status 2, before any work starts (not a traceback from deep inside a run).
+
+Each is an ``argparse`` ``type=``: it takes the text and returns the value or raises
+:class:`argparse.ArgumentTypeError` with what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+MAX_SEED = 2**32 - 1
+"""NumPy's and PyTorch's seeds are 32-bit."""
+
+
+def _number(text: str, kind: type[float] | type[int]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number > 0 (rates, durations, sizes)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0 (delays, timeouts)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (an attainment target)."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must lie in (0, 1]")
+    return value
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer in ``low..high`` (``high`` None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be >= {low}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must lie in {low}..{high}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+count = int_range(1)
+"""An integer >= 1."""
+
+seed = int_range(0, MAX_SEED)
+"""A random seed: 0 .. 2**32 - 1."""
+
+
+def port_or_off(text: str) -> int:
+    """A TCP port (0: any free one) or -1 for "off"."""
+    value = int(_number(text, int))
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535, or -1: off)")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port (0: any free one)."""
+    value = int(_number(text, int))
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535)")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not an existing directory, and in a directory that exists or can be made."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    _creatable(path.parent, text)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """A directory to write into: not an existing file, and one that exists or can be made."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory")
+    _creatable(path, text)
+    return path
+
+
+def _creatable(directory: Path, text: str) -> None:
+    """Refuse a directory that neither exists nor can be made (a file in the way, no permission)."""
+    for parent in (directory, *directory.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a directory")
+            if not _writable(parent):
+                raise argparse.ArgumentTypeError(f"{text}: cannot write in {parent}")
+            return
+
+
+def _writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)

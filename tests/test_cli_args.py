@@ -1,0 +1,87 @@
+"""Bad command-line values are refused by the parser, naming the option, with exit status 2 and
+before any work starts; NaN, infinities and negative seeds in config files likewise, naming the field."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sloserve.cli import main
+
+APP = "examples/apps/traffic.yaml"
+POOL = "examples/qos/pool.yaml"
+
+BAD = [
+    (["serve", "--http-port", "99999"], "--http-port: 99999 is not a port"),
+    (["serve", "--http-port", "-5"], "--http-port: -5 is not a port"),
+    (["serve", "--grpc-port", "-7"], "--grpc-port: -7 is not a port"),
+    (["serve", "--max-body-mb", "nan"], "--max-body-mb: 'nan' is not a finite number"),
+    (["serve", "--max-body-mb", "0"], "--max-body-mb: 0 must be > 0"),
+    (["serve", "--drain-timeout", "-1"], "--drain-timeout: -1 must be >= 0"),
+    (["serve", "--decode-workers", "-1"], "--decode-workers: -1 must lie in 0..64"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--rate", "0"], "--rate: 0 must be > 0"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--rate", "inf"], "--rate: 'inf' is not a finite number"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--duration", "-1"], "--duration: -1 must be > 0"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--cv", "nan"], "--cv: 'nan' is not a finite number"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--slo-ms", "0"], "--slo-ms: 0 must be > 0"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--seed", "-1"], "--seed: -1 must lie in 0..4294967295"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--target", "2"], "--target: 2 must lie in (0, 1]"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--max-rate", "-1"], "--max-rate: -1 must be > 0"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--confirm-runs", "-1"], "--confirm-runs: -1 must lie in 0..100"),
+    (["plan", APP, "--grid-steps", "0"], "--grid-steps: 0 must lie in 1..1000"),
+    (["plan", APP, "--grid-steps", "1000000000"], "--grid-steps: 1000000000 must lie in 1..1000"),
+    (["plan", APP, "--out", "."], "--out: . is a directory; give a file name"),
+    (["simulate", "--plan", "p.yaml", "--duration", "nan"], "--duration: 'nan' is not a finite number"),
+    (["simulate", "--seed", "-1"], "--seed: -1 must lie in 0..4294967295"),
+    (["simulate", "--out", APP], f"--out: {APP} is a file; give a directory"),
+    (["train-rl", POOL, "--timesteps", "0"], "--timesteps: 0 must be >= 1"),
+    (["train-rl", POOL, "--seed", "-1"], "--seed: -1 must lie in 0..4294967295"),
+    (["train-rl", POOL, "--out", "/tmp"], "--out: /tmp is a directory; give a file name"),
+    (["profile", "identity", "--repeats", "0"], "--repeats: 0 must be >= 1"),
+    (["profile", "identity", "--warmup", "-1"], "--warmup: -1 must be >= 0"),
+    (["profile", "identity", "--variable-dim", "5000"], "--variable-dim: 5000 must lie in 1..4096"),
+    (["profile", "identity", "--out", f"{APP}/x.yaml"], f"--out: {APP}/x.yaml: {APP} is a file"),
+    (["experiment", "batching", "--duration", "0"], "--duration: 0 must be > 0"),
+    (["experiment", "batching", "--seeds", "0", "-1"], "--seeds: -1 must lie in 0..4294967295"),
+    (["experiment", "cofb", "--duration", "inf"], "--duration: 'inf' is not a finite number"),
+    (["experiment", "sponge", "--cold-start", "-1"], "--cold-start: -1 must be >= 0"),
+    (["experiment", "sponge", "--server-rate", "0"], "--server-rate: 0 must be > 0"),
+    (["experiment", "dnnscaler", "--seed", "-1"], "--seed: -1 must lie in 0..4294967295"),
+    (["experiment", "qos", "--out", APP], f"--out: {APP} is a file; give a directory"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--rate", "fast"], "--rate: 'fast' is not a number"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--seed", "1.5"], "--seed: '1.5' is not an integer"),
+]
+
+
+@pytest.mark.parametrize(("argv", "said"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_a_bad_command_line_value_is_refused_naming_the_option(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"seeds": [0, -1]}, "seeds.1"),
+        ({"workload": {"kind": "poisson", "rate": math.inf, "duration_s": 2, "slo_ms": 50}}, "workload"),
+        ({"workload": {"kind": "poisson", "rate": 50, "duration_s": math.nan, "slo_ms": 50}}, "workload"),
+    ],
+)
+def test_a_config_file_with_nan_inf_or_a_negative_seed_is_refused_naming_the_field(
+    tmp_path: Path, change: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--example"]) == 0
+    example = yaml.safe_load(capsys.readouterr().out)
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({**example, "loads": [1.0], **change}))
+    assert main(["simulate", str(config), "--quick", "--no-plots", "--out", str(tmp_path / "o")]) == 2
+    assert f"{config}: {field}" in capsys.readouterr().err
