@@ -85,3 +85,33 @@ def test_a_config_file_with_nan_inf_or_a_negative_seed_is_refused_naming_the_fie
     config.write_text(yaml.safe_dump({**example, "loads": [1.0], **change}))
     assert main(["simulate", str(config), "--quick", "--no-plots", "--out", str(tmp_path / "o")]) == 2
     assert f"{config}: {field}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"workload": {"kind": "poisson", "rate": 1e12, "duration_s": 60}}, "workload: 1e+12 req/s for 60 s"),
+        ({"loads": [1e9]}, "workload: 3e+11 req/s for 60 s (at load 1e+09)"),
+        ({"capacity": {"lo": 10, "hi": 1e12}}, "capacity.hi: 1e+12 req/s for 60 s"),
+        ({"workload": {"kind": "piecewise", "rates": [1e9, 1e9]}}, "workload: 1e+09 req/s for 2 s"),
+    ],
+)
+def test_a_run_the_simulator_would_not_finish_is_refused_before_it_starts(
+    tmp_path: Path, change: dict[str, Any], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--example"]) == 0
+    example = yaml.safe_load(capsys.readouterr().out)
+    config = tmp_path / "huge.yaml"
+    config.write_text(yaml.safe_dump({**example, "loads": [1.0], **change}))
+    assert main(["simulate", str(config), "--quick", "--no-plots", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: {said}" in err and "the simulator takes at most 2e+07" in err
+
+
+def test_a_load_the_generator_could_not_plan_is_refused_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "127.0.0.1:1", "-m", "x", "--rate", "1e12"]) == 2  # nothing listens there
+    assert "--rate 1e+12 for --duration 20 s is 2e+13 requests per run" in capsys.readouterr().out
+    assert main(["bench", "127.0.0.1:1", "-m", "x", "--capacity", "--max-rate", "1e9"]) == 2
+    assert "--max-rate 1e+09" in capsys.readouterr().out

@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_run)
 
 
+MAX_REQUESTS_PER_RUN = 10_000_000
+"""Most requests one run plans (each is a planned send time and an outcome in memory; at the
+generator's ceiling of a few thousand req/s, about an hour)."""
+
+
 def _run(args: argparse.Namespace) -> int:
     from sloserve.bench.targets import TargetError
 
@@ -106,6 +111,14 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     if args.shared_memory and args.protocol != "http":
         console.print("[red]--shared-memory is supported with --protocol http only[/red]")
+        return 2
+    top = args.max_rate if args.capacity else args.rate
+    if top * args.duration > MAX_REQUESTS_PER_RUN:
+        option = "--max-rate" if args.capacity else "--rate"
+        console.print(
+            f"[red]{option} {top:g} for --duration {args.duration:g} s is {top * args.duration:.3g} "
+            f"requests per run; the generator sends at most {MAX_REQUESTS_PER_RUN:.0e}[/red]"
+        )
         return 2
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None

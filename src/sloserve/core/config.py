@@ -54,8 +54,11 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem: ``source: field.path: message``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {loc}: {err['msg']}")
+        loc = ".".join(str(part) for part in err["loc"])
+        if not loc and err["type"] == "value_error":  # a check across fields: its message names them
+            lines.append(f"{source}: {err['ctx']['error']}")
+            continue
+        lines.append(f"{source}: {loc or '(top level)'}: {err['msg']}")
     return "\n".join(lines)
 
 

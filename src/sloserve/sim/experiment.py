@@ -60,12 +60,18 @@ from sloserve.core.config import ConfigError, Seed, StrictModel, load_model_file
 from sloserve.core.hardware import Hardware
 from sloserve.core.profile_io import profiles_from_data
 from sloserve.core.profiles import ModelProfile, ProfileSet
+from sloserve.policies.params import MACHINE_LIMIT
 from sloserve.sim import workload as wl
 from sloserve.sim.cluster import ModelSetup, SimResult, TailNoise, simulate
 from sloserve.sim.metrics import Metrics
 
 Pos = Annotated[float, Field(gt=0)]
 NonNeg = Annotated[float, Field(ge=0)]
+
+
+MAX_REQUESTS_PER_RUN = 20_000_000
+"""Most requests one simulated run may hold (about a minute with Triton's batcher, several with
+the SLO-aware one; ``benchmarks/sim_throughput.py``)."""
 
 
 class HardwareSpec(StrictModel):
@@ -100,9 +106,9 @@ class ModelSpec(StrictModel):
     profile: str | dict[str, Any] | None = None
     """Model name in the ``profiles`` file (default: ``name``), or an inline profile entry."""
     hardware: str = "cpu"
-    instances: int = Field(default=1, ge=0)
-    cores: int = Field(default=1, ge=1)
-    max_concurrency: int = Field(default=1, ge=1)
+    instances: int = Field(default=1, ge=0, le=MACHINE_LIMIT)
+    cores: int = Field(default=1, ge=1, le=MACHINE_LIMIT)
+    max_concurrency: int = Field(default=1, ge=1, le=MACHINE_LIMIT)
     noise_cv: NonNeg = 0.0
     noise: Literal["lognormal", "gamma"] = "lognormal"
     tail_noise: TailNoiseSpec | None = None
@@ -142,11 +148,19 @@ class _WorkloadBase(StrictModel):
     payload_cv: NonNeg = 0.0
     network: NetworkSpec | None = None
 
+    def planned(self) -> tuple[float, float] | None:
+        """Mean rate (req/s) and seconds of the workload at load 1, when the config alone says
+        (None for one read from a file): what bounds the requests of a run before it starts."""
+        return None
+
 
 class PoissonSpec(_WorkloadBase):
     kind: Literal["poisson"]
     rate: Pos
     duration_s: Pos
+
+    def planned(self) -> tuple[float, float] | None:
+        return self.rate, self.duration_s
 
 
 class GammaSpec(_WorkloadBase):
@@ -154,6 +168,9 @@ class GammaSpec(_WorkloadBase):
     rate: Pos
     cv: Pos
     duration_s: Pos
+
+    def planned(self) -> tuple[float, float] | None:
+        return self.rate, self.duration_s
 
 
 class MmppSpec(_WorkloadBase):
@@ -164,11 +181,17 @@ class MmppSpec(_WorkloadBase):
     mean_off_s: Pos
     duration_s: Pos
 
+    def planned(self) -> tuple[float, float] | None:
+        return max(self.rate_on, self.rate_off), self.duration_s
+
 
 class PiecewiseSpec(_WorkloadBase):
     kind: Literal["piecewise"]
     rates: list[NonNeg] = Field(min_length=1)
     segment_s: Pos = 1.0
+
+    def planned(self) -> tuple[float, float] | None:
+        return sum(self.rates) / len(self.rates), len(self.rates) * self.segment_s
 
 
 class DiurnalSpec(_WorkloadBase):
@@ -177,6 +200,9 @@ class DiurnalSpec(_WorkloadBase):
     amplitude: float = Field(ge=0, le=1)
     period_s: Pos
     duration_s: Pos
+
+    def planned(self) -> tuple[float, float] | None:
+        return self.rate, self.duration_s
 
 
 class TraceSpec(_WorkloadBase):
@@ -210,6 +236,12 @@ class CountsSpec(_WorkloadBase):
         if (self.counts is None) == (self.path is None):
             raise ValueError("give exactly one of counts (a list) or path (a CSV)")
         return self
+
+    def planned(self) -> tuple[float, float] | None:
+        if self.counts is None:
+            return None
+        seconds = len(self.counts) * self.interval_s
+        return sum(self.counts) * self.rate_scale / seconds, seconds
 
 
 WorkloadSpec = Annotated[
@@ -256,6 +288,28 @@ class ExperimentSpec(StrictModel):
         labels = [p.label or p.scheduler for p in self.policies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"policy labels must be unique (set `label`), got {labels}")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ExperimentSpec:
+        """Refuse a run the simulator would not finish in reasonable time (or memory)."""
+        planned = self.workload.planned()
+        if planned is None:
+            return self
+        rate, seconds = planned
+        peak = max([1.0, *self.loads])
+        if rate * peak * seconds > MAX_REQUESTS_PER_RUN:
+            raise ValueError(
+                f"workload: {rate * peak:g} req/s for {seconds:g} s (at load {peak:g}) is "
+                f"{rate * peak * seconds:.3g} requests per run; the simulator takes at most "
+                f"{MAX_REQUESTS_PER_RUN:.0e}: lower the rate or shorten the workload"
+            )
+        if self.capacity is not None and self.capacity.hi * seconds > MAX_REQUESTS_PER_RUN:
+            raise ValueError(
+                f"capacity.hi: {self.capacity.hi:g} req/s for {seconds:g} s is "
+                f"{self.capacity.hi * seconds:.3g} requests per probe; the simulator takes at most "
+                f"{MAX_REQUESTS_PER_RUN:.0e}: lower hi or shorten the workload"
+            )
         return self
 
 
