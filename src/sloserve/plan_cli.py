@@ -138,6 +138,7 @@ def _simulate_plan_command(args: argparse.Namespace) -> int:
     from sloserve.planning.plan import DispatchPolicy
     from sloserve.planning.plan_io import load_plan
     from sloserve.planning.simulate import simulate_plan
+    from sloserve.sim.experiment import MAX_REQUESTS_PER_RUN
 
     plan = load_plan(args.plan)
     app_file = args.app or (Path(plan.app_file) if plan.app_file else None)
@@ -148,6 +149,18 @@ def _simulate_plan_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.plan}: the plan is infeasible ({plan.reason})")
     if plan.shared:
         raise ConfigError(f"{args.plan}: plans with shared duty-cycle nodes (Nexus) cannot be simulated")
+    for i, module in enumerate(plan.modules):
+        for j, planned in enumerate(module.tuples):
+            try:
+                problem.profiles.get(module.model, planned.hardware)
+            except KeyError as exc:
+                where = f"{args.plan}: modules.{i}.tuples.{j}"
+                raise ConfigError(f"{where}: {exc.args[0]} (profiles of {app_file})") from None
+    if plan.rate <= 0 or plan.rate * args.duration > MAX_REQUESTS_PER_RUN:
+        raise ConfigError(
+            f"{args.plan}: rate: {plan.rate:g} req/s for --duration {args.duration:g} s; the simulator "
+            f"takes 1 to {MAX_REQUESTS_PER_RUN:.0e} requests per run"
+        )
     both: list[DispatchPolicy | None] = ["harpagon", "round_robin"]
     kinds = both if args.dispatch == "both" else [None if args.dispatch == "planned" else args.dispatch]
     seed = args.seed if args.seed is not None else 0

@@ -120,3 +120,45 @@ def test_plan_file_errors_name_the_field() -> None:
     data["modules"][0]["tuples"][0]["batch"] = 0
     with pytest.raises(ConfigError, match=r"plan.yaml: modules\.0\.tuples\.0\.batch"):
         plan_from_data(data, "plan.yaml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda d: d["edges"][0].update(to="nosuch"), "edge detect->nosuch names unknown module 'nosuch'"),
+        (lambda d: d["edges"][0].update(to=d["edges"][0]["from"]), "the module graph has a cycle"),
+        (lambda d: d["modules"][1].update(name=d["modules"][0]["name"]), "module names must be unique"),
+        (lambda d: d["modules"][0].update(tuples=[]), "modules.0.tuples: a feasible plan runs module"),
+        (lambda d: d.update(modules=[], edges=[]), "modules: a feasible plan has at least one module"),
+        (lambda d: d["modules"][0]["tuples"][0].update(count=10**9), "modules.0.tuples.0.count"),
+    ],
+)
+def test_a_plan_file_whose_modules_do_not_hold_together_is_refused(edit: Any, said: str) -> None:
+    data = plan_to_dict(plan_harpagon(load_problem(EXAMPLES / "traffic.yaml")))
+    edit(data)
+    with pytest.raises(ConfigError) as err:
+        plan_from_data(data, "plan.yaml")
+    assert str(err.value).startswith("plan.yaml: ") and said in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda d: d["modules"][0]["tuples"][0].update(hardware="nosuch"), "modules.0.tuples.0: no profile"),
+        (lambda d: d["modules"][0].update(model="nosuch"), "modules.0.tuples.0: no profile for model 'no"),
+        (lambda d: d.update(rate=1e9), "rate: 1e+09 req/s for --duration 5 s"),
+        (lambda d: d.update(rate=0), "rate: 0 req/s"),
+    ],
+)
+def test_simulating_a_plan_its_app_cannot_run_is_refused(
+    tmp_path: Path, edit: Any, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sloserve.cli import main
+
+    plan = plan_harpagon(load_problem(EXAMPLES / "traffic.yaml"))
+    data = plan_to_dict(plan, str((EXAMPLES / "traffic.yaml").resolve()))
+    edit(data)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["simulate", "--plan", str(path), "--duration", "5"]) == 2
+    assert f"{path}: {said}" in capsys.readouterr().err

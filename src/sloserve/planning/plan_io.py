@@ -35,11 +35,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from sloserve.core.app import Edge
+from sloserve.core.app import App, Edge, Module
 from sloserve.core.config import StrictModel, read_document, validate, write_document
 from sloserve.planning.plan import ModulePlan, Plan, PlanTuple, SharedGroup, SharedMember
+from sloserve.policies.params import MACHINE_LIMIT
 
 PLAN_FORMAT: Final = "sloserve-plan/v1"
 MS = 1e-3
@@ -48,7 +49,7 @@ MS = 1e-3
 class _TupleSchema(StrictModel):
     hardware: str = Field(min_length=1)
     batch: int = Field(ge=1)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MACHINE_LIMIT)
     rate: float = Field(ge=0)
     dummy_rate: float = Field(default=0.0, ge=0)
     exec_ms: float = Field(gt=0)
@@ -103,6 +104,23 @@ class PlanFileSchema(StrictModel):
     edges: list[_EdgeSchema] = Field(default_factory=list)
     modules: list[_ModuleSchema] = Field(default_factory=list)
     shared: list[_SharedSchema] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PlanFileSchema:
+        """The modules form the app's graph (unique names, known ends, no cycle), and a feasible
+        plan serves each of them on at least one tuple or in a shared group."""
+        if self.modules:
+            modules = tuple(Module(m.name, m.model) for m in self.modules)
+            edges = tuple(Edge(e.parent, e.child, e.fanout) for e in self.edges)
+            App(self.app, modules, edges, self.slo_ms * MS, self.rate)  # raises what is wrong
+        if self.feasible and not self.modules:
+            raise ValueError("modules: a feasible plan has at least one module")
+        if self.feasible:
+            shared = {member.module for group in self.shared for member in group.members}
+            for i, m in enumerate(self.modules):
+                if not m.tuples and m.name not in shared:
+                    raise ValueError(f"modules.{i}.tuples: a feasible plan runs module {m.name!r} somewhere")
+        return self
 
 
 def plan_to_dict(plan: Plan, app_file: str | None = None) -> dict[str, Any]:
