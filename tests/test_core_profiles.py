@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,23 @@ def test_documented_example_loads(tmp_path: Path) -> None:
             "profiles.0.affine.colour",
         ),
         ({"model": "m", "kind": "affine", "alpha_ms": 1, "beta_ms": 1, "slowdown": [0.5]}, "slowdown.0"),
+        ({"model": "m", "kind": "affine", "alpha_ms": 0, "beta_ms": 0}, "alpha_ms + beta_ms must be > 0"),
+        (
+            {"model": "m", "kind": "affine", "alpha_ms": math.inf, "beta_ms": 1},
+            "alpha_ms: Input should be a finite number",
+        ),
+        (
+            {"model": "m", "kind": "sponge", "gamma_ms": 0, "delta_ms": 0, "epsilon_ms": 0, "eta_ms": 0},
+            "are all 0",
+        ),
+        (
+            {"model": "m", "kind": "tabulated", "points": [{"batch": 1, "median_ms": 2, "p99_ms": 1}]},
+            "p99_ms (1) is below median_ms (2)",
+        ),
+        (
+            {"model": "m", "kind": "tabulated", "points": [{"batch": 1, "median_ms": 1, "p99_ms": 1}] * 2},
+            "points.1: (batch, cores, instances) (1, 1, 1) appears twice",
+        ),
     ],
 )
 def test_bad_profile_file_names_file_and_field(
@@ -149,6 +167,14 @@ def test_bad_profile_file_names_file_and_field(
         load_profiles(path)
     assert str(path) in str(err.value)
     assert field in str(err.value)
+
+
+def test_two_profiles_of_one_model_on_one_hardware_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    one = {"model": "m", "hardware": "cpu", "kind": "affine", "alpha_ms": 1, "beta_ms": 1}
+    path.write_text(yaml.safe_dump({"profiles": [one, {**one, "alpha_ms": 2}]}))
+    with pytest.raises(ConfigError, match=r"twice.yaml: profiles.1: a second profile of 'm' on 'cpu'"):
+        load_profiles(path)
 
 
 def test_unreadable_profile_files(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sloserve.core.config import StrictModel, load_model_file, validate, write_document
 from sloserve.core.profiles import (
@@ -55,6 +55,12 @@ class _PointSchema(StrictModel):
     median_ms: float = Field(gt=0)
     p99_ms: float = Field(gt=0)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> _PointSchema:
+        if self.p99_ms < self.median_ms:
+            raise ValueError(f"p99_ms ({self.p99_ms:g}) is below median_ms ({self.median_ms:g})")
+        return self
+
 
 class _Common(StrictModel):
     model: str = Field(min_length=1)
@@ -66,6 +72,16 @@ class _TabulatedSchema(_Common):
     kind: Literal["tabulated"]
     points: list[_PointSchema] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _distinct(self) -> _TabulatedSchema:
+        seen: set[tuple[int, int, int]] = set()
+        for i, p in enumerate(self.points):
+            key = (p.batch, p.cores, p.instances)
+            if key in seen:
+                raise ValueError(f"points.{i}: (batch, cores, instances) {key} appears twice")
+            seen.add(key)
+        return self
+
 
 class _AffineSchema(_Common):
     kind: Literal["affine"]
@@ -73,6 +89,12 @@ class _AffineSchema(_Common):
     beta_ms: PositiveMs
     tail_factor: float = Field(default=1.0, ge=1.0)
     max_batch: int = Field(default=128, ge=1)
+
+    @model_validator(mode="after")
+    def _takes_time(self) -> _AffineSchema:
+        if self.alpha_ms + self.beta_ms <= 0:
+            raise ValueError("alpha_ms + beta_ms must be > 0 (a batch of one would take no time)")
+        return self
 
 
 class _SpongeSchema(_Common):
@@ -84,6 +106,12 @@ class _SpongeSchema(_Common):
     tail_factor: float = Field(default=1.0, ge=1.0)
     max_batch: int = Field(default=128, ge=1)
 
+    @model_validator(mode="after")
+    def _takes_time(self) -> _SpongeSchema:
+        if self.gamma_ms + self.delta_ms + self.epsilon_ms + self.eta_ms <= 0:
+            raise ValueError("gamma_ms, delta_ms, epsilon_ms, eta_ms are all 0 (a batch would take no time)")
+        return self
+
 
 _ProfileSchema = Annotated[_TabulatedSchema | _AffineSchema | _SpongeSchema, Field(discriminator="kind")]
 
@@ -93,6 +121,15 @@ class ProfileFileSchema(StrictModel):
 
     format: Literal["sloserve-profile/v1"] = FORMAT
     profiles: list[_ProfileSchema] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> ProfileFileSchema:
+        seen: set[tuple[str, str]] = set()
+        for i, p in enumerate(self.profiles):
+            if (p.model, p.hardware) in seen:
+                raise ValueError(f"profiles.{i}: a second profile of {p.model!r} on {p.hardware!r}")
+            seen.add((p.model, p.hardware))
+        return self
 
 
 def _from_schema(s: _TabulatedSchema | _AffineSchema | _SpongeSchema) -> ModelProfile:
