@@ -87,7 +87,7 @@ def test_user_config_with_loads_and_capacity(tmp_path: Path) -> None:
             "models.0.profile: profiles.0.affine.alpha_ms",
         ),
         ({"workload": {"kind": "trace", "path": "missing.csv"}}, "missing.csv: file not found"),
-        ({"capacity": {"lo": 10, "hi": 5}}, "capacity: Value error, lo (10.0) must be below hi (5.0)"),
+        ({"capacity": {"lo": 10, "hi": 5}}, "capacity: lo (10.0) must be below hi (5.0)"),
     ],
 )
 def test_bad_configs_name_the_file_and_field(

@@ -55,10 +55,10 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"])
-        if not loc and err["type"] == "value_error":  # a check across fields: its message names them
-            lines.append(f"{source}: {err['ctx']['error']}")
-            continue
-        lines.append(f"{source}: {loc or '(top level)'}: {err['msg']}")
+        # a check of our own says what is wrong without pydantic's "Value error, " before it; one
+        # across the fields of the whole file names them itself
+        msg = str(err.get("ctx", {}).get("error", err["msg"])) if err["type"] == "value_error" else err["msg"]
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 

@@ -62,10 +62,9 @@ def t_interval(values: np.ndarray) -> tuple[float, float]:
 
 def _schedulers(setup: Any, policy_path: Path) -> dict[str, Callable[[int], Any]]:
     """Policy name → factory of a fresh scheduler for one run (given the run's seed)."""
-    from sloserve.policies.base import PolicyContext
     from sloserve.policies.registry import make_scheduler
 
-    ctx = PolicyContext(model="task", max_batch=setup.spec.batch_sizes[-1], slo=setup.spec.utility.target)
+    ctx = setup.context()
     qos = setup.qos_params()
     return {
         "rl": lambda seed: make_scheduler("qos_rl", ctx, {"model_path": str(policy_path)}),

@@ -18,23 +18,39 @@ triton: {...}             # parameters of the qos_triton baseline
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from sloserve.core.config import Seed, StrictModel, load_model_file
+from sloserve.core.config import ConfigError, Seed, StrictModel, load_model_file
 from sloserve.data import TRACES
+from sloserve.policies.base import PolicyContext
+from sloserve.policies.params import MACHINE_LIMIT
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
 from sloserve.sim.hetero import HeteroPool
 from sloserve.sim.workload import Workload, from_trace_csv, gamma, mmpp_on_off, piecewise
 
+Positive = Annotated[float, Field(gt=0)]
+
+MAX_REQUESTS_PER_RUN = 20_000_000
+"""Most requests one simulated episode or evaluation run may hold (as ``sloserve simulate``)."""
+
+
+def _bounded(field: str, rate: float, seconds: float) -> None:
+    if rate * seconds > MAX_REQUESTS_PER_RUN:
+        raise ValueError(
+            f"{field}: {rate:g} req/s for {seconds:g} s is {rate * seconds:.3g} requests per run; "
+            f"the simulator takes at most {MAX_REQUESTS_PER_RUN:.0e}"
+        )
+
 
 class ServerTypeParams(StrictModel):
     hardware: str = Field(min_length=1, description="hardware type; profiles name it")
-    count: int = Field(ge=1, description="servers of this type")
+    count: int = Field(ge=1, le=MACHINE_LIMIT, description="servers of this type")
 
 
 class PoolParams(StrictModel):
@@ -45,22 +61,33 @@ class PoolParams(StrictModel):
 class TrainWorkloadParams(StrictModel):
     """Each training episode draws one workload: bursty on/off (MMPP), piecewise Poisson, or Gamma."""
 
-    rate: tuple[float, float] = Field(description="req/s range, drawn log-uniformly")
-    cv: tuple[float, float] = Field(default=(1.0, 3.0), description="inter-arrival CV range (Gamma)")
+    rate: tuple[Positive, Positive] = Field(description="req/s range, drawn log-uniformly")
+    cv: tuple[Positive, Positive] = Field(default=(1.0, 3.0), description="inter-arrival CV range (Gamma)")
     duration_s: float = Field(default=20.0, gt=0)
     piecewise_share: float = Field(default=0.5, ge=0, le=1, description="share of piecewise episodes")
     segment_s: float = Field(default=4.0, gt=0, description="segment length of piecewise episodes")
     bursty_share: float = Field(default=0.0, ge=0, le=1, description="share of on/off (MMPP) episodes")
-    burst_factor: tuple[float, float] = Field(
+    burst_factor: tuple[Positive, Positive] = Field(
         default=(3.0, 15.0), description="MMPP: range of the ON rate over the mean rate (OFF rate: 0.3x)"
     )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrainWorkloadParams:
+        for name in ("rate", "cv", "burst_factor"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: the range [{low:g}, {high:g}] runs backwards")
+        _bounded("rate", self.rate[1] * max(1.0, self.burst_factor[1]), self.duration_s)
+        return self
 
 
 class TrainParams(StrictModel):
     algo: Literal["ppo", "dqn"] = "ppo"
     timesteps: int = Field(default=100_000, ge=1, description="decisions to train on")
     seed: Seed = 0
-    net: list[int] = Field(default=[64, 64], min_length=1, description="hidden layer sizes")
+    net: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default=[64, 64], min_length=1, description="hidden layer sizes"
+    )
     learning_rate: float = Field(default=1e-4, gt=0)
     gamma: float = Field(default=0.95, gt=0, le=1, description="discount per decision")
     n_steps: int = Field(default=1024, ge=8, description="PPO rollout length")
@@ -82,7 +109,7 @@ class EvalParams(StrictModel):
     """Held-out workloads: seeds and rates not used in training, and a replayed trace."""
 
     seeds: list[Seed] = Field(default=[1001, 1002, 1003, 1004, 1005], min_length=1)
-    rates: list[float] = Field(default=[100.0, 250.0, 450.0], min_length=1)
+    rates: list[Positive] = Field(default=[100.0, 250.0, 450.0], min_length=1)
     cv: float = Field(default=2.0, gt=0)
     duration_s: float = Field(default=30.0, gt=0)
     trace: str | None = Field(
@@ -91,6 +118,11 @@ class EvalParams(StrictModel):
     )
     trace_rate: float = Field(default=250.0, gt=0, description="mean rate the trace is scaled to")
     trace_window_s: float = Field(default=600.0, gt=0, description="window of the trace (original time)")
+
+    @model_validator(mode="after")
+    def _bounded_runs(self) -> EvalParams:
+        _bounded("rates", max(self.rates), self.duration_s)
+        return self
 
 
 class QosSetupFile(StrictModel):
@@ -112,6 +144,10 @@ class QosSetup:
     base_dir: Path
     """Directory of the setup file (relative profile and trace paths start there)."""
 
+    def context(self) -> PolicyContext:
+        """What the QoS schedulers are built for: one task, the largest batch, the utility's target."""
+        return PolicyContext(model="task", max_batch=self.spec.batch_sizes[-1], slo=self.spec.utility.target)
+
     def qos_params(self) -> dict[str, Any]:
         """Scheduler params for the registry's QoS factories (with ``base_dir``)."""
         return {**self.file.qos, "base_dir": str(self.base_dir)}
@@ -127,12 +163,31 @@ class QosSetup:
 
 
 def load_setup(path: str | Path) -> QosSetup:
-    """Read and validate a QoS setup file; errors name the file and the field."""
+    """Read and validate a QoS setup file; errors name the file and the section (and field)."""
+    from sloserve.policies.registry import make_scheduler
+
     f = load_model_file(QosSetupFile, path)
     base = Path(path).resolve().parent
-    spec = qos_spec_from_params(f.qos, base)
+    spec = _built(path, "qos", lambda: qos_spec_from_params(f.qos, base))
     servers = tuple(s.hardware for s in f.pool.servers for _ in range(s.count))
-    return QosSetup(f, spec, HeteroPool(spec, servers, f.pool.noise_cv), base)
+    setup = QosSetup(f, spec, _built(path, "pool", lambda: HeteroPool(spec, servers, f.pool.noise_cv)), base)
+    _built(
+        path,
+        "triton",
+        lambda: make_scheduler("qos_triton", setup.context(), {**setup.qos_params(), **f.triton}),
+    )
+    return setup
+
+
+_T = TypeVar("_T")
+
+
+def _built(path: str | Path, section: str, build: Callable[[], _T]) -> _T:
+    """``build()``, with what refuses the section's values as a :class:`ConfigError` naming it."""
+    try:
+        return build()
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: {section}: {exc.args[0] if exc.args else exc}") from None
 
 
 def training_workload(rng: np.random.Generator, p: TrainWorkloadParams) -> Workload:

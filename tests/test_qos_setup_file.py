@@ -1,0 +1,62 @@
+"""The QoS setup file (``train-rl``, ``experiment qos``): each section's values are checked when
+the file loads, and what is wrong is a ConfigError naming the file and the section or field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sloserve.core.config import ConfigError
+from sloserve.rl.config import load_setup
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qos"
+
+
+def _setup_file(tmp_path: Path, path: str, value: Any) -> Path:
+    shutil.copy(EXAMPLE / "profiles.yaml", tmp_path / "profiles.yaml")
+    data = yaml.safe_load((EXAMPLE / "pool.yaml").read_text())
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    out = tmp_path / "setup.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def test_the_example_loads() -> None:
+    setup = load_setup(EXAMPLE / "pool.yaml")
+    assert setup.context().max_batch == setup.spec.batch_sizes[-1]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "said"),
+    [
+        ("qos.variants.0.name", "nosuch", "pool: no profile for model 'nosuch'"),
+        ("pool.servers.0.hardware", "nosuch", "pool: no profile for model 'mobilenet_v2' on hardware"),
+        ("pool.servers.0.count", 1_000_000, "pool.servers.0.count: Input should be less than or equal"),
+        ("qos.utility.target_ms", 500, "qos: utility: need 0 < target < cutoff"),
+        ("qos.batch_sizes", [0], "qos: qos: batch_sizes must be ascending and >= 1"),
+        ("train.net", [-4], "train.net.0: Input should be greater than or equal to 1"),
+        ("train.workload.rate", [700, 40], "train.workload: rate: the range [700, 40] runs backwards"),
+        ("train.workload.rate", [0, 40], "train.workload.rate.0: Input should be greater than 0"),
+        ("train.workload.duration_s", 1e12, "train.workload: rate: 10500 req/s for 1e+12 s"),
+        ("triton.variant", "nosuch", "triton: qos_triton: unknown variant 'nosuch'"),
+        ("triton.preferred_batch_size", [64], "triton: preferred_batch_sizes must lie in 1..max_batch=16"),
+        ("eval.rates", [0], "eval.rates.0: Input should be greater than 0"),
+        ("eval.rates", [1e9], "eval: rates: 1e+09 req/s for 30 s is 3e+10 requests per run"),
+        ("pool.noise_cv", float("inf"), "pool.noise_cv: Input should be a finite number"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_section_or_field(
+    tmp_path: Path, path: str, value: Any, said: str
+) -> None:
+    setup = _setup_file(tmp_path, path, value)
+    with pytest.raises(ConfigError) as err:
+        load_setup(setup)
+    assert str(err.value).startswith(f"{setup}: ") and said in str(err.value)
