@@ -52,6 +52,12 @@ BAD = [
     (["experiment", "sponge", "--server-rate", "0"], "--server-rate: 0 must be > 0"),
     (["experiment", "dnnscaler", "--seed", "-1"], "--seed: -1 must lie in 0..4294967295"),
     (["experiment", "qos", "--out", APP], f"--out: {APP} is a file; give a directory"),
+    (["experiment", "cofb", "--trace", "/no/such.csv"], "--trace: /no/such.csv: no such file"),
+    (["experiment", "sponge", "--bandwidth-csv", "/tmp"], "--bandwidth-csv: /tmp: is a directory"),
+    (["experiment", "qos", "--policy", "/tmp"], "--policy: /tmp is a directory; give a file name"),
+    (["bench", "127.0.0.1:1", "-m", "x", "--trace", "/no.csv"], "--trace: /no.csv: no such file"),
+    (["profile", "identity", "--threads", "100000"], "--threads: expected integers in 1..256"),
+    (["profile", "identity", "--instances", "0,2"], "--instances: expected integers in 1..64"),
     (["bench", "127.0.0.1:1", "-m", "x", "--rate", "fast"], "--rate: 'fast' is not a number"),
     (["bench", "127.0.0.1:1", "-m", "x", "--seed", "1.5"], "--seed: '1.5' is not an integer"),
 ]

@@ -90,6 +90,14 @@ def port(text: str) -> int:
     return value
 
 
+def existing_file(text: str) -> Path:
+    """A file to read: it must exist (and not be a directory)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'is a directory' if path.is_dir() else 'no such file'}")
+    return path
+
+
 def output_file(text: str) -> Path:
     """A file to write: not an existing directory, and in a directory that exists or can be made."""
     path = Path(text)

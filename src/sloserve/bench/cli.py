@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
     p.add_argument("--cv", type=cli_args.positive, default=4.0, help="inter-arrival CV for --arrival gamma")
-    p.add_argument("--trace", type=Path, help="CSV with a TIMESTAMP column for --arrival trace")
+    p.add_argument(
+        "--trace", type=cli_args.existing_file, help="CSV with a TIMESTAMP column for --arrival trace"
+    )
     p.add_argument(
         "--slo-ms",
         type=cli_args.positive,

@@ -485,7 +485,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--seeds", type=cli_args.seed, nargs="+", help="seeds (capacity = mean attainment over them)"
     )
     p.add_argument("--services", nargs="+", choices=[s.name for s in SERVICES], help="subset of services")
-    p.add_argument("--trace", type=Path, help=f"trace CSV of the trace-driven service (default {TRACE})")
+    p.add_argument(
+        "--trace",
+        type=cli_args.existing_file,
+        help=f"trace CSV of the trace-driven service (default {TRACE})",
+    )
     p.set_defaults(handler=_main)
 
 

@@ -34,7 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"QoS setup file (default {DEFAULT_CONFIG})")
-    p.add_argument("--policy", default=None, help="trained policy .zip (default: the config's train.out)")
+    p.add_argument(
+        "--policy",
+        type=cli_args.output_file,
+        default=None,
+        help="trained policy .zip (default: the config's train.out)",
+    )
     p.add_argument("--retrain", action="store_true", help="train the policy even if it exists")
     p.add_argument(
         "--out",

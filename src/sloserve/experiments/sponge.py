@@ -198,7 +198,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--seeds", type=cli_args.seed, nargs="+", help="seeds (trace, bandwidth series, noise); default 0 1 2"
     )
-    p.add_argument("--bandwidth-csv", type=Path, help="bandwidth series CSV (bytes/s, one row per second)")
+    p.add_argument(
+        "--bandwidth-csv",
+        type=cli_args.existing_file,
+        help="bandwidth series CSV (bytes/s, one row per second)",
+    )
     p.add_argument("--column", default="bps", help="column of --bandwidth-csv")
     p.add_argument(
         "--cold-start", type=cli_args.non_negative, help="seconds before a new replica serves (default 5)"
@@ -216,7 +220,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--server-model", default="mobilenet_v2", help="demo model for --server")
     p.add_argument("--server-rate", type=cli_args.positive, help="req/s for --server (default 40)")
-    p.add_argument("--server-profile", type=Path, help="profile file for --server (default: measure it)")
+    p.add_argument(
+        "--server-profile",
+        type=cli_args.existing_file,
+        help="profile file for --server (default: measure it)",
+    )
     p.set_defaults(handler=_main)
 
 

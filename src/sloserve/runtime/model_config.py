@@ -53,6 +53,12 @@ CONFIG_NAMES = ("config.yaml", "config.yml", "config.json", TRITON_CONFIG)
 """File names a model directory's configuration may have (first found wins; Triton's
 ``config.pbtxt`` is read by :mod:`sloserve.runtime.triton_repo`)."""
 
+MAX_BATCH_SIZE = 4096
+MAX_INSTANCES = 64
+"""Most instances of one model (``instance_group.count``)."""
+MAX_THREADS = 256
+"""Most intra-op threads of one instance."""
+
 DEFAULT_SCHEDULER = "triton"
 """Scheduler a model gets when its config names none (the one place this default lives)..."""
 SLO_SCHEDULER = "slo"
@@ -80,9 +86,9 @@ class QueuePolicy(StrictModel):
 class InstanceGroup(StrictModel):
     """How many instances run the model and with how many threads each."""
 
-    count: int = Field(default=1, ge=0, le=64)
+    count: int = Field(default=1, ge=0, le=MAX_INSTANCES)
     """Instances at start-up (each an ONNX Runtime session with its own threads)."""
-    threads: int = Field(default=1, ge=1, le=256)
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
     """Intra-op threads per instance (the "cores" a scaler changes in place)."""
     max_concurrency: int = Field(default=1, ge=1, le=64)
     """Batches one instance may run at once."""
@@ -126,7 +132,7 @@ class ModelConfig(StrictModel):
     """Model file, relative to the model directory."""
     profile: str | None = None
     """Latency profile file (sloserve-profile/v1), relative to the model directory."""
-    max_batch_size: int = Field(default=8, ge=0, le=4096)
+    max_batch_size: int = Field(default=8, ge=0, le=MAX_BATCH_SIZE)
     preferred_batch_size: list[int] = Field(default_factory=list)
     max_queue_delay_microseconds: int = Field(default=0, ge=0)
     priority_levels: int = Field(default=1, ge=1, le=16)

@@ -7,21 +7,28 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sloserve import cli_args
+from sloserve.runtime.model_config import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_THREADS
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return tuple(sorted(set(values)))
+def _ints(limit: int) -> Callable[[str], tuple[int, ...]]:
+    """Comma-separated integers in 1..``limit`` (sorted, each once)."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not values or min(values) < 1 or max(values) > limit:
+            raise argparse.ArgumentTypeError(f"expected integers in 1..{limit}, got {text!r}")
+        return tuple(sorted(set(values)))
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="profile file to write (.yaml or .json; default results/profiles/MODEL.yaml)",
     )
     p.add_argument("--quick", action="store_true", help="small grid: batches 1,4,16; 10 repeats")
-    p.add_argument("--batches", type=_ints, help="batch sizes, e.g. 1,2,4,8 (capped at max_batch_size)")
-    p.add_argument("--threads", type=_ints, help="intra-op threads per instance, e.g. 1,2")
-    p.add_argument("--instances", type=_ints, help="co-located instance counts 1..K, e.g. 1,2,3")
+    p.add_argument(
+        "--batches", type=_ints(MAX_BATCH_SIZE), help="batch sizes, e.g. 1,2,4,8 (capped at max_batch_size)"
+    )
+    p.add_argument("--threads", type=_ints(MAX_THREADS), help="intra-op threads per instance, e.g. 1,2")
+    p.add_argument(
+        "--instances", type=_ints(MAX_INSTANCES), help="co-located instance counts 1..K, e.g. 1,2,3"
+    )
     p.add_argument(
         "--repeats", type=cli_args.count, help="recorded batches per instance per point (default 30)"
     )
