@@ -60,3 +60,39 @@ def test_a_bad_value_is_refused_naming_the_section_or_field(
     with pytest.raises(ConfigError) as err:
         load_setup(setup)
     assert str(err.value).startswith(f"{setup}: ") and said in str(err.value)
+
+
+def _policy(tmp_path: Path, meta: Any, archive: bytes = b"not a zip") -> Path:
+    """A ``policy.zip`` with ``archive`` as its bytes and ``meta`` (text, or data for JSON) beside it."""
+    import json
+
+    (tmp_path / "policy.zip").write_bytes(archive)
+    (tmp_path / "policy.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    return tmp_path / "policy.zip"
+
+
+def _valid_meta() -> dict[str, Any]:
+    from sloserve.rl.scheduler import FORMAT, qos_params_of
+
+    setup = load_setup(EXAMPLE / "pool.yaml")
+    servers = list(setup.pool.servers)
+    return {"format": FORMAT, "qos": qos_params_of(setup.spec), "servers": servers, "n_oldest": 4}
+
+
+@pytest.mark.parametrize(
+    ("meta", "said"),
+    [
+        ("{not json", "policy.json: not a policy's metadata (JSON)"),
+        ({"format": "sloserve-rl-policy/v1"}, "policy.json: qos, servers, n_oldest: missing"),
+        ({"format": "other"}, "policy.json: format must be"),
+        ([1, 2], "policy.json: format must be"),
+        (None, "policy.zip: not a policy saved by `sloserve train-rl`"),
+    ],
+)
+def test_a_policy_file_that_is_not_one_is_refused_naming_it(tmp_path: Path, meta: Any, said: str) -> None:
+    from sloserve.rl.scheduler import load_rl_scheduler
+
+    path = _policy(tmp_path, _valid_meta() if meta is None else meta)
+    with pytest.raises(ConfigError) as err:
+        load_rl_scheduler(path)
+    assert said in str(err.value)

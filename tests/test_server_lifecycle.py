@@ -164,3 +164,30 @@ def test_freeze_gc_freezes_the_heap_once_ready(tmp_path: Path) -> None:
                 server.stop()
     finally:
         gc.unfreeze()
+
+
+def test_an_address_that_cannot_be_had_is_refused_saying_which(tmp_path: Path) -> None:
+    """A port in use (for each listener) or a host that is not this machine's: an error naming the
+    listener and the address, exit status 2 from the command line, not a traceback."""
+    import socket
+
+    import pytest
+
+    from sloserve.core.config import ConfigError
+
+    build_demo_model("identity", tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = (("HTTP", (port, None, None)), ("gRPC", (0, port, None)), ("metrics", (0, None, port)))
+        for what, ports in cases:
+            options = ServeOptions(tmp_path, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
+            server = BackgroundServer(options)
+            with pytest.raises(ConfigError, match=rf"cannot listen for {what} on 127.0.0.1:{port}: "):
+                server.start()
+            server.stop()
+    argv = ["serve", str(tmp_path), "--host", "256.1.1.1", "--grpc-port", "-1", "--metrics-port", "-1"]
+    command = [sys.executable, "-m", "sloserve", *argv]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "cannot listen for HTTP on 256.1.1.1:8000: " in run.stderr

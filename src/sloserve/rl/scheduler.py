@@ -102,10 +102,20 @@ def load_metadata(model_path: str | Path) -> tuple[QosFeatures, dict[str, Any]]:
         raise ConfigError(
             f"{path}: file not found (saved next to the policy by `sloserve train-rl`)"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{path}: format must be {FORMAT!r}, got {meta.get('format')!r}")
-    spec = qos_spec_from_params(meta["qos"])
-    return QosFeatures(spec, meta["servers"], int(meta["n_oldest"]), bool(meta.get("hint", True))), meta
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a policy's metadata (JSON): {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ConfigError(f"{path}: format must be {FORMAT!r}, got {got!r}")
+    missing = [key for key in ("qos", "servers", "n_oldest") if key not in meta]
+    if missing:
+        raise ConfigError(f"{path}: {', '.join(missing)}: missing (write it again with `sloserve train-rl`)")
+    try:
+        spec = qos_spec_from_params(meta["qos"])
+        features = QosFeatures(spec, meta["servers"], int(meta["n_oldest"]), bool(meta.get("hint", True)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc.args[0] if exc.args else exc}") from None
+    return features, meta
 
 
 def load_act(model_path: str | Path) -> Act:
@@ -121,7 +131,10 @@ def load_act(model_path: str | Path) -> Act:
         path = path.with_suffix(".zip")
     if not path.exists():
         raise ConfigError(f"{model_path}: saved policy not found")
-    model = algo.load(str(path), device="cpu")
+    try:
+        model = algo.load(str(path), device="cpu")
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:  # not a zip, or not SB3's
+        raise ConfigError(f"{path}: not a policy saved by `sloserve train-rl`: {exc}") from None
 
     def act(obs: np.ndarray) -> int:
         action, _ = model.predict(obs, deterministic=True)

@@ -376,9 +376,12 @@ class GrpcServer:
         ]
         self._grpc = grpc.aio.server(options=options, interceptors=[ArrivalStamp()])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.server), self._grpc)
-        bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = self._grpc.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc's "Failed to bind": in use, or no such address
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind gRPC to {host}:{port}")
+            raise OSError("the address is in use or not this machine's")
         await self._grpc.start()
         return int(bound)
 

@@ -12,11 +12,12 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sloserve.core.config import ConfigError
 from sloserve.runtime.decode_pool import Balance, DecodePool
 from sloserve.runtime.http_api import HttpApi, HttpResponse, error_response
 from sloserve.runtime.http_server import HttpServer
@@ -96,12 +97,12 @@ class Service:
     async def start(self) -> None:
         """Listen first (health answers "not ready" during start-up), then load the models."""
         o = self.options
-        self.http_port = await self.http.start(o.host, o.http_port)
+        self.http_port = await _listen("HTTP", o.host, o.http_port, self.http.start)
         if o.grpc_port is not None:
             from sloserve.runtime.grpc_server import GrpcServer
 
             self.grpc = GrpcServer(self.core, max_message_bytes=o.max_body_bytes)
-            self.grpc_port = await self.grpc.start(o.host, o.grpc_port)
+            self.grpc_port = await _listen("gRPC", o.host, o.grpc_port, self.grpc.start)
         if o.metrics_port is not None:
             from sloserve.runtime.metrics import metrics_registry, render
 
@@ -115,7 +116,7 @@ class Service:
                 return HttpResponse(200, render(registry), "text/plain; version=0.0.4; charset=utf-8")
 
             self.metrics_http = HttpServer(metrics, max_body_bytes=1 << 16)
-            self.metrics_port = await self.metrics_http.start(o.host, o.metrics_port)
+            self.metrics_port = await _listen("metrics", o.host, o.metrics_port, self.metrics_http.start)
         log.info(
             "listening",
             extra={
@@ -137,6 +138,14 @@ class Service:
             await self.grpc.stop(1.0)
         if self.metrics_http is not None:
             await self.metrics_http.stop()
+
+
+async def _listen(what: str, host: str, port: int, start: Callable[[str, int], Awaitable[int]]) -> int:
+    """``start(host, port)``; an address that cannot be had is a :class:`ConfigError` saying which."""
+    try:
+        return await start(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
