@@ -73,6 +73,8 @@ def _plan_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from sloserve.core.config import ConfigError
+    from sloserve.planning.bruteforce import SearchTooLarge
     from sloserve.planning.files import load_problem
     from sloserve.planning.plan_io import save_plan
     from sloserve.planning.report import plan_table
@@ -81,7 +83,10 @@ def _plan_command(args: argparse.Namespace) -> int:
     if args.grid_steps is not None:
         problem = replace(problem, grid_steps=args.grid_steps)
     console = Console(width=max(Console().width, 130))
-    plan = replace(_make_plan(args.planner, problem), app_file=str(args.app))
+    try:
+        plan = replace(_make_plan(args.planner, problem), app_file=str(args.app))
+    except SearchTooLarge as exc:
+        raise ConfigError(f"{args.app}: {exc}") from None
     console.print(plan_table(plan))
     out = args.out or Path("results") / "plans" / f"{problem.app.name}.{args.planner}.yaml"
     save_plan(plan, out)
@@ -91,7 +96,11 @@ def _plan_command(args: argparse.Namespace) -> int:
         for col in ("planner", "$/h", "vs " + args.planner, "planning ms"):
             t.add_column(col, justify="left" if col == "planner" else "right")
         for name in PLANNERS:
-            other = plan if name == args.planner else _make_plan(name, problem)
+            try:
+                other = plan if name == args.planner else _make_plan(name, problem)
+            except SearchTooLarge:
+                t.add_row(name, "too large to search", "", "")
+                continue
             both = plan.feasible and other.feasible
             ratio = other.cost_per_hour / plan.cost_per_hour if both else float("nan")
             t.add_row(

@@ -162,3 +162,31 @@ def test_simulating_a_plan_its_app_cannot_run_is_refused(
     path.write_text(yaml.safe_dump(data))
     assert main(["simulate", "--plan", str(path), "--duration", "5"]) == 2
     assert f"{path}: {said}" in capsys.readouterr().err
+
+
+def test_a_brute_force_search_too_large_to_finish_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Six modules on a 50-step grid would be 1.8e10 budget splits for the exhaustive searches
+    (bruteforce, nexus-dp): refused before they start; --compare reports them instead of hanging."""
+    from sloserve.cli import main
+
+    app = yaml.safe_load((EXAMPLES / "traffic.yaml").read_text())
+    app["modules"] = [{"name": f"m{i}", "model": "resnet50"} for i in range(6)]
+    app["edges"] = [{"from": f"m{i}", "to": f"m{i + 1}"} for i in range(5)]
+    app["planner"] = {"grid_steps": 50}
+    app["hardware"], app["profiles"] = str(EXAMPLES / "hardware.yaml"), str(EXAMPLES / "profiles.yaml")
+    path = tmp_path / "chain6.yaml"
+    path.write_text(yaml.safe_dump(app))
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", str(path), "--planner", "bruteforce", "--out", str(out)]) == 2
+    assert main(["plan", str(path), "--planner", "nexus-dp", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("an exhaustive budget split would try 1.8e+10 splits") == 2
+    assert main(["plan", str(path), "--compare", "--out", str(out)]) == 0  # bruteforce skipped
+    assert capsys.readouterr().out.count("too large to search") == 2
+    assert out.is_file()
+    app["modules"] = [{"name": f"m{i}", "model": "resnet50"} for i in range(300)]
+    app["edges"] = []
+    path.write_text(yaml.safe_dump(app))
+    with pytest.raises(ConfigError, match=r"chain6.yaml: modules: List should have at most 256 items"):
+        load_problem(path)

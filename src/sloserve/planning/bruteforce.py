@@ -101,12 +101,28 @@ def exact_module_choice(table: ModuleTable, budget: float) -> ModuleChoice:
     return ModuleChoice(best_cost, choose_batches(table, budget, chosen))
 
 
+MAX_SPLITS = 200_000_000
+"""Most budget splits (grid points to the power of the modules) the search takes on: seconds of
+numpy; the next module or a finer grid multiplies it."""
+
+
+class SearchTooLarge(ValueError):
+    """The app and grid ask for more budget splits than :data:`MAX_SPLITS`."""
+
+
 def best_split(costs: Sequence[FloatArray], paths: Sequence[tuple[int, ...]], steps: int) -> list[int] | None:
     """Budget indices minimising the summed cost over every split with all paths within ``steps``.
 
-    Loops over the first module's index and broadcasts the others (``(steps+1)**(m-1)`` cells).
+    Loops over the first module's index and broadcasts the others (``(steps+1)**(m-1)`` cells);
+    raises :class:`SearchTooLarge` before a search of more than :data:`MAX_SPLITS` splits.
     """
     m = len(costs)
+    if (steps + 1) ** m > MAX_SPLITS:
+        raise SearchTooLarge(
+            f"an exhaustive budget split would try {(steps + 1) ** m:.2g} splits ({steps + 1} grid "
+            f"points ^ {m} modules; at most {MAX_SPLITS:.0e}): it is meant for small apps; use "
+            "harpagon, or fewer planner.grid_steps"
+        )
     grid = np.arange(steps + 1)
     shape = (steps + 1,) * (m - 1)
     views = [tuple(steps + 1 if a == j else 1 for a in range(m - 1)) for j in range(m - 1)]
@@ -136,7 +152,8 @@ def best_split(costs: Sequence[FloatArray], paths: Sequence[tuple[int, ...]], st
 
 
 def plan_bruteforce(problem: PlanningProblem) -> Plan:
-    """The exact optimum of ``problem`` on its grid (see the module docstring)."""
+    """The exact optimum of ``problem`` on its grid (see the module docstring); raises
+    :class:`SearchTooLarge` before starting a search it would not finish."""
     app = problem.app
     tables = module_tables(problem)
     budgets = problem.budgets()

@@ -87,6 +87,10 @@ class PlannerSchema(StrictModel):
     max_batch: int = Field(default=128, ge=1)
 
 
+MAX_MODULES = 256
+"""Most modules in one app (its paths are walked recursively; planners are polynomial in it)."""
+
+
 class AppFileSchema(StrictModel):
     """Top level of an application file."""
 
@@ -94,7 +98,7 @@ class AppFileSchema(StrictModel):
     name: str | None = None
     slo_ms: float = Field(gt=0)
     rate: float = Field(gt=0)
-    modules: list[ModuleSchema] = Field(min_length=1)
+    modules: list[ModuleSchema] = Field(min_length=1, max_length=MAX_MODULES)
     edges: list[EdgeSchema] = Field(default_factory=list)
     hardware: str | list[HardwareSchema]
     profiles: str = Field(min_length=1)

@@ -144,7 +144,8 @@ class _WorkloadBase(StrictModel):
     slo_by_priority: dict[int, Pos] | None = None
     classes: list[NonNeg] | None = None
     """Shares of priority classes 1..n, assigned at random."""
-    payload_bytes: NonNeg = 0.0
+    payload_bytes: float = Field(default=0.0, ge=0, le=2**40)
+    """Mean request payload (bytes; at most 1 TiB)."""
     payload_cv: NonNeg = 0.0
     network: NetworkSpec | None = None
 
