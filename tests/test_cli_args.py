@@ -59,6 +59,8 @@ BAD = [
     (["profile", "identity", "--threads", "100000"], "--threads: expected integers in 1..256"),
     (["profile", "identity", "--instances", "0,2"], "--instances: expected integers in 1..64"),
     (["bench", "127.0.0.1:1", "-m", "x", "--rate", "fast"], "--rate: 'fast' is not a number"),
+    (["bench", "127.0.0.1:99999", "-m", "x"], "url: '127.0.0.1:99999' is not host:port"),
+    (["bench", "localhost", "-m", "x"], "url: 'localhost' is not host:port"),
     (["bench", "127.0.0.1:1", "-m", "x", "--seed", "1.5"], "--seed: '1.5' is not an integer"),
 ]
 

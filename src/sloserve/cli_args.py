@@ -90,6 +90,15 @@ def port(text: str) -> int:
     return value
 
 
+def endpoint(text: str) -> str:
+    """A server's address, ``host:port`` (port 1..65535; ``http://`` before it allowed)."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port (a port in 1..65535)")
+    return text
+
+
 def existing_file(text: str) -> Path:
     """A file to read: it must exist (and not be a directory)."""
     path = Path(text)

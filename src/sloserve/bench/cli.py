@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "result is never taken for the server's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("url", help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)")
+    p.add_argument(
+        "url",
+        type=cli_args.endpoint,
+        help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)",
+    )
     p.add_argument("-m", "--model", required=True, help="model name on the server")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
     p.add_argument("--rate", type=cli_args.positive, default=50.0, help="mean request rate (req/s)")
