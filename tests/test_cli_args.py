@@ -87,12 +87,21 @@ def test_a_bad_command_line_value_is_refused_naming_the_option(
 def test_a_config_file_with_nan_inf_or_a_negative_seed_is_refused_naming_the_field(
     tmp_path: Path, change: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    config, err = _simulate_changed(tmp_path, change, capsys)
+    assert f"{config}: {field}" in err
+
+
+def _simulate_changed(
+    tmp_path: Path, change: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, str]:
+    """Run ``sloserve simulate`` on the built-in example with ``change``; it must exit 2. Returns
+    the config's path and what was printed on stderr."""
     assert main(["simulate", "--example"]) == 0
     example = yaml.safe_load(capsys.readouterr().out)
-    config = tmp_path / "bad.yaml"
+    config = tmp_path / "changed.yaml"
     config.write_text(yaml.safe_dump({**example, "loads": [1.0], **change}))
     assert main(["simulate", str(config), "--quick", "--no-plots", "--out", str(tmp_path / "o")]) == 2
-    assert f"{config}: {field}" in capsys.readouterr().err
+    return config, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -107,12 +116,7 @@ def test_a_config_file_with_nan_inf_or_a_negative_seed_is_refused_naming_the_fie
 def test_a_run_the_simulator_would_not_finish_is_refused_before_it_starts(
     tmp_path: Path, change: dict[str, Any], said: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["simulate", "--example"]) == 0
-    example = yaml.safe_load(capsys.readouterr().out)
-    config = tmp_path / "huge.yaml"
-    config.write_text(yaml.safe_dump({**example, "loads": [1.0], **change}))
-    assert main(["simulate", str(config), "--quick", "--no-plots", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
+    config, err = _simulate_changed(tmp_path, change, capsys)
     assert f"{config}: {said}" in err and "the simulator takes at most 2e+07" in err
 
 
