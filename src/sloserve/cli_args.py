@@ -13,8 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-MAX_SEED = 2**32 - 1
-"""NumPy's and PyTorch's seeds are 32-bit."""
+from sloserve.core.config import MAX_SEED
 
 
 def _number(text: str, kind: type[float] | type[int]) -> float:

@@ -20,8 +20,11 @@ class ConfigError(ValueError):
     """A user file or value is invalid; the message names the file and the field."""
 
 
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-"""A random seed in a config file (NumPy's and PyTorch's are 32-bit)."""
+MAX_SEED = 2**32 - 1
+"""NumPy's and PyTorch's seeds are 32-bit."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A random seed in a config file."""
 
 
 class StrictModel(BaseModel):

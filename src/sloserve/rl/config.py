@@ -31,13 +31,11 @@ from sloserve.data import TRACES
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.params import MACHINE_LIMIT
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
+from sloserve.sim.experiment import MAX_REQUESTS_PER_RUN
 from sloserve.sim.hetero import HeteroPool
 from sloserve.sim.workload import Workload, from_trace_csv, gamma, mmpp_on_off, piecewise
 
 Positive = Annotated[float, Field(gt=0)]
-
-MAX_REQUESTS_PER_RUN = 20_000_000
-"""Most requests one simulated episode or evaluation run may hold (as ``sloserve simulate``)."""
 
 
 def _bounded(field: str, rate: float, seconds: float) -> None:
