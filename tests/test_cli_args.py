@@ -46,6 +46,8 @@ BAD = [
     (["profile", "identity", "--variable-dim", "5000"], "--variable-dim: 5000 must lie in 1..4096"),
     (["profile", "identity", "--out", f"{APP}/x.yaml"], f"--out: {APP}/x.yaml: {APP} is a file"),
     (["experiment", "batching", "--duration", "0"], "--duration: 0 must be > 0"),
+    (["experiment", "batching", "--duration", "1e12"], "--duration: 1e12 must be at most 3600"),
+    (["experiment", "cofb", "--duration", "4000"], "--duration: 4000 must be at most 3600"),
     (["experiment", "batching", "--seeds", "0", "-1"], "--seeds: -1 must lie in 0..4294967295"),
     (["experiment", "cofb", "--duration", "inf"], "--duration: 'inf' is not a finite number"),
     (["experiment", "sponge", "--cold-start", "-1"], "--cold-start: -1 must be >= 0"),
@@ -127,3 +129,12 @@ def test_a_load_the_generator_could_not_plan_is_refused_before_anything_is_sent(
     assert "--rate 1e+12 for --duration 20 s is 2e+13 requests per run" in capsys.readouterr().out
     assert main(["bench", "127.0.0.1:1", "-m", "x", "--capacity", "--max-rate", "1e9"]) == 2
     assert "--max-rate 1e+09" in capsys.readouterr().out
+
+
+def test_a_model_file_onnx_runtime_cannot_load_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07not a model" * 100)
+    assert main(["profile", str(bad), "--quick", "--out", str(tmp_path / "p.yaml")]) == 2
+    assert f"{bad}: cannot load the model: " in capsys.readouterr().err

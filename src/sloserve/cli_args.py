@@ -35,6 +35,19 @@ def positive(text: str) -> float:
     return value
 
 
+def positive_at_most(limit: float) -> Callable[[str], float]:
+    """A finite number in (0, ``limit``] (a simulated duration the run can finish)."""
+
+    def parse(text: str) -> float:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {limit:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def non_negative(text: str) -> float:
     """A finite number >= 0 (delays, timeouts)."""
     value = _number(text, float)

@@ -533,7 +533,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "'published' (published-style affine CPU profiles of MobileNet-v2, ResNet-50 and "
         "BERT-base), or profile files written by 'sloserve profile'",
     )
-    p.add_argument("--duration", type=cli_args.positive, help="simulated seconds per run")
+    p.add_argument(
+        "--duration", type=cli_args.positive_at_most(3600), help="simulated seconds per run (at most an hour)"
+    )
     p.add_argument(
         "--seeds", type=cli_args.seed, nargs="+", help="seeds (capacity = mean attainment over them)"
     )

@@ -480,7 +480,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--out", type=cli_args.output_dir, default=Path("results/cofb"), help="output directory")
     p.add_argument("--quick", action="store_true", help="small run: two services, short runs, one seed")
-    p.add_argument("--duration", type=cli_args.positive, help="simulated seconds per run")
+    p.add_argument(
+        "--duration", type=cli_args.positive_at_most(3600), help="simulated seconds per run (at most an hour)"
+    )
     p.add_argument(
         "--seeds", type=cli_args.seed, nargs="+", help="seeds (capacity = mean attainment over them)"
     )

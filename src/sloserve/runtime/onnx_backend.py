@@ -72,13 +72,16 @@ def _spec(arg: Any) -> TensorSpec:
 class OnnxBackend:
     """One model instance on ONNX Runtime (CPU); an :class:`~sloserve.runtime.backend.ExecutionBackend`."""
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1, *, spinning: bool = False) -> None:
-        """Load ``model`` (an ``.onnx`` path or its bytes) into a session with ``threads`` intra-op threads.
+    def __init__(
+        self, model: str | Path | bytes, threads: int = 1, *, spinning: bool = False, name: str | None = None
+    ) -> None:
+        """Load ``model`` (an ``.onnx`` path or its bytes) into a session with ``threads`` intra-op threads;
+        ``name`` is what errors call it (default: the path, or ``<bytes>``).
 
         The model bytes are kept so that a resize never rereads the file.
         """
         self._model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
-        self._source = "<bytes>" if isinstance(model, bytes) else str(model)
+        self._source = name or ("<bytes>" if isinstance(model, bytes) else str(model))
         self._spinning = spinning
         self._lock = threading.Lock()
         self._requested = 0  # generation of the latest resize request

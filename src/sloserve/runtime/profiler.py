@@ -20,6 +20,7 @@ one point after the other, a resnet18 profile once got 40.7 ms for batch 8 on 2 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -32,7 +33,7 @@ import numpy as np
 
 from sloserve.core.config import ConfigError
 from sloserve.core.profiles import ProfilePoint, TabulatedProfile
-from sloserve.runtime.backend import ExecutionBackend
+from sloserve.runtime.backend import BackendError, ExecutionBackend
 from sloserve.runtime.onnx_backend import OnnxBackend
 from sloserve.runtime.stacking import example_inputs
 
@@ -189,18 +190,24 @@ def profile_model(
     *,
     hardware: str = "cpu",
     progress: Callable[[ProfilePoint], None] | None = None,
-    make_backend: Callable[[bytes, int], ExecutionBackend] = OnnxBackend,
+    make_backend: Callable[[bytes, int], ExecutionBackend] | None = None,
 ) -> TabulatedProfile:
     """Measure every point of ``grid`` (limited to the model's max batch) and return the profile.
 
     ``progress`` is called after each round's share of a point, with the point as measured so far.
+    ``make_backend(model_bytes, threads)`` makes an instance (default: ONNX Runtime); a model it
+    cannot load is a :class:`ConfigError` naming the file.
     """
     grid = grid.limited_to(source.max_batch)
     model_bytes = source.path.read_bytes()
-    groups = {
-        (threads, k): [make_backend(model_bytes, threads) for _ in range(k)]
-        for threads, k in itertools.product(grid.threads, grid.instances)
-    }
+    make = make_backend or functools.partial(OnnxBackend, name=str(source.path))
+    try:
+        groups = {
+            (threads, k): [make(model_bytes, threads) for _ in range(k)]
+            for threads, k in itertools.product(grid.threads, grid.instances)
+        }
+    except BackendError as exc:
+        raise ConfigError(str(exc)) from None
     specs = next(iter(groups.values()))[0].inputs
     inputs = {
         batch: example_inputs(specs, batch, variable_dim=grid.variable_dim, seed=grid.seed)
