@@ -121,9 +121,11 @@ def _bench(args: argparse.Namespace) -> int:
     top = args.max_rate if args.capacity else args.rate
     if top * args.duration > MAX_REQUESTS_PER_RUN:
         option = "--max-rate" if args.capacity else "--rate"
-        console.print(
-            f"[red]{option} {top:g} for --duration {args.duration:g} s is {top * args.duration:.3g} "
-            f"requests per run; the generator sends at most {MAX_REQUESTS_PER_RUN:.0e}[/red]"
+        print(
+            f"sloserve bench: error: {option} {top:g} for --duration {args.duration:g} s is "
+            f"{top * args.duration:.3g} requests per run; the generator sends at most "
+            f"{MAX_REQUESTS_PER_RUN:.0e}",
+            file=sys.stderr,
         )
         return 2
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output

@@ -47,7 +47,8 @@ class QosUtility:
 
     def __post_init__(self) -> None:
         if not 0 < self.target < self.cutoff:
-            raise ValueError(f"utility: need 0 < target < cutoff, got {self.target} and {self.cutoff}")
+            got = f"got {self.target:g} s and {self.cutoff:g} s"
+            raise ValueError(f"utility: need 0 < target < cutoff, {got}")
         if self.alpha < 0:
             raise ValueError(f"utility: alpha must be >= 0, got {self.alpha}")
         if self.decay not in ("linear", "exponential"):

@@ -185,7 +185,9 @@ def _built(path: str | Path, section: str, build: Callable[[], _T]) -> _T:
     try:
         return build()
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: {section}: {exc.args[0] if exc.args else exc}") from None
+        text = str(exc.args[0] if exc.args else exc)
+        said = text if text.startswith(f"{section}: ") else f"{section}: {text}"
+        raise ConfigError(f"{path}: {said}") from None
 
 
 def training_workload(rng: np.random.Generator, p: TrainWorkloadParams) -> Workload:
