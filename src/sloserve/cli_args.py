@@ -86,28 +86,32 @@ seed = int_range(0, MAX_SEED)
 """A random seed: 0 .. 2**32 - 1."""
 
 
+MAX_PORT = 65535
+
+
+def _port(text: str, low: int, what: str) -> int:
+    value = int(_number(text, int))
+    if not low <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text} is not a port ({what})")
+    return value
+
+
 def port_or_off(text: str) -> int:
     """A TCP port (0: any free one) or -1 for "off"."""
-    value = int(_number(text, int))
-    if not -1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535, or -1: off)")
-    return value
+    return _port(text, -1, f"0..{MAX_PORT}, or -1: off")
 
 
 def port(text: str) -> int:
     """A TCP port (0: any free one)."""
-    value = int(_number(text, int))
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0..65535)")
-    return value
+    return _port(text, 0, f"0..{MAX_PORT}")
 
 
 def endpoint(text: str) -> str:
     """A server's address, ``host:port`` (port 1..65535; ``http://`` before it allowed)."""
     rest = text.split("://", 1)[1] if "://" in text else text
     host, colon, port = rest.rstrip("/").rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not host:port (a port in 1..65535)")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port (a port in 1..{MAX_PORT})")
     return text
 
 
@@ -143,10 +147,6 @@ def _creatable(directory: Path, text: str) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a directory")
-            if not _writable(parent):
+            if not os.access(parent, os.W_OK | os.X_OK):
                 raise argparse.ArgumentTypeError(f"{text}: cannot write in {parent}")
             return
-
-
-def _writable(directory: Path) -> bool:
-    return os.access(directory, os.W_OK | os.X_OK)

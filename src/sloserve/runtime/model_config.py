@@ -40,14 +40,16 @@ Deadline of a request (first that applies): the ``timeout`` request parameter in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from sloserve.core.config import ConfigError, StrictModel, load_model_file, validate
-from sloserve.runtime.triton_repo import CONFIG_NAME as TRITON_CONFIG
-from sloserve.runtime.triton_repo import read_triton_config
+
+TRITON_CONFIG = "config.pbtxt"
+"""Triton's model configuration file name."""
 
 CONFIG_NAMES = ("config.yaml", "config.yml", "config.json", TRITON_CONFIG)
 """File names a model directory's configuration may have (first found wins; Triton's
@@ -63,6 +65,12 @@ DEFAULT_SCHEDULER = "triton"
 """Scheduler a model gets when its config names none (the one place this default lives)..."""
 SLO_SCHEDULER = "slo"
 """... unless the config has a ``profile`` and ``slo_ms``: then the SLO-aware batcher."""
+
+
+def default_scheduler(fields: Mapping[str, Any]) -> str:
+    """The scheduler a config that names none gets: the SLO-aware one with a ``profile`` and
+    ``slo_ms``, else Triton's."""
+    return SLO_SCHEDULER if fields.get("profile") and fields.get("slo_ms") else DEFAULT_SCHEDULER
 
 
 class QueuePolicy(StrictModel):
@@ -155,7 +163,7 @@ class ModelConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _default_scheduler(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "scheduler" not in data and data.get("profile") and data.get("slo_ms"):
+        if isinstance(data, dict) and "scheduler" not in data and default_scheduler(data) == SLO_SCHEDULER:
             return {**data, "scheduler": {"name": SLO_SCHEDULER}}
         return data
 
@@ -223,6 +231,8 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
     if path is None:
         config = ModelConfig()
     elif path.name == TRITON_CONFIG:
+        from sloserve.runtime.triton_repo import read_triton_config  # protobuf, only when needed
+
         config = validate(ModelConfig, read_triton_config(path), str(path))
     else:
         config = load_model_file(ModelConfig, path)

@@ -35,10 +35,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sloserve.core.config import ConfigError
+from sloserve.runtime.model_config import DEFAULT_SCHEDULER, TRITON_CONFIG, default_scheduler
 
 log = logging.getLogger("sloserve.runtime")
-
-CONFIG_NAME = "config.pbtxt"
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
@@ -111,9 +110,9 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
         raise _Refused(field, REFUSED[field])
     if config.model_transaction_policy.decoupled:
         raise _Refused("model_transaction_policy.decoupled", "decoupled models are not supported")
-    ignored = sorted(present - UNDERSTOOD - set(REFUSED))
+    ignored = sorted(present - UNDERSTOOD)  # (a refused one has raised above)
     if ignored:
-        where = {"config": str(directory / CONFIG_NAME), "fields": ignored}
+        where = {"config": str(directory / TRITON_CONFIG), "fields": ignored}
         log.warning("Triton execution settings ignored (no effect here)", extra=where)
     if config.platform and config.platform != ONNX_PLATFORM:
         raise _Refused("platform", f"{config.platform!r}: sloserve runs ONNX models ({ONNX_PLATFORM!r})")
@@ -132,10 +131,9 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
     own = _parameters(config)
     if config.HasField("dynamic_batching"):
         fields |= _dynamic_batching(config.dynamic_batching)
-    elif "scheduler" not in own and not ("slo_ms" in own and "profile" in own):
+    elif "scheduler" not in own and default_scheduler(own) == DEFAULT_SCHEDULER:
         # Triton's default scheduler: each request runs as it comes, however many rows it has
-        # (a profile and an SLO get the SLO-aware scheduler, as in a config.yaml)
-        fields["scheduler"] = {"name": "triton", "params": {"max_batch_size": 1}}
+        fields["scheduler"] = {"name": DEFAULT_SCHEDULER, "params": {"max_batch_size": 1}}
     return fields | own
 
 
