@@ -23,7 +23,7 @@ name: "identity"
 platform: "onnxruntime_onnx"
 max_batch_size: 16
 input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
-output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ], label_filename: "labels.txt" } ]
 dynamic_batching {
   preferred_batch_size: [ 4, 8 ]
   max_queue_delay_microseconds: 200
@@ -52,6 +52,7 @@ def triton_model(root: Path, name: str, config: str, versions: tuple[int, ...] =
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("triton-repo")
     triton_model(root, "identity", BATCHED, versions=(1, 3))
+    (root / "identity" / "labels.txt").write_text("cat\ndog\nowl\n")  # beside config.pbtxt, as in Triton
     triton_model(root, "plain", 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
     shutil.rmtree(root / ".build")
     with BackgroundServer(ServeOptions(root, http_port=0, grpc_port=None, metrics_port=None)) as s:
@@ -81,6 +82,10 @@ def test_a_triton_repository_serves_unchanged(server: BackgroundServer) -> None:
         with pytest.raises(InferenceServerException) as err:
             client.infer("identity", [inp], model_version="1")
         assert err.value.status() == "404" and "serving '3'" in err.value.message()
+        assert config["output"][0]["label_filename"] == "labels.txt"
+        top = th.InferRequestedOutput("OUTPUT0", binary_data=True, class_count=2)
+        classes = client.infer("identity", [inp], outputs=[top]).as_numpy("OUTPUT0")
+        assert classes.tolist() == [[b"3.000000:3", b"2.000000:2:owl"], [b"7.000000:3", b"6.000000:2:owl"]]
     finally:
         client.close()
     models = server.service.core.repository.models

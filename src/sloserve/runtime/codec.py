@@ -87,6 +87,23 @@ class RequestedOutput:
     binary: bool
     shm: ShmRef | None = None
     """Where to write it (its data is then left out of the response)."""
+    class_count: int = 0
+    """Answer it as its top classes (Triton's classification extension,
+    :mod:`sloserve.runtime.classification`); 0: the tensor itself."""
+
+
+CLASSIFICATION = "classification"
+"""The output parameter asking for the output's top classes."""
+
+
+def class_count(params: Mapping[str, Any], shm: ShmRef | None, where: str) -> int:
+    """The ``classification`` parameter of an output (0 when absent)."""
+    count = params.get(CLASSIFICATION, 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ProtocolError(f"{where}: {CLASSIFICATION} must be a non-negative integer, got {count!r}")
+    if count and shm is not None:
+        raise ProtocolError(f"{where}: a classification cannot be written to shared memory")
+    return count
 
 
 @dataclass(slots=True)
@@ -361,7 +378,7 @@ def decode_http_infer(
                 if shm is None:
                     raise no_shared_memory(where)
                 shm.check_output(ref, where)
-            outputs.append(RequestedOutput(item["name"], binary, ref))
+            outputs.append(RequestedOutput(item["name"], binary, ref, class_count(oparams, ref, where)))
     return InferRequest(rid, inputs, outputs, params, binary_default)
 
 

@@ -36,6 +36,7 @@ from sloserve.runtime.codec import (
     ProtocolError,
     RequestedOutput,
     check_datatype,
+    class_count,
     no_shared_memory,
     shm_ref,
     tensor_from_bytes,
@@ -135,12 +136,13 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
     outputs = []
     for o in request.outputs:
         where = f"output {o.name!r}"
-        ref = shm_ref(_params(o), where)
+        params = _params(o)
+        ref = shm_ref(params, where)
         if ref is not None:
             if shm is None:
                 raise no_shared_memory(where)
             shm.check_output(ref, where)
-        outputs.append(RequestedOutput(o.name, True, ref))
+        outputs.append(RequestedOutput(o.name, True, ref, class_count(params, ref, where)))
     return InferRequest(request.id or None, inputs, outputs or None, params, True)
 
 

@@ -26,6 +26,7 @@ policy, ``instance_group``) and Ray Serve for autoscaling bounds; sloserve adds 
       allow_timeout_override: true     # honour the request's ``timeout`` parameter / header
       max_queue_size: 0                # 0: unbounded
     instance_group: {count: 1, threads: 2, max_concurrency: 1}
+    labels: {logits: labels.txt}       # class names of an output, one per line (for classification)
     slo_ms: 50                         # default deadline budget of a request
     serve_late: false                  # true: run requests that cannot meet their deadline instead of 503
     scheduler: {name: triton, params: {}}
@@ -157,6 +158,10 @@ class ModelConfig(StrictModel):
     """Zero-pad variable input axes so differently shaped requests share a batch (only for models
     that ignore padded positions, e.g. with an attention mask); otherwise such requests run in
     separate batches of equal shapes."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Class label files by output name, relative to the model directory, one label per line
+    (Triton's ``label_filename``): a classification of that output names its classes (see
+    :mod:`sloserve.runtime.classification`)."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     """Free-form backend parameters (passed to the backend factory)."""
 
@@ -243,4 +248,7 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
         )
     if config.profile is not None and not (directory / config.profile).is_file():
         raise ConfigError(f"{source}: profile: file {config.profile!r} not found in {directory}")
+    for output, filename in config.labels.items():
+        if not (directory / filename).is_file():
+            raise ConfigError(f"{source}: labels: {output}: file {filename!r} not found in {directory}")
     return config

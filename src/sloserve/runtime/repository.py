@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sloserve.policies.base import PolicyContext, Scaler
 from sloserve.policies.registry import make_scaler, make_scheduler
 from sloserve.policies.scaling_guards import BoundedScaler
 from sloserve.runtime.backend import ExecutionBackend, TensorSpec
+from sloserve.runtime.classification import read_labels
 from sloserve.runtime.clock import AsyncioTimers, Clock
 from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, Tensors
@@ -91,6 +92,8 @@ class LoadedModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     loop: ModelLoop
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Class labels of outputs, by output name (the config's ``labels``), for classification."""
 
     @property
     def batching(self) -> bool:
@@ -268,12 +271,24 @@ class ModelRepository:
                 upscale_delay_s=bounds.upscale_delay_s,
                 downscale_delay_s=bounds.downscale_delay_s,
             )
+        labels = {
+            out: read_labels(directory / filename, f"{source}: labels: {out}")
+            for out, filename in config.labels.items()
+        }
         threads = config.instance_group.threads
         count = config.instance_group.count
         backends = await asyncio.gather(
             *(asyncio.to_thread(factory, directory, config, threads) for _ in range(max(1, count)))
         )
         first = backends[0]
+        unknown = sorted(set(labels) - {o.name for o in first.outputs})
+        if unknown:
+            for backend in backends:
+                backend.close()
+            raise ConfigError(
+                f"{source}: labels: the model has no output {unknown[0]!r}; "
+                f"its outputs are {[o.name for o in first.outputs]}"
+            )
         run_batch = batch_runner(config.allow_padding)
 
         def make(threads: int, backend: ExecutionBackend | None = None) -> LocalInstance:
@@ -301,7 +316,9 @@ class ModelRepository:
         model_loop.start([make(threads, b) for b in backends[:count]])
         if count == 0:
             first.close()
-        return LoadedModel(name, config.version, config, directory, first.inputs, first.outputs, model_loop)
+        return LoadedModel(
+            name, config.version, config, directory, first.inputs, first.outputs, model_loop, labels
+        )
 
     def _profile(self, directory: Path, config: ModelConfig, name: str) -> ModelProfile | None:
         if config.profile is None:

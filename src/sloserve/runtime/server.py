@@ -28,6 +28,7 @@ import numpy as np
 import sloserve
 from sloserve.core.decisions import DropReason
 from sloserve.runtime.backend import metadata_document
+from sloserve.runtime.classification import check_classifiable, top_classes
 from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
 from sloserve.runtime.model_loop import Answer, Outcome
@@ -39,6 +40,7 @@ log = logging.getLogger("sloserve.runtime")
 SERVER_NAME = "sloserve"
 EXTENSIONS = (
     "binary_tensor_data",
+    "classification",
     "model_configuration",
     "statistics",
     "model_repository",
@@ -216,10 +218,13 @@ class InferenceServer:
         model = self.model(name, version)
         inputs = check_inputs(request.inputs, model.inputs, model.config.max_batch_size)
         if request.outputs is not None:
-            known = {o.name for o in model.outputs}
+            known = {o.name: o.datatype for o in model.outputs}
             unknown = [o.name for o in request.outputs if o.name not in known]
             if unknown:
                 raise ProtocolError(f"unknown output(s) {unknown}; the model has {sorted(known)}")
+            for out in request.outputs:
+                if out.class_count:
+                    check_classifiable(out.name, known[out.name])
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -234,7 +239,7 @@ class InferenceServer:
         outcome = await future
         if not isinstance(outcome, Answer):
             raise ProtocolError(outcome.message, refusal_status(outcome.reason))
-        return model, outcome.outputs
+        return model, _classified(model, request, outcome.outputs)
 
     # -- documents -------------------------------------------------------------------------------
 
@@ -258,6 +263,7 @@ class InferenceServer:
                     "data_type": "TYPE_" + ("STRING" if s.datatype == "BYTES" else s.datatype),
                     "dims": list(s.shape[skip:]),
                 }
+                | ({"label_filename": c.labels[s.name]} if s.name in c.labels else {})
                 for s in specs
             ]
 
@@ -297,6 +303,21 @@ class InferenceServer:
         """Triton's statistics extension document for one model or all loaded models."""
         models = [self.model(name, version)] if name else list(self.repository.models.values())
         return {"model_stats": [_stats_of(m) for m in models]}
+
+
+def _classified(
+    model: LoadedModel, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``outputs`` with those the request asked to classify replaced by their top classes."""
+    wanted = [o for o in request.outputs or () if o.class_count]
+    if not wanted:
+        return outputs
+    classified = dict(outputs)
+    for out in wanted:
+        classified[out.name] = top_classes(
+            outputs[out.name], out.class_count, batched=model.batching, labels=model.labels.get(out.name, ())
+        )
+    return classified
 
 
 def _duration(count: int, ns: int) -> dict[str, int]:

@@ -21,7 +21,8 @@ A model directory laid out for Triton serves unchanged::
   a platform other than ONNX Runtime, GPU instance groups, sequence batching, ensembles, decoupled
   models, per-priority queue policies, more than one version. Settings that only tune Triton's own
   execution (``optimization``, ``model_warmup``, ``response_cache``, ...) are ignored with a
-  warning in the log. ``input`` / ``output`` are not needed: the model file says what they are.
+  warning in the log. ``input`` / ``output`` are not needed: the model file says what they are;
+  an output's ``label_filename`` (in the model directory) names its classes for classification.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
     }
     if config.name:
         fields["name"] = config.name
+    labels = {o.name: o.label_filename for o in config.output if o.label_filename}
+    if labels:
+        fields["labels"] = labels
     own = _parameters(config)
     if config.HasField("dynamic_batching"):
         fields |= _dynamic_batching(config.dynamic_batching)
