@@ -200,7 +200,8 @@ def test_http_bad_cases_are_clear_4xx(http: th.InferenceServerClient, make_regio
 def test_unregister_while_a_request_reads_the_region(
     server: BackgroundServer, fakes: FakeBackends, http: th.InferenceServerClient, make_region: MakeRegion
 ) -> None:
-    """The mapping outlives the unregister for the batch in flight; the answer has the right data."""
+    """The request read its input when it was decoded: unregistering while its batch runs changes
+    nothing; the answer has the right data."""
     control = fakes.control("gated")
     x = _data(start=5.0)
     handle, key = make_region(x.nbytes)
@@ -211,7 +212,7 @@ def test_unregister_while_a_request_reads_the_region(
     control.gate.clear()
     try:
         pending = http.async_infer("gated", [inp])
-        assert control.running.acquire(timeout=10)  # the batch is running with a view of the region
+        assert control.running.acquire(timeout=10)  # the batch is running
         http.unregister_system_shared_memory("held")
         assert http.get_system_shared_memory_status() == []
     finally:
@@ -300,21 +301,40 @@ def test_grpc_bad_cases(grpc_client: tg.InferenceServerClient, make_region: Make
 # -- the registry itself -------------------------------------------------------------------------
 
 
-def test_registry_reads_views_and_survives_unregister_with_views(make_region: MakeRegion) -> None:
+def test_registry_reads_copies_so_the_client_may_reuse_its_region(make_region: MakeRegion) -> None:
     registry = SystemSharedMemory()
     x = _data()
     handle, key = make_region(x.nbytes)
     shm.set_shared_memory_region(handle, [x])
     registry.register("r", key, 0, x.nbytes)
     arr = registry.read(ShmRef("r", x.nbytes), "FP32", (1, 16), "input 'INPUT0'")
-    assert not arr.flags.writeable  # the server never writes a client's input
-    shm.set_shared_memory_region(handle, [x + 100])
-    np.testing.assert_array_equal(arr, x + 100)  # a view of the region, not a copy
-    registry.unregister("r")  # a view is alive: the mapping stays until it goes
+    shm.set_shared_memory_region(handle, [x + 100])  # the client writes its next request
+    np.testing.assert_array_equal(arr, x)  # the request read keeps what it read
+    registry.unregister("r")
     assert len(registry) == 0
-    np.testing.assert_array_equal(arr, x + 100)
-    del arr
     registry.unregister("never-registered")  # no error, as in Triton
+
+
+def test_an_object_shrunk_under_its_region_is_refused_and_the_server_lives(
+    http: th.InferenceServerClient, grpc_client: tg.InferenceServerClient, make_region: MakeRegion
+) -> None:
+    """A mapped page past the object's end would kill the process (SIGBUS); reads say 400 instead."""
+    x = _data()
+    handle, key = make_region(x.nbytes)
+    shm.set_shared_memory_region(handle, [x])
+    http.register_system_shared_memory("shrunk", key, x.nbytes)
+    os.truncate(Path("/dev/shm") / key.lstrip("/"), 0)
+    for client, module in ((http, th), (grpc_client, tg)):
+        inp = module.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_shared_memory("shrunk", x.nbytes)
+        with pytest.raises(InferenceServerException, match="it has shrunk"):
+            client.infer("identity", [inp])
+    out = th.InferRequestedOutput("OUTPUT0")
+    out.set_shared_memory("shrunk", x.nbytes)  # writing grows the object again: no harm
+    inp = th.InferInput("INPUT0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    http.infer("identity", [inp], outputs=[out])
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, list(x.shape)), x)
 
 
 def test_registry_refuses_bad_registrations(make_region: MakeRegion) -> None:

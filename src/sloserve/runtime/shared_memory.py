@@ -7,9 +7,9 @@ request's input or output parameters instead of sending the tensor bytes over th
 
 - ``shared_memory_region`` (string, required), ``shared_memory_byte_size`` (int, required),
   ``shared_memory_offset`` (int, optional, default 0; relative to the region's start).
-- An **input** is read from the region: its byte size must equal shape × datatype exactly. A
-  numeric input is a read-only zero-copy view of the mapping (a batch of one goes to ONNX Runtime
-  without any copy; batches of several requests are stacked, which copies).
+- An **input** is read from the region: its byte size must equal shape × datatype exactly. It is
+  copied out of the object as the request is decoded (one ``pread``; no socket transfer), so the
+  client may reuse the region as soon as it has the answer.
 - A requested **output** is written into the region (``shared_memory_byte_size`` must be at least
   the output's size) and its data is left out of the response; the response entry keeps ``name``,
   ``shape``, ``datatype`` and the shared-memory parameters, as Triton's does.
@@ -18,11 +18,11 @@ request's input or output parameters instead of sending the tensor bytes over th
 InferenceServer`, shared by the HTTP and gRPC front ends). It is thread-safe: the decode pool's
 workers read regions while the event loop registers and unregisters them.
 
-**Lifetime.** Unregistering removes the name at once and closes the mapping if nothing views it.
-Arrays of requests still in flight (queued, or inside a running batch) may still view it; then
-``mmap.close()`` refuses (``BufferError``) and the mapping stays valid until the last such array
-is garbage-collected, when Python's ``mmap`` unmaps it. So an unregister never invalidates memory a
-running batch reads.
+**Regions are read and written through a file descriptor, not a mapping.** A client may shrink
+the object under a registered region (``ftruncate``); a mapped page past the new end would kill the
+server with ``SIGBUS`` on the next access, while ``pread`` / ``pwrite`` just come up short or grow
+the object again. A read that comes up short is a 400 saying the object shrank. Unregistering
+closes the descriptor at once (reads and writes hold the registry's lock).
 
 Errors are :class:`~sloserve.runtime.codec.ProtocolError` with status 400 (404 for the status of a
 region that is not registered), each saying which region, input or output and what was wrong.
@@ -31,8 +31,6 @@ Unregistering a name that is not registered succeeds, as in Triton.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 import threading
 from collections.abc import Mapping
@@ -58,15 +56,15 @@ SHM_ROOT = Path("/dev/shm")
 
 
 class _Region:
-    """One registered region: a read-write mapping of ``byte_size`` bytes at ``offset`` of ``key``."""
+    """One registered region: ``byte_size`` bytes at ``offset`` of the object ``key``, open read-write."""
 
-    __slots__ = ("base", "byte_size", "key", "map", "name", "offset")
+    __slots__ = ("byte_size", "fd", "key", "name", "offset")
 
     def __init__(self, name: str, key: str, offset: int, byte_size: int, root: Path) -> None:
         self.name, self.key, self.offset, self.byte_size = name, key, offset, byte_size
         path = root / _object_name(key)
         try:
-            fd = os.open(path, os.O_RDWR)
+            self.fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             raise ProtocolError(
                 f"unable to open shared memory region {name!r}: no shared memory object with key {key!r}"
@@ -75,35 +73,46 @@ class _Region:
             raise ProtocolError(
                 f"unable to open shared memory object {key!r} for region {name!r}: {exc.strerror}"
             ) from None
-        try:
-            size = os.fstat(fd).st_size
-            if offset + byte_size > size:
-                raise ProtocolError(
-                    f"region {name!r}: offset {offset} + byte_size {byte_size} runs past the end of "
-                    f"shared memory object {key!r} ({size} bytes)"
-                )
-            start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets are page-aligned
-            self.base = offset - start
-            self.map = mmap.mmap(fd, self.base + byte_size, offset=start)
-        finally:
-            os.close(fd)  # the mapping keeps its own reference to the object
+        size = os.fstat(self.fd).st_size
+        if offset + byte_size > size:
+            os.close(self.fd)
+            raise ProtocolError(
+                f"region {name!r}: offset {offset} + byte_size {byte_size} runs past the end of "
+                f"shared memory object {key!r} ({size} bytes)"
+            )
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
 
     def span(self, ref: ShmRef, where: str) -> int:
-        """Offset in :attr:`map` of the tensor ``ref`` names, after checking it fits the region."""
+        """Offset in the object of the tensor ``ref`` names, after checking it fits the region."""
         if ref.offset + ref.byte_size > self.byte_size:
             raise ProtocolError(
                 f"{where}: {OFFSET} {ref.offset} + {BYTE_SIZE} {ref.byte_size} runs past the end of "
                 f"shared memory region {self.name!r} ({self.byte_size} bytes)"
             )
-        return self.base + ref.offset
+        return self.offset + ref.offset
+
+    def read_into(self, buffer: memoryview, start: int, where: str) -> None:
+        """Fill ``buffer`` from the object at ``start``; 400 if the object no longer holds it."""
+        done = 0
+        while done < len(buffer):
+            got = os.preadv(self.fd, [buffer[done:]], start + done)
+            if got == 0:
+                raise ProtocolError(
+                    f"{where}: shared memory object {self.key!r} of region {self.name!r} ends at byte "
+                    f"{start + done}, before the {len(buffer)} bytes at offset {start}: it has shrunk"
+                )
+            done += got
+
+    def write_from(self, data: memoryview, start: int) -> None:
+        """Write ``data`` into the object at ``start``."""
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], start + done)
 
     def close(self) -> None:
-        # views still held by requests in flight keep the mapping: it is unmapped when they go
-        with contextlib.suppress(BufferError):
-            self.map.close()
+        os.close(self.fd)
 
 
 def _object_name(key: str) -> str:
@@ -179,7 +188,7 @@ class SystemSharedMemory:
         return region
 
     def read(self, ref: ShmRef, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-        """The input tensor ``ref`` names: a read-only view of the region (``BYTES``: a copy)."""
+        """The input tensor ``ref`` names, copied out of its region."""
         dtype = DATATYPE_TO_NUMPY[datatype]
         count = element_count(shape)
         if datatype != "BYTES" and ref.byte_size != count * dtype.itemsize:
@@ -187,21 +196,13 @@ class SystemSharedMemory:
                 f"{where}: {BYTE_SIZE} {ref.byte_size} does not match shape {list(shape)} {datatype} "
                 f"({count * dtype.itemsize} bytes expected)"
             )
+        raw = bytearray(ref.byte_size)
         with self._lock:
             region = self._get(ref.region, where)
-            start = region.span(ref, where)
-            try:
-                if datatype == "BYTES":
-                    with memoryview(region.map) as view:
-                        return tensor_from_bytes(datatype, shape, view[start : start + ref.byte_size], where)
-                if start % dtype.itemsize:  # unaligned: a copy, not a view ONNX Runtime may mis-read
-                    raw = region.map[start : start + ref.byte_size]
-                    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-                arr = np.frombuffer(region.map, dtype=dtype.newbyteorder("<"), count=count, offset=start)
-            except ValueError as exc:  # closed under us (cannot happen while the lock is held)
-                raise ProtocolError(f"{where}: shared memory region {ref.region!r}: {exc}") from None
-        arr.flags.writeable = False  # the server never writes into a client's input
-        return arr.reshape(shape)
+            region.read_into(memoryview(raw), region.span(ref, where), where)
+        if datatype == "BYTES":
+            return tensor_from_bytes(datatype, shape, raw, where)
+        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
 
     def check_output(self, ref: ShmRef, where: str) -> None:
         """Before inference: the region of a requested output is registered and ``ref`` fits it."""
@@ -210,30 +211,18 @@ class SystemSharedMemory:
 
     def write(self, ref: ShmRef, arr: np.ndarray, where: str) -> None:
         """Write the output tensor ``arr`` where ``ref`` says (400 if it does not fit)."""
-        blob: bytes | None = None
         if arr.dtype.kind in ("O", "S", "U"):
-            blob = tensor_to_bytes(arr)
-            nbytes = len(blob)
+            data = memoryview(tensor_to_bytes(arr))
         else:
-            nbytes = arr.nbytes
-        if nbytes > ref.byte_size:
+            data = memoryview(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))).cast("B")
+        if len(data) > ref.byte_size:
             raise ProtocolError(
                 f"{where}: {BYTE_SIZE} {ref.byte_size} is too small for the output of shape "
-                f"{list(arr.shape)} ({nbytes} bytes)"
+                f"{list(arr.shape)} ({len(data)} bytes)"
             )
-        if nbytes == 0:
-            with self._lock:
-                self._get(ref.region, where).span(ref, where)
-            return
         with self._lock:
             region = self._get(ref.region, where)
-            start = region.span(ref, where)
-            if blob is not None:
-                region.map[start : start + nbytes] = blob
-                return
-            dst = np.frombuffer(region.map, dtype=arr.dtype.newbyteorder("<"), count=arr.size, offset=start)
-            np.copyto(dst, arr.reshape(-1))
-            del dst  # release the export at once so that an unregister can close the mapping
+            region.write_from(data, region.span(ref, where))
 
     def write_outputs(self, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> None:
         """Write each requested output that names a region (after :meth:`InferenceServer.infer`)."""
