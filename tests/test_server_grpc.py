@@ -152,6 +152,10 @@ def test_repository_methods(client: tg.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.load_model("no_such_dir")
     assert err.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("../gated")
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "invalid model name" in err.value.message()
+    assert {m.name for m in client.get_model_repository_index().models} == names
 
 
 def test_the_budget_counts_from_the_calls_arrival(

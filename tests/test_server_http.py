@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -313,6 +314,33 @@ def test_repository_load_unload_reload(server: BackgroundServer, client: th.Infe
     with pytest.raises(InferenceServerException) as err:
         client.load_model("identity2")
     assert "config.yaml" in err.value.message() and "max_batch_size" in err.value.message()
+
+
+@pytest.mark.parametrize(
+    ("quoted", "status", "said"),
+    [
+        ("..%2F..%2Fetc", 400, "invalid model name '../../etc'"),
+        ("%2Ftmp%2Fmodel", 400, "invalid model name '/tmp/model'"),
+        ("identity%2F.", 400, "invalid model name 'identity/.'"),  # an alias of a loaded model
+        ("..", 400, "invalid model name '..'"),
+        ("a%00b", 400, "invalid model name"),
+        ("x" * 300, 400, "at most 255 bytes"),
+        ("no_such_model", 404, "no model 'no_such_model' in the repository"),
+    ],
+)
+def test_a_load_names_a_model_directory_of_the_repository_not_a_path(
+    server: BackgroundServer, client: th.InferenceServerClient, quoted: str, status: int, said: str
+) -> None:
+    """Found by fuzzing: a path in the name loaded a model from anywhere on disk, each alias of a
+    directory became one more model, and every name tried stayed in the index for good."""
+    before = client.get_model_repository_index()
+    req = urllib.request.Request(
+        f"http://{server.http_url}/v2/repository/models/{quoted}/load", b"", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == status and said in json.loads(err.value.read())["error"]
+    assert client.get_model_repository_index() == before
 
 
 def test_scaler_runs_within_its_bounds(server: BackgroundServer, client: th.InferenceServerClient) -> None:

@@ -56,6 +56,26 @@ BACKENDS: dict[str, BackendFactory] = {"onnxruntime": onnx_backend}
 """Backend name (the config's ``backend``) → factory."""
 
 
+MAX_NAME_BYTES = 255
+"""Longest model name (a directory name: ``NAME_MAX`` on Linux)."""
+
+
+def _check_name(name: str) -> None:
+    """A model name is one directory name under the repository's root, never a path (400 if not)."""
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0")
+        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+    ):
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        raise ProtocolError(
+            f"invalid model name {shown!r}: a model is a directory directly under the repository "
+            f"(a name of at most {MAX_NAME_BYTES} bytes, without '/', '\\\\' or NUL, not starting with '.')"
+        )
+
+
 def batch_runner(allow_padding: bool) -> BatchRunner:
     """Runs one batch: stack (padding if allowed), run, split; requests whose tensors cannot be
     stacked together run in groups of equal shapes."""
@@ -173,7 +193,14 @@ class ModelRepository:
         return model
 
     async def load(self, name: str) -> LoadedModel:
-        """Load (or reload) model ``name``; :class:`ConfigError` / ``ValueError`` name what is wrong."""
+        """Load (or reload) model ``name``; :class:`ConfigError` / ``ValueError`` name what is wrong.
+
+        ``name`` is a client's (the repository extension's load): it must name a directory directly
+        under the root (400 for anything else, 404 for no such directory), and only the failures of
+        models that exist are kept for the index."""
+        _check_name(name)
+        if not (self.root / name).is_dir():
+            raise ProtocolError(f"no model {name!r} in the repository", 404)
         async with self._locks[name]:
             try:
                 model = await self._build(name)
@@ -230,8 +257,6 @@ class ModelRepository:
 
     async def _build(self, name: str) -> LoadedModel:
         directory = self.root / name
-        if not directory.is_dir():
-            raise ProtocolError(f"no model {name!r} in the repository {self.root}", 404)
         if find_pipeline_config(directory) is not None:  # pipeline hook
             from sloserve.runtime.pipeline import build_pipeline
 
