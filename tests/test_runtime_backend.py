@@ -108,10 +108,12 @@ def test_bad_request_tensors_are_named_in_the_error(demo_repository: Path) -> No
         stack_requests([{**ok, "x": np.zeros(1)}], backend.inputs)
     with pytest.raises(BackendError, match="expected 3 rows"):
         split_outputs({"logits": np.zeros((2, 10))}, [1, 2])
-    with pytest.raises(BackendError, match="missing input"):
+    with pytest.raises(BackendError, match="missing input") as err:
         backend.run({})
-    with pytest.raises(BackendError, match="inference failed"):
+    assert err.value.bad_input
+    with pytest.raises(BackendError, match=r"INVALID_ARGUMENT(.|\n)*Got: 50 Expected: 112") as err:
         backend.run({"input": np.zeros((1, 3, 50, 50), np.float32)})
+    assert err.value.bad_input and "model.onnx" not in str(err.value)  # said to clients: no server path
 
 
 def test_resize_under_load_loses_no_request(demo_repository: Path) -> None:

@@ -26,6 +26,9 @@ class DropReason(StrEnum):
     """The model was unloaded or the server shut down before the request ran."""
     FAILED = "failed"
     """The backend raised while running the batch."""
+    REJECTED_INPUT = "rejected_input"
+    """The backend refused the request's input values (an index out of range, say): the client's
+    error, found only when the model ran them (alone: one bad request does not fail a batch)."""
 
 
 @dataclass(frozen=True, slots=True)

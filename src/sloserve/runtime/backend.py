@@ -106,6 +106,11 @@ def metadata_document(
 class BackendError(RuntimeError):
     """Running a batch failed inside the backend (bad tensor for the model, runtime failure)."""
 
+    def __init__(self, message: str, *, bad_input: bool = False) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input
+        """Whether the backend refused the input values themselves (the client's error)."""
+
 
 @runtime_checkable
 class ExecutionBackend(Protocol):

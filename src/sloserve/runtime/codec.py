@@ -27,10 +27,13 @@ if TYPE_CHECKING:
 class ProtocolError(Exception):
     """A request the server cannot take; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, *, counted: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.counted = counted
+        """Whether the model's statistics count it already (a refusal by its loop), so that a
+        front end does not count it again as a bad request."""
 
 
 # -- system shared memory (Triton's extension; see sloserve.runtime.shared_memory) -------------

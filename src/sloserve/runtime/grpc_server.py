@@ -296,7 +296,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             )
             self.server.shared_memory.write_outputs(decoded, outputs)
         except ProtocolError as exc:
-            if exc.status == 400:
+            if exc.status == 400 and not exc.counted:
                 self.server.count_bad_request(name)
             raise
         wanted = decoded.outputs or [RequestedOutput(s.name, True) for s in model.outputs]

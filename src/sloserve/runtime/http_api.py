@@ -74,7 +74,7 @@ class HttpApi:
                 model = rest[1]
             return await self._route(method, rest, headers, body)
         except ProtocolError as exc:
-            if exc.status == 400 and model is not None:
+            if exc.status == 400 and model is not None and not exc.counted:
                 self.server.count_bad_request(model)
             return error_response(exc.message, exc.status)
         except ConfigError as exc:

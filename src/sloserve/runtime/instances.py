@@ -31,11 +31,21 @@ Post = Callable[[Callable[[], None]], None]
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFailure:
+    """A request of a batch that failed on its own, run alone (the batch's others were answered)."""
+
+    message: str
+    bad_input: bool
+    """Whether the backend refused the request's input values (the client's error)."""
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     """What an instance reports when a batch ends, on the loop's thread."""
 
-    outputs: list[dict[str, np.ndarray]] | None
-    """Per request, in batch order: the outputs; None when the batch failed."""
+    outputs: list[dict[str, np.ndarray] | RequestFailure] | None
+    """Per request, in batch order: the outputs, or why that request failed; None when the batch
+    failed as a whole."""
     compute_s: float
     """Seconds the backend spent running the batch (stacking and splitting included)."""
     error: str | None = None
@@ -62,7 +72,7 @@ class InstanceRunner:
         raise NotImplementedError
 
 
-BatchRunner = Callable[[ExecutionBackend, Sequence[Tensors]], list[dict[str, np.ndarray]]]
+BatchRunner = Callable[[ExecutionBackend, Sequence[Tensors]], list[dict[str, np.ndarray] | RequestFailure]]
 """Runs one batch on a backend: stacks the requests' inputs, runs, splits the outputs per request."""
 
 

@@ -50,7 +50,7 @@ from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Scaler, Scheduler
 from sloserve.runtime.clock import Clock, TimerHandle, Timers
-from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
+from sloserve.runtime.instances import BatchResult, InstanceRunner, RequestFailure, Tensors
 from sloserve.runtime.model_config import ModelConfig
 
 log = logging.getLogger("sloserve.runtime")
@@ -424,12 +424,16 @@ class ModelLoop:
         if self.wall_ms is not None:
             stats.last_inference_ms = self.wall_ms()
         for i, r in enumerate(batch.requests):
-            if result.outputs is None:
+            out = None if result.outputs is None else result.outputs[i]
+            if out is None:
                 outcome: Outcome = Refusal(DropReason.FAILED, f"inference failed: {result.error}")
+            elif isinstance(out, RequestFailure):
+                reason = DropReason.REJECTED_INPUT if out.bad_input else DropReason.FAILED
+                outcome = Refusal(reason, f"inference failed: {out.message}")
             else:
                 stats.compute_count += 1
                 stats.compute_ns += int(result.compute_s * 1e9)
-                outcome = Answer(result.outputs[i])
+                outcome = Answer(out)
             self._end(now, r.id, outcome)
 
     def _carry_out_drop(self, now: float, drop: Drop) -> bool:

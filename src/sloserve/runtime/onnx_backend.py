@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from sloserve.runtime.backend import BackendError, TensorSpec
 from sloserve.runtime.thread_class import threads_born_in_default_class
@@ -54,7 +55,7 @@ def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptio
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only
+    so.log_severity_level = 4  # fatal only: a failed run's error is raised, and logged as JSON by the server
     flag = "1" if spinning else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", flag)
     so.add_session_config_entry("session.inter_op.allow_spinning", flag)
@@ -128,12 +129,14 @@ class OnnxBackend:
         missing = [s.name for s in self._inputs if s.name not in inputs]
         if missing:
             raise BackendError(
-                f"missing input(s) {missing}; the model takes {[s.name for s in self._inputs]}"
+                f"missing input(s) {missing}; the model takes {[s.name for s in self._inputs]}",
+                bad_input=True,
             )
         try:
             results = session.run(self._output_names, {s.name: inputs[s.name] for s in self._inputs})
         except Exception as exc:  # ORT's InvalidArgument, Fail, RuntimeException
-            raise BackendError(f"{self._source}: inference failed: {exc}") from exc
+            bad = isinstance(exc, InvalidArgument)  # ORT's status for values a kernel refuses
+            raise BackendError(str(exc), bad_input=bad) from exc  # said to the client: no path
         return dict(zip(self._output_names, results, strict=True))
 
     def set_threads(self, threads: int) -> Future[None]:

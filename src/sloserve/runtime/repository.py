@@ -26,11 +26,11 @@ from sloserve.core.profiles import ModelProfile
 from sloserve.policies.base import PolicyContext, Scaler
 from sloserve.policies.registry import make_scaler, make_scheduler
 from sloserve.policies.scaling_guards import BoundedScaler
-from sloserve.runtime.backend import ExecutionBackend, TensorSpec
+from sloserve.runtime.backend import BackendError, ExecutionBackend, TensorSpec
 from sloserve.runtime.classification import read_labels
 from sloserve.runtime.clock import AsyncioTimers, Clock
 from sloserve.runtime.codec import ProtocolError
-from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, Tensors
+from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, RequestFailure, Tensors
 from sloserve.runtime.model_config import ModelConfig, find_config, load_model_config
 from sloserve.runtime.model_loop import ModelLoop
 from sloserve.runtime.pipeline_config import find_pipeline_config
@@ -51,6 +51,9 @@ def onnx_backend(model_dir: Path, config: ModelConfig, threads: int) -> Executio
         raise ConfigError(f"{model_dir}: model_file: {config.model_file!r} not found")
     return OnnxBackend(path, threads)
 
+
+Outputs = dict[str, np.ndarray]
+"""One request's outputs by name."""
 
 BACKENDS: dict[str, BackendFactory] = {"onnxruntime": onnx_backend}
 """Backend name (the config's ``backend``) → factory."""
@@ -80,9 +83,9 @@ def batch_runner(allow_padding: bool) -> BatchRunner:
     """Runs one batch: stack (padding if allowed), run, split; requests whose tensors cannot be
     stacked together run in groups of equal shapes."""
 
-    def run(backend: ExecutionBackend, requests: Sequence[Tensors]) -> list[dict[str, np.ndarray]]:
+    def run(backend: ExecutionBackend, requests: Sequence[Tensors]) -> list[Outputs | RequestFailure]:
         if len(requests) == 1:
-            return [backend.run(requests[0])]
+            return [_alone(backend, requests[0])]
         try:
             stacked = stack_requests(requests, backend.inputs, backend.outputs, allow_padding=allow_padding)
         except BatchInputError:
@@ -91,14 +94,26 @@ def batch_runner(allow_padding: bool) -> BatchRunner:
                 groups[tuple(a.shape[1:] for a in req.values())].append(i)
             if len(groups) == 1:
                 raise
-            out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+            out: list[Outputs | RequestFailure | None] = [None] * len(requests)
             for members in groups.values():
                 for i, result in zip(members, run(backend, [requests[i] for i in members]), strict=True):
                     out[i] = result
             return [o for o in out if o is not None]
-        return split_outputs(backend.run(stacked.inputs), stacked.sizes)
+        try:
+            return list(split_outputs(backend.run(stacked.inputs), stacked.sizes))
+        except BackendError:  # one request's values can fail them all: each runs alone, only it fails
+            return [_alone(backend, request) for request in requests]
 
     return run
+
+
+def _alone(backend: ExecutionBackend, request: Tensors) -> Outputs | RequestFailure:
+    """One request run by itself: its outputs, or why the backend refused it."""
+    try:
+        return backend.run(request)
+    except BackendError as exc:
+        log.warning("a request failed in the model: %s", exc)
+        return RequestFailure(str(exc), exc.bad_input)
 
 
 @dataclass(slots=True)

@@ -68,6 +68,7 @@ class ServerState(StrEnum):
 
 _STATUS = {
     DropReason.FAILED: 500,
+    DropReason.REJECTED_INPUT: 400,
 }
 
 
@@ -85,7 +86,8 @@ def freeze_long_lived() -> None:
 
 
 def refusal_status(reason: DropReason) -> int:
-    """HTTP status of a refused request: 500 for a failed batch, 503 for everything else."""
+    """HTTP status of a refused request: 500 for a failed batch, 400 for input the model refused,
+    503 for everything else."""
     return _STATUS.get(reason, 503)
 
 
@@ -238,7 +240,7 @@ class InferenceServer:
         )
         outcome = await future
         if not isinstance(outcome, Answer):
-            raise ProtocolError(outcome.message, refusal_status(outcome.reason))
+            raise ProtocolError(outcome.message, refusal_status(outcome.reason), counted=True)
         return model, _classified(model, request, outcome.outputs)
 
     # -- documents -------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ class SystemSharedMemory:
             region = self._get(ref.region, where)
             region.read_into(memoryview(raw), region.span(ref, where), where)
         if datatype == "BYTES":
-            return tensor_from_bytes(datatype, shape, raw, where)
+            return tensor_from_bytes(datatype, shape, memoryview(raw), where)
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
 
     def check_output(self, ref: ShmRef, where: str) -> None:
@@ -214,7 +214,7 @@ class SystemSharedMemory:
         if arr.dtype.kind in ("O", "S", "U"):
             data = memoryview(tensor_to_bytes(arr))
         else:
-            data = memoryview(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))).cast("B")
+            data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).data.cast("B")
         if len(data) > ref.byte_size:
             raise ProtocolError(
                 f"{where}: {BYTE_SIZE} {ref.byte_size} is too small for the output of shape "
