@@ -7,6 +7,7 @@ time once the handler is done). And its limits on the request head: 414 for a lo
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 
@@ -145,3 +146,33 @@ def test_request_heads_beyond_the_limits_are_refused() -> None:
     within = out["within"]
     assert within.startswith(b"HTTP/1.1 200") and within.endswith(b"/second"), within[:200]
     assert within.count(b"HTTP/1.1 200") == 2
+
+
+async def _pipelined_then_refused() -> dict[str, bytes]:
+    server = HttpServer(_handler, max_body_bytes=1024)
+    port = await server.start("127.0.0.1", 0)
+    out = {}
+    try:
+        for name, tail in [
+            ("garbage", b"GARBAGE\r\n\r\n"),
+            ("oversize", b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n"),
+            ("long_target", b"GET /" + b"x" * (MAX_URL_BYTES + 1) + b" HTTP/1.1\r\n\r\n"),
+        ]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + REQUEST + tail)
+            out[name] = await asyncio.wait_for(reader.read(), timeout=5)
+            writer.close()
+    finally:
+        await server.stop()
+    return out
+
+
+def test_a_refused_request_is_answered_after_those_before_it_on_the_connection() -> None:
+    """Found by fuzzing: a malformed request behind good ones on one connection got its error
+    written at once and the connection closed, and the good ones' answers were never sent."""
+    out = asyncio.run(_pipelined_then_refused())
+    for name, status in [("garbage", b"400"), ("oversize", b"413"), ("long_target", b"414")]:
+        data = out[name]
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+        assert statuses == [b"200", b"200", status], (name, data[:300])
+        assert data.index(b"/slow") < data.index(b"/ping")  # in the order they were sent

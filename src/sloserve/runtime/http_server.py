@@ -28,7 +28,8 @@ it gives direct control over what the issue asks for at the connection level:
   ``keepalive_timeout``; both are checked by one sweep of the connections a few times per
   timeout (at most once a second), not by a timer set and cancelled per request: creating and
   cancelling three loop timers was 8% of the event loop's time serving 550 mobilenet_v2 req/s;
-- malformed HTTP gets 400 and the connection is closed.
+- malformed HTTP gets 400 and the connection is closed, after the answers to the requests that came
+  before it on the connection (in order, as pipelining wants).
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class _Connection(asyncio.Protocol):
         """Whether the message being received began in the read being parsed."""
         self.expires = math.inf
         """Loop time at which the connection times out (the server's sweep checks it); inf: never."""
+        self.last_word: bytes | None = None
+        """An error response to write once the requests before it are answered, then close."""
 
     # -- asyncio.Protocol --
 
@@ -218,7 +221,7 @@ class _Connection(asyncio.Protocol):
         handler = self.server.handler
         CONNECTION.set(id(self))  # this task's context: which connection a request came on
         try:
-            while self.queue and not self.closing:
+            while self.queue:  # also once closing after a refused request: those before it are answered
                 method, url, headers, body, keep_alive, started = self.queue.popleft()
                 RECEIVED.set(started)  # the handler's budget counts from the first byte
                 response = await handler(method, url, headers, body)
@@ -230,11 +233,13 @@ class _Connection(asyncio.Protocol):
                     self.closing = True
                     self.transport.close()
                     return
-                if len(self.queue) <= 32:
+                if len(self.queue) <= 32 and not self.closing:
                     self.transport.resume_reading()
         finally:
             self.worker = None
-            if not self.closing and not self.queue:  # a request begun meanwhile gets its full time
+            if self.last_word is not None:
+                self._close_with(self.last_word)
+            elif not self.closing and not self.queue:  # a request begun meanwhile gets its full time
                 self._arm(self.server.request_timeout if self.in_message else self.server.keepalive_timeout)
 
     def _arm(self, timeout: float | None) -> None:
@@ -262,10 +267,22 @@ class _Connection(asyncio.Protocol):
         )
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer with an error and close the connection (the stream cannot be trusted any more)."""
+        """Answer with an error and close the connection (the stream cannot be trusted any more);
+        requests received before it on this connection are answered first, in order."""
         self.closing = True
+        if self.transport is None or self.transport.is_closing():
+            return
+        response = encode_response(error_response(message, status), keep_alive=False)
+        if self.worker is None:
+            self._close_with(response)
+        else:  # the worker writes it after the answers before it
+            self.last_word = response
+            self.transport.pause_reading()
+
+    def _close_with(self, response: bytes) -> None:
+        self.last_word = None
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_response(error_response(message, status), keep_alive=False))
+            self.transport.write(response)
             self.transport.close()
 
 
