@@ -73,6 +73,8 @@ MODEL_CASES = [
     ("wrong_rank", json.dumps(_tensor(shape=[1, 3, 1])).encode(), 400, "does not match"),
     ("data_count", json.dumps(_tensor(shape=[1, 4])).encode(), 400, "needs 4"),
     ("bad_shape", json.dumps(_tensor(shape=[1, -3])).encode(), 400, "non-negative integers"),
+    ("huge_shape", json.dumps(_tensor(shape=[2**62, 0], data=[])).encode(), 400, "is too large"),
+    ("huger_shape", json.dumps(_tensor(shape=[2**64, 0], data=[])).encode(), 400, "is too large"),
     ("not_numbers", json.dumps(_tensor(data=["a", "b", "c"])).encode(), 400, "FP32"),
     ("bools_as_numbers", json.dumps(_tensor(data=[True, False, True])).encode(), 400, "must hold numbers"),
     ("missing_input", json.dumps(_tensor(name="OTHER")).encode(), 400, "missing input"),

@@ -3,6 +3,7 @@ early refusal with a reason, stats, config and the repository methods."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -195,6 +196,31 @@ def test_typed_contents_out_of_the_types_range_are_refused() -> None:
     tensor.contents.int_contents.extend([1, 300])  # int_contents is 32-bit: 300 fits there, not in INT8
     with pytest.raises(ProtocolError, match=r"INT8 contents: .*300"):
         decode_grpc_infer(request)
+
+
+def _fp32_request(shape: list[int]) -> Any:
+    request = service_pb2.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="x", datatype="FP32", shape=shape)
+    return request
+
+
+def test_contents_given_twice_or_of_another_type_and_huge_shapes_are_refused() -> None:
+    """Found by fuzzing: typed contents beside raw contents, or of another type than the input's,
+    were ignored; a shape whose element count overflows int64 was an internal error."""
+    both = _fp32_request([2])
+    both.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    both.raw_input_contents.append(np.zeros(2, np.float32).tobytes())
+    stray = _fp32_request([2])
+    stray.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    stray.inputs[0].contents.int_contents.extend([1, 2])
+    for request, said in [
+        (both, "has both contents (fp32_contents) and raw_input_contents"),
+        (stray, "int_contents given for a FP32 input (it takes fp32_contents)"),
+        (_fp32_request([2**62, 4]), "is too large"),
+        (_fp32_request([2**32, 2**32]), "is too large"),
+    ]:
+        with pytest.raises(ProtocolError, match=re.escape(said)):
+            decode_grpc_infer(request)
 
 
 def test_stream_infer_answers_each_request_as_it_ends(

@@ -342,6 +342,7 @@ def test_registry_refuses_bad_registrations(make_region: MakeRegion) -> None:
     _, key = make_region(64)
     for args, words in [
         (("r", "/a/b", 0, 8), "invalid shared memory key"),
+        (("r", "/a\0b", 0, 8), "invalid shared memory key"),  # was an internal error (embedded NUL)
         (("r", key, 0, 0), "must be positive"),
         (("r", key, -1, 8), "non-negative integer"),
         (("r", key, 60, 8), "runs past the end"),

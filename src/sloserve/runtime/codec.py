@@ -126,11 +126,20 @@ def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+MAX_SPAN = 2**48
+"""Most elements a shape may span, zero dimensions counted as one (far beyond any body; numpy's
+own limit, about 2**63 bytes, would otherwise surface as an internal error)."""
+
+
 def check_shape(shape: Any, where: str) -> tuple[int, ...]:
+    """``shape`` as a tuple, after checking it is a list of non-negative integers spanning at most
+    :data:`MAX_SPAN` elements."""
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+    if math.prod(max(d, 1) for d in shape) > MAX_SPAN:
+        raise ProtocolError(f"{where}: shape {list(shape)} is too large (over 2**48 elements)")
     return tuple(shape)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -36,6 +37,7 @@ from sloserve.runtime.codec import (
     ProtocolError,
     RequestedOutput,
     check_datatype,
+    check_shape,
     class_count,
     no_shared_memory,
     shm_ref,
@@ -103,6 +105,7 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
         shape = tuple(int(d) for d in tensor.shape)
         if any(d < 0 for d in shape):
             raise ProtocolError(f"{where}: shape {list(shape)} has a negative dimension")
+        check_shape(shape, where)
         dtype = check_datatype(tensor.datatype, where)
         if ref is not None:
             if tensor.HasField("contents"):
@@ -111,15 +114,21 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
                 raise no_shared_memory(where)
             inputs[tensor.name] = shm.read(ref, tensor.datatype, shape, where)
             continue
+        given = [f.name for f, _ in tensor.contents.ListFields()]
         if raw:
+            if given:
+                raise ProtocolError(f"{where}: has both contents ({given[0]}) and raw_input_contents")
             inputs[tensor.name] = tensor_from_bytes(tensor.datatype, shape, raw[next_raw], where)
             next_raw += 1
             continue
         field = _CONTENTS.get(tensor.datatype)
         if field is None:
             raise ProtocolError(f"{where}: {tensor.datatype} data must come in raw_input_contents")
+        stray = [name for name in given if name != field]
+        if stray:
+            raise ProtocolError(f"{where}: {stray[0]} given for a {tensor.datatype} input (it takes {field})")
         values = list(getattr(tensor.contents, field))
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         if len(values) != count:
             raise ProtocolError(
                 f"{where}: {len(values)} values in contents but shape {list(shape)} needs {count}"
