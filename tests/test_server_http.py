@@ -343,6 +343,34 @@ def test_a_load_names_a_model_directory_of_the_repository_not_a_path(
     assert client.get_model_repository_index() == before
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_a_compressed_request_is_taken(client: th.InferenceServerClient, algorithm: str) -> None:
+    """tritonclient's request_compression_algorithm (found by fuzzing: a misleading 400)."""
+    x = np.arange(64, dtype=np.float32).reshape(1, 64)
+    inp = th.InferInput("INPUT0", [1, 64], "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    result = client.infer("identity", [inp], request_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "said"),
+    [
+        ({"Content-Encoding": "br"}, b"{}", 415, "Content-Encoding 'br' is not supported"),
+        ({"Content-Encoding": "gzip"}, b"{}", 400, "not valid gzip data"),
+        ({"Transfer-Encoding": "gzip, chunked"}, b"2\r\n{}\r\n0\r\n\r\n", 501, "only chunked"),
+    ],
+)
+def test_codings_not_taken_are_refused(
+    server: BackgroundServer, headers: dict[str, str], body: bytes, status: int, said: str
+) -> None:
+    url = f"http://{server.http_url}/v2/models/identity/infer"
+    req = urllib.request.Request(url, body, headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == status and said in json.loads(err.value.read())["error"]
+
+
 def test_scaler_runs_within_its_bounds(server: BackgroundServer, client: th.InferenceServerClient) -> None:
     loop = server.service.core.repository.models["scaled"].loop
     wait_for(lambda: len(loop.views) == 2 and all(v.available for v in loop.views.values()))

@@ -10,12 +10,18 @@ Routes: ``GET /v2``, ``/v2/health/live|ready``, ``/v2/models/{m}[/versions/{v}]`
 shared-memory extension (:mod:`sloserve.runtime.shared_memory`): ``GET
 /v2/systemsharedmemory[/region/{name}]/status``, ``POST /v2/systemsharedmemory/region/{name}/register``
 (body ``{"key", "offset", "byte_size"}``), ``POST /v2/systemsharedmemory[/region/{name}]/unregister``.
+
+A body sent with ``Content-Encoding: gzip`` or ``deflate`` (``tritonclient``'s
+``request_compression_algorithm``) is decompressed first, to at most the server's body limit (413
+beyond it); other codings are refused with 415. Responses are not compressed (``Accept-Encoding``
+allows the identity coding).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +36,30 @@ from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 log = logging.getLogger("sloserve.runtime")
 
 HEADER_LENGTH = "inference-header-content-length"
+
+_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's ``wbits`` for each content coding taken (HTTP's ``deflate`` is the zlib format)."""
+
+
+def decoded_body(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
+    """``body`` without its ``Content-Encoding``; 415 for a coding not taken, 413 when it
+    decompresses to more than ``limit`` bytes, 400 when it is not what its coding says."""
+    coding = headers.get("content-encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    bits = _WINDOW_BITS.get(coding)
+    if bits is None:
+        raise ProtocolError(f"Content-Encoding {coding!r} is not supported; use gzip or deflate", 415)
+    inflater = zlib.decompressobj(bits)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the body is not valid {coding} data: {exc}") from None
+    if len(plain) > limit:
+        raise ProtocolError(f"the body decompresses to more than the limit of {limit} bytes", 413)
+    if not inflater.eof or inflater.unused_data:
+        raise ProtocolError(f"the body is not valid {coding} data: it is truncated or has trailing bytes")
+    return plain
 
 
 @dataclass(slots=True)
@@ -67,6 +97,7 @@ class HttpApi:
         parts = [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
         model: str | None = None
         try:
+            body = decoded_body(headers, body, self.server.max_body_bytes)
             if not parts or parts[0] != "v2":
                 raise ProtocolError(f"no route for {method} {path}", 404)
             rest = parts[1:]

@@ -176,6 +176,10 @@ class _Connection(asyncio.Protocol):
             return
         key = name.decode("latin-1").lower()
         self.headers[key] = value.decode("latin-1")
+        if key == "transfer-encoding" and value.strip().lower() != b"chunked":
+            # httptools de-chunks; any other transfer coding would reach the handler still coded
+            self._fail(501, f"Transfer-Encoding {value.decode('latin-1')!r} is not supported (only chunked)")
+            return
         if key == "content-length":
             try:
                 size = int(value)

@@ -118,7 +118,9 @@ class _Region:
 def _object_name(key: str) -> str:
     name = key.lstrip("/")
     if not name or "/" in name or "\0" in name or name in (".", ".."):
-        raise ProtocolError(f"invalid shared memory key {key!r}: expected '/name' with no other '/' (and no NUL)")
+        raise ProtocolError(
+            f"invalid shared memory key {key!r}: expected '/name' with no other '/' (and no NUL)"
+        )
     return name
 
 
