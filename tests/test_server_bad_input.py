@@ -91,6 +91,16 @@ MODEL_CASES = [
     ("inf_timeout", json.dumps({**GOOD, "parameters": {"timeout": math.inf}}).encode(), 400, "finite"),
     ("nested_too_deeply", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply"),
     ("unknown_output", json.dumps({**GOOD, "outputs": [{"name": "NOPE"}]}).encode(), 400, "unknown output"),
+    # found by fuzzing: each of these was taken in silence (the overflow as infinity)
+    (
+        "parameters_not_an_object",
+        json.dumps({**GOOD, "parameters": 0}).encode(),
+        400,
+        "must be a JSON object",
+    ),
+    ("unknown_input_field", json.dumps(_tensor(dtype="FP32")).encode(), 400, "unknown field(s) ['dtype']"),
+    ("output_twice", json.dumps({**GOOD, "outputs": [{"name": "OUTPUT0"}] * 2}).encode(), 400, "twice"),
+    ("fp32_overflow", json.dumps(_tensor(data=[1e300, 2, 3])).encode(), 400, "outside the range of FP32"),
 ]
 
 
@@ -143,7 +153,9 @@ def test_binary_path_garbage(server: BackgroundServer) -> None:
         (header + b"\x00" * 7, str(len(header)), "runs past"),
         (header + b"\x00" * 20, str(len(header)), "left over"),
         (header + b"\x00" * 16, str(len(header) + 100), "outside the body"),
-        (header + b"\x00" * 16, "abc", "must be an integer"),
+        (header + b"\x00" * 16, "abc", "must be digits"),
+        (header + b"\x00" * 16, "1_0", "must be digits, got '1_0'"),  # int() would take it
+        (header + b"\x00" * 16, "x" * 500, "xx…'"),  # a long value is not echoed whole
         (b"\xff\xfe garbage" + b"\x00" * 16, "10", "not valid JSON"),
     ]
     for body, length, words in cases:
@@ -169,6 +181,32 @@ def test_unknown_model_version_and_route(server: BackgroundServer) -> None:
     assert status == 404 and "no route" in doc["error"]
     status, doc = _post(server, "/v2/models/identity/infer", b"", method="GET")
     assert status == 405 and "use POST" in doc["error"]
+
+
+def _exchange(server: BackgroundServer, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(server.http_url, timeout=10)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_routes_and_methods_answer_as_http_says(server: BackgroundServer) -> None:
+    """Found by fuzzing: HEAD answers carried a body, a 405 had no Allow, an unknown repository
+    route was 405 for GET, an empty version segment was read as no version."""
+    status, headers, body = _exchange(server, "HEAD", "/v2/models/identity")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+    status, headers, _ = _exchange(server, "DELETE", "/v2/models/identity/infer")
+    assert status == 405 and headers["Allow"] == "POST"
+    status, headers, _ = _exchange(server, "POST", "/v2/models/identity")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert _exchange(server, "GET", "/v2/repository/index")[0] == 405
+    assert _exchange(server, "GET", "/v2/repository/nothing")[0] == 404
+    assert _exchange(server, "POST", "/v2/models/identity/versions//infer")[0] == 404
+    status, doc = _infer(server, {**GOOD, "parameters": {"priority": None, "timeout": None}})
+    assert status == 200, doc  # null is no value, for both
 
 
 def test_oversize_body_is_refused(server: BackgroundServer) -> None:

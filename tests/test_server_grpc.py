@@ -153,6 +153,11 @@ def test_repository_methods(client: tg.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.load_model("no_such_dir")
     assert err.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(
+        InferenceServerException
+    ) as err:  # no such model: said before what is wrong with the call
+        client.infer("no_such_model", [])
+    assert err.value.status() == "StatusCode.NOT_FOUND"
     with pytest.raises(InferenceServerException) as err:
         client.load_model("../gated")
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "invalid model name" in err.value.message()
@@ -204,6 +209,12 @@ def _fp32_request(shape: list[int]) -> Any:
     return request
 
 
+def _with_outputs(request: Any, *names: str) -> Any:
+    for name in names:
+        request.outputs.add(name=name)
+    return request
+
+
 def test_contents_given_twice_or_of_another_type_and_huge_shapes_are_refused() -> None:
     """Found by fuzzing: typed contents beside raw contents, or of another type than the input's,
     were ignored; a shape whose element count overflows int64 was an internal error."""
@@ -218,6 +229,7 @@ def test_contents_given_twice_or_of_another_type_and_huge_shapes_are_refused() -
         (stray, "int_contents given for a FP32 input (it takes fp32_contents)"),
         (_fp32_request([2**62, 4]), "is too large"),
         (_fp32_request([2**32, 2**32]), "is too large"),
+        (_with_outputs(_fp32_request([0]), "y", "y"), "output 'y' is asked for twice"),
     ]:
         with pytest.raises(ProtocolError, match=re.escape(said)):
             decode_grpc_infer(request)

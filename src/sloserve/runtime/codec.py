@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 class ProtocolError(Exception):
     """A request the server cannot take; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400, *, counted: bool = False) -> None:
+    def __init__(self, message: str, status: int = 400, *, counted: bool = False, allow: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.allow = allow
+        """For a 405: the method the route takes (its ``Allow`` header)."""
         self.counted = counted
         """Whether the model's statistics count it already (a refusal by its loop), so that a
         front end does not count it again as a bad request."""
@@ -206,7 +208,10 @@ def tensor_from_json(datatype: str, shape: tuple[int, ...], data: Any, where: st
         arr[:] = [x.encode() if isinstance(x, str) else _bad_bytes(x, where) for x in flat]
     else:
         try:
-            arr = np.asarray(data, dtype=dtype)
+            with np.errstate(over="raise"):  # 1e300 into FP32: refused, not silently infinite
+                arr = np.asarray(data, dtype=dtype)
+        except FloatingPointError:
+            raise ProtocolError(f"{where}: 'data' holds a value outside the range of {datatype}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"{where}: 'data' does not hold {datatype} values: {exc}") from None
         # NumPy would take true as 1 and cut 1.5 to 1 for an integer type: refuse both
@@ -291,6 +296,25 @@ def json_document(raw: bytes | bytearray, what: str) -> Any:
         raise ProtocolError(f"{what} is not valid JSON: nested too deeply") from None
 
 
+_INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_OUTPUT_FIELDS = frozenset({"name", "parameters"})
+
+
+def _known_fields(item: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise ProtocolError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(known)}")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object field (absent or null: empty); 400 naming ``what`` for anything else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {value!r}")
+    return value
+
+
 def decode_http_infer(
     body: bytes, header_length: int | None, shm: SystemSharedMemory | None = None
 ) -> InferRequest:
@@ -320,9 +344,7 @@ def decode_http_infer(
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise ProtocolError(f"'id' must be a string, got {rid!r}")
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError("'parameters' must be a JSON object")
+    params = _object(doc.get("parameters"), "'parameters'")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("'inputs' must be a non-empty list")
@@ -333,6 +355,7 @@ def decode_http_infer(
         where = f"inputs[{i}]"
         if not isinstance(item, dict):
             raise ProtocolError(f"{where} must be a JSON object")
+        _known_fields(item, _INPUT_FIELDS, where)
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"{where}: 'name' must be a non-empty string")
@@ -343,9 +366,7 @@ def decode_http_infer(
         datatype = item.get("datatype")
         check_datatype(datatype, where)
         assert isinstance(datatype, str)
-        iparams = item.get("parameters") or {}
-        if not isinstance(iparams, dict):
-            raise ProtocolError(f"{where}: 'parameters' must be a JSON object")
+        iparams = _object(item.get("parameters"), f"{where}: 'parameters'")
         size = iparams.get("binary_data_size")
         ref = shm_ref(iparams, where)
         if ref is not None:
@@ -371,7 +392,7 @@ def decode_http_infer(
     if offset != len(view):
         raise ProtocolError(f"{len(view) - offset} bytes of binary data left over after the inputs")
     binary_default = _param_bool(params, "binary_data_output", "parameters")
-    outputs = None
+    outputs: list[RequestedOutput] | None = None
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
@@ -380,10 +401,11 @@ def decode_http_infer(
         for i, item in enumerate(raw_outputs):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise ProtocolError(f"outputs[{i}] must be an object with a 'name'")
-            oparams = item.get("parameters") or {}
-            if not isinstance(oparams, dict):
-                raise ProtocolError(f"outputs[{i}]: 'parameters' must be a JSON object")
+            _known_fields(item, _OUTPUT_FIELDS, f"outputs[{i}]")
+            oparams = _object(item.get("parameters"), f"outputs[{i}]: 'parameters'")
             where = f"output {item['name']!r}"
+            if any(o.name == item["name"] for o in outputs):
+                raise ProtocolError(f"{where} is asked for twice")
             binary = _param_bool(oparams, "binary_data", where, binary_default)
             ref = shm_ref(oparams, where)
             if ref is not None:

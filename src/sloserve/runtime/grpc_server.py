@@ -142,9 +142,11 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
             except OverflowError as exc:
                 raise ProtocolError(f"{where}: {tensor.datatype} contents: {exc}") from None
         inputs[tensor.name] = arr.reshape(shape)
-    outputs = []
+    outputs: list[RequestedOutput] = []
     for o in request.outputs:
         where = f"output {o.name!r}"
+        if any(out.name == o.name for out in outputs):
+            raise ProtocolError(f"{where} is asked for twice")
         params = _params(o)
         ref = shm_ref(params, where)
         if ref is not None:
@@ -289,6 +291,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         """Runs one ``ModelInferRequest``; raises what refuses it. Its deadline budget counts from
         when it was received (:data:`~sloserve.runtime.clock.RECEIVED`), decoding included."""
         name = request.model_name
+        self.server.model(name, request.model_version or None)  # 404 before decoding for no model
         try:
             decoded = decode_grpc_infer(request, self.server.shared_memory)
         except ProtocolError:

@@ -94,11 +94,11 @@ class HttpApi:
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         """Called once per HTTP request; never raises."""
-        parts = [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
+        parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
         model: str | None = None
         try:
             body = decoded_body(headers, body, self.server.max_body_bytes)
-            if not parts or parts[0] != "v2":
+            if parts[0] != "v2" or "" in parts:
                 raise ProtocolError(f"no route for {method} {path}", 404)
             rest = parts[1:]
             if len(rest) >= 2 and rest[0] == "models" and rest[1] != "stats":
@@ -107,7 +107,10 @@ class HttpApi:
         except ProtocolError as exc:
             if exc.status == 400 and model is not None and not exc.counted:
                 self.server.count_bad_request(model)
-            return error_response(exc.message, exc.status)
+            response = error_response(exc.message, exc.status)
+            if exc.allow:
+                response.headers.append(("Allow", exc.allow))
+            return response
         except ConfigError as exc:
             return error_response(str(exc), 400)
         except Exception as exc:
@@ -137,10 +140,11 @@ class HttpApi:
                 version, tail = tail[1], tail[2:]
             return await self._model_route(method, name, version, tail, headers, body)
         if head == "repository":
-            _method(method, "POST")
             if rest[1:] == ["index"]:
+                _method(method, "POST")
                 return json_response(server.repository.index())
             if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
+                _method(method, "POST")
                 if rest[3] == "load":
                     await server.repository.load(rest[2])
                 else:
@@ -209,12 +213,10 @@ class HttpApi:
         raw_length = headers.get(HEADER_LENGTH)
         header_length = None
         if raw_length is not None:
-            try:
-                header_length = int(raw_length)
-            except ValueError:
-                raise ProtocolError(
-                    f"Inference-Header-Content-Length must be an integer, got {raw_length!r}"
-                ) from None
+            if not (raw_length.isascii() and raw_length.isdigit()):
+                shown = raw_length if len(raw_length) <= 32 else raw_length[:32] + "…"
+                raise ProtocolError(f"Inference-Header-Content-Length must be digits, got {shown!r}")
+            header_length = int(raw_length)
         shm = self.server.shared_memory
         if self.decode_pool is not None:
             request = await self.decode_pool.run(
@@ -242,5 +244,7 @@ class HttpApi:
 
 
 def _method(got: str, want: str) -> None:
-    if got != want:
-        raise ProtocolError(f"method {got} not allowed here; use {want}", 405)
+    """405 (with ``Allow``) unless ``got`` is ``want`` (HEAD counts as GET: answered without a body)."""
+    if got != want and not (got == "HEAD" and want == "GET"):
+        allow = "GET, HEAD" if want == "GET" else want
+        raise ProtocolError(f"method {got} not allowed here; use {want}", 405, allow=allow)

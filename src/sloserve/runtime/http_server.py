@@ -68,7 +68,9 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
+def encode_response(response: HttpResponse, keep_alive: bool, with_body: bool = True) -> bytes:
+    """The response's bytes on the wire (``with_body=False`` for a HEAD request: the head alone,
+    its content-length the body's)."""
     lines = [
         f"HTTP/1.1 {response.status} {_reason(response.status)}",
         f"content-type: {response.content_type}",
@@ -77,7 +79,8 @@ def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
     lines.extend(f"{k}: {v}" for k, v in response.headers)
     if not keep_alive:
         lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + response.body if with_body else head
 
 
 class _Connection(asyncio.Protocol):
@@ -232,7 +235,7 @@ class _Connection(asyncio.Protocol):
                 if self.transport is None or self.transport.is_closing():
                     return
                 keep_alive = keep_alive and not self.server.stopping
-                self.transport.write(encode_response(response, keep_alive))
+                self.transport.write(encode_response(response, keep_alive, with_body=method != "HEAD"))
                 if not keep_alive:
                     self.closing = True
                     self.transport.close()

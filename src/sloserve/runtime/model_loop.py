@@ -457,7 +457,7 @@ class ModelLoop:
         texts = {
             DropReason.DEADLINE_UNREACHABLE: "the request cannot finish before its deadline",
             DropReason.DEADLINE_EXPIRED: "the request's deadline passed while it waited",
-            DropReason.QUEUE_TIMEOUT: "the request's timeout expired while it was queued",
+            DropReason.QUEUE_TIMEOUT: "the request's deadline passed while it was queued",
             DropReason.QUEUE_FULL: "the model's queue is full",
             DropReason.UNAVAILABLE: f"model {self.name!r} is unavailable",
             DropReason.FAILED: "inference failed",

@@ -380,7 +380,9 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
 
 
 def _priority(params: Mapping[str, Any], levels: int) -> int:
-    priority = params.get("priority", 0)
+    priority = params.get("priority")
+    if priority is None:  # absent or null, as for 'timeout'
+        return 0
     if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
         raise ProtocolError(f"parameter 'priority' must be a non-negative integer, got {priority!r}")
     if priority > levels:

@@ -113,6 +113,10 @@ class Service:
             ) -> HttpResponse:
                 if path.split("?", 1)[0] != "/metrics":
                     return error_response("only /metrics is served here", 404)
+                if method not in ("GET", "HEAD"):
+                    refused = error_response(f"method {method} not allowed here; use GET", 405)
+                    refused.headers.append(("Allow", "GET, HEAD"))
+                    return refused
                 return HttpResponse(200, render(registry), "text/plain; version=0.0.4; charset=utf-8")
 
             self.metrics_http = HttpServer(metrics, max_body_bytes=1 << 16)
