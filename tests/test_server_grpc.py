@@ -159,6 +159,12 @@ def test_repository_methods(client: tg.InferenceServerClient) -> None:
         client.infer("no_such_model", [])
     assert err.value.status() == "StatusCode.NOT_FOUND"
     with pytest.raises(InferenceServerException) as err:
+        client.load_model("gated", config='{"max_batch_size": 2}')
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "['config']" in err.value.message()
+    client.unload_model("gated")
+    assert "gated" not in {m.name for m in client.get_model_repository_index().models if m.state == "READY"}
+    client.load_model("gated")
+    with pytest.raises(InferenceServerException) as err:
         client.load_model("../gated")
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "invalid model name" in err.value.message()
     assert {m.name for m in client.get_model_repository_index().models} == names

@@ -310,6 +310,14 @@ def test_repository_load_unload_reload(server: BackgroundServer, client: th.Infe
     with pytest.raises(InferenceServerException) as err:
         client.infer("identity2", [_input(3)])
     assert err.value.status() == "404"
+    with pytest.raises(InferenceServerException) as err:  # found by fuzzing: ignored, and 200
+        client.load_model("identity2", config='{"max_batch_size": 2}')
+    assert err.value.status() == "400" and "parameter(s) ['config'] are not supported" in err.value.message()
+    ready = {m["name"] for m in client.get_model_repository_index(query_params=None)}
+    index = urllib.request.Request(f"http://{server.http_url}/v2/repository/index", b'{"ready": true}')
+    with urllib.request.urlopen(index, timeout=10) as resp:
+        only_ready = {m["name"] for m in json.loads(resp.read())}
+    assert "identity2" in ready and "identity2" not in only_ready and "identity" in only_ready
     (root / "identity2" / "config.yaml").write_text("max_batch_size: -3\n")
     with pytest.raises(InferenceServerException) as err:
         client.load_model("identity2")

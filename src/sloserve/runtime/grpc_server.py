@@ -44,6 +44,7 @@ from sloserve.runtime.codec import (
     tensor_from_bytes,
     tensor_to_bytes,
 )
+from sloserve.runtime.repository import check_repository_parameters
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 from sloserve.runtime.shared_memory import SystemSharedMemory
 
@@ -221,7 +222,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         try:
-            index = self.server.repository.index()
+            index = self.server.repository.index(ready_only=request.ready)
         except Exception as exc:
             await self._fail(context, exc)
         models = [pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index]
@@ -229,6 +230,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         try:
+            check_repository_parameters(_params(request), "load")
             await self.server.repository.load(request.model_name)
         except Exception as exc:
             await self._fail(context, exc)
@@ -236,6 +238,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         try:
+            check_repository_parameters(_params(request), "unload")
             await self.server.repository.unload(request.model_name)
         except Exception as exc:
             await self._fail(context, exc)

@@ -31,6 +31,7 @@ from sloserve.core.config import ConfigError
 from sloserve.runtime.clock import seconds_since_received
 from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer, json_document
 from sloserve.runtime.decode_pool import DecodePool
+from sloserve.runtime.repository import check_repository_parameters
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
 
 log = logging.getLogger("sloserve.runtime")
@@ -142,9 +143,11 @@ class HttpApi:
         if head == "repository":
             if rest[1:] == ["index"]:
                 _method(method, "POST")
-                return json_response(server.repository.index())
+                ready = _repository_body(body, "index", {"ready": bool}).get("ready", False)
+                return json_response(server.repository.index(ready_only=ready))
             if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
                 _method(method, "POST")
+                _repository_body(body, rest[3], {"parameters": dict})
                 if rest[3] == "load":
                     await server.repository.load(rest[2])
                 else:
@@ -241,6 +244,21 @@ class HttpApi:
         return HttpResponse(
             200, data, "application/octet-stream", [("Inference-Header-Content-Length", str(json_length))]
         )
+
+
+def _repository_body(body: bytes, what: str, fields: Mapping[str, type]) -> dict[str, Any]:
+    """The JSON body of a repository ``what`` request (empty: ``{}``), its ``parameters`` checked
+    (:func:`~sloserve.runtime.repository.check_repository_parameters`)."""
+    doc = json_document(body, f"{what} request body") if body.strip() else {}
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{what} request body must be a JSON object")
+    for name, value in doc.items():
+        if name not in fields:
+            raise ProtocolError(f"{what} request: unknown field {name!r}; expected some of {sorted(fields)}")
+        if not isinstance(value, fields[name]):
+            raise ProtocolError(f"{what} request: {name!r} must be {fields[name].__name__}, got {value!r}")
+    check_repository_parameters(doc.get("parameters", {}), what)
+    return doc
 
 
 def _method(got: str, want: str) -> None:

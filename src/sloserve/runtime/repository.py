@@ -79,6 +79,20 @@ def _check_name(name: str) -> None:
         )
 
 
+def check_repository_parameters(parameters: Mapping[str, Any], action: str) -> None:
+    """400 for the parameters of a repository ``load`` / ``unload`` sloserve does not honour: a model
+    is loaded from its directory as it is (Triton's ``config`` override and ``file:`` contents are
+    refused), and unloading does not reach other models (``unload_dependents`` false only, which
+    ``tritonclient`` always sends)."""
+    taken = {"unload_dependents": False} if action == "unload" else {}
+    refused = sorted(k for k, v in parameters.items() if k not in taken or v != taken[k])
+    if refused:
+        raise ProtocolError(
+            f"{action} parameter(s) {refused} are not supported: sloserve loads a model from its "
+            "directory in the repository as it is (no config override, no files) and unloads only it"
+        )
+
+
 def batch_runner(allow_padding: bool) -> BatchRunner:
     """Runs one batch: stack (padding if allowed), run, split; requests whose tensors cannot be
     stacked together run in groups of equal shapes."""
@@ -177,8 +191,9 @@ class ModelRepository:
         # pipelines last, so their members are loaded first (pipeline hook, see runtime/pipeline.py)
         return [d.name for d in sorted(found, key=lambda d: (find_pipeline_config(d) is not None, d.name))]
 
-    def index(self) -> list[dict[str, str]]:
-        """The repository extension's index: every model on disk or loaded, with its state."""
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """The repository extension's index: every model on disk or loaded, with its state (only
+        the models ready to serve with ``ready_only``, the index request's ``ready``)."""
         out = []
         for name in sorted(set(self.model_names()) | set(self.models) | set(self.failed)):
             entry = {"name": name}
@@ -192,7 +207,7 @@ class ModelRepository:
             else:
                 entry |= {"state": "UNAVAILABLE", "reason": "unloaded"}
             out.append(entry)
-        return out
+        return [e for e in out if e["state"] == "READY"] if ready_only else out
 
     def get(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model; :class:`ProtocolError` 404 for an unknown model or version."""
