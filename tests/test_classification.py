@@ -100,55 +100,56 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
         yield s
 
 
+@pytest.fixture
+def http(server: BackgroundServer) -> Iterator[th.InferenceServerClient]:
+    client = th.InferenceServerClient(server.http_url)
+    yield client
+    client.close()
+
+
 SCORES = np.array([[0.5, 3.0, 2.0, 1.0, 7.0], [1.0, 1.0, 9.0, 0.0, 1.0]], np.float32)
 TOP_2 = [[b"7.000000:4", b"3.000000:1:one"], [b"9.000000:2", b"1.000000:0:zero"]]
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_an_output_comes_back_as_its_top_classes_over_http(server: BackgroundServer, binary: bool) -> None:
-    client = th.InferenceServerClient(server.http_url)
-    try:
-        assert "classification" in client.get_server_metadata()["extensions"]
-        assert client.get_model_config("identity")["output"][0]["label_filename"] == "labels.txt"
-        inp = th.InferInput("INPUT0", [2, 5], "FP32")
-        inp.set_data_from_numpy(SCORES, binary_data=binary)
-        out = th.InferRequestedOutput("OUTPUT0", binary_data=binary, class_count=2)
-        result = client.infer("identity", [inp], outputs=[out])
-        (meta,) = result.get_response()["outputs"]
-        assert meta["datatype"] == "BYTES" and meta["shape"] == [2, 2]
-        got = result.as_numpy("OUTPUT0")
-        assert [[c if isinstance(c, bytes) else c.encode() for c in row] for row in got.tolist()] == TOP_2
-    finally:
-        client.close()
+def test_an_output_comes_back_as_its_top_classes_over_http(
+    http: th.InferenceServerClient, binary: bool
+) -> None:
+    assert "classification" in http.get_server_metadata()["extensions"]
+    assert http.get_model_config("identity")["output"][0]["label_filename"] == "labels.txt"
+    inp = th.InferInput("INPUT0", [2, 5], "FP32")
+    inp.set_data_from_numpy(SCORES, binary_data=binary)
+    out = th.InferRequestedOutput("OUTPUT0", binary_data=binary, class_count=2)
+    result = http.infer("identity", [inp], outputs=[out])
+    (meta,) = result.get_response()["outputs"]
+    assert meta["datatype"] == "BYTES" and meta["shape"] == [2, 2]
+    got = result.as_numpy("OUTPUT0")
+    assert [[c if isinstance(c, bytes) else c.encode() for c in row] for row in got.tolist()] == TOP_2
 
 
 def test_an_output_comes_back_as_its_top_classes_over_grpc(server: BackgroundServer) -> None:
     client = tg.InferenceServerClient(server.grpc_url)
-    try:
-        inp = tg.InferInput("INPUT0", [2, 5], "FP32")
-        inp.set_data_from_numpy(SCORES)
-        result = client.infer("identity", [inp], outputs=[tg.InferRequestedOutput("OUTPUT0", class_count=2)])
-        assert result.get_output("OUTPUT0").datatype == "BYTES"
-        assert result.as_numpy("OUTPUT0").tolist() == TOP_2
-    finally:
-        client.close()
+    inp = tg.InferInput("INPUT0", [2, 5], "FP32")
+    inp.set_data_from_numpy(SCORES)
+    result = client.infer("identity", [inp], outputs=[tg.InferRequestedOutput("OUTPUT0", class_count=2)])
+    client.close()
+    assert result.get_output("OUTPUT0").datatype == "BYTES"
+    assert result.as_numpy("OUTPUT0").tolist() == TOP_2
 
 
-def test_what_cannot_be_classified_is_refused_before_it_runs(server: BackgroundServer) -> None:
-    client = th.InferenceServerClient(server.http_url)
-    try:
-        text = th.InferInput("TEXT", [1, 2], "BYTES")
-        text.set_data_from_numpy(np.array([[b"a", b"b"]], dtype=object))
-        with pytest.raises(InferenceServerException) as err:
-            client.infer("words", [text], outputs=[th.InferRequestedOutput("ECHO", class_count=1)])
-        assert err.value.status() == "400" and "this one is BYTES" in err.value.message()
-        inp = th.InferInput("INPUT0", [1, 5], "FP32")
-        inp.set_data_from_numpy(SCORES[:1])
-        with pytest.raises(InferenceServerException) as err:
-            client.infer("identity", [inp], outputs=[th.InferRequestedOutput("OUTPUT0", class_count=-2)])
-        assert err.value.status() == "400" and "non-negative integer, got -2" in err.value.message()
-    finally:
-        client.close()
+def test_what_cannot_be_classified_is_refused_before_it_runs(
+    server: BackgroundServer, http: th.InferenceServerClient
+) -> None:
+    text = th.InferInput("TEXT", [1, 2], "BYTES")
+    text.set_data_from_numpy(np.array([[b"a", b"b"]], dtype=object))
+    with pytest.raises(InferenceServerException) as err:
+        http.infer("words", [text], outputs=[th.InferRequestedOutput("ECHO", class_count=1)])
+    assert err.value.status() == "400" and "this one is BYTES" in err.value.message()
+    inp = th.InferInput("INPUT0", [1, 5], "FP32")
+    inp.set_data_from_numpy(SCORES[:1])
+    with pytest.raises(InferenceServerException) as err:
+        http.infer("identity", [inp], outputs=[th.InferRequestedOutput("OUTPUT0", class_count=-2)])
+    assert err.value.status() == "400" and "non-negative integer, got -2" in err.value.message()
     stats = server.service.core.model_stats("identity")["model_stats"][0]
     assert stats["inference_stats"]["fail"]["count"] >= 1
 
