@@ -46,6 +46,8 @@ def test_a_count_above_the_classes_gives_every_class_and_integers_print_as_integ
     big = np.array([[2**64 - 1, 1]], np.uint64)
     assert top_classes(big, 1, batched=True).tolist() == [[b"18446744073709551615:0"]]
     assert top_classes(np.zeros((0, 4), np.float32), 2, batched=True).shape == (0, 2)
+    nan_first = np.array([np.nan, 1.0, -np.inf], np.float32)
+    assert top_classes(nan_first, 3, batched=False).tolist() == [b"1.000000:1", b"nan:0", b"-inf:2"]
 
 
 @given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 12)), elements=st.integers(-5, 5)))

@@ -6,9 +6,10 @@ over gRPC with ``parameters["classification"].int64_param``; ``tritonclient`` se
 ``BYTES`` tensor of shape ``[rows, k]`` (``[k]`` for a model without a batch dimension), where
 ``k = min(count, classes per row)``; each element is ``"<value>:<index>"``, or
 ``"<value>:<index>:<label>"`` when the model has a label for that index, highest value first
-(equal values: the lower index first). Values are written as Triton writes them (C++'s
-``std::to_string``: six decimals for floats, plain integers). Labels come from the model's
-``labels`` files (one label per line, line ``i`` for index ``i``; Triton's ``label_filename``).
+(equal values: the lower index first; NaN ranks as the lowest value). Values are written as
+Triton writes them (C++'s ``std::to_string``: six decimals for floats, plain integers). Labels
+come from the model's ``labels`` files (one label per line, line ``i`` for index ``i``; Triton's
+``label_filename``).
 
 Only numeric outputs have an order: ``BOOL``, ``BYTES``, ``FP16`` and ``BF16`` outputs are refused
 (400), as by Triton.
@@ -43,9 +44,10 @@ def top_classes(tensor: np.ndarray, count: int, *, batched: bool, labels: Sequen
     width = int(np.prod(tensor.shape[1:] if batched else tensor.shape))
     rows = tensor.reshape(n, width)
     k = min(count, width)
-    # a stable ascending sort of the reversed row, read backwards: descending, ties by lower index
-    order = width - 1 - np.argsort(rows[:, ::-1], axis=1, kind="stable")[:, ::-1][:, :k]
     floats = rows.dtype.kind == "f"
+    keys = np.where(np.isnan(rows), -np.inf, rows) if floats else rows  # NaN is no score: ranked last
+    # a stable ascending sort of the reversed row, read backwards: descending, ties by lower index
+    order = width - 1 - np.argsort(keys[:, ::-1], axis=1, kind="stable")[:, ::-1][:, :k]
     out = np.empty((rows.shape[0], k), dtype=object)
     for r, (values, indices) in enumerate(zip(rows, order, strict=True)):
         for c, i in enumerate(indices.tolist()):
