@@ -67,7 +67,7 @@ def test_outputs_without_an_order_are_refused(datatype: str) -> None:
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, "3", True, None])
+@pytest.mark.parametrize("value", [-1, 1.5, "3", True, False, []])
 def test_a_classification_parameter_that_is_not_a_count_is_refused(value: object) -> None:
     with pytest.raises(ProtocolError, match="classification must be a non-negative integer"):
         class_count({"classification": value}, None, "output 'OUT'")
@@ -168,3 +168,7 @@ def test_labels_are_checked_when_the_model_loads(tmp_path: Path) -> None:
         (entry,) = s.service.core.repository.index()
     assert entry["state"] == "UNAVAILABLE"
     assert "labels: the model has no output 'SCORES'; its outputs are ['OUTPUT0']" in entry["reason"]
+
+
+def test_a_null_classification_is_none() -> None:
+    assert class_count({"classification": None}, None, "output 'OUT'") == 0

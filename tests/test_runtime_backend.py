@@ -163,3 +163,26 @@ def test_closed_backend_refuses_new_runs(demo_repository: Path) -> None:
     backend.close()
     with pytest.raises(BackendError, match="closed"):
         backend.run({"INPUT0": np.ones((1, 2), np.float32)})
+
+
+def test_inputs_that_share_a_named_dimension_must_agree_on_it(tmp_path: Path) -> None:
+    """Found by fuzzing: bert's input_ids [1, 8] with attention_mask [1, 7] was a 500 alone, and
+    answered as if they agreed when batched with padding."""
+    from onnx import TensorProto, helper, save
+
+    from sloserve.runtime.codec import ProtocolError, check_inputs
+
+    specs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq"]) for n in ("a", "b", "c")]
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"])], "add", specs[:2], specs[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, tmp_path / "add.onnx")
+    backend = OnnxBackend(tmp_path / "add.onnx", 1)
+    assert backend.inputs[0].symbols == ("batch", "seq")
+    ok = {"a": np.zeros((1, 8), np.float32), "b": np.zeros((1, 8), np.float32)}
+    assert set(check_inputs(ok, backend.inputs, 4)) == {"a", "b"}
+    with pytest.raises(
+        ProtocolError, match="inputs 'a' and 'b' differ in the model's dimension 'seq': 8 and 7"
+    ):
+        check_inputs({**ok, "b": np.zeros((1, 7), np.float32)}, backend.inputs, 4)
+    backend.close()

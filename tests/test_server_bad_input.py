@@ -77,7 +77,12 @@ MODEL_CASES = [
     ("huger_shape", json.dumps(_tensor(shape=[2**64, 0], data=[])).encode(), 400, "is too large"),
     ("not_numbers", json.dumps(_tensor(data=["a", "b", "c"])).encode(), 400, "FP32"),
     ("bools_as_numbers", json.dumps(_tensor(data=[True, False, True])).encode(), 400, "must hold numbers"),
-    ("missing_input", json.dumps(_tensor(name="OTHER")).encode(), 400, "missing input"),
+    (
+        "missing_input",
+        json.dumps(_tensor(name="X")).encode(),
+        400,
+        "missing input(s) ['INPUT0']; unknown input(s) ['X']",
+    ),
     (
         "batch_too_big",
         json.dumps(_tensor(shape=[300, 1], data=[1] * 300)).encode(),
@@ -101,6 +106,8 @@ MODEL_CASES = [
     ("unknown_input_field", json.dumps(_tensor(dtype="FP32")).encode(), 400, "unknown field(s) ['dtype']"),
     ("output_twice", json.dumps({**GOOD, "outputs": [{"name": "OUTPUT0"}] * 2}).encode(), 400, "twice"),
     ("fp32_overflow", json.dumps(_tensor(data=[1e300, 2, 3])).encode(), 400, "outside the range of FP32"),
+    # Python refuses to read integers of over 4300 digits (a ValueError that was a 500)
+    ("huge_integer", b'{"id": ' + b"9" * 4301 + b', "inputs": []}', 400, "not valid JSON"),
 ]
 
 
@@ -153,9 +160,10 @@ def test_binary_path_garbage(server: BackgroundServer) -> None:
         (header + b"\x00" * 7, str(len(header)), "runs past"),
         (header + b"\x00" * 20, str(len(header)), "left over"),
         (header + b"\x00" * 16, str(len(header) + 100), "outside the body"),
-        (header + b"\x00" * 16, "abc", "must be digits"),
-        (header + b"\x00" * 16, "1_0", "must be digits, got '1_0'"),  # int() would take it
+        (header + b"\x00" * 16, "abc", "at most 18 digits"),
+        (header + b"\x00" * 16, "1_0", "digits, got '1_0'"),  # int() would take it
         (header + b"\x00" * 16, "x" * 500, "xx…'"),  # a long value is not echoed whole
+        (header + b"\x00" * 16, "9" * 5000, "at most 18 digits"),  # int() refuses over 4300 digits
         (b"\xff\xfe garbage" + b"\x00" * 16, "10", "not valid JSON"),
     ]
     for body, length, words in cases:

@@ -3,6 +3,7 @@ priorities, early refusal, stats, repository load/unload, metrics and health."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +20,9 @@ import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
 from server_fakes import FakeBackends, wait_for, write_model
+from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.demo.repository import build_demo_model
+from sloserve.runtime.http_api import decoded_body
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 AFFINE_50MS = {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 8}
@@ -164,9 +168,12 @@ def test_deadline_header(server: BackgroundServer) -> None:
     req = urllib.request.Request(
         f"http://{server.http_url}/v2/models/slo_model/infer", body, {"X-SLO-Timeout-Ms": "1"}, method="POST"
     )
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req)
-    assert err.value.code == 503 and b"deadline_unreachable" in err.value.read()
+    code, _, answer = _refused(req)
+    assert code == 503 and b"deadline_unreachable" in answer
+    for lax in ("1_000", "-0", "1e3", "inf"):  # float() takes them all; found by fuzzing
+        req = urllib.request.Request(req.full_url, body, {"X-SLO-Timeout-Ms": lax}, method="POST")
+        code, _, answer = _refused(req)
+        assert code == 400 and b"decimal number of milliseconds" in answer, lax
 
 
 def test_stats_consistent(client: th.InferenceServerClient) -> None:
@@ -358,6 +365,17 @@ def test_a_load_names_a_model_directory_of_the_repository_not_a_path(
     assert client.get_model_repository_index() == before
 
 
+def test_a_directory_that_cannot_be_loaded_by_name_is_not_listed(
+    server: BackgroundServer, client: th.InferenceServerClient
+) -> None:
+    odd = server.options.repository / "back\\slash"
+    shutil.copytree(server.options.repository / "identity", odd)
+    try:
+        assert "back\\slash" not in {m["name"] for m in client.get_model_repository_index()}
+    finally:
+        shutil.rmtree(odd)
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_a_compressed_request_is_taken(client: th.InferenceServerClient, algorithm: str) -> None:
     """tritonclient's request_compression_algorithm (found by fuzzing: a misleading 400)."""
@@ -366,6 +384,17 @@ def test_a_compressed_request_is_taken(client: th.InferenceServerClient, algorit
     inp.set_data_from_numpy(x, binary_data=True)
     result = client.infer("identity", [inp], request_compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+
+
+def test_a_body_of_several_gzip_members_is_taken_whole() -> None:
+    assert (
+        decoded_body({"content-encoding": "gzip"}, gzip.compress(b"ab") + gzip.compress(b"cd"), 9) == b"abcd"
+    )
+    with pytest.raises(ProtocolError, match="bytes follow its end"):
+        decoded_body({"content-encoding": "deflate"}, zlib.compress(b"ab") + b"x", 9)
+    with pytest.raises(ProtocolError, match="more than the limit of 3 bytes") as err:
+        decoded_body({"content-encoding": "gzip"}, gzip.compress(b"ab") + gzip.compress(b"cd"), 3)
+    assert err.value.status == 413
 
 
 @pytest.mark.parametrize(

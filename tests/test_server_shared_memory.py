@@ -327,7 +327,7 @@ def test_an_object_shrunk_under_its_region_is_refused_and_the_server_lives(
     for client, module in ((http, th), (grpc_client, tg)):
         inp = module.InferInput("INPUT0", list(x.shape), "FP32")
         inp.set_shared_memory("shrunk", x.nbytes)
-        with pytest.raises(InferenceServerException, match="it has shrunk"):
+        with pytest.raises(InferenceServerException, match="has shrunk to 0 bytes, short of the 64 bytes"):
             client.infer("identity", [inp])
     out = th.InferRequestedOutput("OUTPUT0")
     out.set_shared_memory("shrunk", x.nbytes)  # writing grows the object again: no harm
@@ -337,12 +337,19 @@ def test_an_object_shrunk_under_its_region_is_refused_and_the_server_lives(
     np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, list(x.shape)), x)
 
 
-def test_registry_refuses_bad_registrations(make_region: MakeRegion) -> None:
+def test_registry_refuses_bad_registrations(
+    make_region: MakeRegion, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     registry = SystemSharedMemory()
     _, key = make_region(64)
+    (tmp_path / "victim").write_bytes(b"x" * 64)
+    link = Path("/dev/shm") / f"sloserve-test-link-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    link.symlink_to(tmp_path / "victim")
+    request.addfinalizer(link.unlink)
     for args, words in [
         (("r", "/a/b", 0, 8), "invalid shared memory key"),
         (("r", "/a\0b", 0, 8), "invalid shared memory key"),  # was an internal error (embedded NUL)
+        (("r", "/" + link.name, 0, 8), "symbolic link"),  # it could name any file the server may write
         (("r", key, 0, 0), "must be positive"),
         (("r", key, -1, 8), "non-negative integer"),
         (("r", key, 60, 8), "runs past the end"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -69,6 +69,9 @@ class TensorSpec:
     """KServe v2 datatype name, e.g. ``FP32``."""
     shape: tuple[int, ...]
     """Full shape including the batch dimension; ``-1`` marks a variable dimension."""
+    symbols: tuple[str | None, ...] = field(default=(), compare=False)
+    """The model's names of variable dimensions, by axis (None: unnamed or fixed; empty: none
+    known). Inputs whose dimensions share a name must have them of one size."""
 
     @property
     def dtype(self) -> np.dtype[np.generic]:

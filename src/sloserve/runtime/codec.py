@@ -102,8 +102,10 @@ CLASSIFICATION = "classification"
 
 
 def class_count(params: Mapping[str, Any], shm: ShmRef | None, where: str) -> int:
-    """The ``classification`` parameter of an output (0 when absent)."""
-    count = params.get(CLASSIFICATION, 0)
+    """The ``classification`` parameter of an output (0 when absent or null)."""
+    count = params.get(CLASSIFICATION)
+    if count is None:
+        return 0
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ProtocolError(f"{where}: {CLASSIFICATION} must be a non-negative integer, got {count!r}")
     if count and shm is not None:
@@ -290,7 +292,7 @@ def json_document(raw: bytes | bytearray, what: str) -> Any:
     enough to exhaust Python's recursion included)."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of over 4300 digits
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError(f"{what} is not valid JSON: nested too deeply") from None
@@ -465,11 +467,14 @@ def check_inputs(
     """
     known = {s.name for s in specs}
     missing = [s.name for s in specs if s.name not in inputs]
-    if missing:
-        raise ProtocolError(f"missing input(s) {missing}; the model takes {[s.name for s in specs]}")
     unknown = [n for n in inputs if n not in known]
-    if unknown:
-        raise ProtocolError(f"unknown input(s) {unknown}; the model takes {[s.name for s in specs]}")
+    if missing or unknown:
+        said = [
+            f"{what} input(s) {names}"
+            for what, names in (("missing", missing), ("unknown", unknown))
+            if names
+        ]
+        raise ProtocolError(f"{'; '.join(said)}; the model takes {[s.name for s in specs]}")
     out = {}
     for spec in specs:
         arr = inputs[spec.name]
@@ -491,4 +496,23 @@ def check_inputs(
         rows = {name: int(arr.shape[0]) for name, arr in out.items()}
         if len(set(rows.values())) > 1:
             raise ProtocolError(f"inputs have different batch dimensions: {rows}")
+    _check_shared_dimensions(out, specs)
     return out
+
+
+def _check_shared_dimensions(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
+    """Inputs whose dimensions the model names alike (``sequence`` of ``input_ids`` and
+    ``attention_mask``) must have them of one size: ONNX Runtime would fail on them, or, batched
+    with padding, run them as if they agreed."""
+    seen: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        for axis, symbol in enumerate(spec.symbols):
+            if symbol is None:
+                continue
+            size = int(inputs[spec.name].shape[axis])
+            first = seen.setdefault(symbol, (spec.name, size))
+            if first[1] != size:
+                raise ProtocolError(
+                    f"inputs {first[0]!r} and {spec.name!r} differ in the model's dimension {symbol!r}: "
+                    f"{first[1]} and {size}"
+                )

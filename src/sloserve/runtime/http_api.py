@@ -19,6 +19,7 @@ allows the identity coding).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
@@ -51,16 +52,25 @@ def decoded_body(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
     bits = _WINDOW_BITS.get(coding)
     if bits is None:
         raise ProtocolError(f"Content-Encoding {coding!r} is not supported; use gzip or deflate", 415)
-    inflater = zlib.decompressobj(bits)
-    try:
-        plain = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ProtocolError(f"the body is not valid {coding} data: {exc}") from None
-    if len(plain) > limit:
-        raise ProtocolError(f"the body decompresses to more than the limit of {limit} bytes", 413)
-    if not inflater.eof or inflater.unused_data:
-        raise ProtocolError(f"the body is not valid {coding} data: it is truncated or has trailing bytes")
-    return plain
+    parts: list[bytes] = []
+    left, rest = limit, body
+    while True:  # gzip allows several members, one after the other
+        inflater = zlib.decompressobj(bits)
+        try:
+            part = inflater.decompress(rest, left + 1)
+        except zlib.error as exc:
+            raise ProtocolError(f"the body is not valid {coding} data: {exc}") from None
+        if len(part) > left:
+            raise ProtocolError(f"the body decompresses to more than the limit of {limit} bytes", 413)
+        if not inflater.eof:
+            raise ProtocolError(f"the body is not valid {coding} data: it is truncated")
+        parts.append(part)
+        left -= len(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if coding == "deflate":
+            raise ProtocolError("the body is not valid deflate data: bytes follow its end")
 
 
 @dataclass(slots=True)
@@ -98,7 +108,9 @@ class HttpApi:
         parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
         model: str | None = None
         try:
-            body = decoded_body(headers, body, self.server.max_body_bytes)
+            if headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
+                # inflating may take long (a 64 KB body can hold 64 MiB): off the event loop
+                body = await asyncio.to_thread(decoded_body, headers, body, self.server.max_body_bytes)
             if parts[0] != "v2" or "" in parts:
                 raise ProtocolError(f"no route for {method} {path}", 404)
             rest = parts[1:]
@@ -216,9 +228,11 @@ class HttpApi:
         raw_length = headers.get(HEADER_LENGTH)
         header_length = None
         if raw_length is not None:
-            if not (raw_length.isascii() and raw_length.isdigit()):
+            if not (raw_length.isascii() and raw_length.isdigit() and len(raw_length) <= 18):
                 shown = raw_length if len(raw_length) <= 32 else raw_length[:32] + "…"
-                raise ProtocolError(f"Inference-Header-Content-Length must be digits, got {shown!r}")
+                raise ProtocolError(
+                    f"Inference-Header-Content-Length must be at most 18 digits, got {shown!r}"
+                )
             header_length = int(raw_length)
         shm = self.server.shared_memory
         if self.decode_pool is not None:

@@ -67,7 +67,8 @@ def _spec(arg: Any) -> TensorSpec:
     if datatype is None:
         raise BackendError(f"tensor {arg.name!r} has type {arg.type}, which sloserve does not serve")
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
-    return TensorSpec(arg.name, datatype, shape)
+    symbols = tuple(d if isinstance(d, str) and d else None for d in arg.shape)
+    return TensorSpec(arg.name, datatype, shape, symbols)
 
 
 class OnnxBackend:

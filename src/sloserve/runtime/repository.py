@@ -63,19 +63,24 @@ MAX_NAME_BYTES = 255
 """Longest model name (a directory name: ``NAME_MAX`` on Linux)."""
 
 
+def _valid_name(name: str) -> bool:
+    """Whether ``name`` can name a model: one directory name, not hidden (see :func:`_check_name`)."""
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+    )
+
+
 def _check_name(name: str) -> None:
     """A model name is one directory name under the repository's root, never a path (400 if not)."""
-    if (
-        not name
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(c in name for c in "/\\\0")
-        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
-    ):
+    if not _valid_name(name):
         shown = name if len(name) <= 64 else name[:64] + "…"
         raise ProtocolError(
             f"invalid model name {shown!r}: a model is a directory directly under the repository "
-            f"(a name of at most {MAX_NAME_BYTES} bytes, without '/', '\\\\' or NUL, not starting with '.')"
+            f"(a name of at most {MAX_NAME_BYTES} bytes, without a slash, a backslash or NUL, not "
+            "starting with '.')"
         )
 
 
@@ -185,7 +190,7 @@ class ModelRepository:
             d
             for d in self.root.iterdir()
             if d.is_dir()
-            and not d.name.startswith(".")
+            and _valid_name(d.name)
             and (find_config(d) or find_pipeline_config(d) or (d / "model.onnx").is_file())
         ]
         # pipelines last, so their members are loaded first (pipeline hook, see runtime/pipeline.py)

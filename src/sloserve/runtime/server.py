@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -357,6 +358,10 @@ def _stats_of(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+_DECIMAL = re.compile(r"\d+(\.\d*)?|\.\d+")
+"""A plain decimal number (``float()`` would also take ``1_000``, ``-0``, ``inf``, ``1e3``)."""
+
+
 def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
     """The request's own deadline budget in seconds: ``timeout`` (µs) parameter, else the header."""
     timeout = params.get("timeout")
@@ -368,12 +373,13 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
         return timeout * 1e-6 if timeout > 0 else None
     if header_ms is not None:
         try:
-            value = float(header_ms)
+            value = float(header_ms) if _DECIMAL.fullmatch(header_ms.strip()) else math.nan
         except ValueError:
             value = math.nan
         if not 0 <= value < math.inf:
+            shown = header_ms if len(header_ms) <= 32 else header_ms[:32] + "…"
             raise ProtocolError(
-                f"header X-SLO-Timeout-Ms must be a non-negative finite number, got {header_ms!r}"
+                f"header X-SLO-Timeout-Ms must be a decimal number of milliseconds, got {shown!r}"
             )
         return value * 1e-3 if value > 0 else None
     return None

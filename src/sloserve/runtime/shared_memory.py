@@ -31,7 +31,9 @@ Unregistering a name that is not registered succeeds, as in Triton.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,17 +65,23 @@ class _Region:
     def __init__(self, name: str, key: str, offset: int, byte_size: int, root: Path) -> None:
         self.name, self.key, self.offset, self.byte_size = name, key, offset, byte_size
         path = root / _object_name(key)
-        try:
-            self.fd = os.open(path, os.O_RDWR)
+        try:  # as shm_open does: no symlinks (a link could name any file the server may write)
+            self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ProtocolError(
                 f"unable to open shared memory region {name!r}: no shared memory object with key {key!r}"
             ) from None
         except OSError as exc:
+            link = exc.errno == errno.ELOOP
+            why = "it is a symbolic link, not a shared memory object" if link else exc.strerror
             raise ProtocolError(
-                f"unable to open shared memory object {key!r} for region {name!r}: {exc.strerror}"
+                f"unable to open shared memory object {key!r} for region {name!r}: {why}"
             ) from None
-        size = os.fstat(self.fd).st_size
+        info = os.fstat(self.fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(self.fd)
+            raise ProtocolError(f"region {name!r}: {key!r} is not a shared memory object")
+        size = info.st_size
         if offset + byte_size > size:
             os.close(self.fd)
             raise ProtocolError(
@@ -99,9 +107,10 @@ class _Region:
         while done < len(buffer):
             got = os.preadv(self.fd, [buffer[done:]], start + done)
             if got == 0:
+                size = os.fstat(self.fd).st_size
                 raise ProtocolError(
-                    f"{where}: shared memory object {self.key!r} of region {self.name!r} ends at byte "
-                    f"{start + done}, before the {len(buffer)} bytes at offset {start}: it has shrunk"
+                    f"{where}: shared memory object {self.key!r} of region {self.name!r} has shrunk to "
+                    f"{size} bytes, short of the {len(buffer)} bytes at offset {start}"
                 )
             done += got
 
