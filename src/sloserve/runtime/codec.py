@@ -138,11 +138,13 @@ own limit, about 2**63 bytes, would otherwise surface as an internal error)."""
 def check_shape(shape: Any, where: str) -> tuple[int, ...]:
     """``shape`` as a tuple, after checking it is a list of non-negative integers spanning at most
     :data:`MAX_SPAN` elements."""
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list | tuple) or not all(type(d) is int and d >= 0 for d in shape):  # no bools
         raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
-    if math.prod(max(d, 1) for d in shape) > MAX_SPAN:
+    span = 1
+    for d in shape:
+        if d > 1:
+            span *= d
+    if span > MAX_SPAN:
         raise ProtocolError(f"{where}: shape {list(shape)} is too large (over 2**48 elements)")
     return tuple(shape)
 
@@ -303,8 +305,8 @@ _OUTPUT_FIELDS = frozenset({"name", "parameters"})
 
 
 def _known_fields(item: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    unknown = sorted(set(item) - known)
-    if unknown:
+    if not known.issuperset(item):
+        unknown = sorted(set(item) - known)
         raise ProtocolError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(known)}")
 
 
