@@ -43,12 +43,15 @@ _WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "def
 """zlib's ``wbits`` for each content coding taken (HTTP's ``deflate`` is the zlib format)."""
 
 
-def decoded_body(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
-    """``body`` without its ``Content-Encoding``; 415 for a coding not taken, 413 when it
-    decompresses to more than ``limit`` bytes, 400 when it is not what its coding says."""
+def content_coding(headers: Mapping[str, str]) -> str | None:
+    """The request's ``Content-Encoding`` (None for none, or ``identity``)."""
     coding = headers.get("content-encoding", "").strip().lower()
-    if coding in ("", "identity"):
-        return body
+    return None if coding in ("", "identity") else coding
+
+
+def decoded_body(coding: str, body: bytes, limit: int) -> bytes:
+    """``body`` decompressed from ``coding``; 415 for a coding not taken, 413 when it
+    decompresses to more than ``limit`` bytes, 400 when it is not what its coding says."""
     bits = _WINDOW_BITS.get(coding)
     if bits is None:
         raise ProtocolError(f"Content-Encoding {coding!r} is not supported; use gzip or deflate", 415)
@@ -108,9 +111,9 @@ class HttpApi:
         parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
         model: str | None = None
         try:
-            if headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
-                # inflating may take long (a 64 KB body can hold 64 MiB): off the event loop
-                body = await asyncio.to_thread(decoded_body, headers, body, self.server.max_body_bytes)
+            coding = content_coding(headers)
+            if coding is not None:  # inflating may take long (a 64 KB body can hold 64 MiB): off the loop
+                body = await asyncio.to_thread(decoded_body, coding, body, self.server.max_body_bytes)
             if parts[0] != "v2" or "" in parts:
                 raise ProtocolError(f"no route for {method} {path}", 404)
             rest = parts[1:]
