@@ -263,3 +263,92 @@ def test_config_and_metrics_of_pipeline(client: th.InferenceServerClient, server
     text = urllib.request.urlopen(url).read().decode()
     assert 'nv_inference_request_success{model="two_step",version="1"}' in text
     assert 'sloserve_instances{model="two_step",version="1"} 0.0' in text
+
+
+def test_the_index_lists_loaded_pipelines(client: th.InferenceServerClient) -> None:
+    """Found by fuzzing: with a pipeline loaded, the index was a 500 (a pipeline has no 'fault')."""
+    index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+    assert index["two_step"] == "READY" and index["identity"] == "READY"
+
+
+def test_two_pipelines_that_name_each_other_are_refused(
+    client: th.InferenceServerClient, server: BackgroundServer
+) -> None:
+    """Found by fuzzing: each waited for the other's load for ever; the server never became ready."""
+    root = server.options.repository
+    write_pipeline(root, "ping", {"steps": [_step("identity", {"INPUT0": "INPUT0"}, {"OUTPUT0": "x"}),
+                                            _step("pong", {"INPUT0": "x"}, {"OUTPUT0": "y"})]})  # fmt: skip
+    write_pipeline(root, "pong", {"steps": [_step("identity", {"INPUT0": "INPUT0"}, {"OUTPUT0": "x"}),
+                                            _step("ping", {"INPUT0": "x"}, {"OUTPUT0": "y"})]})  # fmt: skip
+    for name, other in (("ping", "pong"), ("pong", "ping")):
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model(name)
+        assert f"steps.1.model: '{other}' is itself a pipeline" in info.value.message()
+
+
+def _identity_onnx(directory: Path, output: str) -> None:
+    """An identity model on FP32 [N, 4] whose output is called ``output``."""
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["INPUT0"], [output])], "id", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    directory.mkdir(parents=True, exist_ok=True)
+    save(model, directory / "model.onnx")
+    (directory / "config.yaml").write_text("max_batch_size: 4\n")
+
+
+def test_a_member_reloaded_with_other_outputs_fails_the_request_instead_of_stranding_it(
+    client: th.InferenceServerClient, server: BackgroundServer
+) -> None:
+    """Found by fuzzing: the pipeline's requests waited for ever (a KeyError in the step's end)."""
+    root = server.options.repository
+    _identity_onnx(root / "renamed", "OUTPUT0")
+    write_pipeline(root, "via_renamed", {"steps": [_step("renamed", {"INPUT0": "INPUT0"}, {"OUTPUT0": "y"})]})
+    client.load_model("via_renamed")
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(client.infer("via_renamed", [_http_in("INPUT0", x)]).as_numpy("y"), x)
+    _identity_onnx(root / "renamed", "OTHER")
+    client.load_model("renamed")  # the member alone, reloaded under the pipeline
+    with pytest.raises(InferenceServerException) as info:
+        client.async_infer("via_renamed", [_http_in("INPUT0", x)]).get_result(timeout=10)
+    assert "no longer has output(s) ['OUTPUT0']" in info.value.message()
+    assert not _loop(server, "via_renamed").pending
+
+
+def test_at_shutdown_pipelines_drain_before_their_members(tmp_path: Path) -> None:
+    """Found by fuzzing: every model was unloaded at once, so a request past its first step got 503
+    'model ... is not loaded' although the drain time was not spent."""
+    import threading
+
+    fakes = FakeBackends()
+    write_model(tmp_path, "first", {"backend": "fake", "max_batch_size": 4})
+    write_model(tmp_path, "second", {"backend": "fake", "max_batch_size": 4})
+    steps = [
+        _step("first", {"INPUT0": "INPUT0"}, {"OUTPUT0": "mid"}),
+        _step("second", {"INPUT0": "mid"}, {"OUTPUT0": "out"}),
+    ]
+    write_pipeline(tmp_path, "chain", {"steps": steps})
+    options = ServeOptions(
+        tmp_path, http_port=0, grpc_port=None, metrics_port=None, backends={"fake": fakes}, drain_timeout=20
+    )
+    server = BackgroundServer(options).start()
+    client = th.InferenceServerClient(server.http_url, concurrency=4)
+    try:
+        fakes.control("first").gate.clear()  # the requests wait in their first step
+        pending = [
+            client.async_infer("chain", [_http_in("INPUT0", np.ones((1, 4), np.float32))]) for _ in range(4)
+        ]
+        assert fakes.control("first").running.acquire(timeout=10)
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        time.sleep(0.3)  # the shutdown has begun
+        fakes.control("first").gate.set()
+        results = [p.get_result(timeout=20).as_numpy("out") for p in pending]
+        stopping.join(timeout=30)
+    finally:
+        fakes.control("first").gate.set()
+        client.close()
+    assert all(r is not None and r.shape == (1, 4) for r in results)

@@ -41,6 +41,7 @@ Deadline of a request (first that applies): the ``timeout`` request parameter in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -233,22 +234,48 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
     """
     directory = Path(model_dir)
     path = find_config(directory)
-    if path is None:
-        config = ModelConfig()
-    elif path.name == TRITON_CONFIG:
-        from sloserve.runtime.triton_repo import read_triton_config  # protobuf, only when needed
+    try:
+        if path is None:
+            config = ModelConfig()
+        elif path.name == TRITON_CONFIG:
+            from sloserve.runtime.triton_repo import read_triton_config  # protobuf, only when needed
 
-        config = validate(ModelConfig, read_triton_config(path), str(path))
-    else:
-        config = load_model_file(ModelConfig, path)
+            config = validate(ModelConfig, read_triton_config(path), str(path))
+        else:
+            config = load_model_file(ModelConfig, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     source = str(path or directory)
     if config.name is not None and config.name != directory.name:
         raise ConfigError(
             f"{source}: name: {config.name!r} differs from the directory name {directory.name!r}"
         )
+    files = [("model_file", config.model_file)] + [("profile", config.profile)] * (config.profile is not None)
+    files += [(f"labels: {output}", filename) for output, filename in config.labels.items()]
+    for field, filename in files:
+        assert filename is not None
+        if not _inside(directory, filename):
+            raise ConfigError(f"{source}: {field}: {filename!r} is outside the model directory {directory}")
     if config.profile is not None and not (directory / config.profile).is_file():
         raise ConfigError(f"{source}: profile: file {config.profile!r} not found in {directory}")
     for output, filename in config.labels.items():
-        if not (directory / filename).is_file():
+        path_ = directory / filename
+        if not path_.is_file():
             raise ConfigError(f"{source}: labels: {output}: file {filename!r} not found in {directory}")
+        if path_.stat().st_size > MAX_LABELS_BYTES:
+            raise ConfigError(
+                f"{source}: labels: {output}: {filename!r} is over {MAX_LABELS_BYTES >> 20} MiB"
+            )
     return config
+
+
+MAX_LABELS_BYTES = 16 << 20
+"""Largest labels file read (a million labels of 16 bytes)."""
+
+
+def _inside(directory: Path, filename: str) -> bool:
+    """Whether ``filename`` is a path inside the model directory as written (relative, no ``..``
+    out of it): a config says where its model's own files are, not where any file of the machine
+    is. (A symbolic link placed in the directory is the repository owner's choice, and followed.)"""
+    norm = os.path.normpath(filename)
+    return not os.path.isabs(norm) and norm != ".." and not norm.startswith("../")

@@ -239,13 +239,14 @@ class ModelLoop:
         self._maybe_closed()
 
     @_stops_on_error("draining the queue")
-    def abort(self, reason: DropReason = DropReason.UNAVAILABLE) -> None:
-        """End every queued request with ``reason`` (running batches still finish)."""
+    def abort(self, reason: DropReason = DropReason.UNAVAILABLE, why: str | None = None) -> None:
+        """End every queued request with ``reason`` (running batches still finish); ``why``: the
+        message they get (default: the reason's)."""
         if self.fault is not None:  # nothing is queued any more
             return
         now = self.clock.now()
         for drop in self.scheduler.drain(now, reason):
-            self._end(now, drop.request.id, Refusal(drop.reason, self._reason_text(drop.reason)))
+            self._end(now, drop.request.id, Refusal(drop.reason, why or self._reason_text(drop.reason)))
         self._maybe_closed()
 
     @property

@@ -40,6 +40,7 @@ from sloserve.runtime.instances import Tensors
 from sloserve.runtime.model_config import ModelConfig
 from sloserve.runtime.model_loop import Answer, ModelLoop, ModelStats, Outcome, Refusal
 from sloserve.runtime.pipeline_config import (
+    PIPELINE_BACKEND,
     PipelineConfig,
     PipelineStep,
     find_pipeline_config,
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
     from sloserve.runtime.repository import LoadedModel, ModelRepository
 
 log = logging.getLogger("sloserve.runtime")
-
-PIPELINE_BACKEND = "pipeline"
-"""The ``backend`` (and platform) a pipeline reports in its model configuration."""
 
 
 @dataclass(slots=True)
@@ -108,6 +106,8 @@ class PipelineLoop:
         self.profile: ModelProfile | None = None
         """Nor a latency profile (its members have theirs)."""
         self.retiring: set[int] = set()
+        self.fault: str | None = None
+        """A pipeline has no policy of its own to fail (the repository index reads this)."""
         self.accepting = False
         self._ids = itertools.count()
         self._closing = False
@@ -134,11 +134,12 @@ class PipelineLoop:
             self._closed_callbacks.append(on_closed)
         self._maybe_closed()
 
-    def abort(self, reason: DropReason = DropReason.UNAVAILABLE) -> None:
+    def abort(self, reason: DropReason = DropReason.UNAVAILABLE, why: str | None = None) -> None:
         """End every request in progress with ``reason`` (steps still running are ignored)."""
         now = self.clock.now()
+        message = why or f"pipeline {self.name!r} is unavailable ({reason.value})"
         for run in list(self.pending.values()):
-            self._end(now, run, Refusal(reason, f"pipeline {self.name!r} is unavailable ({reason.value})"))
+            self._end(now, run, Refusal(reason, message))
         self._maybe_closed()
 
     def _maybe_closed(self) -> None:
@@ -234,6 +235,15 @@ class PipelineLoop:
             message = f"step {step!r} (model {spec.model!r}): {outcome.message}"
             self._end(now, run, Refusal(outcome.reason, message))
             return
+        missing = sorted(set(spec.output_map) - set(outcome.outputs))
+        if missing:  # the member was reloaded with other outputs since the pipeline was built
+            self.step_drops[step] += 1
+            message = (
+                f"step {step!r}: model {spec.model!r} no longer has output(s) {missing}; "
+                f"reload the pipeline ({DropReason.FAILED.value})"
+            )
+            self._end(now, run, Refusal(DropReason.FAILED, message))
+            return
         for member_out, tensor in spec.output_map.items():
             run.tensors[tensor] = outcome.outputs[member_out]
         run.left -= 1
@@ -306,8 +316,14 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
             raise ConfigError(f"{source}: steps.{i}.model: a pipeline cannot contain itself")
         if step.model not in members:
             if step.model not in repo.models:
-                if not (repo.root / step.model).is_dir():
+                member_dir = repo.root / step.model
+                if "/" in step.model or step.model.startswith(".") or not member_dir.is_dir():
                     raise ConfigError(f"{source}: steps.{i}.model: no model {step.model!r} in {repo.root}")
+                if find_pipeline_config(member_dir) is not None:  # loading it could wait on this one
+                    raise ConfigError(
+                        f"{source}: steps.{i}.model: {step.model!r} is itself a pipeline "
+                        "(nesting is not supported)"
+                    )
                 await repo.load(step.model)
             members[step.model] = repo.models[step.model]
     if any(isinstance(m.loop, PipelineLoop) for m in members.values()):

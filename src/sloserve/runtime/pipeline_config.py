@@ -38,6 +38,10 @@ PIPELINE_NAMES = ("pipeline.yaml", "pipeline.yml", "pipeline.json")
 """File names of a pipeline's configuration (first found wins); a directory with one is a pipeline."""
 
 
+PIPELINE_BACKEND = "pipeline"
+"""The ``backend`` (and platform) a pipeline reports in its model configuration."""
+
+
 class PipelineStep(StrictModel):
     """One member model of the pipeline."""
 

@@ -145,7 +145,7 @@ def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> lis
         deployed.append(DeployedModule(module.name, module.model, name, instances, batches, module.budget))
         log.info(
             "plan module deployed",
-            extra={"module": module.name, "model": module.model, "dispatcher": name,
+            extra={"plan_module": module.name, "model": module.model, "dispatcher": name,
                    "instances": instances, "batches": list(batches), "budget_ms": module.budget * 1e3},
         )  # fmt: skip
     for p in pipelines:

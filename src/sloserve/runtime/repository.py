@@ -33,7 +33,7 @@ from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, RequestFailure, Tensors
 from sloserve.runtime.model_config import ModelConfig, find_config, load_model_config
 from sloserve.runtime.model_loop import ModelLoop
-from sloserve.runtime.pipeline_config import find_pipeline_config
+from sloserve.runtime.pipeline_config import PIPELINE_BACKEND, find_pipeline_config
 from sloserve.runtime.stacking import BatchInputError, split_outputs, stack_requests
 
 log = logging.getLogger("sloserve.runtime")
@@ -273,15 +273,22 @@ class ModelRepository:
         return done
 
     async def close(self, timeout: float) -> None:
-        """Unload everything, waiting up to ``timeout`` seconds for queued requests; then refuse the rest."""
-        waits = [self._retire(m) for m in self.models.values()]
-        self.models.clear()
-        loops = list(self._draining)
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=timeout)
+        """Unload everything, waiting up to ``timeout`` seconds for queued requests; then refuse the
+        rest. Pipelines go first: their requests still need their members for the steps ahead."""
+        end = self.loop.time() + timeout
+        pipelines = [n for n, m in self.models.items() if m.config.backend == PIPELINE_BACKEND]
+        for group in (pipelines, list(self.models)):
+            waits = [self._retire(self.models.pop(name)) for name in group if name in self.models]
+            if not waits:
+                continue
+            loops = list(self._draining)
+            _, pending = await asyncio.wait(waits, timeout=max(0.0, end - self.loop.time()))
             if pending:
+                why = (
+                    f"the server shut down before the request ran (drain timeout {timeout:g} s; unavailable)"
+                )
                 for model_loop in loops:
-                    model_loop.abort()
+                    model_loop.abort(why=why)
                 await asyncio.wait(pending, timeout=max(1.0, timeout))
 
     @property
@@ -337,9 +344,16 @@ class ModelRepository:
         }
         threads = config.instance_group.threads
         count = config.instance_group.count
-        backends = await asyncio.gather(
-            *(asyncio.to_thread(factory, directory, config, threads) for _ in range(max(1, count)))
-        )
+        if count == 0 and config.scaler is None:
+            raise ConfigError(
+                f"{source}: instance_group.count: 0 and no scaler to start one: nothing would serve"
+            )
+        try:
+            backends = await asyncio.gather(
+                *(asyncio.to_thread(factory, directory, config, threads) for _ in range(max(1, count)))
+            )
+        except BackendError as exc:  # a model file the backend cannot load: the repository's fault
+            raise ConfigError(f"{source}: model_file: {exc}") from None
         first = backends[0]
         unknown = sorted(set(labels) - {o.name for o in first.outputs})
         if unknown:
