@@ -3,6 +3,7 @@ demo models, and a plan for hardware this machine lacks refused with a clear mes
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def _plan(tmp_path: Path) -> Path:
     return tmp_path / "plan.yaml"
 
 
-def test_plan_deployed_on_pipeline(tmp_path: Path) -> None:
+def test_plan_deployed_on_pipeline(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "sloserve.runtime")  # as `sloserve serve` logs (it crashed there)
     plan_file = _plan(tmp_path)
     plan = load_plan(plan_file)
     repo = _repo(tmp_path / "repo")
@@ -81,6 +83,7 @@ def test_plan_deployed_on_pipeline(tmp_path: Path) -> None:
         finally:
             c.close()
         np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert any(r.getMessage() == "plan module deployed" for r in caplog.records)
 
 
 def test_plan_for_other_hardware_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -423,6 +423,31 @@ def test_a_transfer_coding_other_than_chunked_is_refused(server: BackgroundServe
     assert answer.startswith(b"HTTP/1.1 501 ") and b"only chunked" in answer  # gzip had been ignored
 
 
+def test_a_model_that_could_never_serve_is_refused_at_load(
+    server: BackgroundServer, client: th.InferenceServerClient
+) -> None:
+    """Found by fuzzing: count 0 without a scaler loaded READY and its requests waited for ever; a
+    model file ONNX Runtime cannot load was a 500 'internal error'."""
+    root = server.options.repository
+    shutil.copytree(root / "identity", root / "no_instances")
+    config = root / "no_instances" / "config.yaml"
+    config.write_text(config.read_text().replace("name: identity\n", "") + "instance_group: {count: 0}\n")
+    shutil.copytree(root / "identity", root / "corrupt")
+    (root / "corrupt" / "config.yaml").write_text("max_batch_size: 4\n")
+    (root / "corrupt" / "model.onnx").write_bytes(b"not a model")
+    try:
+        for name, said in (
+            ("no_instances", "instance_group.count: 0 and no scaler"),
+            ("corrupt", "model_file: "),
+        ):
+            with pytest.raises(InferenceServerException) as err:
+                client.load_model(name)
+            assert err.value.status() == "400" and said in err.value.message()
+    finally:
+        shutil.rmtree(root / "no_instances")
+        shutil.rmtree(root / "corrupt")
+
+
 def test_the_metrics_endpoint_takes_only_get(server: BackgroundServer) -> None:
     url = f"http://127.0.0.1:{server.service.metrics_port}/metrics"
     code, headers, _ = _refused(urllib.request.Request(url, b"", method="POST"))

@@ -303,6 +303,11 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
         "name: other\n": "differs from the directory name",
         "profile: missing.yaml\n": "profile: file 'missing.yaml' not found",
         "autoscaling: {min_replicas: 3, max_replicas: 2}\n": "min_replicas (3) > max_replicas (2)",
+        # found by fuzzing: a config could name any file of the machine
+        "labels: {OUTPUT0: ../../../etc/passwd}\n": "labels: OUTPUT0: '../../../etc/passwd' is outside",
+        "model_file: /etc/hostname\n": "model_file: '/etc/hostname' is outside the model directory",
+        "profile: ../p.yaml\n": "profile: '../p.yaml' is outside",
+        "a: " + "[" * 100_000 + "]" * 100_000 + "\n": "nested too deeply",
     }
     for i, (text, words) in enumerate(cases.items()):
         d = tmp_path / f"m{i}"
