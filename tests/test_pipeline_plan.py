@@ -97,3 +97,35 @@ def test_plan_for_other_hardware_refused(tmp_path: Path, capsys: pytest.CaptureF
     assert "the plan needs hardware" in err and f"only has {name!r} ({cores} cores" in err
     with pytest.raises(ConfigError, match=r"modules\.tuples\.hardware"):
         Service(ServeOptions(repo, http_port=0, grpc_port=None, metrics_port=None, plan=plan_file))
+
+
+def test_a_plan_beyond_what_one_server_runs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzzing: a plan could deploy 1,000 instances of a model on this machine, and a
+    budget of 1e300 ms left its requests waiting for ever."""
+    plan_file = _plan(tmp_path)
+    capsys.readouterr()
+    doc = yaml.safe_load(plan_file.read_text())
+    doc["modules"][0]["budget_ms"] = 1e300
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"modules\.0\.budget_ms"):
+        load_plan(tmp_path / "slow.yaml")
+    doc = yaml.safe_load(plan_file.read_text())
+    doc["modules"][1]["tuples"][0]["count"] = 65
+    (tmp_path / "many.yaml").write_text(yaml.safe_dump(doc))
+    repo = _repo(tmp_path / "repo")
+    argv = [
+        "serve",
+        str(repo),
+        "--plan",
+        str(tmp_path / "many.yaml"),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "-1",
+    ]
+    assert main([*argv, "--metrics-port", "-1"]) == 2
+    assert (
+        "modules.1.tuples.count: 65 instances of 'mlp'; one server runs at most 64" in capsys.readouterr().err
+    )

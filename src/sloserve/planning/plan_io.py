@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 from sloserve.core.app import App, Edge, Module
 from sloserve.core.config import StrictModel, read_document, validate, write_document
 from sloserve.planning.plan import ModulePlan, Plan, PlanTuple, SharedGroup, SharedMember
-from sloserve.policies.params import MACHINE_LIMIT
+from sloserve.policies.params import MACHINE_LIMIT, MAX_SECONDS
 
 PLAN_FORMAT: Final = "sloserve-plan/v1"
 MS = 1e-3
@@ -62,7 +62,7 @@ class _ModuleSchema(StrictModel):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1)
     rate: float = Field(ge=0)
-    budget_ms: float = Field(gt=0)
+    budget_ms: float = Field(gt=0, le=MAX_SECONDS / MS)
     dispatch: Literal["harpagon", "round_robin"] = "harpagon"
     cost_per_hour: float | None = None
     tuples: list[_TupleSchema] = Field(default_factory=list)
@@ -96,7 +96,7 @@ class PlanFileSchema(StrictModel):
     planner: str
     feasible: bool
     reason: str = ""
-    slo_ms: float = Field(gt=0)
+    slo_ms: float = Field(gt=0, le=MAX_SECONDS / MS)
     rate: float = Field(ge=0)
     cost_per_hour: float | None = None
     planning_time_ms: float = 0.0

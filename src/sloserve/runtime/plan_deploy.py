@@ -32,6 +32,7 @@ from sloserve.planning.plan import Plan
 from sloserve.planning.plan_io import load_plan
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.registry import make_scheduler
+from sloserve.runtime.model_config import MAX_INSTANCES
 from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
 from sloserve.runtime.repository import ModelRepository
 
@@ -121,6 +122,12 @@ def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> lis
             )
         if len(loop.scheduler):
             raise ConfigError(f"{where}: model {module.model!r} has queued requests; deploy plans at start")
+        wanted = sum(t.count for t in module.tuples)
+        if wanted > MAX_INSTANCES:
+            raise ConfigError(
+                f"{where}.tuples.count: {wanted} instances of {module.model!r}; one server runs at most "
+                f"{MAX_INSTANCES} of a model (instance_group.count's limit)"
+            )
         params = {
             "budget_ms": module.budget * 1e3,
             "tuples": [

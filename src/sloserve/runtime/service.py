@@ -171,7 +171,11 @@ def serve(options: ServeOptions) -> int:
     async def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.start()
+        try:
+            await service.start()
+        except BaseException:  # e.g. a plan refused once the models are loaded: stop what started
+            await service.stop()
+            raise
         await stop.wait()
         log.info("signal received: draining")
         await service.stop()
