@@ -465,3 +465,56 @@ def test_an_endpoint_that_cannot_be_used_is_a_clear_error_before_anything_is_sen
             make_target(f"127.0.0.1:{recorder.port}", "rec", "http", shared_memory=True), np.zeros(3), None
         )
     assert set(os.listdir("/dev/shm")) == before  # the object made for the region is gone again
+
+
+class _OddServer(RecordingServer):
+    """Answers metadata with ``meta`` and every infer with 200 and ``answer``."""
+
+    def __init__(self, meta: object, answer: object) -> None:
+        super().__init__()
+        self.meta, self.answer = meta, answer
+
+    def _answer(self, request_line: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if request_line.startswith("GET"):
+            return 200, self.meta
+        self.timeouts.append(None)
+        return 200, self.answer
+
+
+@pytest.mark.parametrize(
+    ("meta", "said"),
+    [
+        ([1, 2], "is not a JSON object"),
+        ({**META, "inputs": []}, "lists no inputs"),
+        ({**META, "inputs": [{"name": "x", "datatype": "BYTES", "shape": [1]}]}, "BYTES is not supported"),
+        (
+            {**META, "inputs": [{"name": "x", "datatype": "FP32", "shape": None}]},
+            "not {name, datatype, shape}",
+        ),
+        ({**META, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-3]}]}, "below -1"),
+        (
+            {**META, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1 << 20, 1 << 15]}]},
+            "over the generator's 1 GiB",
+        ),
+        ({**META, "outputs": [7]}, "an output without a name"),
+    ],
+)
+def test_metadata_the_generator_cannot_use_is_an_error_before_anything_is_sent(
+    meta: object, said: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Found by fuzzing: each was a traceback and exit 1."""
+    with _OddServer(meta, {}) as server:
+        argv = [f"127.0.0.1:{server.port}", "-m", "rec", "--no-ceiling", "--rate", "10", "--duration", "0.2"]
+        assert main(["bench", *argv, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sloserve bench: error: ") and said in err and "Traceback" not in err
+        assert server.timeouts == []
+
+
+@pytest.mark.parametrize("answer", ["not an inference response", {"error": "boom"}, {}])
+def test_a_200_without_an_inference_response_is_a_miss(answer: object) -> None:
+    """Found by fuzzing: any 200 counted as answered and met, whatever its body."""
+    with _OddServer(META, answer) as server:
+        res = _send(server, np.arange(5) * 0.01, np.full(5, 1.0))  # type: ignore[arg-type]
+    assert not res.ok.any() and set(res.status.tolist()) == {200}
+    assert all("no inference response" in r for r in res.reasons)

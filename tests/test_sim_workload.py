@@ -117,6 +117,18 @@ def test_bad_traces_and_parameters_give_clear_errors(tmp_path: Path) -> None:
     empty.write_text("TIMESTAMP\n")
     with pytest.raises(ConfigError, match="no data rows"):
         wl.from_trace_csv(empty)
+    # found by fuzzing: a one-instant trace replayed at ~1e9 req/s, a BOM hid the column, ragged rows passed
+    instant = tmp_path / "instant.csv"
+    instant.write_text("TIMESTAMP\n5\n5\n")
+    with pytest.raises(ConfigError, match="spans no time"):
+        wl.from_trace_csv(instant, target_rate=10)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffTIMESTAMP\n0\n1\n".encode())
+    assert len(wl.from_trace_csv(bom).arrivals) == 2
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("TIMESTAMP,x\n0,1\n1,2,3\n")
+    with pytest.raises(ConfigError, match="line 3: 3 cells, but the header names 2"):
+        wl.from_trace_csv(ragged)
     with pytest.raises(ValueError, match="rate must be a finite number > 0"):
         wl.poisson(-1, 10)
     with pytest.raises(ValueError, match="cv must be"):

@@ -160,7 +160,7 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
         raise TargetError(f"{url}: metadata of {model!r}: {exc}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{url}: metadata of {model!r} is not a JSON object")
+        raise TargetError(f"{url}: metadata of {model!r} is not a JSON object")
     return doc
 
 

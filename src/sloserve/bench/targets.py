@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol
@@ -76,18 +77,35 @@ class Target(Protocol):
         ...
 
 
+MAX_REQUEST_BYTES = 1 << 30
+"""Largest request the generator builds (its inputs, every request the same)."""
+
+
 def make_inputs(specs: list[TensorSpec], batch: int, seed: int = 0) -> list[tuple[TensorSpec, np.ndarray]]:
-    """Random tensors for ``specs``: variable dims are 1 (the batch dim is ``batch``)."""
+    """Random tensors for ``specs``: variable dims are 1 (the batch dim is ``batch``);
+    :class:`TargetError` for inputs the generator cannot build."""
     rng = np.random.default_rng(seed)
-    out = []
+    if not specs:
+        raise TargetError("the model's metadata lists no inputs")
+    shapes = []
     for spec in specs:
         if spec.datatype not in NUMPY_OF:
-            raise ValueError(
+            raise TargetError(
                 f"input {spec.name!r}: datatype {spec.datatype} is not supported by the load generator"
             )
-        shape = tuple(
-            batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)
+        if any(d < -1 for d in spec.shape):
+            raise TargetError(f"input {spec.name!r}: shape {list(spec.shape)} has a dimension below -1")
+        shapes.append(
+            tuple(batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape))
         )
+    size = sum(
+        math.prod(shape) * np.dtype(NUMPY_OF[spec.datatype]).itemsize
+        for spec, shape in zip(specs, shapes, strict=True)
+    )
+    if size > MAX_REQUEST_BYTES:
+        raise TargetError(f"the model's inputs take {size} bytes a request: over the generator's 1 GiB")
+    out = []
+    for spec, shape in zip(specs, shapes, strict=True):
         dtype = NUMPY_OF[spec.datatype]
         arr: np.ndarray
         if np.issubdtype(dtype, np.floating):
@@ -100,14 +118,38 @@ def make_inputs(specs: list[TensorSpec], batch: int, seed: int = 0) -> list[tupl
     return out
 
 
-def specs_from_metadata(meta: dict[str, Any]) -> list[TensorSpec]:
-    """Input specs from a v2 model-metadata JSON document."""
+def specs_from_metadata(meta: Any) -> list[TensorSpec]:
+    """Input specs from a v2 model-metadata JSON document (:class:`TargetError` if it has none
+    usable)."""
+    inputs = meta.get("inputs") if isinstance(meta, dict) else None
+    outputs = meta.get("outputs", []) if isinstance(meta, dict) else None
+    if not isinstance(inputs, list) or not isinstance(outputs, list):
+        raise TargetError("the model's metadata is not an object with 'inputs' and 'outputs' lists")
+    if not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise TargetError("the model's metadata has an output without a name")
+    specs = []
+    for i in inputs:
+        ok = isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("datatype"), str)
+        shape = i.get("shape") if ok else None
+        if not ok or not isinstance(shape, list) or not all(type(d) is int for d in shape):
+            raise TargetError(
+                f"the model's metadata has an input that is not {{name, datatype, shape}}: {i!r}"
+            )
+        specs.append(TensorSpec(i["name"], i["datatype"], tuple(shape)))
+    return specs
+
+
+def _answer_of(payload: bytes, header_length: str | None) -> SendResult:
+    """A 200 is an answer only when its body is an inference response (a JSON object with
+    ``outputs``, its binary tensors after it): a server can say 200 over garbage."""
     try:
-        return [
-            TensorSpec(i["name"], i["datatype"], tuple(int(d) for d in i["shape"])) for i in meta["inputs"]
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"model metadata has no usable 'inputs': {exc}") from None
+        n = int(header_length) if header_length is not None else len(payload)
+        doc = json.loads(payload[:n])
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("outputs"), list) and "error" not in doc:
+        return SendResult(True, 200, "")
+    return SendResult(False, 200, f"a 200 whose body is no inference response: {payload[:80]!r}")
 
 
 class HttpTarget:
@@ -232,7 +274,8 @@ class HttpTarget:
             ) as resp:
                 payload = await resp.read()
                 if resp.status == 200:
-                    return SendResult(True, 200, "")
+                    head = resp.headers.get("Inference-Header-Content-Length")
+                    return _answer_of(payload, head)
                 return SendResult(False, resp.status, _error_text(payload))
         except Exception as exc:  # transport errors are outcomes, not crashes
             return SendResult(False, -1, f"{type(exc).__name__}: {exc}")

@@ -357,7 +357,7 @@ def from_counts(
 def _read_column(path: Path, column: str) -> list[tuple[int, str]]:
     """(line number, cell) of ``column`` in a CSV file, skipping ``#`` comment lines."""
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is no part of the header
             lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip() and line[0] != "#"]
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
@@ -372,8 +372,8 @@ def _read_column(path: Path, column: str) -> list[tuple[int, str]]:
     k = header.index(column)
     out = []
     for (lineno, _), row in zip(lines[1:], rows, strict=True):
-        if k >= len(row):
-            raise ConfigError(f"{path}: line {lineno}: missing column {column!r}")
+        if len(row) != len(header):
+            raise ConfigError(f"{path}: line {lineno}: {len(row)} cells, but the header names {len(header)}")
         out.append((lineno, row[k].strip()))
     if not out:
         raise ConfigError(f"{path}: no data rows")
@@ -472,6 +472,11 @@ def from_trace_csv(
         payload = payload[keep]
     if len(t) == 0:
         raise ConfigError(f"{p}: no requests in the window start={start} duration={duration}")
+    if duration is None and float(t[-1]) < 1e-6:
+        raise ConfigError(
+            f"{p}: column {column!r}: the trace spans no time ({len(t)} request(s) at one instant): "
+            "it has no rate to replay or scale"
+        )
     span = (end - start) if duration is not None else max(float(t[-1]), 1e-9)
     scale = 1.0
     if time_scale is not None:
