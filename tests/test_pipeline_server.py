@@ -246,7 +246,17 @@ def test_wiring_errors_name_file_and_field(
     root = server.options.repository
     write_pipeline(root, "bad_inputs", {"steps": [_step("identity", {"NOPE": "INPUT0"}, {"OUTPUT0": "y"})]})
     write_pipeline(root, "bad_member", {"steps": [_step("no_such_model", {"INPUT0": "x"}, {"OUTPUT0": "y"})]})
-    for name, field in (("bad_inputs", "steps.0.input_map"), ("bad_member", "steps.0.model")):
+    # found by fuzzing: loaded READY, then every request failed, blamed on the client
+    handoff = [
+        _step("mlp", {"input": "INPUT0"}, {"logits": "x"}, "one"),
+        _step("mlp", {"input": "x"}, {"logits": "y"}, "two"),
+    ]
+    write_pipeline(root, "bad_handoff", {"steps": handoff})
+    for name, field in (
+        ("bad_inputs", "steps.0.input_map"),
+        ("bad_member", "steps.0.model"),
+        ("bad_handoff", "steps.1.input_map: 'x' is FP32 [-1, 10] from steps.0, but 'mlp'"),
+    ):
         with pytest.raises(InferenceServerException) as info:
             client.load_model(name)
         assert f"{root / name / 'pipeline.yaml'}: {field}" in info.value.message()

@@ -300,6 +300,32 @@ def split_steps(config: PipelineConfig, loops: Mapping[str, ModelLoop]) -> list[
     return steps
 
 
+def _check_step_tensors(config: PipelineConfig, members: Mapping[str, LoadedModel], source: str) -> None:
+    """A tensor a step passes to another must have the datatype and a shape the other takes:
+    otherwise every request would fail inside the pipeline, blamed on the client."""
+    made: dict[str, tuple[int, TensorSpec]] = {}
+    for i, step in enumerate(config.steps):
+        outs = {s.name: s for s in members[step.model].outputs}
+        for member_out, tensor in step.output_map.items():
+            made[tensor] = (i, outs[member_out])
+    for i, step in enumerate(config.steps):
+        ins = {s.name: s for s in members[step.model].inputs}
+        for member_in, tensor in step.input_map.items():
+            if tensor not in made:
+                continue
+            j, out = made[tensor]
+            want = ins[member_in]
+            fits = len(out.shape) == len(want.shape) and all(
+                a < 0 or b < 0 or a == b for a, b in zip(out.shape, want.shape, strict=True)
+            )
+            if out.datatype != want.datatype or not fits:
+                raise ConfigError(
+                    f"{source}: steps.{i}.input_map: {tensor!r} is {out.datatype} {list(out.shape)} from "
+                    f"steps.{j}, but {step.model!r}'s input {member_in!r} takes "
+                    f"{want.datatype} {list(want.shape)}"
+                )
+
+
 async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> LoadedModel:
     """Build the pipeline in ``directory`` (members load first when not loaded yet).
 
@@ -350,6 +376,7 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
             specs.setdefault(tensor, TensorSpec(tensor, ins[member_in].datatype, ins[member_in].shape))
         for member_out, tensor in step.output_map.items():
             specs[tensor] = TensorSpec(tensor, outs[member_out].datatype, outs[member_out].shape)
+    _check_step_tensors(config, members, source)
     caps = {m.config.max_batch_size for m in members.values()}
     if 0 in caps and len(caps) > 1:
         raise ConfigError(f"{source}: steps: members mix batching and non-batching models ({sorted(caps)})")
