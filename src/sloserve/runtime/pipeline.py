@@ -203,27 +203,28 @@ class PipelineLoop:
         spec = self.steps[step]
         split = self.split
         if split.unreachable(step, now, run.deadline):
-            self.step_drops[step] += 1
-            message = (
-                f"dropped at step {step!r}: the request can no longer finish before its end-to-end "
-                f"deadline ({DropReason.DEADLINE_UNREACHABLE.value})"
-            )
-            self._end(now, run, Refusal(DropReason.DEADLINE_UNREACHABLE, message))
+            why = f"dropped at step {step!r}: the request can no longer finish before its end-to-end deadline"
+            self._drop_at(now, run, step, DropReason.DEADLINE_UNREACHABLE, why)
             return
         parent_deadlines = [run.step_deadlines[p] for p in self.parents[step]]
         deadline = split.step_deadline(step, now, run.arrival, run.deadline, parent_deadlines)
         run.step_deadlines[step] = deadline
         loop = self.member(spec.model)
         if loop is None:
-            self.step_drops[step] += 1
-            message = f"step {step!r}: model {spec.model!r} is not loaded ({DropReason.UNAVAILABLE.value})"
-            self._end(now, run, Refusal(DropReason.UNAVAILABLE, message))
+            self._drop_at(
+                now, run, step, DropReason.UNAVAILABLE, f"step {step!r}: model {spec.model!r} is not loaded"
+            )
             return
         inputs = {member_in: run.tensors[t] for member_in, t in spec.input_map.items()}
         budget = None if math.isinf(deadline) else max(deadline - now, 1e-9)
         loop.submit(
             inputs, lambda outcome: self._step_done(run, step, outcome), budget=budget, priority=run.priority
         )
+
+    def _drop_at(self, now: float, run: _Run, step: str, reason: DropReason, why: str) -> None:
+        """End ``run`` at ``step`` with ``reason``; ``why`` is the message, the reason added."""
+        self.step_drops[step] += 1
+        self._end(now, run, Refusal(reason, f"{why} ({reason.value})"))
 
     def _step_done(self, run: _Run, step: str, outcome: Outcome) -> None:
         if run.rid not in self.pending:  # another branch already ended the request
@@ -237,12 +238,10 @@ class PipelineLoop:
             return
         missing = sorted(set(spec.output_map) - set(outcome.outputs))
         if missing:  # the member was reloaded with other outputs since the pipeline was built
-            self.step_drops[step] += 1
-            message = (
-                f"step {step!r}: model {spec.model!r} no longer has output(s) {missing}; "
-                f"reload the pipeline ({DropReason.FAILED.value})"
+            why = (
+                f"step {step!r}: model {spec.model!r} no longer has output(s) {missing}; reload the pipeline"
             )
-            self._end(now, run, Refusal(DropReason.FAILED, message))
+            self._drop_at(now, run, step, DropReason.FAILED, why)
             return
         for member_out, tensor in spec.output_map.items():
             run.tensors[tensor] = outcome.outputs[member_out]
