@@ -103,10 +103,7 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
         where = f"input {tensor.name!r}"
         if tensor.name in inputs:
             raise ProtocolError(f"{where} appears twice")
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            raise ProtocolError(f"{where}: shape {list(shape)} has a negative dimension")
-        check_shape(shape, where)
+        shape = check_shape(tuple(int(d) for d in tensor.shape), where)
         dtype = check_datatype(tensor.datatype, where)
         if ref is not None:
             if tensor.HasField("contents"):

@@ -123,10 +123,7 @@ class HttpApi:
         except ProtocolError as exc:
             if exc.status == 400 and model is not None and not exc.counted:
                 self.server.count_bad_request(model)
-            response = error_response(exc.message, exc.status)
-            if exc.allow:
-                response.headers.append(("Allow", exc.allow))
-            return response
+            return refusal_response(exc)
         except ConfigError as exc:
             return error_response(str(exc), 400)
         except Exception as exc:
@@ -138,15 +135,15 @@ class HttpApi:
     ) -> HttpResponse:
         server = self.server
         if not rest:
-            _method(method, "GET")
+            check_method(method, "GET")
             return json_response(server.server_metadata())
         head = rest[0]
         if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            _method(method, "GET")
+            check_method(method, "GET")
             return _empty(server.live if rest[1] == "live" else server.ready)
         if head == "models":
             if rest[1:] == ["stats"]:
-                _method(method, "GET")
+                check_method(method, "GET")
                 return json_response(server.model_stats())
             if len(rest) < 2:
                 raise ProtocolError("no route: a model name is needed after /v2/models/", 404)
@@ -157,11 +154,11 @@ class HttpApi:
             return await self._model_route(method, name, version, tail, headers, body)
         if head == "repository":
             if rest[1:] == ["index"]:
-                _method(method, "POST")
+                check_method(method, "POST")
                 ready = _repository_body(body, "index", {"ready": bool}).get("ready", False)
                 return json_response(server.repository.index(ready_only=ready))
             if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
-                _method(method, "POST")
+                check_method(method, "POST")
                 _repository_body(body, rest[3], {"parameters": dict})
                 if rest[3] == "load":
                     await server.repository.load(rest[2])
@@ -180,14 +177,14 @@ class HttpApi:
             name, rest = rest[1], rest[2:]
         action = rest[0] if len(rest) == 1 else None
         if action == "status":
-            _method(method, "GET")
+            check_method(method, "GET")
             return json_response(registry.status(name))
         if action == "unregister":
-            _method(method, "POST")
+            check_method(method, "POST")
             registry.unregister(name)
             return HttpResponse(200, b"")
         if action == "register" and name is not None:
-            _method(method, "POST")
+            check_method(method, "POST")
             doc = json_document(body, "register request body")
             if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
                 raise ProtocolError(
@@ -211,9 +208,9 @@ class HttpApi:
     ) -> HttpResponse:
         server = self.server
         if tail == ["infer"]:
-            _method(method, "POST")
+            check_method(method, "POST")
             return await self._infer(name, version, headers, body)
-        _method(method, "GET")
+        check_method(method, "GET")
         if not tail:
             return json_response(server.model_metadata(name, version))
         if tail == ["ready"]:
@@ -278,7 +275,15 @@ def _repository_body(body: bytes, what: str, fields: Mapping[str, type]) -> dict
     return doc
 
 
-def _method(got: str, want: str) -> None:
+def refusal_response(exc: ProtocolError) -> HttpResponse:
+    """The response for a refused request (with ``Allow`` for a 405)."""
+    response = error_response(exc.message, exc.status)
+    if exc.allow:
+        response.headers.append(("Allow", exc.allow))
+    return response
+
+
+def check_method(got: str, want: str) -> None:
     """405 (with ``Allow``) unless ``got`` is ``want`` (HEAD counts as GET: answered without a body)."""
     if got != want and not (got == "HEAD" and want == "GET"):
         allow = "GET, HEAD" if want == "GET" else want

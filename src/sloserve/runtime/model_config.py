@@ -250,11 +250,10 @@ def load_model_config(model_dir: str | Path) -> ModelConfig:
         raise ConfigError(
             f"{source}: name: {config.name!r} differs from the directory name {directory.name!r}"
         )
-    files = [("model_file", config.model_file)] + [("profile", config.profile)] * (config.profile is not None)
-    files += [(f"labels: {output}", filename) for output, filename in config.labels.items()]
-    for field, filename in files:
-        assert filename is not None
-        if not _inside(directory, filename):
+    files = {"model_file": config.model_file, "profile": config.profile}
+    files |= {f"labels: {output}": filename for output, filename in config.labels.items()}
+    for field, filename in files.items():
+        if filename is not None and not _inside(directory, filename):
             raise ConfigError(f"{source}: {field}: {filename!r} is outside the model directory {directory}")
     if config.profile is not None and not (directory / config.profile).is_file():
         raise ConfigError(f"{source}: profile: file {config.profile!r} not found in {directory}")

@@ -331,7 +331,7 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
     Raises :class:`ConfigError` naming the file and the field for a wiring that does not match
     the members' tensors.
     """
-    from sloserve.runtime.repository import LoadedModel
+    from sloserve.runtime.repository import LoadedModel, valid_model_name
 
     config = load_pipeline_config(directory)
     source = str(find_pipeline_config(directory))
@@ -342,7 +342,7 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
         if step.model not in members:
             if step.model not in repo.models:
                 member_dir = repo.root / step.model
-                if "/" in step.model or step.model.startswith(".") or not member_dir.is_dir():
+                if not valid_model_name(step.model) or not member_dir.is_dir():
                     raise ConfigError(f"{source}: steps.{i}.model: no model {step.model!r} in {repo.root}")
                 if find_pipeline_config(member_dir) is not None:  # loading it could wait on this one
                     raise ConfigError(

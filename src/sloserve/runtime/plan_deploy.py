@@ -122,10 +122,10 @@ def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> lis
             )
         if len(loop.scheduler):
             raise ConfigError(f"{where}: model {module.model!r} has queued requests; deploy plans at start")
-        wanted = sum(t.count for t in module.tuples)
-        if wanted > MAX_INSTANCES:
+        instances = sum(t.count for t in module.tuples)
+        if instances > MAX_INSTANCES:
             raise ConfigError(
-                f"{where}.tuples.count: {wanted} instances of {module.model!r}; one server runs at most "
+                f"{where}.tuples.count: {instances} instances of {module.model!r}; one server runs at most "
                 f"{MAX_INSTANCES} of a model (instance_group.count's limit)"
             )
         params = {
@@ -147,7 +147,6 @@ def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> lis
         )
         name = DISPATCHERS[module.dispatch]
         loop.scheduler = make_scheduler(name, ctx, params)
-        instances = sum(t.count for t in module.tuples)
         loop.set_instance_count(instances)
         deployed.append(DeployedModule(module.name, module.model, name, instances, batches, module.budget))
         log.info(

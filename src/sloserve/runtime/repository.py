@@ -63,8 +63,9 @@ MAX_NAME_BYTES = 255
 """Longest model name (a directory name: ``NAME_MAX`` on Linux)."""
 
 
-def _valid_name(name: str) -> bool:
-    """Whether ``name`` can name a model: one directory name, not hidden (see :func:`_check_name`)."""
+def valid_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model: one directory name, not hidden (see :func:`_check_name`);
+    for names a client or a pipeline file gives."""
     return (
         bool(name)
         and not name.startswith(".")
@@ -75,7 +76,7 @@ def _valid_name(name: str) -> bool:
 
 def _check_name(name: str) -> None:
     """A model name is one directory name under the repository's root, never a path (400 if not)."""
-    if not _valid_name(name):
+    if not valid_model_name(name):
         shown = name if len(name) <= 64 else name[:64] + "…"
         raise ProtocolError(
             f"invalid model name {shown!r}: a model is a directory directly under the repository "
@@ -190,7 +191,7 @@ class ModelRepository:
             d
             for d in self.root.iterdir()
             if d.is_dir()
-            and _valid_name(d.name)
+            and valid_model_name(d.name)
             and (find_config(d) or find_pipeline_config(d) or (d / "model.onnx").is_file())
         ]
         # pipelines last, so their members are loaded first (pipeline hook, see runtime/pipeline.py)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sloserve.core.config import ConfigError
+from sloserve.runtime.codec import ProtocolError
 from sloserve.runtime.decode_pool import Balance, DecodePool
-from sloserve.runtime.http_api import HttpApi, HttpResponse, error_response
+from sloserve.runtime.http_api import HttpApi, HttpResponse, check_method, error_response, refusal_response
 from sloserve.runtime.http_server import HttpServer
 from sloserve.runtime.repository import BackendFactory, ModelRepository
 from sloserve.runtime.server import DEFAULT_MAX_BODY_BYTES, InferenceServer
@@ -113,10 +114,10 @@ class Service:
             ) -> HttpResponse:
                 if path.split("?", 1)[0] != "/metrics":
                     return error_response("only /metrics is served here", 404)
-                if method not in ("GET", "HEAD"):
-                    refused = error_response(f"method {method} not allowed here; use GET", 405)
-                    refused.headers.append(("Allow", "GET, HEAD"))
-                    return refused
+                try:
+                    check_method(method, "GET")
+                except ProtocolError as exc:
+                    return refusal_response(exc)
                 return HttpResponse(200, render(registry), "text/plain; version=0.0.4; charset=utf-8")
 
             self.metrics_http = HttpServer(metrics, max_body_bytes=1 << 16)
