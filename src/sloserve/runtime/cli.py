@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
         help="serve a model repository over HTTP and gRPC (Open Inference Protocol)",
         description="Serve the models of REPO (default: the built-in demo repository, built on first "
         "run) over HTTP/REST (KServe v2 + Triton extensions), gRPC (inference.GRPCInferenceService) "
-        "and Prometheus metrics. SIGTERM / SIGINT drain queued requests, then stop.",
+        "and Prometheus metrics. SIGTERM / SIGINT drain queued requests, then stop (during start-up: "
+        "after the model being loaded, without loading the rest).",
     )
     p.add_argument(
         "repository", nargs="?", type=Path, help="model repository directory (default: demo models)"

@@ -122,6 +122,8 @@ class InferenceServer:
         self.before_ready: Callable[[ModelRepository], None] | None = None
         """Called once the initial models are loaded, just before the server turns ready (e.g. to
         deploy a plan); an exception stops the start."""
+        self.start_abandoned = False
+        """Set by :meth:`abandon_start`: :meth:`start` loads no further model and never turns ready."""
 
     @property
     def repository(self) -> ModelRepository:
@@ -145,11 +147,16 @@ class InferenceServer:
             self.repository_root, clock=self.clock, loop=loop, post=post, backends=self.backends
         )
         names = self.initial_models if self.initial_models is not None else self._repository.model_names()
-        for name in names:
+        for i, name in enumerate(names):
+            if self.start_abandoned:
+                log.info("start-up abandoned", extra={"not_loaded": names[i:]})
+                return
             try:
                 await self._repository.load(name)
             except Exception as exc:
                 log.error("model failed to load", extra={"model": name, "error": str(exc)})
+        if self.start_abandoned:
+            return
         if self.before_ready is not None:
             self.before_ready(self._repository)
         if self.freeze_gc:
@@ -159,6 +166,12 @@ class InferenceServer:
             "server ready",
             extra={"models": sorted(self._repository.models), "gc_frozen_objects": gc.get_freeze_count()},
         )
+
+    def abandon_start(self) -> None:
+        """Called when the process is told to stop while :meth:`start` is loading models: the model
+        loading now finishes, no other is loaded, and the server never turns ready (a slow start-up
+        then stops at once, not after every model)."""
+        self.start_abandoned = True
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let queued ones finish (up to ``timeout`` seconds), stop instances."""

@@ -1,8 +1,9 @@
 """Putting the server together: core + HTTP + gRPC + metrics endpoints, start-up and drain.
 
 :func:`serve` runs until SIGTERM/SIGINT, then drains (health turns not-ready at once, queued
-requests finish, then the listeners close). :class:`BackgroundServer` runs the same thing on a
-thread with its own event loop, for tests and benchmarks (ephemeral ports by default).
+requests finish, then the listeners close); during start-up it stops after the model being loaded,
+without loading the rest. :class:`BackgroundServer` runs the same thing on a thread with its own
+event loop, for tests and benchmarks (ephemeral ports by default).
 """
 
 from __future__ import annotations
@@ -172,12 +173,19 @@ def serve(options: ServeOptions) -> int:
     async def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        starting = asyncio.ensure_future(service.start())
         try:
-            await service.start()
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("signal received during start-up: loading no further model")
+                service.core.abandon_start()
+            await starting
         except BaseException:  # e.g. a plan refused once the models are loaded: stop what started
+            stopping.cancel()
             await service.stop()
             raise
-        await stop.wait()
+        await stopping
         log.info("signal received: draining")
         await service.stop()
 
