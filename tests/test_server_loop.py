@@ -308,6 +308,13 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
         "model_file: /etc/hostname\n": "model_file: '/etc/hostname' is outside the model directory",
         "profile: ../p.yaml\n": "profile: '../p.yaml' is outside",
         "a: " + "[" * 100_000 + "]" * 100_000 + "\n": "nested too deeply",
+        # the last of two values used to win in silence
+        "max_batch_size: 8\nslo_ms: 20\nmax_batch_size: 4\n": "duplicate key 'max_batch_size'",
+        "instance_group: {count: 1, count: 2}\n": "duplicate key 'count'",
+        # pydantic reads true as 1 and "8" as 8
+        "max_batch_size: true\n": "max_batch_size: expected a number, got True",
+        "slo_ms: '20'\n": "slo_ms: expected a number, got '20'",
+        "instance_group: {count: 1, threads: yes}\n": "instance_group: threads: expected a number, got True",
     }
     for i, (text, words) in enumerate(cases.items()):
         d = tmp_path / f"m{i}"

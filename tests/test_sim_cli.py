@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sloserve.cli import main
-from sloserve.core.config import ConfigError
+from sloserve.core.config import ConfigError, read_document
 from sloserve.data import AZURE_CODE_TRACE
 from sloserve.sim.experiment import DEFAULT_EXPERIMENT, Experiment
 
@@ -88,6 +88,8 @@ def test_user_config_with_loads_and_capacity(tmp_path: Path) -> None:
         ),
         ({"workload": {"kind": "trace", "path": "missing.csv"}}, "missing.csv: file not found"),
         ({"capacity": {"lo": 10, "hi": 5}}, "capacity: lo (10.0) must be below hi (5.0)"),
+        ({"models": [{"name": "cnn", "cores": True}]}, "models.0: cores: expected a number, got True"),
+        ({"workload": {"kind": "poisson", "rate": "50"}}, "workload.poisson: rate: expected a number, got '50'"),
     ],
 )
 def test_bad_configs_name_the_file_and_field(
@@ -169,3 +171,21 @@ def test_network_needs_an_slo() -> None:
     exp = Experiment.from_data({**CONFIG, "workload": wl_spec}, "<test>")
     with pytest.raises(ConfigError, match=r"workload\.network: needs slo_ms"):
         exp.workload()
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """YAML and JSON parsers keep the last of two values for one key; a config file saying a thing
+    twice is refused instead, naming the key and (YAML) its line. A YAML merge (``<<:``) may still
+    be overridden."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("duration: 5\nseed: 1\nduration: 50\n")
+    said = r"twice\.yaml: not valid YAML: duplicate key 'duration'[^$]*line 3"
+    with pytest.raises(ConfigError, match=said):
+        Experiment.from_file(twice)
+    as_json = tmp_path / "twice.json"
+    as_json.write_text('{"duration": 5, "policies": [{"duration": 1, "duration": 2}]}')
+    with pytest.raises(ConfigError, match=r"twice\.json: not valid JSON: duplicate key 'duration'"):
+        Experiment.from_file(as_json)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {x: 1, y: 2}\nitem:\n  <<: *b\n  x: 3\n")
+    assert read_document(merged) == {"base": {"x": 1, "y": 2}, "item": {"x": 3, "y": 2}}

@@ -6,12 +6,16 @@ Every loader in sloserve goes through :func:`load_model_file` so that a bad file
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,11 +31,88 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 """A random seed in a config file."""
 
 
+def a_number(value: Any) -> Any:
+    """Refuses booleans and text where a number is due (pydantic would read ``true`` as 1 and
+    ``"8"`` as 8); returns anything else unchanged, for the field's own check."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+def _holds_numbers_only(annotation: Any) -> bool:
+    """Whether a field of this type holds a number and nothing else (``int`` or ``float``,
+    constrained or not, or ``None``)."""
+    if get_origin(annotation) is Annotated:
+        return _holds_numbers_only(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return bool(args) and all(_holds_numbers_only(arg) for arg in args)
+    return annotation in (int, float)
+
+
+@functools.cache
+def _number_keys(schema: type[BaseModel]) -> frozenset[str]:
+    """The keys (aliases where given) of ``schema``'s fields that hold numbers only."""
+    fields = schema.model_fields.items()
+    return frozenset(info.alias or name for name, info in fields if _holds_numbers_only(info.annotation))
+
+
 class StrictModel(BaseModel):
     """Base for config schemas: unknown fields are errors, NaN and infinities too (a file
-    that means "none" leaves the field out), values are immutable."""
+    that means "none" leaves the field out), so are booleans and text in number fields
+    (:func:`a_number`), and values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        """Applies :func:`a_number` to each given field that holds numbers only (a model-wide check:
+        a field's own would not be allowed on a union's discriminator)."""
+        if isinstance(data, Mapping):
+            for key in _number_keys(cls) & data.keys():
+                try:
+                    a_number(data[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+        return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a mapping that names a key twice is an error (the safe
+    loader keeps the last, so a setting written twice silently loses one of its values)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:`` merges may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            with contextlib.suppress(TypeError):  # an unhashable key: the safe loader says so
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: an object that names a key twice is an error."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_document(text: str, json_syntax: bool) -> Any:
+    """Parse YAML (or JSON) text into plain Python data; a key named twice in one mapping is an
+    error (ValueError or ``yaml.YAMLError``)."""
+    if json_syntax:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader's subclass
 
 
 def read_document(path: str | Path) -> Any:
@@ -43,14 +124,11 @@ def read_document(path: str | Path) -> Any:
         raise ConfigError(f"{p}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
+    json_syntax = p.suffix.lower() == ".json"
     try:
-        if p.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}"
-        ) from None
+        return parse_document(text, json_syntax)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if json_syntax else 'YAML'}: {exc}") from None
 
 
 def format_validation_error(source: str, exc: ValidationError) -> str:

@@ -14,18 +14,12 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, ConfigDict, Field, PrivateAttr
 
-from sloserve.core.config import ConfigError, StrictModel, validate
+from sloserve.core.config import ConfigError, StrictModel, a_number, validate
 from sloserve.policies.base import PolicyContext
 
-
-def _a_number(value: Any) -> Any:
-    """Refuses booleans and text where a number is due (pydantic would read ``true`` as 1)."""
-    if isinstance(value, bool | str):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
-
-
-Number = BeforeValidator(_a_number)
+Number = BeforeValidator(a_number)
+"""The check :class:`~sloserve.core.config.StrictModel` gives every number field, for numbers
+inside a field (a list's items)."""
 Count = Annotated[int, Number, Field(ge=1)]
 """A whole number of at least 1 (batch sizes, windows, cores, replicas)."""
 MACHINE_LIMIT = 1024

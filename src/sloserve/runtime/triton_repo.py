@@ -35,7 +35,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sloserve.core.config import ConfigError
+from sloserve.core.config import ConfigError, parse_document
 from sloserve.runtime.model_config import DEFAULT_SCHEDULER, TRITON_CONFIG, default_scheduler
 
 log = logging.getLogger("sloserve.runtime")
@@ -215,8 +215,8 @@ def _parameters(config: Any) -> dict[str, Any]:
                 backend[key] = value.string_value
             continue
         try:
-            parsed = yaml.safe_load(value.string_value)
-        except yaml.YAMLError as exc:
+            parsed = parse_document(value.string_value, json_syntax=False)
+        except (ValueError, yaml.YAMLError) as exc:
             raise _Refused(f"parameters.{key}", f"not YAML: {exc}") from None
         own[key] = {"name": parsed} if key in ("scheduler", "scaler") and isinstance(parsed, str) else parsed
     if backend:
