@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gevent
 import numpy as np
 import yaml
 
@@ -23,6 +24,7 @@ from sloserve.core.request import Batch, Request
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.triton import TritonDynamicBatcher
 from sloserve.runtime.backend import TensorSpec
+from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
 from sloserve.runtime.model_config import ModelConfig
 from sloserve.sim.engine import EventLoop
@@ -45,6 +47,15 @@ class FakeControl:
 
     def __post_init__(self) -> None:
         self.gate.set()
+
+    def started(self, timeout: float = 10.0) -> bool:
+        """Wait for a batch to start (taking one start from :attr:`running`); False on timeout."""
+        end = time.monotonic() + timeout
+        while not self.running.acquire(blocking=False):
+            if time.monotonic() > end:
+                return False
+            _yield_to_greenlets()
+        return True
 
 
 class FakeBackend:
@@ -119,7 +130,15 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     while not predicate():
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
+        _yield_to_greenlets()
+
+
+def _yield_to_greenlets() -> None:
+    """Sleep 2 ms letting gevent run: ``tritonclient.http``'s ``async_infer`` sends from a greenlet,
+    which runs only while its thread yields to gevent (it yields for 10 ms itself, and on a busy
+    machine a request was then not sent until ``get_result``; a test waiting with ``time.sleep`` for
+    it to arrive waited in vain)."""
+    gevent.sleep(0.002)
 
 
 class VirtualTimers:
@@ -228,3 +247,16 @@ class FragileScheduler(TritonDynamicBatcher):
 def make_fragile_scheduler(ctx: PolicyContext, fail_in: str = "on_complete") -> FragileScheduler:
     """Registry factory (by import path ``server_fakes:make_fragile_scheduler``)."""
     return FragileScheduler(fail_in, ctx.max_batch, ctx.priority_levels)
+
+
+def demo_model_without_slo(name: str, root: Path) -> Path:
+    """Demo model ``name`` built into ``root`` with its ``slo_ms`` taken out: its requests have no
+    deadline unless they bring one. For tests about something else, which a busy machine must not
+    fail by missing the demo's SLO (identity's is 10 ms; on 2 cores shared with 4 busy processes
+    such tests failed with ``queue_timeout``)."""
+    directory = build_demo_model(name, root)
+    config = directory / "config.yaml"
+    fields = yaml.safe_load(config.read_text(encoding="utf-8"))
+    fields.pop("slo_ms", None)
+    config.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
+    return directory

@@ -17,9 +17,8 @@ import tritonclient.http as th
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from server_fakes import FakeBackends, wait_for, write_model
+from server_fakes import FakeBackends, demo_model_without_slo, wait_for, write_model
 from sloserve.core.request import Request
-from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
@@ -39,8 +38,8 @@ def _step(model: str, ins: dict[str, str], outs: dict[str, str], name: str | Non
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
-    build_demo_model("identity", root)
-    build_demo_model("mlp", root)
+    demo_model_without_slo("identity", root)
+    demo_model_without_slo("mlp", root)
     fake = {"backend": "fake", "max_batch_size": 4, "priority_levels": 2}
     write_model(root, "fake_a", fake)
     write_model(root, "fake_b", fake, AFFINE_50MS)
@@ -146,7 +145,7 @@ def _hold_first_step(server: BackgroundServer, fakes: FakeBackends, model: str, 
     try:
         pending = c.async_infer(model, [_http_in("INPUT0", np.ones((1, 4), np.float32))],
                                 headers={"x-slo-timeout-ms": str(budget_ms)})  # fmt: skip
-        assert control.running.acquire(timeout=10)
+        assert control.started()
         time.sleep(3 * budget_ms / 1000)  # the end-to-end deadline passes while step a runs
         control.gate.set()
         try:
@@ -351,7 +350,7 @@ def test_at_shutdown_pipelines_drain_before_their_members(tmp_path: Path) -> Non
         pending = [
             client.async_infer("chain", [_http_in("INPUT0", np.ones((1, 4), np.float32))]) for _ in range(4)
         ]
-        assert fakes.control("first").running.acquire(timeout=10)
+        assert fakes.control("first").started()
         stopping = threading.Thread(target=server.stop)
         stopping.start()
         time.sleep(0.3)  # the shutdown has begun

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from server_fakes import demo_model_without_slo
 from sloserve.runtime.codec import ProtocolError, tensor_from_json
-from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 MAX_BODY = 64 * 1024
@@ -22,7 +22,7 @@ GOOD = {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
-    build_demo_model("identity", root)
+    demo_model_without_slo("identity", root)
     options = ServeOptions(
         root, http_port=0, grpc_port=None, metrics_port=None, max_body_bytes=MAX_BODY, request_timeout=0.5
     )

@@ -14,9 +14,8 @@ import tritonclient.grpc as tg
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from server_fakes import FakeBackends, wait_for, write_model
+from server_fakes import FakeBackends, demo_model_without_slo, wait_for, write_model
 from sloserve.runtime.codec import ProtocolError
-from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.grpc_server import decode_grpc_infer
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
@@ -24,7 +23,7 @@ from sloserve.runtime.service import BackgroundServer, ServeOptions
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
-    build_demo_model("identity", root)
+    demo_model_without_slo("identity", root)
     write_model(root, "gated", {"backend": "fake", "max_batch_size": 1, "priority_levels": 2})
     write_model(
         root,
@@ -104,7 +103,7 @@ def test_priority_honoured(
         client.async_infer(
             "gated", [_input(0)], callback=lambda result, error: results.append((result, error))
         )
-        assert control.running.acquire(timeout=10)
+        assert control.started()
         for value, priority in ((1, 2), (2, 2), (3, 1)):
             client.async_infer(
                 "gated",
@@ -122,10 +121,10 @@ def test_priority_honoured(
 
 def test_impossible_deadline_refused(client: tg.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as err:
-        client.infer("slo_model", [_input(1)], timeout=1_000)
+        client.infer("slo_model", [_input(1)], timeout=10_000)  # 10 ms, the model needs 50 ms
     assert err.value.status() == "StatusCode.UNAVAILABLE" and "deadline_unreachable" in err.value.message()
     with pytest.raises(InferenceServerException) as err:
-        client.infer("slo_model", [_input(1)], headers={"x-slo-timeout-ms": "1"})
+        client.infer("slo_model", [_input(1)], headers={"x-slo-timeout-ms": "10"})
     assert "deadline_unreachable" in err.value.message()
     assert client.infer("slo_model", [_input(2)]).as_numpy("OUTPUT0")[0, 0] == 2
 
@@ -256,7 +255,7 @@ def test_stream_infer_answers_each_request_as_it_ends(
     control.gate.clear()
     try:
         stream.async_stream_infer("gated", [_input(0)], request_id="r0")
-        assert control.running.acquire(timeout=10)
+        assert control.started()
         for value, priority in ((1, 2), (2, 2), (3, 1)):
             stream.async_stream_infer("gated", [_input(value)], request_id=f"r{value}", priority=priority)
             wait_for(lambda v=value: len(loop.pending) == v + 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as th
 
-from server_fakes import FakeBackend, FakeBackends, wait_for, write_model
+from server_fakes import FakeBackend, FakeBackends, demo_model_without_slo, wait_for, write_model
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.model_config import ModelConfig
 from sloserve.runtime.service import BackgroundServer, ServeOptions
@@ -64,7 +64,7 @@ def test_health_during_startup_and_drain(tmp_path: Path) -> None:
         inp = th.InferInput("INPUT0", [1, 2], "FP32")
         inp.set_data_from_numpy(np.ones((1, 2), np.float32))
         in_flight = client.async_infer("m", [inp])
-        assert control.running.acquire(timeout=10)
+        assert control.started()
         stopper = threading.Thread(target=server.stop)
         stopper.start()
         wait_for(lambda: not server.service.core.ready)
@@ -79,7 +79,7 @@ def test_health_during_startup_and_drain(tmp_path: Path) -> None:
 
 
 def test_resize_while_serving_real_model(tmp_path: Path) -> None:
-    build_demo_model("identity", tmp_path)
+    demo_model_without_slo("identity", tmp_path)
     with BackgroundServer(ServeOptions(tmp_path, http_port=0, grpc_port=None, metrics_port=None)) as server:
         client = th.InferenceServerClient(server.http_url, concurrency=4)
         loop = server.service.core.repository.models["identity"].loop
@@ -131,6 +131,51 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+_SLOW_START = """
+import sys, time
+from pathlib import Path
+from server_fakes import FakeBackends
+from sloserve.runtime.service import ServeOptions, serve
+fakes = FakeBackends()
+def slow(model_dir, config, threads):
+    print("loading", model_dir.name, flush=True)
+    time.sleep(2.0)
+    return fakes(model_dir, config, threads)
+options = ServeOptions(Path(sys.argv[1]), http_port=0, grpc_port=None, metrics_port=None,
+                       backends={"slow": slow})
+sys.exit(serve(options))
+"""
+
+
+def test_sigterm_during_start_up_stops_after_the_model_loading_now(tmp_path: Path) -> None:
+    """Told to stop while loading its models, the server finishes the model it is loading and loads
+    no other (it used to load all eight, 16 s here, before it stopped)."""
+    import os
+    import time
+
+    for i in range(8):
+        write_model(tmp_path, f"m{i}", {"backend": "slow", "max_batch_size": 1})
+    here = str(Path(__file__).parent)  # for server_fakes
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_START, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("loading m")
+        told = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - told < 8.0  # the load under way (2 s), not the seven after it
+        assert proc.stdout.read().count("loading") == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_freeze_gc_freezes_the_heap_once_ready(tmp_path: Path) -> None:

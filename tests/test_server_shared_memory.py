@@ -21,9 +21,8 @@ import tritonclient.http as th
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from server_fakes import FakeBackends, wait_for, write_model
+from server_fakes import FakeBackends, demo_model_without_slo, wait_for, write_model
 from sloserve.runtime.codec import ProtocolError, ShmRef
-from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 from sloserve.runtime.shared_memory import SystemSharedMemory
 
@@ -36,7 +35,7 @@ MakeRegion = Callable[[int], tuple[Region, str]]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Iterator[BackgroundServer]:
     root = tmp_path_factory.mktemp("repo")
-    build_demo_model("identity", root)
+    demo_model_without_slo("identity", root)
     write_model(root, "gated", {"backend": "fake", "max_batch_size": 4})
     options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None, backends={"fake": fakes})
     with BackgroundServer(options) as s:
@@ -212,7 +211,7 @@ def test_unregister_while_a_request_reads_the_region(
     control.gate.clear()
     try:
         pending = http.async_infer("gated", [inp])
-        assert control.running.acquire(timeout=10)  # the batch is running
+        assert control.started()  # the batch is running
         http.unregister_system_shared_memory("held")
         assert http.get_system_shared_memory_status() == []
     finally:
