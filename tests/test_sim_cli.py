@@ -89,7 +89,10 @@ def test_user_config_with_loads_and_capacity(tmp_path: Path) -> None:
         ({"workload": {"kind": "trace", "path": "missing.csv"}}, "missing.csv: file not found"),
         ({"capacity": {"lo": 10, "hi": 5}}, "capacity: lo (10.0) must be below hi (5.0)"),
         ({"models": [{"name": "cnn", "cores": True}]}, "models.0: cores: expected a number, got True"),
-        ({"workload": {"kind": "poisson", "rate": "50"}}, "workload.poisson: rate: expected a number, got '50'"),
+        (
+            {"workload": {"kind": "poisson", "rate": "50"}},
+            "workload.poisson: rate: expected a number, got '50'",
+        ),
     ],
 )
 def test_bad_configs_name_the_file_and_field(

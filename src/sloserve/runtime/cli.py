@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sloserve import cli_args
+from sloserve.runtime.log_settings import LEVELS
 
 
 def register(subparsers: Any) -> None:
@@ -64,7 +65,13 @@ def register(subparsers: Any) -> None:
         help="deploy this plan file (sloserve plan): per module its dispatcher, instances, batch sizes "
         "and budgets; refused if it needs hardware other than this machine's 'cpu'",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=LEVELS,
+        help="write log records of this level and above (default: info); clients change it with "
+        "Triton's logging extension (GET/POST /v2/logging)",
+    )
     p.set_defaults(handler=_serve)
 
 

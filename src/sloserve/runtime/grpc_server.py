@@ -30,6 +30,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sloserve.core.config import ConfigError
+from sloserve.runtime import log_settings
 from sloserve.runtime.backend import datatype_of
 from sloserve.runtime.clock import RECEIVED, seconds_since_received
 from sloserve.runtime.codec import (
@@ -357,6 +358,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         except Exception as exc:
             await self._fail(context, exc)
         return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        changes = {}
+        for name, value in request.settings.items():
+            kind = value.WhichOneof("parameter_choice")
+            if kind is not None:  # a setting named without a value is left as it is
+                changes[name] = getattr(value, kind)
+        try:
+            doc = log_settings.update(changes)
+        except Exception as exc:
+            await self._fail(context, exc)
+        response = pb.LogSettingsResponse()
+        for name, setting in doc.items():
+            kind = {bool: "bool_param", int: "uint32_param", str: "string_param"}[type(setting)]
+            setattr(response.settings[name], kind, setting)
+        return response
 
 
 class ArrivalStamp(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs

@@ -9,7 +9,8 @@ Routes: ``GET /v2``, ``/v2/health/live|ready``, ``/v2/models/{m}[/versions/{v}]`
 ``POST /v2/repository/index``, ``POST /v2/repository/models/{m}/load|unload``, and Triton's system
 shared-memory extension (:mod:`sloserve.runtime.shared_memory`): ``GET
 /v2/systemsharedmemory[/region/{name}]/status``, ``POST /v2/systemsharedmemory/region/{name}/register``
-(body ``{"key", "offset", "byte_size"}``), ``POST /v2/systemsharedmemory[/region/{name}]/unregister``.
+(body ``{"key", "offset", "byte_size"}``), ``POST /v2/systemsharedmemory[/region/{name}]/unregister``,
+and Triton's logging extension (:mod:`sloserve.runtime.log_settings`): ``GET|POST /v2/logging``.
 
 A body sent with ``Content-Encoding: gzip`` or ``deflate`` (``tritonclient``'s
 ``request_compression_algorithm``) is decompressed first, to at most the server's body limit (413
@@ -29,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from sloserve.core.config import ConfigError
+from sloserve.runtime import log_settings
 from sloserve.runtime.clock import seconds_since_received
 from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer, json_document
 from sloserve.runtime.decode_pool import DecodePool
@@ -167,6 +169,11 @@ class HttpApi:
                 return HttpResponse(200, b"")
         if head == "systemsharedmemory":
             return self._shared_memory_route(method, rest[1:], body)
+        if rest == ["logging"]:
+            check_method(method, "GET", "POST")
+            if method == "POST":
+                return json_response(log_settings.update(json_document(body, "log settings")))
+            return json_response(log_settings.settings_document())
         raise ProtocolError(f"no route for {method} /v2/{'/'.join(rest)}", 404)
 
     def _shared_memory_route(self, method: str, rest: list[str], body: bytes) -> HttpResponse:
@@ -283,8 +290,9 @@ def refusal_response(exc: ProtocolError) -> HttpResponse:
     return response
 
 
-def check_method(got: str, want: str) -> None:
-    """405 (with ``Allow``) unless ``got`` is ``want`` (HEAD counts as GET: answered without a body)."""
-    if got != want and not (got == "HEAD" and want == "GET"):
-        allow = "GET, HEAD" if want == "GET" else want
-        raise ProtocolError(f"method {got} not allowed here; use {want}", 405, allow=allow)
+def check_method(got: str, *want: str) -> None:
+    """405 (with ``Allow``) unless ``got`` is one of ``want`` (HEAD counts as GET: answered without
+    a body)."""
+    if got not in want and not (got == "HEAD" and "GET" in want):
+        allow = ", ".join(m for w in want for m in ((w, "HEAD") if w == "GET" else (w,)))
+        raise ProtocolError(f"method {got} not allowed here; use {' or '.join(want)}", 405, allow=allow)

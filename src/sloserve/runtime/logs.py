@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from sloserve.runtime import log_settings
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -31,10 +33,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info") -> None:
-    """Send ``sloserve.*`` logs to stderr as JSON lines at ``level``."""
+    """Send ``sloserve.*`` logs to stderr as JSON lines at ``level`` and above (changed while the
+    server runs through Triton's logging extension: :mod:`sloserve.runtime.log_settings`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("sloserve")
+    handler.addFilter(log_settings.ADMIT)
+    logger = logging.getLogger(log_settings.LOGGER)
     logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
     logger.propagate = False
+    log_settings.apply(log_settings.LogSettings.from_level(level))

@@ -42,6 +42,7 @@ SERVER_NAME = "sloserve"
 EXTENSIONS = (
     "binary_tensor_data",
     "classification",
+    "logging",
     "model_configuration",
     "statistics",
     "model_repository",
