@@ -137,9 +137,13 @@ def test_grpc_read_and_change(server: BackgroundServer, records: _Records) -> No
         (b'{"log_info": false, "log_file": "/etc/cron.d/x"}', "'log_file' can only be ''"),
         (b'{"log_format": "ISO8601"}', "'log_format' can only be 'json'"),
         (b'{"log_info": "no"}', "'log_info' must be a boolean, got 'no'"),
-        (b'{"log_verbose_level": true}', "'log_verbose_level' must be an integer >= 0, got True"),
-        (b'{"log_verbose_level": -1}', "must be an integer >= 0, got -1"),
-        (b'{"log_verbose_level": 1.5}', "must be an integer >= 0, got 1.5"),
+        (
+            b'{"log_verbose_level": true}',
+            "'log_verbose_level' must be an integer from 0 to 4294967295, got True",
+        ),
+        (b'{"log_verbose_level": -1}', "must be an integer from 0 to 4294967295, got -1"),
+        (b'{"log_verbose_level": 1.5}', "got 1.5"),
+        (b'{"log_verbose_level": 4294967296}', "got 4294967296"),  # gRPC could not answer it
         (b'{"log_colour": "red"}', "unknown log setting 'log_colour'"),
         (b"[1]", "must be a JSON object"),
         (b"{", "log settings"),

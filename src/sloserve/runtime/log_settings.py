@@ -4,7 +4,7 @@
 JSON object of some of them changes those and answers all of them. Settings (Triton's names):
 
 - ``log_info``, ``log_warning``, ``log_error`` (booleans): whether records of that level are written;
-- ``log_verbose_level`` (an integer ≥ 0): above 0, debug records are written too;
+- ``log_verbose_level`` (an integer from 0 to 2³² - 1): above 0, debug records are written too;
 - ``log_file`` (text): always ``""`` — the server writes to its standard error, which its operator
   redirects; a client may not make the server write files;
 - ``log_format`` (text): always ``"json"`` — one JSON object per line
@@ -29,6 +29,8 @@ LOGGER = "sloserve"
 """The logger whose records the settings govern (and its children's)."""
 
 LOG_FORMAT = "json"
+MAX_VERBOSE_LEVEL = 2**32 - 1
+"""Largest ``log_verbose_level`` (Triton's is a uint32, as gRPC carries it)."""
 LEVELS = ("debug", "info", "warning", "error")
 """``sloserve serve --log-level`` choices."""
 
@@ -113,8 +115,8 @@ def update(changes: Any) -> dict[str, Any]:
         want = _TYPES.get(name)
         if want is None:
             raise ProtocolError(f"unknown log setting {name!r}; known: {sorted(_TYPES)}")
-        if type(value) is not want or (isinstance(value, int) and value < 0):
-            kind = {str: "text", bool: "a boolean", int: "an integer >= 0"}[want]
+        if type(value) is not want or (isinstance(value, int) and not 0 <= value <= MAX_VERBOSE_LEVEL):
+            kind = {str: "text", bool: "a boolean", int: f"an integer from 0 to {MAX_VERBOSE_LEVEL}"}[want]
             raise ProtocolError(f"log setting {name!r} must be {kind}, got {value!r}")
         if name in _FIXED and value != _FIXED[name]:
             raise ProtocolError(f"log setting {name!r} can only be {_FIXED[name]!r}: {_WHY_FIXED[name]}")
