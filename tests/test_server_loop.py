@@ -315,6 +315,7 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
         "max_batch_size: true\n": "max_batch_size: expected a number, got True",
         "slo_ms: '20'\n": "slo_ms: expected a number, got '20'",
         "instance_group: {count: 1, threads: yes}\n": "instance_group: threads: expected a number, got True",
+        "preferred_batch_size: ['64', 128]\n": "preferred_batch_size.0: expected a number",
     }
     for i, (text, words) in enumerate(cases.items()):
         d = tmp_path / f"m{i}"
@@ -323,6 +324,11 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
         with pytest.raises(ConfigError) as err:
             load_model_config(d)
         assert str(d / "config.yaml") in str(err.value) and words in str(err.value), str(err.value)
+    exponent = tmp_path / "exponent"
+    exponent.mkdir()
+    (exponent / "config.yaml").write_text("slo_ms: 2e1\nmax_queue_delay_microseconds: 1e3\n")
+    config = load_model_config(exponent)  # YAML 1.2 / JSON numbers; PyYAML alone reads them as text
+    assert (config.slo_ms, config.max_queue_delay_microseconds) == (20.0, 1000)
     ok = tmp_path / "ok"
     ok.mkdir()
     config = load_model_config(ok)  # no file: defaults

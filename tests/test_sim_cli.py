@@ -93,6 +93,7 @@ def test_user_config_with_loads_and_capacity(tmp_path: Path) -> None:
             {"workload": {"kind": "poisson", "rate": "50"}},
             "workload.poisson: rate: expected a number, got '50'",
         ),
+        ({"seeds": [0, True]}, "seeds.1: expected a number, got True"),  # inside a list too
     ],
 )
 def test_bad_configs_name_the_file_and_field(

@@ -134,6 +134,12 @@ def test_sloserves_own_fields_come_as_parameters(tmp_path: Path) -> None:
             (1,),
             "intra_op_thread_count",
         ),
+        (  # int() took it as 10
+            'parameters { key: "intra_op_thread_count" value { string_value: "1_0" } }',
+            (1,),
+            "intra_op_thread_count: '1_0' is not a whole number",
+        ),
+        ('parameters { key: "slo_ms" value { string_value: "true" } }', (1,), "slo_ms: expected a number"),
     ],
 )
 def test_what_sloserve_cannot_honour_is_refused_naming_the_field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,22 +40,54 @@ def a_number(value: Any) -> Any:
     return value
 
 
-def _holds_numbers_only(annotation: Any) -> bool:
-    """Whether a field of this type holds a number and nothing else (``int`` or ``float``,
-    constrained or not, or ``None``)."""
-    if get_origin(annotation) is Annotated:
-        return _holds_numbers_only(get_args(annotation)[0])
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [arg for arg in get_args(annotation) if arg is not type(None)]
-        return bool(args) and all(_holds_numbers_only(arg) for arg in args)
+def _checks_numbers(annotation: Any) -> bool:
+    """Whether :func:`_numbers_only` has anything to check in a field of this type: a number, or a
+    list, tuple or mapping holding numbers (``None`` allowed beside them)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _checks_numbers(args[0])
+    if origin in (Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        return bool(rest) and all(_checks_numbers(arg) for arg in rest)
+    if origin in (list, tuple, set, frozenset, dict):
+        return any(_checks_numbers(arg) for arg in args if arg is not Ellipsis)
     return annotation in (int, float)
 
 
+def _numbers_only(annotation: Any, value: Any, where: str) -> None:
+    """:func:`a_number` on ``value`` where ``annotation`` wants a number, and on the items (keys and
+    values) of lists, tuples and mappings of numbers; ValueError naming ``where``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        _numbers_only(args[0], value, where)
+    elif origin in (Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        if value is not None and len(rest) == 1:
+            _numbers_only(rest[0], value, where)
+    elif origin in (list, set, frozenset) and isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _numbers_only(args[0], item, f"{where}.{i}")
+    elif origin is tuple and isinstance(value, list | tuple):
+        kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        for i, (kind, item) in enumerate(zip(kinds, value, strict=False)):
+            _numbers_only(kind, item, f"{where}.{i}")
+    elif origin is dict and isinstance(value, Mapping):
+        for key, item in value.items():
+            _numbers_only(args[0], key, f"{where} key {key!r}")
+            _numbers_only(args[1], item, f"{where}.{key}")
+    elif annotation in (int, float):
+        try:
+            a_number(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
 @functools.cache
-def _number_keys(schema: type[BaseModel]) -> frozenset[str]:
-    """The keys (aliases where given) of ``schema``'s fields that hold numbers only."""
+def _number_fields(schema: type[BaseModel]) -> dict[str, Any]:
+    """Key (alias where given) → type of ``schema``'s fields that hold numbers (or lists, tuples or
+    mappings of them)."""
     fields = schema.model_fields.items()
-    return frozenset(info.alias or name for name, info in fields if _holds_numbers_only(info.annotation))
+    return {info.alias or name: info.annotation for name, info in fields if _checks_numbers(info.annotation)}
 
 
 class StrictModel(BaseModel):
@@ -67,14 +100,13 @@ class StrictModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _numbers_are_numbers(cls, data: Any) -> Any:
-        """Applies :func:`a_number` to each given field that holds numbers only (a model-wide check:
-        a field's own would not be allowed on a union's discriminator)."""
+        """Applies :func:`a_number` to each given field that holds numbers, and to the numbers in
+        lists, tuples and mappings (a model-wide check: a field's own would not be allowed on a
+        union's discriminator)."""
         if isinstance(data, Mapping):
-            for key in _number_keys(cls) & data.keys():
-                try:
-                    a_number(data[key])
-                except ValueError as exc:
-                    raise ValueError(f"{key}: {exc}") from None
+            for key, annotation in _number_fields(cls).items():
+                if key in data:
+                    _numbers_only(annotation, data[key], key)
         return data
 
 
@@ -95,6 +127,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_YAML_12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+"""A number with an exponent and no dot (``1e3``, ``2.5E-3`` too): YAML 1.2 and JSON read it as a
+float, PyYAML (YAML 1.1) as text, which a number field would then refuse."""
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_12_FLOAT, list("-+0123456789."))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -38,6 +38,12 @@ class ProtocolError(Exception):
         front end does not count it again as a bad request."""
 
 
+def clipped(text: str, limit: int = 32) -> str:
+    """``text`` cut to ``limit`` characters and an ellipsis: what a refusal quotes of a client's
+    value, which may be megabytes long."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 # -- system shared memory (Triton's extension; see sloserve.runtime.shared_memory) -------------
 
 REGION = "shared_memory_region"

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from sloserve.core.config import ConfigError
 from sloserve.runtime import log_settings
 from sloserve.runtime.clock import seconds_since_received
-from sloserve.runtime.codec import ProtocolError, decode_http_infer, encode_http_infer, json_document
+from sloserve.runtime.codec import ProtocolError, clipped, decode_http_infer, encode_http_infer, json_document
 from sloserve.runtime.decode_pool import DecodePool
 from sloserve.runtime.repository import check_repository_parameters
 from sloserve.runtime.server import TIMEOUT_HEADER, InferenceServer
@@ -236,9 +236,8 @@ class HttpApi:
         header_length = None
         if raw_length is not None:
             if not (raw_length.isascii() and raw_length.isdigit() and len(raw_length) <= 18):
-                shown = raw_length if len(raw_length) <= 32 else raw_length[:32] + "…"
                 raise ProtocolError(
-                    f"Inference-Header-Content-Length must be at most 18 digits, got {shown!r}"
+                    f"Inference-Header-Content-Length must be at most 18 digits, got {clipped(raw_length)!r}"
                 )
             header_length = int(raw_length)
         shm = self.server.shared_memory

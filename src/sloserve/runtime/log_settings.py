@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sloserve.runtime.codec import ProtocolError
+from sloserve.runtime.codec import ProtocolError, clipped
 
 LOGGER = "sloserve"
 """The logger whose records the settings govern (and its children's)."""
@@ -114,14 +114,21 @@ def update(changes: Any) -> dict[str, Any]:
     for name, value in changes.items():
         want = _TYPES.get(name)
         if want is None:
-            raise ProtocolError(f"unknown log setting {name!r}; known: {sorted(_TYPES)}")
+            raise ProtocolError(f"unknown log setting {_shown(name)}; known: {sorted(_TYPES)}")
         if type(value) is not want or (isinstance(value, int) and not 0 <= value <= MAX_VERBOSE_LEVEL):
             kind = {str: "text", bool: "a boolean", int: f"an integer from 0 to {MAX_VERBOSE_LEVEL}"}[want]
-            raise ProtocolError(f"log setting {name!r} must be {kind}, got {value!r}")
+            raise ProtocolError(f"log setting {name!r} must be {kind}, got {_shown(value)}")
         if name in _FIXED and value != _FIXED[name]:
             raise ProtocolError(f"log setting {name!r} can only be {_FIXED[name]!r}: {_WHY_FIXED[name]}")
     apply(replace(_current, **dict(changes)))
     return asdict(_current)
+
+
+def _shown(value: Any) -> str:
+    """How a refusal quotes a client's name or value: its ``repr``, cut short (it may be 20 MB)."""
+    if isinstance(value, str | bytes | list):
+        value = value[:64]
+    return clipped(repr(value), 64)
 
 
 def settings_document() -> dict[str, Any]:

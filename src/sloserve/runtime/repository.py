@@ -29,7 +29,7 @@ from sloserve.policies.scaling_guards import BoundedScaler
 from sloserve.runtime.backend import BackendError, ExecutionBackend, TensorSpec
 from sloserve.runtime.classification import read_labels
 from sloserve.runtime.clock import AsyncioTimers, Clock
-from sloserve.runtime.codec import ProtocolError
+from sloserve.runtime.codec import ProtocolError, clipped
 from sloserve.runtime.instances import BatchRunner, LocalInstance, Post, RequestFailure, Tensors
 from sloserve.runtime.model_config import ModelConfig, find_config, load_model_config
 from sloserve.runtime.model_loop import ModelLoop
@@ -77,9 +77,8 @@ def valid_model_name(name: str) -> bool:
 def _check_name(name: str) -> None:
     """A model name is one directory name under the repository's root, never a path (400 if not)."""
     if not valid_model_name(name):
-        shown = name if len(name) <= 64 else name[:64] + "…"
         raise ProtocolError(
-            f"invalid model name {shown!r}: a model is a directory directly under the repository "
+            f"invalid model name {clipped(name, 64)!r}: a model is a directory directly under the repository "
             f"(a name of at most {MAX_NAME_BYTES} bytes, without a slash, a backslash or NUL, not "
             "starting with '.')"
         )

@@ -31,7 +31,7 @@ from sloserve.core.decisions import DropReason
 from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.classification import check_classifiable, top_classes
 from sloserve.runtime.clock import Clock, MonotonicClock
-from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs
+from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs, clipped
 from sloserve.runtime.model_loop import Answer, Outcome
 from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
 from sloserve.runtime.shared_memory import SystemSharedMemory
@@ -391,9 +391,9 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
         except ValueError:
             value = math.nan
         if not 0 <= value < math.inf:
-            shown = header_ms if len(header_ms) <= 32 else header_ms[:32] + "…"
             raise ProtocolError(
-                f"header X-SLO-Timeout-Ms must be a decimal number of milliseconds, got {shown!r}"
+                "header X-SLO-Timeout-Ms must be a decimal number of milliseconds, "
+                f"got {clipped(header_ms)!r}"
             )
         return value * 1e-3 if value > 0 else None
     return None

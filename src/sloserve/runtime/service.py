@@ -192,6 +192,8 @@ def serve(options: ServeOptions) -> int:
     try:
         loop.run_until_complete(main())
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stopped: a second signal must not kill the exit
+            signal.signal(sig, signal.SIG_IGN)
         loop.close()
     return 0
 

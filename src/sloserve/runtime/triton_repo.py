@@ -176,11 +176,10 @@ def _instances(config: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"count": count if config.instance_group else 1}
     threads = config.parameters.get(THREADS_PARAMETER)
     if threads is not None:
-        try:
-            fields["threads"] = int(threads.string_value)
-        except ValueError:
-            why = f"{threads.string_value!r} is not an integer"
-            raise _Refused(f"parameters.{THREADS_PARAMETER}", why) from None
+        text = threads.string_value
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):  # int() takes " 2 ", "1_0", "٣"
+            raise _Refused(f"parameters.{THREADS_PARAMETER}", f"{text!r} is not a whole number")
+        fields["threads"] = int(text)
     return fields
 
 
