@@ -145,6 +145,7 @@ def test_grpc_read_and_change(server: BackgroundServer, records: _Records) -> No
         (b'{"log_verbose_level": 1.5}', "got 1.5"),
         (b'{"log_verbose_level": 4294967296}', "got 4294967296"),  # gRPC could not answer it
         (b'{"log_colour": "red"}', "unknown log setting 'log_colour'"),
+        (b'{"log_info": "x", "log_info": false}', "duplicate key 'log_info'"),  # the last won
         pytest.param(b'{"log_info": "' + b"a" * 100_000 + b'"}', "got 'aaaa", id="100 kB value"),
         (b"[1]", "must be a JSON object"),
         (b"{", "log settings"),

@@ -242,3 +242,13 @@ def test_a_register_body_nested_too_deeply_is_refused(server: BackgroundServer) 
     status, doc = _post(server, "/v2/systemsharedmemory/region/r/register", body)
     assert status == 400 and "nested too deeply" in doc["error"], doc
     assert _infer(server, GOOD)[0] == 200
+
+
+def test_a_control_body_naming_a_key_twice_is_refused(server: BackgroundServer) -> None:
+    """The last of two values used to win in silence (the infer path is not checked: its decoding
+    stays cheap)."""
+    register = b'{"key": "/a", "key": "/b", "byte_size": 4}'
+    status, doc = _post(server, "/v2/systemsharedmemory/region/r/register", register)
+    assert status == 400 and "duplicate key 'key'" in doc["error"], doc
+    status, doc = _post(server, "/v2/repository/index", b'{"ready": true, "ready": false}')
+    assert status == 400 and "duplicate key 'ready'" in doc["error"], doc

@@ -135,7 +135,7 @@ float, PyYAML (YAML 1.1) as text, which a number field would then refuse."""
 _UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_12_FLOAT, list("-+0123456789."))
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json.loads``'s ``object_pairs_hook``: an object that names a key twice is an error."""
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -149,7 +149,7 @@ def parse_document(text: str, json_syntax: bool) -> Any:
     """Parse YAML (or JSON) text into plain Python data; a key named twice in one mapping is an
     error (ValueError or ``yaml.YAMLError``)."""
     if json_syntax:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=unique_keys)
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader's subclass
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sloserve.core.config import unique_keys
 from sloserve.runtime.backend import DATATYPE_TO_NUMPY, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
@@ -295,11 +296,12 @@ def _param_bool(params: Mapping[str, Any], name: str, where: str, default: bool 
     return value
 
 
-def json_document(raw: bytes | bytearray, what: str) -> Any:
+def json_document(raw: bytes | bytearray, what: str, *, once_each: bool = False) -> Any:
     """``raw`` parsed as JSON; :class:`ProtocolError` naming ``what`` when it is not (nesting deep
-    enough to exhaust Python's recursion included)."""
+    enough to exhaust Python's recursion included). ``once_each``: an object that names a key twice
+    is refused too (for the control routes; an infer body is not checked, to keep its decoding cheap)."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=unique_keys if once_each else None)
     except ValueError as exc:  # bad JSON, bad UTF-8, an integer of over 4300 digits
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:

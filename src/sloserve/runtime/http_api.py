@@ -172,7 +172,7 @@ class HttpApi:
         if rest == ["logging"]:
             check_method(method, "GET", "POST")
             if method == "POST":
-                return json_response(log_settings.update(json_document(body, "log settings")))
+                return json_response(log_settings.update(json_document(body, "log settings", once_each=True)))
             return json_response(log_settings.settings_document())
         raise ProtocolError(f"no route for {method} /v2/{'/'.join(rest)}", 404)
 
@@ -192,7 +192,7 @@ class HttpApi:
             return HttpResponse(200, b"")
         if action == "register" and name is not None:
             check_method(method, "POST")
-            doc = json_document(body, "register request body")
+            doc = json_document(body, "register request body", once_each=True)
             if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
                 raise ProtocolError(
                     "register request body must be a JSON object with 'key', 'offset' and 'byte_size'"
@@ -269,7 +269,7 @@ class HttpApi:
 def _repository_body(body: bytes, what: str, fields: Mapping[str, type]) -> dict[str, Any]:
     """The JSON body of a repository ``what`` request (empty: ``{}``), its ``parameters`` checked
     (:func:`~sloserve.runtime.repository.check_repository_parameters`)."""
-    doc = json_document(body, f"{what} request body") if body.strip() else {}
+    doc = json_document(body, f"{what} request body", once_each=True) if body.strip() else {}
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what} request body must be a JSON object")
     for name, value in doc.items():
