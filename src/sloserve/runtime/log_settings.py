@@ -92,17 +92,13 @@ ADMIT = _Admit()
 """Put on a handler of ``sloserve`` records (:func:`~sloserve.runtime.logs.configure_logging` does)."""
 
 
-def current() -> LogSettings:
-    """The settings in force."""
-    return _current
-
-
 def apply(settings: LogSettings) -> None:
     """Make ``settings`` the ones in force: the ``sloserve`` logger's level (its lowest admitted
     level, so records no switch admits are not even made) and :data:`ADMIT`'s switches."""
     global _current
     _current = settings
-    lowest = next((lv for lv in (10, 20, 30, 40) if settings.admits(lv)), logging.CRITICAL + 1)
+    levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+    lowest = next((lv for lv in levels if settings.admits(lv)), logging.CRITICAL + 1)
     logging.getLogger(LOGGER).setLevel(lowest)
 
 
