@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
         "--drain-timeout",
         type=cli_args.non_negative,
         default=30.0,
-        help="seconds to finish queued requests at stop",
+        help="seconds to finish queued requests at stop (default: 30)",
     )
     p.add_argument(
         "--decode-workers",
