@@ -3,13 +3,17 @@ instances and threads change while a real ONNX model serves, without failing req
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +106,21 @@ def test_resize_while_serving_real_model(tmp_path: Path) -> None:
         client.close()
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc`` for the block; after it, killed if still running, waited for, its pipes closed."""
+    with proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
     build_demo_model("identity", tmp_path)
     cmd = [sys.executable, "-m", "sloserve", "serve", str(tmp_path), "--http-port", "0", "--grpc-port", "0"]
-    proc = subprocess.Popen([*cmd, "--metrics-port", "-1"], stderr=subprocess.PIPE, text=True)
-    try:
+    with _reaped(subprocess.Popen([*cmd, "--metrics-port", "-1"], stderr=subprocess.PIPE, text=True)) as proc:
         assert proc.stderr is not None
         port = None
         for line in proc.stderr:
@@ -125,12 +139,6 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert any(json.loads(line)["msg"] == "server stopped" for line in proc.stderr)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 _SLOW_START = """
@@ -152,17 +160,12 @@ sys.exit(serve(options))
 def test_sigterm_during_start_up_stops_after_the_model_loading_now(tmp_path: Path) -> None:
     """Told to stop while loading its models, the server finishes the model it is loading and loads
     no other (it used to load all eight, 16 s here, before it stopped)."""
-    import os
-    import time
-
     for i in range(8):
         write_model(tmp_path, f"m{i}", {"backend": "slow", "max_batch_size": 1})
     here = str(Path(__file__).parent)  # for server_fakes
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_START, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
+    command = [sys.executable, "-c", _SLOW_START, str(tmp_path)]
+    with _reaped(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("loading m")
         told = time.monotonic()
@@ -170,12 +173,6 @@ def test_sigterm_during_start_up_stops_after_the_model_loading_now(tmp_path: Pat
         assert proc.wait(timeout=30) == 0
         assert time.monotonic() - told < 8.0  # the load under way (2 s), not the seven after it
         assert proc.stdout.read().count("loading") == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_freeze_gc_freezes_the_heap_once_ready(tmp_path: Path) -> None:

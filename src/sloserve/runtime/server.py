@@ -123,7 +123,7 @@ class InferenceServer:
         self.before_ready: Callable[[ModelRepository], None] | None = None
         """Called once the initial models are loaded, just before the server turns ready (e.g. to
         deploy a plan); an exception stops the start."""
-        self.start_abandoned = False
+        self._start_abandoned = False
         """Set by :meth:`abandon_start`: :meth:`start` loads no further model and never turns ready."""
 
     @property
@@ -149,14 +149,14 @@ class InferenceServer:
         )
         names = self.initial_models if self.initial_models is not None else self._repository.model_names()
         for i, name in enumerate(names):
-            if self.start_abandoned:
+            if self._start_abandoned:
                 log.info("start-up abandoned", extra={"not_loaded": names[i:]})
                 return
             try:
                 await self._repository.load(name)
             except Exception as exc:
                 log.error("model failed to load", extra={"model": name, "error": str(exc)})
-        if self.start_abandoned:
+        if self._start_abandoned:
             return
         if self.before_ready is not None:
             self.before_ready(self._repository)
@@ -172,7 +172,7 @@ class InferenceServer:
         """Called when the process is told to stop while :meth:`start` is loading models: the model
         loading now finishes, no other is loaded, and the server never turns ready (a slow start-up
         then stops at once, not after every model)."""
-        self.start_abandoned = True
+        self._start_abandoned = True
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let queued ones finish (up to ``timeout`` seconds), stop instances."""
