@@ -14,8 +14,11 @@ import math
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from sloserve.bench.http_client import HttpAnswer, HttpClient, HttpClientError
 
 NUMPY_OF = {
     "BOOL": np.bool_,
@@ -153,7 +156,8 @@ def _answer_of(payload: bytes, header_length: str | None) -> SendResult:
 
 
 class HttpTarget:
-    """Open Inference Protocol over HTTP/REST with the binary tensor extension (aiohttp client).
+    """Open Inference Protocol over HTTP/REST with the binary tensor extension
+    (:class:`~sloserve.bench.http_client.HttpClient`).
 
     With ``shared_memory`` the inputs are not sent: the payload is written once into a POSIX
     shared-memory object, registered with the server as a system shared-memory region, and every
@@ -161,6 +165,10 @@ class HttpTarget:
     host); the outputs still come back in the response. The region is unregistered and the object
     removed at :meth:`close`.
     """
+
+    CONTROL_TIMEOUT = 30.0
+    """Seconds the metadata and shared-memory requests may take (inference requests have no limit
+    of their own: the load generator ends what is unanswered at the end of its run)."""
 
     def __init__(
         self,
@@ -179,28 +187,32 @@ class HttpTarget:
         self.batch = batch
         self.connections = connections
         self.seed = seed
-        self._session: Any = None
-        self._body = b""
-        self._header_len = 0
+        self._client: HttpClient | None = None
+        self._prefix = ""
+        self._raw = b""
         self._json_header: dict[str, Any] = {}
         self.shared_memory = shared_memory
         self._shm: SharedMemory | None = None
 
     async def start(self) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=self.connections, force_close=False)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+        parts = urlsplit(self.url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise TargetError(f"{self.url}: only http://host:port endpoints are supported")
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            raise TargetError(f"{self.url}: {exc}") from None
+        self._client = HttpClient(parts.hostname, port, limit=self.connections)
+        self._prefix = parts.path.rstrip("/")
         where = f"{self.url}: model {self.model!r} metadata"
         try:
-            async with self._session.get(f"{self.url}/v2/models/{self.model}") as resp:
-                status, payload = resp.status, await resp.read()
-        except aiohttp.ClientError as exc:
+            answer = await self._control("GET", f"/v2/models/{self.model}")
+        except HttpClientError as exc:
             raise TargetError(f"{where}: {exc}") from None
-        if status != 200:
-            raise TargetError(f"{where}: HTTP {status}: {payload.decode(errors='replace')}")
+        if answer.status != 200:
+            raise TargetError(f"{where}: HTTP {answer.status}: {answer.body.decode(errors='replace')}")
         try:
-            meta = json.loads(payload)
+            meta = json.loads(answer.body)
         except ValueError as exc:
             raise TargetError(f"{where}: {exc}") from None
         tensors = make_inputs(specs_from_metadata(meta), self.batch, self.seed)
@@ -219,11 +231,18 @@ class HttpTarget:
             ],
         }
 
+    async def _control(self, method: str, path: str, doc: Any = None) -> HttpAnswer:
+        """A request of the set-up or clean-up (JSON ``doc`` as its body when given)."""
+        assert self._client is not None
+        body = [json.dumps(doc).encode()] if doc is not None else []
+        headers = [("Content-Type", "application/json")] if doc is not None else []
+        return await self._client.request(
+            method, self._prefix + path, body, headers, timeout=self.CONTROL_TIMEOUT
+        )
+
     async def _register_region(self, raw: bytes, sizes: list[int]) -> list[dict[str, Any]]:
         """Put ``raw`` in a new shared-memory object, register it; each input's parameters. The
         object is removed by :meth:`close` even when the registration fails."""
-        import aiohttp
-
         self._shm = SharedMemory(create=True, size=max(1, len(raw)))
         view = self._shm.buf
         assert view is not None
@@ -231,22 +250,22 @@ class HttpTarget:
         region = self._shm.name.lstrip("/")
         body = {"key": "/" + region, "offset": 0, "byte_size": len(raw)}
         try:
-            async with self._session.post(
-                f"{self.url}/v2/systemsharedmemory/region/{region}/register", json=body
-            ) as resp:
-                if resp.status != 200:
-                    raise TargetError(
-                        f"{self.url}: registering shared memory: HTTP {resp.status}: {await resp.text()}"
-                    )
-        except aiohttp.ClientError as exc:
+            answer = await self._control("POST", f"/v2/systemsharedmemory/region/{region}/register", body)
+        except HttpClientError as exc:
             raise TargetError(f"{self.url}: registering shared memory: {exc}") from None
+        if answer.status != 200:
+            raise TargetError(
+                f"{self.url}: registering shared memory: HTTP {answer.status}: "
+                f"{answer.body.decode(errors='replace')}"
+            )
         offsets = np.cumsum([0, *sizes[:-1]])
         return [
             {"shared_memory_region": region, "shared_memory_byte_size": n, "shared_memory_offset": int(o)}
             for n, o in zip(sizes, offsets, strict=True)
         ]
 
-    def _encode(self, timeout_us: int | None, priority: int) -> tuple[bytes, int]:
+    def _encode(self, timeout_us: int | None, priority: int) -> tuple[bytes, bytes]:
+        """The request's JSON header and the tensors that follow it (none with shared memory)."""
         header = dict(self._json_header)
         params: dict[str, int] = {}
         if timeout_us is not None:
@@ -255,44 +274,39 @@ class HttpTarget:
             params["priority"] = int(priority)
         if params:
             header["parameters"] = params
-        head = json.dumps(header, separators=(",", ":")).encode()
-        return head + self._raw, len(head)
+        return json.dumps(header, separators=(",", ":")).encode(), self._raw
 
     async def send(self, timeout_us: int | None, priority: int = 0) -> SendResult:
-        body, head_len = self._encode(timeout_us, priority)
+        assert self._client is not None, "start() first"
+        head, raw = self._encode(timeout_us, priority)
         headers = (
-            {"Content-Type": "application/json"}
+            [("Content-Type", "application/json")]
             if self.shared_memory
-            else {
-                "Inference-Header-Content-Length": str(head_len),
-                "Content-Type": "application/octet-stream",
-            }
+            else [
+                ("Inference-Header-Content-Length", str(len(head))),
+                ("Content-Type", "application/octet-stream"),
+            ]
         )
         try:
-            async with self._session.post(
-                f"{self.url}/v2/models/{self.model}/infer", data=body, headers=headers
-            ) as resp:
-                payload = await resp.read()
-                if resp.status == 200:
-                    head = resp.headers.get("Inference-Header-Content-Length")
-                    return _answer_of(payload, head)
-                return SendResult(False, resp.status, _error_text(payload))
+            answer = await self._client.request(
+                "POST", f"{self._prefix}/v2/models/{self.model}/infer", [head, raw], headers
+            )
         except Exception as exc:  # transport errors are outcomes, not crashes
             return SendResult(False, -1, f"{type(exc).__name__}: {exc}")
+        if answer.status == 200:
+            return _answer_of(answer.body, answer.headers.get("inference-header-content-length"))
+        return SendResult(False, answer.status, _error_text(answer.body))
 
     async def close(self) -> None:
         if self._shm is not None:
             region = self._shm.name.lstrip("/")
             with contextlib.suppress(Exception):  # the server may be gone; the object goes anyway
-                async with self._session.post(
-                    f"{self.url}/v2/systemsharedmemory/region/{region}/unregister"
-                ) as resp:
-                    await resp.read()
+                await self._control("POST", f"/v2/systemsharedmemory/region/{region}/unregister")
             self._shm.close()
             self._shm.unlink()
             self._shm = None
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _error_text(payload: bytes) -> str:
