@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sloserve.bench.runner import NullServer, run_load
-from sloserve.bench.targets import HttpTarget, SendResult, _answer_of, _error_text
+from sloserve.bench.targets import HttpTarget, SendResult, outcome_of
 from sloserve.sim import workload as wl
 
 console = Console()
@@ -58,9 +58,7 @@ class AiohttpTarget(HttpTarget):
                 f"{self.url}/v2/models/{self.model}/infer", data=head + raw, headers=headers
             ) as resp:
                 payload = await resp.read()
-                if resp.status == 200:
-                    return _answer_of(payload, resp.headers.get("Inference-Header-Content-Length"))
-                return SendResult(False, resp.status, _error_text(payload))
+                return outcome_of(resp.status, payload, resp.headers.get("Inference-Header-Content-Length"))
         except Exception as exc:
             return SendResult(False, -1, f"{type(exc).__name__}: {exc}")
 

@@ -18,9 +18,9 @@ in a thread (microsecond sleeps) until shortly before the planned time, wakes th
 loop yields until the time itself; no request is sent before its planned time.
 
 Garbage collection: the cyclic collector is paused while a run sends and drains. A full pass over
-the generator's heap (then with aiohttp's client, NumPy, the target's objects) took 64 ms at 300 req/s on the
-development machine, and every answer that arrived during it was charged 64 ms more: a client
-stall the server was blamed for. The requests themselves leave no cyclic garbage (0 objects over
+the generator's heap (then with aiohttp's client, NumPy, the target's objects) took 64 ms at 300
+req/s on the development machine, and every answer that arrived during it was charged 64 ms more:
+a client stall the server was blamed for. The requests themselves leave no cyclic garbage (0 objects over
 3,000 requests measured), so nothing accumulates while it is paused.
 """
 

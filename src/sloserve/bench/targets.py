@@ -189,6 +189,7 @@ class HttpTarget:
         self.seed = seed
         self._client: HttpClient | None = None
         self._prefix = ""
+        self._infer_path = ""
         self._raw = b""
         self._json_header: dict[str, Any] = {}
         self.shared_memory = shared_memory
@@ -204,6 +205,7 @@ class HttpTarget:
             raise TargetError(f"{self.url}: {exc}") from None
         self._client = HttpClient(parts.hostname, port, limit=self.connections)
         self._prefix = parts.path.rstrip("/")
+        self._infer_path = f"{self._prefix}/v2/models/{self.model}/infer"
         where = f"{self.url}: model {self.model!r} metadata"
         try:
             answer = await self._control("GET", f"/v2/models/{self.model}")
@@ -288,14 +290,10 @@ class HttpTarget:
             ]
         )
         try:
-            answer = await self._client.request(
-                "POST", f"{self._prefix}/v2/models/{self.model}/infer", [head, raw], headers
-            )
+            answer = await self._client.request("POST", self._infer_path, [head, raw], headers)
         except Exception as exc:  # transport errors are outcomes, not crashes
             return SendResult(False, -1, f"{type(exc).__name__}: {exc}")
-        if answer.status == 200:
-            return _answer_of(answer.body, answer.headers.get("inference-header-content-length"))
-        return SendResult(False, answer.status, _error_text(answer.body))
+        return outcome_of(answer.status, answer.body, answer.headers.get("inference-header-content-length"))
 
     async def close(self) -> None:
         if self._shm is not None:
@@ -307,6 +305,15 @@ class HttpTarget:
             self._shm = None
         if self._client is not None:
             await self._client.close()
+
+
+def outcome_of(status: int, payload: bytes, header_length: str | None) -> SendResult:
+    """What an HTTP answer to an infer request means: an answer (a 200 carrying an inference
+    response; ``header_length``: its Inference-Header-Content-Length) or a refusal with the
+    server's reason."""
+    if status == 200:
+        return _answer_of(payload, header_length)
+    return SendResult(False, status, _error_text(payload))
 
 
 def _error_text(payload: bytes) -> str:
