@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pytest
@@ -97,7 +97,7 @@ class RecordingServer:
             return 503, {"error": "deadline_unreachable: cannot finish in time"}
         return 200, {"model_name": "rec", "outputs": []}
 
-    def __enter__(self) -> RecordingServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -213,12 +213,13 @@ def test_a_pinned_null_server_runs_on_its_cpus_and_its_cpu_time_is_read_per_thre
     with NullServer(cpus=[cpu]) as null:
         assert os.sched_getaffinity(null.pid) == {cpu}
         before = thread_cpu_seconds(null.pid)
-        res = run_load(make_target(null.http, "null", "http"), np.zeros(400), None, max_outstanding=8)
+        # enough requests to cost the server several clock ticks (10 ms each: 400 cost 0-1 tick)
+        res = run_load(make_target(null.http, "null", "http"), np.zeros(4000), None, max_outstanding=8)
         after = thread_cpu_seconds(null.pid)
-    assert int(res.ok.sum()) == 400
+    assert int(res.ok.sum()) == 4000
     assert null.pid in before and null.pid in after  # the main thread's id is the process's
     assert after[null.pid][0] == before[null.pid][0] != ""  # its name, read back
-    assert after[null.pid][1] > before[null.pid][1]  # answering 400 requests cost its loop CPU time
+    assert after[null.pid][1] > before[null.pid][1]  # answering them cost its loop CPU time
 
 
 def test_thread_cpu_seconds_sees_a_busy_thread_and_nothing_of_a_missing_process() -> None:

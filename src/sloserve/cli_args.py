@@ -115,6 +115,29 @@ def endpoint(text: str) -> str:
     return text
 
 
+MAX_DIMENSION = 1 << 31
+"""Largest size of one tensor dimension a command takes (a payload's total is checked against the
+model later)."""
+
+
+def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME:D1,D2,...``: an input's name and the sizes of its dimensions (perf_analyzer's
+    ``--shape``); each size an integer in 1..2**31."""
+    name, colon, dims = text.rpartition(":")
+    if not colon or not name or not dims:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NAME:D1,D2,... (an input's name and its dimensions)"
+        )
+    sizes = []
+    for part in dims.split(","):
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_DIMENSION:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: dimension {part!r} is not an integer in 1..{MAX_DIMENSION}"
+            )
+        sizes.append(int(part))
+    return name, tuple(sizes)
+
+
 def existing_file(text: str) -> Path:
     """A file to read: it must exist (and not be a directory)."""
     path = Path(text)

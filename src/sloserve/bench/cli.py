@@ -73,6 +73,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "object registered as a system shared-memory region, and name it in every request instead of "
         "sending the tensors (Triton's extension; outputs still come back in the response)",
     )
+    p.add_argument(
+        "-b",
+        "--batch-size",
+        type=cli_args.int_range(1, 1 << 20),
+        default=1,
+        help="rows per request, along each input's batch dimension (its first, when the model's "
+        "metadata gives it as -1)",
+    )
+    p.add_argument(
+        "--shape",
+        type=cli_args.input_shape,
+        action="append",
+        default=[],
+        metavar="NAME:D1,D2,...",
+        help="sizes of one row of input NAME, the batch dimension left out (as perf_analyzer's "
+        "--shape), e.g. input_ids:128; repeat for each input to set; a variable dimension not set "
+        "is sent as 1",
+    )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     p.add_argument(
         "--out", type=cli_args.output_dir, default=Path("results/bench"), help="directory for JSON and PNG"
@@ -110,6 +128,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     from sloserve.bench.summary import summarize
     from sloserve.bench.tables import capacity_table, summary_table
+    from sloserve.bench.targets import Payload, request_bytes, sized_inputs, specs_from_metadata
 
     console = Console()
     if args.arrival == "trace" and args.trace is None:
@@ -128,7 +147,16 @@ def _bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    shapes = dict(args.shape)
+    if len(shapes) < len(args.shape):
+        names = [name for name, _ in args.shape]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        print(f"sloserve bench: error: --shape is given twice for input(s) {twice}", file=sys.stderr)
+        return 2
+    payload = Payload(args.batch_size, shapes)
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
+    sized = sized_inputs(specs_from_metadata(meta), payload)  # as does a payload the model cannot take
+    request_size = request_bytes(sized)
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,13 +167,25 @@ def _bench(args: argparse.Namespace) -> int:
             "protocol": args.protocol,
             "shared_memory": args.shared_memory,
         },
+        "payload": payload.describe()
+        | {
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sized],
+            "bytes": request_size,
+        },
         "workload": arrivals.describe(args.rate),
         "slo_ms": args.slo_ms,
         "seed": args.seed,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    console.print(
+        "payload: "
+        + ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in sized)
+        + f" ({request_size:,} bytes a request)"
+    )
     if not args.no_ceiling:  # with the model's own inputs, so the ceiling holds for its payload size
-        ceiling = measure_ceiling(args.protocol, metadata=meta, shared_memory=args.shared_memory)
+        ceiling = measure_ceiling(
+            args.protocol, metadata=meta, payload=payload, shared_memory=args.shared_memory
+        )
         report["client_ceiling"] = ceiling
         console.print(
             f"client ceiling against a null server: {ceiling['ceiling_rps']:.0f} req/s "
@@ -168,6 +208,7 @@ def _bench(args: argparse.Namespace) -> int:
             duration=args.duration,
             seeds=(args.seed,),
             confirm_runs=args.confirm_runs,
+            payload=payload,
             shared_memory=args.shared_memory,
             on_probe=probe,
         )
@@ -188,7 +229,12 @@ def _bench(args: argparse.Namespace) -> int:
             task = bar.add_task("load", total=len(planned), done=0)
             res = run_load(
                 make_target(
-                    args.url, args.model, args.protocol, seed=args.seed, shared_memory=args.shared_memory
+                    args.url,
+                    args.model,
+                    args.protocol,
+                    payload=payload,
+                    seed=args.seed,
+                    shared_memory=args.shared_memory,
                 ),
                 planned,
                 slo_s,

@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 
 from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.summary import summarize
-from sloserve.bench.targets import GrpcTarget, HttpTarget, Target, TargetError
+from sloserve.bench.targets import ONE_ROW, GrpcTarget, HttpTarget, Payload, Target, TargetError
 from sloserve.sim import workload as wl
 from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
 
@@ -27,15 +27,22 @@ Arrival = Literal["poisson", "gamma", "trace"]
 
 
 def make_target(
-    url: str, model: str, protocol: Protocol, *, batch: int = 1, seed: int = 0, shared_memory: bool = False
+    url: str,
+    model: str,
+    protocol: Protocol,
+    *,
+    payload: Payload = ONE_ROW,
+    seed: int = 0,
+    shared_memory: bool = False,
 ) -> Target:
-    """The client for ``protocol`` at ``url`` (``host:port``); ``shared_memory`` (HTTP only) sends the
-    inputs through a system shared-memory region instead of the socket."""
+    """The client for ``protocol`` at ``url`` (``host:port``) sending ``payload`` in every request;
+    ``shared_memory`` (HTTP only) sends the inputs through a system shared-memory region instead of
+    the socket."""
     if protocol == "grpc":
         if shared_memory:
             raise ValueError("shared-memory inputs are supported over HTTP only")
-        return GrpcTarget(url, model, batch=batch, seed=seed)
-    return HttpTarget(url, model, batch=batch, seed=seed, shared_memory=shared_memory)
+        return GrpcTarget(url, model, payload=payload, seed=seed)
+    return HttpTarget(url, model, payload=payload, seed=seed, shared_memory=shared_memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,19 +176,20 @@ def measure_ceiling(
     requests: int = 4000,
     outstanding: int = 64,
     metadata: dict[str, Any] | None = None,
-    batch: int = 1,
+    payload: Payload = ONE_ROW,
     shared_memory: bool = False,
 ) -> dict[str, Any]:
     """Requests per second this generator gets answered by a null server (its own limit).
 
     All requests are due at once with ``outstanding`` in flight, so the rate is the client's. With
-    a model's ``metadata`` (from :func:`fetch_metadata`) the client sends that model's inputs, so the
-    ceiling holds for its payload size; otherwise a small FP32 input.
+    a model's ``metadata`` (from :func:`fetch_metadata`) the client sends that model's inputs in the
+    shapes ``payload`` gives them, so the ceiling holds for its payload size; otherwise a small FP32
+    input.
     """
     with NullServer(metadata) as null:
         url = null.grpc if protocol == "grpc" else null.http
         res = run_load(
-            make_target(url, "null", protocol, batch=batch, shared_memory=shared_memory),
+            make_target(url, "null", protocol, payload=payload, shared_memory=shared_memory),
             np.zeros(requests),
             None,
             max_outstanding=outstanding,
@@ -213,6 +221,7 @@ def live_capacity(
     min_requests: int | None = None,
     confidence: float = 0.95,
     confirm_runs: int = 1,
+    payload: Payload = ONE_ROW,
     shared_memory: bool = False,
     on_probe: Callable[[float, dict[str, Any]], None] | None = None,
 ) -> tuple[CapacityResult, list[dict[str, Any]]]:
@@ -236,7 +245,9 @@ def live_capacity(
         span = max(duration, least / rate)
         arrival_seed = seed + 1_000 * repeat
         planned = arrivals.times(rate, span, arrival_seed)
-        target = make_target(url, model, protocol, seed=arrival_seed, shared_memory=shared_memory)
+        target = make_target(
+            url, model, protocol, payload=payload, seed=arrival_seed, shared_memory=shared_memory
+        )
         res = run_load(target, planned, slo_s)
         s = summarize(res) | {"rate": rate, "seed": seed, "repeat": repeat}
         runs.append(s)

@@ -1,7 +1,8 @@
 """Clients for one Open Inference Protocol endpoint, HTTP or gRPC, used by the load generator.
 
 A target knows one model: it reads the model's metadata once, builds a payload of random data in
-the right shapes and types, and sends it with a per-request deadline as the ``timeout`` parameter
+the right shapes and types (:class:`Payload`: rows per request and the sizes of variable
+dimensions), and sends it with a per-request deadline as the ``timeout`` parameter
 (microseconds, as Triton's clients send it). It reports each request's outcome, never raising for
 a refusal or a transport error: the load generator counts those as misses.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -84,13 +86,65 @@ MAX_REQUEST_BYTES = 1 << 30
 """Largest request the generator builds (its inputs, every request the same)."""
 
 
-def make_inputs(specs: list[TensorSpec], batch: int, seed: int = 0) -> list[tuple[TensorSpec, np.ndarray]]:
-    """Random tensors for ``specs``: variable dims are 1 (the batch dim is ``batch``);
-    :class:`TargetError` for inputs the generator cannot build."""
-    rng = np.random.default_rng(seed)
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What every request carries: ``rows`` along the batch dimension, and per input named in
+    ``shapes`` the size of each dimension of one row (the batch dimension left out, as
+    perf_analyzer's ``--shape`` takes it). A variable dimension not given is sent as 1.
+
+    An input's first dimension is its batch dimension when the metadata gives it as ``-1``."""
+
+    rows: int = 1
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def shape_of(self, spec: TensorSpec) -> tuple[int, ...]:
+        """The shape ``spec`` is sent with; :class:`TargetError` when this payload does not fit it."""
+        batched = bool(spec.shape) and spec.shape[0] == -1
+        row = spec.shape[1:] if batched else spec.shape
+        if self.rows != 1 and not batched:
+            raise TargetError(
+                f"{self.rows} rows per request: input {spec.name!r} has no batch dimension "
+                f"(its shape is {list(spec.shape)})"
+            )
+        given = self.shapes.get(spec.name)
+        if given is None:
+            dims = tuple(1 if d == -1 else d for d in row)
+        else:
+            where = f"the shape given for input {spec.name!r} {list(given)}"
+            if len(given) != len(row):
+                beside = " besides the batch dimension" if batched else ""
+                raise TargetError(
+                    f"{where} has {len(given)} dimension(s); the input has {len(row)}{beside} "
+                    f"(its shape is {list(spec.shape)})"
+                )
+            for i, (want, got) in enumerate(zip(row, given, strict=True)):
+                if want != -1 and got != want:
+                    raise TargetError(
+                        f"{where}: dimension {i} is fixed at {want} (the input's shape is {list(spec.shape)})"
+                    )
+            dims = given
+        return (self.rows, *dims) if batched else dims
+
+    def describe(self) -> dict[str, Any]:
+        """The payload as a report states it."""
+        return {"rows": self.rows, "shapes": {name: list(dims) for name, dims in self.shapes.items()}}
+
+
+ONE_ROW = Payload()
+"""The default payload: one row, every variable dimension 1."""
+
+
+def sized_inputs(specs: list[TensorSpec], payload: Payload) -> list[TensorSpec]:
+    """``specs`` with the shapes ``payload`` sends them in; :class:`TargetError` for inputs the
+    generator cannot build or a payload that does not fit the model."""
     if not specs:
         raise TargetError("the model's metadata lists no inputs")
-    shapes = []
+    unknown = sorted(set(payload.shapes) - {spec.name for spec in specs})
+    if unknown:
+        raise TargetError(
+            f"a shape is given for input(s) {unknown}; the model's inputs are {[s.name for s in specs]}"
+        )
+    sized = []
     for spec in specs:
         if spec.datatype not in NUMPY_OF:
             raise TargetError(
@@ -98,26 +152,34 @@ def make_inputs(specs: list[TensorSpec], batch: int, seed: int = 0) -> list[tupl
             )
         if any(d < -1 for d in spec.shape):
             raise TargetError(f"input {spec.name!r}: shape {list(spec.shape)} has a dimension below -1")
-        shapes.append(
-            tuple(batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape))
-        )
-    size = sum(
-        math.prod(shape) * np.dtype(NUMPY_OF[spec.datatype]).itemsize
-        for spec, shape in zip(specs, shapes, strict=True)
-    )
+        sized.append(TensorSpec(spec.name, spec.datatype, payload.shape_of(spec)))
+    size = request_bytes(sized)
     if size > MAX_REQUEST_BYTES:
         raise TargetError(f"the model's inputs take {size} bytes a request: over the generator's 1 GiB")
+    return sized
+
+
+def request_bytes(sized: list[TensorSpec]) -> int:
+    """Bytes of tensor data in one request of inputs ``sized`` (from :func:`sized_inputs`)."""
+    return sum(math.prod(s.shape) * np.dtype(NUMPY_OF[s.datatype]).itemsize for s in sized)
+
+
+def make_inputs(
+    specs: list[TensorSpec], payload: Payload, seed: int = 0
+) -> list[tuple[TensorSpec, np.ndarray]]:
+    """Random tensors for ``specs`` in the shapes ``payload`` gives them (:func:`sized_inputs`)."""
+    rng = np.random.default_rng(seed)
     out = []
-    for spec, shape in zip(specs, shapes, strict=True):
+    for spec in sized_inputs(specs, payload):
         dtype = NUMPY_OF[spec.datatype]
         arr: np.ndarray
         if np.issubdtype(dtype, np.floating):
-            arr = rng.standard_normal(shape).astype(dtype)
+            arr = rng.standard_normal(spec.shape).astype(dtype)
         elif dtype is np.bool_:
-            arr = rng.integers(0, 2, shape).astype(np.bool_)
+            arr = rng.integers(0, 2, spec.shape).astype(np.bool_)
         else:
-            arr = rng.integers(0, 100, shape).astype(dtype)
-        out.append((TensorSpec(spec.name, spec.datatype, shape), arr))
+            arr = rng.integers(0, 100, spec.shape).astype(dtype)
+        out.append((spec, arr))
     return out
 
 
@@ -175,7 +237,7 @@ class HttpTarget:
         url: str,
         model: str,
         *,
-        batch: int = 1,
+        payload: Payload = ONE_ROW,
         connections: int = 256,
         seed: int = 0,
         shared_memory: bool = False,
@@ -184,7 +246,7 @@ class HttpTarget:
         if "://" not in self.url:
             self.url = "http://" + self.url
         self.model = model
-        self.batch = batch
+        self.payload = payload
         self.connections = connections
         self.seed = seed
         self._client: HttpClient | None = None
@@ -217,7 +279,7 @@ class HttpTarget:
             meta = json.loads(answer.body)
         except ValueError as exc:
             raise TargetError(f"{where}: {exc}") from None
-        tensors = make_inputs(specs_from_metadata(meta), self.batch, self.seed)
+        tensors = make_inputs(specs_from_metadata(meta), self.payload, self.seed)
         self._raw = b"".join(arr.tobytes() for _, arr in tensors)
         params = [{"binary_data_size": arr.nbytes} for _, arr in tensors]
         if self.shared_memory:
@@ -326,10 +388,10 @@ def _error_text(payload: bytes) -> str:
 class GrpcTarget:
     """Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), raw input contents."""
 
-    def __init__(self, url: str, model: str, *, batch: int = 1, seed: int = 0) -> None:
+    def __init__(self, url: str, model: str, *, payload: Payload = ONE_ROW, seed: int = 0) -> None:
         self.url = url.split("://")[-1]
         self.model = model
-        self.batch = batch
+        self.payload = payload
         self.seed = seed
         self._channel: Any = None
         self._stub: Any = None
@@ -350,7 +412,7 @@ class GrpcTarget:
                 f"{self.url}: model {self.model!r} metadata: {exc.code().name}: {exc.details()}"
             ) from None
         specs = [TensorSpec(i.name, i.datatype, tuple(i.shape)) for i in meta.inputs]
-        tensors = make_inputs(specs, self.batch, self.seed)
+        tensors = make_inputs(specs, self.payload, self.seed)
         req = service_pb2.ModelInferRequest(model_name=self.model)
         for spec, arr in tensors:
             t = req.inputs.add()

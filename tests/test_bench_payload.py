@@ -1,0 +1,175 @@
+"""What the load generator sends: rows per request (``--batch-size``) and the sizes of variable
+dimensions (``--shape NAME:D1,D2``), checked against the model's metadata before anything is sent,
+and carried by every request over HTTP and gRPC to a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as th
+
+from server_fakes import demo_model_without_slo
+from sloserve.bench.targets import (
+    ONE_ROW,
+    Payload,
+    TargetError,
+    TensorSpec,
+    make_inputs,
+    sized_inputs,
+)
+from sloserve.cli import main
+from sloserve.runtime.service import BackgroundServer, ServeOptions
+from test_bench_loadgen import RecordingServer
+
+TOKENS = TensorSpec("input_ids", "INT64", (-1, -1))
+MASK = TensorSpec("attention_mask", "INT64", (-1, -1))
+IMAGE = TensorSpec("image", "FP32", (-1, 3, -1, -1))
+FIXED = TensorSpec("features", "FP32", (4, 8))  # no batch dimension
+
+
+def shapes(specs: list[TensorSpec], payload: Payload) -> dict[str, tuple[int, ...]]:
+    return {s.name: s.shape for s in sized_inputs(specs, payload)}
+
+
+def test_rows_and_given_sizes_shape_each_input_and_other_variable_dimensions_are_one() -> None:
+    assert shapes([TOKENS, MASK], ONE_ROW) == {"input_ids": (1, 1), "attention_mask": (1, 1)}
+    payload = Payload(4, {"input_ids": (128,), "attention_mask": (128,), "image": (3, 32, 48)})
+    assert shapes([TOKENS, MASK, IMAGE], payload) == {
+        "input_ids": (4, 128),
+        "attention_mask": (4, 128),
+        "image": (4, 3, 32, 48),
+    }
+    assert shapes([IMAGE], Payload(2, {})) == {"image": (2, 3, 1, 1)}
+    assert shapes([FIXED], Payload(1, {"features": (4, 8)})) == {"features": (4, 8)}
+    (tokens,) = make_inputs([TOKENS], Payload(3, {"input_ids": (7,)}), seed=1)
+    assert tokens[1].shape == (3, 7) and tokens[1].dtype == np.int64
+    assert tokens[0] == TensorSpec("input_ids", "INT64", (3, 7))
+
+
+@pytest.mark.parametrize(
+    ("specs", "payload", "said"),
+    [
+        ([TOKENS], Payload(1, {"ids": (8,)}), "shape is given for input(s) ['ids']; the model's inputs"),
+        ([TOKENS], Payload(1, {"input_ids": (8, 2)}), "has 2 dimension(s); the input has 1 besides the"),
+        ([IMAGE], Payload(1, {"image": (4, 32, 32)}), "dimension 0 is fixed at 3"),
+        ([FIXED], Payload(1, {"features": (8,)}), "has 1 dimension(s); the input has 2 (its shape"),
+        ([FIXED], Payload(2, {}), "2 rows per request: input 'features' has no batch dimension"),
+        ([TOKENS], Payload(1 << 18, {"input_ids": (1 << 10,)}), "over the generator's 1 GiB"),
+    ],
+)
+def test_a_payload_the_model_cannot_take_is_an_error_naming_the_input(
+    specs: list[TensorSpec], payload: Payload, said: str
+) -> None:
+    with pytest.raises(TargetError) as caught:
+        sized_inputs(specs, payload)
+    assert said in str(caught.value)
+
+
+VARIABLE_META = {
+    "name": "rec",
+    "versions": ["1"],
+    "platform": "test",
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 2]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
+}
+
+
+class ShapeRecorder(RecordingServer):
+    """Answers metadata with a variable-length input and records each infer's input shapes and sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[list[int], int]] = []
+
+    def _answer(self, request_line: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if request_line.startswith("GET"):
+            return 200, VARIABLE_META
+        head_len = int(headers["inference-header-content-length"])
+        (x,) = json.loads(body[:head_len])["inputs"]
+        self.sent.append((x["shape"], len(body) - head_len))
+        return 200, {"model_name": "rec", "outputs": []}
+
+
+def _bench(port: int, out: Path, *extra: str) -> int:
+    argv = ["bench", f"127.0.0.1:{port}", "-m", "rec", "--rate", "50", "--duration", "0.3", "--no-ceiling"]
+    return main([*argv, "--out", str(out), *extra])
+
+
+def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ShapeRecorder() as server:
+        assert _bench(server.port, tmp_path, "--batch-size", "3", "--shape", "x:5,2") == 0
+        assert "payload: x FP32[3, 5, 2] (120 bytes a request)" in capsys.readouterr().out
+        report = json.loads((tmp_path / "bench.json").read_text())
+        assert server.sent and set(map(str, server.sent)) == {str(([3, 5, 2], 3 * 5 * 2 * 4))}
+        assert report["result"]["requests"] == len(server.sent)
+        assert report["payload"] == {
+            "rows": 3,
+            "shapes": {"x": [5, 2]},
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 5, 2]}],
+            "bytes": 120,
+        }
+
+
+@pytest.mark.parametrize(
+    ("extra", "said", "by_parser"),
+    [
+        (["--shape", "x:5,3"], "dimension 1 is fixed at 2", False),
+        (["--shape", "z:5,2"], "a shape is given for input(s) ['z']", False),
+        (["--shape", "x:5,2", "--shape", "x:6,2"], "--shape is given twice for input(s) ['x']", False),
+        (["--shape", "x:5,0"], "argument --shape: 'x:5,0': dimension '0' is not an integer in 1..", True),
+        (["--shape", "x:5,-2"], "dimension '-2' is not an integer", True),
+        (["--shape", "x"], "argument --shape: 'x' is not NAME:D1,D2,...", True),
+        (["--batch-size", "0"], "argument -b/--batch-size: 0 must lie in 1..", True),
+    ],
+)
+def test_a_payload_that_does_not_fit_is_refused_before_anything_is_sent(
+    extra: list[str], said: str, by_parser: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ShapeRecorder() as server:
+        if by_parser:
+            with pytest.raises(SystemExit) as stopped:  # argparse: the option named, exit 2
+                _bench(server.port, tmp_path, *extra)
+            assert stopped.value.code == 2
+        else:
+            assert _bench(server.port, tmp_path, *extra) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+        assert server.sent == []
+
+
+@pytest.fixture(scope="module")
+def identity_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    root = tmp_path_factory.mktemp("repo")
+    demo_model_without_slo("identity", root)  # FP32 INPUT0 [batch, n], ONNX Runtime
+    with BackgroundServer(ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_real_server_runs_every_row_sent(
+    identity_server: BackgroundServer, protocol: str, tmp_path: Path
+) -> None:
+    url = identity_server.http_url if protocol == "http" else identity_server.grpc_url
+    client = th.InferenceServerClient(identity_server.http_url)
+    try:
+
+        def rows_run() -> int:
+            stats = client.get_inference_statistics("identity")["model_stats"][0]
+            return int(stats["inference_count"])
+
+        before = rows_run()
+        argv = ["bench", url, "-m", "identity", "--protocol", protocol, "--rate", "40", "--duration", "0.5"]
+        code = main([*argv, "-b", "4", "--shape", "INPUT0:16", "--no-ceiling", "--out", str(tmp_path)])
+        assert code == 0
+        result = json.loads((tmp_path / "bench.json").read_text())["result"]
+        assert result["requests"] > 0 and result["answered"] == result["requests"]
+        assert rows_run() - before == 4 * result["requests"]
+    finally:
+        client.close()
