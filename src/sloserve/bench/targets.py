@@ -120,7 +120,8 @@ class Payload:
             for i, (want, got) in enumerate(zip(row, given, strict=True)):
                 if want != -1 and got != want:
                     raise TargetError(
-                        f"{where}: dimension {i} is fixed at {want} (the input's shape is {list(spec.shape)})"
+                        f"{where}: its dimension {i} is fixed at {want} "
+                        f"(the input's shape is {list(spec.shape)})"
                     )
             dims = given
         return (self.rows, *dims) if batched else dims
