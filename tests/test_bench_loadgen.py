@@ -282,6 +282,19 @@ def test_bench_command_writes_a_report(recorder: RecordingServer, tmp_path: Path
     assert (out / "latency_cdf.png").stat().st_size > 0
 
 
+def test_a_run_with_nothing_answered_writes_strict_json(recorder: RecordingServer, tmp_path: Path) -> None:
+    """Every request refused: the latency percentiles are undefined, written as null (not NaN)."""
+    argv = ["bench", f"127.0.0.1:{recorder.port}", "-m", "rec", "--rate", "50", "--duration", "0.3"]
+    assert main([*argv, "--slo-ms", "10", "--no-ceiling", "--out", str(tmp_path)]) == 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the report")
+
+    report = json.loads((tmp_path / "bench.json").read_text(), parse_constant=refuse)
+    assert report["result"]["answered"] == 0 < report["result"]["requests"]
+    assert report["result"]["latency_ms"]["p50"] is None and report["machine"]["cores"] >= 1
+
+
 def test_a_late_send_carries_only_the_budget_left(recorder: RecordingServer) -> None:
     """Requests planned at once but sent one at a time (one in flight) leave later: each is told the
     SLO less its wait, so the server plans against the deadline the latency is judged by."""

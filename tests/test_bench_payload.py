@@ -14,6 +14,7 @@ import pytest
 import tritonclient.http as th
 
 from server_fakes import demo_model_without_slo
+from sloserve.bench import runner
 from sloserve.bench.targets import (
     ONE_ROW,
     Payload,
@@ -126,6 +127,7 @@ def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_
         (["--shape", "x:5,0"], "argument --shape: 'x:5,0': dimension '0' is not an integer in 1..", True),
         (["--shape", "x:5,-2"], "dimension '-2' is not an integer", True),
         (["--shape", "x"], "argument --shape: 'x' is not NAME:D1,D2,...", True),
+        (["--shape", "x:" + "9" * 5000], "dimension '99999999999999999999' is not an integer in 1..", True),
         (["--batch-size", "0"], "argument -b/--batch-size: 0 must lie in 1..", True),
     ],
 )
@@ -173,3 +175,31 @@ def test_a_real_server_runs_every_row_sent(
         assert rows_run() - before == 4 * result["requests"]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--arrival", "trace"], "--arrival trace needs --trace FILE"),
+        (["--shared-memory", "--protocol", "grpc"], "--shared-memory is supported with --protocol http only"),
+    ],
+)
+def test_options_that_cannot_go_together_are_one_error_line(
+    extra: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ShapeRecorder() as server:
+        assert _bench(server.port, tmp_path, *extra) == 2
+        printed = capsys.readouterr()
+        assert printed.err == f"sloserve bench: error: {said}\n" and printed.out == ""
+        assert server.sent == []
+
+
+def test_the_ceiling_sends_fewer_requests_of_a_large_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4,000 requests of a 64 MiB payload would take hours; the ceiling keeps to a budget of bytes."""
+    monkeypatch.setattr(runner, "CEILING_BYTES", 40 << 20)
+    monkeypatch.setattr(runner, "IN_FLIGHT_BYTES", 4 << 20)
+    one_mib = Payload(1, {"x": (1 << 17, 2)})  # FP32: 1 MiB a request
+    ceiling = runner.measure_ceiling("http", metadata=VARIABLE_META, payload=one_mib)
+    assert (ceiling["requests"], ceiling["in_flight"], ceiling["answered"]) == (40, 4, 40)
+    small = runner.measure_ceiling("http", requests=300, metadata=VARIABLE_META)
+    assert (small["requests"], small["in_flight"], small["answered"]) == (300, 64, 300)

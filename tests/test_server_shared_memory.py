@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -458,3 +461,25 @@ def test_the_load_generator_sends_its_inputs_through_a_region_it_registers_and_r
     assert main([*argv, "--shared-memory", "--protocol", "grpc", "--no-ceiling"]) == 2
     with pytest.raises(ValueError, match="HTTP only"):
         make_target(server.grpc_url, "identity", "grpc", shared_memory=True)
+
+
+def test_a_load_generator_stopped_by_sigterm_unregisters_its_region(
+    server: BackgroundServer, http: th.InferenceServerClient, tmp_path: Path
+) -> None:
+    shm_objects = set(os.listdir("/dev/shm"))
+    argv = ["bench", server.http_url, "-m", "identity", "--rate", "20", "--duration", "60", "--no-ceiling"]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "sloserve", *argv, "--shared-memory", "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(http.get_system_shared_memory_status()) == 1, timeout=60)
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=30)
+    finally:
+        bench.kill()
+        bench.wait()
+    assert bench.returncode == 130 and "stopped before the run ended" in err and "Traceback" not in err
+    assert http.get_system_shared_memory_status() == [] and set(os.listdir("/dev/shm")) == shm_objects

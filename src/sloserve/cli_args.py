@@ -130,9 +130,10 @@ def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         )
     sizes = []
     for part in dims.split(","):
-        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_DIMENSION:
+        digits = part.isascii() and part.isdigit() and len(part) <= len(str(MAX_DIMENSION))
+        if not digits or not 1 <= int(part) <= MAX_DIMENSION:
             raise argparse.ArgumentTypeError(
-                f"{text!r}: dimension {part!r} is not an integer in 1..{MAX_DIMENSION}"
+                f"{text[:80]!r}: dimension {part[:20]!r} is not an integer in 1..{MAX_DIMENSION}"
             )
         sizes.append(int(part))
     return name, tuple(sizes)

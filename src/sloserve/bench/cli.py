@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,11 +104,37 @@ generator's ceiling of a few thousand req/s, about an hour)."""
 def _run(args: argparse.Namespace) -> int:
     from sloserve.bench.targets import TargetError
 
+    # SIGTERM stops a run as Ctrl-C does: the event loop's tasks are cancelled and each target
+    # closes, so a shared-memory region the run registered is unregistered, not left on the server
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _bench(args)
     except TargetError as exc:  # nothing was sent: the endpoint or the model cannot be used
         print(f"sloserve bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sloserve bench: stopped before the run ended; no report written", file=sys.stderr)
+        return 130
+
+
+def _refused_options(args: argparse.Namespace) -> str | None:
+    """Why options that parse one by one cannot go together (None when they can)."""
+    if args.arrival == "trace" and args.trace is None:
+        return "--arrival trace needs --trace FILE"
+    if args.shared_memory and args.protocol != "http":
+        return "--shared-memory is supported with --protocol http only"
+    top = args.max_rate if args.capacity else args.rate
+    if top * args.duration > MAX_REQUESTS_PER_RUN:
+        option = "--max-rate" if args.capacity else "--rate"
+        return (
+            f"{option} {top:g} for --duration {args.duration:g} s is {top * args.duration:.3g} requests "
+            f"per run; the generator sends at most {MAX_REQUESTS_PER_RUN:.0e}"
+        )
+    names = [name for name, _ in args.shape]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return f"--shape is given twice for input(s) {twice}"
+    return None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -129,30 +153,14 @@ def _bench(args: argparse.Namespace) -> int:
     from sloserve.bench.summary import summarize
     from sloserve.bench.tables import capacity_table, summary_table
     from sloserve.bench.targets import Payload, request_bytes, sized_inputs, specs_from_metadata
+    from sloserve.sim.report import write_json
 
     console = Console()
-    if args.arrival == "trace" and args.trace is None:
-        console.print("[red]--arrival trace needs --trace FILE[/red]")
-        return 2
-    if args.shared_memory and args.protocol != "http":
-        console.print("[red]--shared-memory is supported with --protocol http only[/red]")
-        return 2
-    top = args.max_rate if args.capacity else args.rate
-    if top * args.duration > MAX_REQUESTS_PER_RUN:
-        option = "--max-rate" if args.capacity else "--rate"
-        print(
-            f"sloserve bench: error: {option} {top:g} for --duration {args.duration:g} s is "
-            f"{top * args.duration:.3g} requests per run; the generator sends at most "
-            f"{MAX_REQUESTS_PER_RUN:.0e}",
-            file=sys.stderr,
-        )
+    refused = _refused_options(args)
+    if refused is not None:
+        print(f"sloserve bench: error: {refused}", file=sys.stderr)
         return 2
     shapes = dict(args.shape)
-    if len(shapes) < len(args.shape):
-        names = [name for name, _ in args.shape]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        print(f"sloserve bench: error: --shape is given twice for input(s) {twice}", file=sys.stderr)
-        return 2
     payload = Payload(args.batch_size, shapes)
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
     sized = sized_inputs(specs_from_metadata(meta), payload)  # as does a payload the model cannot take
@@ -175,7 +183,6 @@ def _bench(args: argparse.Namespace) -> int:
         "workload": arrivals.describe(args.rate),
         "slo_ms": args.slo_ms,
         "seed": args.seed,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     console.print(
         "payload: "
@@ -244,7 +251,6 @@ def _bench(args: argparse.Namespace) -> int:
         report["result"] = summary
         console.print(summary_table(summary, title=f"{args.model} @ {args.rate:g} req/s ({args.protocol})"))
         plot_latency_cdf(res, args.out / "latency_cdf.png")
-    path = args.out / "bench.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    path = write_json(args.out / "bench.json", report)  # strict JSON: no NaN when nothing was answered
     console.print(f"wrote {path}")
     return 0

@@ -17,8 +17,19 @@ import numpy as np
 from scipy.stats import binomtest
 
 from sloserve.bench.loadgen import LoadResult, run_open_loop
+from sloserve.bench.null_server import DEFAULT_METADATA
 from sloserve.bench.summary import summarize
-from sloserve.bench.targets import ONE_ROW, GrpcTarget, HttpTarget, Payload, Target, TargetError
+from sloserve.bench.targets import (
+    ONE_ROW,
+    GrpcTarget,
+    HttpTarget,
+    Payload,
+    Target,
+    TargetError,
+    request_bytes,
+    sized_inputs,
+    specs_from_metadata,
+)
 from sloserve.sim import workload as wl
 from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
 
@@ -171,6 +182,17 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
     return doc
 
 
+CEILING_BYTES = 1 << 30
+"""Tensor data the ceiling measurement sends at most: fewer requests for large payloads (4,000 of a
+64 MiB payload would take hours), never fewer than :data:`CEILING_MIN_REQUESTS`."""
+
+CEILING_MIN_REQUESTS = 20
+
+IN_FLIGHT_BYTES = 256 << 20
+"""Tensor data the ceiling measurement keeps in flight at most (fewer than ``outstanding`` requests
+of a large payload)."""
+
+
 def measure_ceiling(
     protocol: Protocol,
     requests: int = 4000,
@@ -184,8 +206,13 @@ def measure_ceiling(
     All requests are due at once with ``outstanding`` in flight, so the rate is the client's. With
     a model's ``metadata`` (from :func:`fetch_metadata`) the client sends that model's inputs in the
     shapes ``payload`` gives them, so the ceiling holds for its payload size; otherwise a small FP32
-    input.
+    input. A payload so large that ``requests`` of them would exceed :data:`CEILING_BYTES` (or
+    ``outstanding`` of them :data:`IN_FLIGHT_BYTES`) is sent fewer times (fewer at once).
     """
+    size = request_bytes(sized_inputs(specs_from_metadata(metadata or DEFAULT_METADATA), payload))
+    if not shared_memory and size > 0:
+        requests = max(CEILING_MIN_REQUESTS, min(requests, CEILING_BYTES // size))
+        outstanding = max(1, min(outstanding, IN_FLIGHT_BYTES // size))
     with NullServer(metadata) as null:
         url = null.grpc if protocol == "grpc" else null.http
         res = run_load(
@@ -200,6 +227,7 @@ def measure_ceiling(
         "payload": ("small FP32 input" if metadata is None else f"inputs of {metadata.get('name', '?')}")
         + (" in shared memory" if shared_memory else ""),
         "requests": requests,
+        "in_flight": outstanding,
         "answered": int(res.ok.sum()),
         "ceiling_rps": float(res.ok.sum() / elapsed) if elapsed > 0 else float("inf"),
     }

@@ -168,18 +168,21 @@ def request_bytes(sized: list[TensorSpec]) -> int:
 def make_inputs(
     specs: list[TensorSpec], payload: Payload, seed: int = 0
 ) -> list[tuple[TensorSpec, np.ndarray]]:
-    """Random tensors for ``specs`` in the shapes ``payload`` gives them (:func:`sized_inputs`)."""
+    """Random tensors for ``specs`` in the shapes ``payload`` gives them (:func:`sized_inputs`),
+    drawn in their own datatype (no float64 copy of a large payload on the way)."""
     rng = np.random.default_rng(seed)
     out = []
     for spec in sized_inputs(specs, payload):
         dtype = NUMPY_OF[spec.datatype]
         arr: np.ndarray
-        if np.issubdtype(dtype, np.floating):
-            arr = rng.standard_normal(spec.shape).astype(dtype)
+        if dtype is np.float16:  # the generator draws float32 and float64 only
+            arr = rng.standard_normal(spec.shape, dtype=np.float32).astype(np.float16)
+        elif np.issubdtype(dtype, np.floating):
+            arr = rng.standard_normal(spec.shape, dtype=dtype)
         elif dtype is np.bool_:
-            arr = rng.integers(0, 2, spec.shape).astype(np.bool_)
+            arr = rng.integers(0, 2, spec.shape, dtype=np.bool_)
         else:
-            arr = rng.integers(0, 100, spec.shape).astype(dtype)
+            arr = rng.integers(0, 100, spec.shape, dtype=dtype)
         out.append((spec, arr))
     return out
 
