@@ -37,6 +37,12 @@ def shapes(specs: list[TensorSpec], payload: Payload) -> dict[str, tuple[int, ..
     return {s.name: s.shape for s in sized_inputs(specs, payload)}
 
 
+def test_inputs_whose_variable_dimensions_are_left_at_one_are_named() -> None:
+    payload = Payload(2, {"input_ids": (128,)})
+    assert payload.defaulted([TOKENS, MASK, IMAGE, FIXED]) == ["attention_mask", "image"]
+    assert ONE_ROW.defaulted([TensorSpec("x", "FP32", (-1, 4)), FIXED]) == []  # only a batch dimension
+
+
 def test_rows_and_given_sizes_shape_each_input_and_other_variable_dimensions_are_one() -> None:
     assert shapes([TOKENS, MASK], ONE_ROW) == {"input_ids": (1, 1), "attention_mask": (1, 1)}
     payload = Payload(4, {"input_ids": (128,), "attention_mask": (128,), "image": (3, 32, 48)})
@@ -106,7 +112,8 @@ def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_
 ) -> None:
     with ShapeRecorder() as server:
         assert _bench(server.port, tmp_path, "--batch-size", "3", "--shape", "x:5,2") == 0
-        assert "payload: x FP32[3, 5, 2] (120 bytes a request)" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert "payload: x FP32[3, 5, 2] (120 bytes a request)" in printed and "note:" not in printed
         report = json.loads((tmp_path / "bench.json").read_text())
         assert server.sent and set(map(str, server.sent)) == {str(([3, 5, 2], 3 * 5 * 2 * 4))}
         assert report["result"]["requests"] == len(server.sent)
@@ -116,6 +123,9 @@ def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 5, 2]}],
             "bytes": 120,
         }
+        assert _bench(server.port, tmp_path / "unset") == 0
+        assert "note: variable dimensions of x are sent as 1" in capsys.readouterr().out
+        assert server.sent[-1] == ([1, 1, 2], 8)
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,8 @@ def _bench(args: argparse.Namespace) -> int:
     shapes = dict(args.shape)
     payload = Payload(args.batch_size, shapes)
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
-    sized = sized_inputs(specs_from_metadata(meta), payload)  # as does a payload the model cannot take
+    specs = specs_from_metadata(meta)
+    sized = sized_inputs(specs, payload)  # as does a payload the model cannot take
     request_size = request_bytes(sized)
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
@@ -189,6 +190,12 @@ def _bench(args: argparse.Namespace) -> int:
         + ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in sized)
         + f" ({request_size:,} bytes a request)"
     )
+    defaulted = payload.defaulted(specs)
+    if defaulted:
+        console.print(
+            f"note: variable dimensions of {', '.join(defaulted)} are sent as 1 "
+            "(--shape NAME:D1,D2,... sets them)"
+        )
     if not args.no_ceiling:  # with the model's own inputs, so the ceiling holds for its payload size
         ceiling = measure_ceiling(
             args.protocol, metadata=meta, payload=payload, shared_memory=args.shared_memory

@@ -126,6 +126,15 @@ class Payload:
             dims = given
         return (self.rows, *dims) if batched else dims
 
+    def defaulted(self, specs: list[TensorSpec]) -> list[str]:
+        """Inputs of ``specs`` with a variable dimension (beyond the batch one) this payload sends
+        as 1 because no shape was given for it."""
+        return [
+            s.name
+            for s in specs
+            if s.name not in self.shapes and -1 in (s.shape[1:] if s.shape[:1] == (-1,) else s.shape)
+        ]
+
     def describe(self) -> dict[str, Any]:
         """The payload as a report states it."""
         return {"rows": self.rows, "shapes": {name: list(dims) for name, dims in self.shapes.items()}}
