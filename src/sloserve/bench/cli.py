@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # SIGTERM stops a run as Ctrl-C does: the event loop's tasks are cancelled and each target
     # closes, so a shared-memory region the run registered is unregistered, not left on the server
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _bench(args)
     except TargetError as exc:  # nothing was sent: the endpoint or the model cannot be used
@@ -115,6 +115,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("sloserve bench: stopped before the run ended; no report written", file=sys.stderr)
         return 130
+    finally:  # a caller running the command in its own process (tests) gets its handler back
+        if before is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, before)
 
 
 def _refused_options(args: argparse.Namespace) -> str | None:
