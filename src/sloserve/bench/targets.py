@@ -99,8 +99,7 @@ class Payload:
 
     def shape_of(self, spec: TensorSpec) -> tuple[int, ...]:
         """The shape ``spec`` is sent with; :class:`TargetError` when this payload does not fit it."""
-        batched = bool(spec.shape) and spec.shape[0] == -1
-        row = spec.shape[1:] if batched else spec.shape
+        batched, row = _row_dims(spec)
         if self.rows != 1 and not batched:
             raise TargetError(
                 f"{self.rows} rows per request: input {spec.name!r} has no batch dimension "
@@ -129,15 +128,17 @@ class Payload:
     def defaulted(self, specs: list[TensorSpec]) -> list[str]:
         """Inputs of ``specs`` with a variable dimension (beyond the batch one) this payload sends
         as 1 because no shape was given for it."""
-        return [
-            s.name
-            for s in specs
-            if s.name not in self.shapes and -1 in (s.shape[1:] if s.shape[:1] == (-1,) else s.shape)
-        ]
+        return [s.name for s in specs if s.name not in self.shapes and -1 in _row_dims(s)[1]]
 
     def describe(self) -> dict[str, Any]:
         """The payload as a report states it."""
         return {"rows": self.rows, "shapes": {name: list(dims) for name, dims in self.shapes.items()}}
+
+
+def _row_dims(spec: TensorSpec) -> tuple[bool, tuple[int, ...]]:
+    """Whether ``spec`` has a batch dimension (its first, given as -1), and the dimensions of a row."""
+    batched = spec.shape[:1] == (-1,)
+    return batched, spec.shape[1:] if batched else spec.shape
 
 
 ONE_ROW = Payload()
