@@ -5,7 +5,6 @@ and carried by every request over HTTP and gRPC to a real server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,17 @@ import numpy as np
 import pytest
 import tritonclient.http as th
 
-from server_fakes import demo_model_without_slo
 from sloserve.bench import runner
-from sloserve.bench.targets import (
+from sloserve.bench.payload import (
     ONE_ROW,
     Payload,
-    TargetError,
+    PayloadError,
     TensorSpec,
-    make_inputs,
-    sized_inputs,
+    make_requests,
+    sized_requests,
 )
 from sloserve.cli import main
-from sloserve.runtime.service import BackgroundServer, ServeOptions
+from sloserve.runtime.service import BackgroundServer
 from test_bench_loadgen import RecordingServer
 
 TOKENS = TensorSpec("input_ids", "INT64", (-1, -1))
@@ -34,7 +32,8 @@ FIXED = TensorSpec("features", "FP32", (4, 8))  # no batch dimension
 
 
 def shapes(specs: list[TensorSpec], payload: Payload) -> dict[str, tuple[int, ...]]:
-    return {s.name: s.shape for s in sized_inputs(specs, payload)}
+    (request,) = sized_requests(specs, payload)  # random values: one request, sent every time
+    return {s.name: s.shape for s in request}
 
 
 def test_inputs_whose_variable_dimensions_are_left_at_one_are_named() -> None:
@@ -53,7 +52,7 @@ def test_rows_and_given_sizes_shape_each_input_and_other_variable_dimensions_are
     }
     assert shapes([IMAGE], Payload(2, {})) == {"image": (2, 3, 1, 1)}
     assert shapes([FIXED], Payload(1, {"features": (4, 8)})) == {"features": (4, 8)}
-    (tokens,) = make_inputs([TOKENS], Payload(3, {"input_ids": (7,)}), seed=1)
+    ((tokens,),) = make_requests([TOKENS], Payload(3, {"input_ids": (7,)}), seed=1)
     assert tokens[1].shape == (3, 7) and tokens[1].dtype == np.int64
     assert tokens[0] == TensorSpec("input_ids", "INT64", (3, 7))
 
@@ -72,8 +71,8 @@ def test_rows_and_given_sizes_shape_each_input_and_other_variable_dimensions_are
 def test_a_payload_the_model_cannot_take_is_an_error_naming_the_input(
     specs: list[TensorSpec], payload: Payload, said: str
 ) -> None:
-    with pytest.raises(TargetError) as caught:
-        sized_inputs(specs, payload)
+    with pytest.raises(PayloadError) as caught:
+        sized_requests(specs, payload)
     assert said in str(caught.value)
 
 
@@ -121,7 +120,9 @@ def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_
             "rows": 3,
             "shapes": {"x": [5, 2]},
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 5, 2]}],
+            "input_data": "random",
             "bytes": 120,
+            "distinct_requests": 1,
         }
         assert _bench(server.port, tmp_path / "unset") == 0
         assert "note: variable dimensions of x are sent as 1" in capsys.readouterr().out
@@ -154,14 +155,6 @@ def test_a_payload_that_does_not_fit_is_refused_before_anything_is_sent(
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err
         assert server.sent == []
-
-
-@pytest.fixture(scope="module")
-def identity_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
-    root = tmp_path_factory.mktemp("repo")
-    demo_model_without_slo("identity", root)  # FP32 INPUT0 [batch, n], ONNX Runtime
-    with BackgroundServer(ServeOptions(root, http_port=0, grpc_port=0, metrics_port=None)) as server:
-        yield server
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sloserve import cli_args
+from sloserve.bench.input_data import input_data_option
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,6 +90,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--shape), e.g. input_ids:128; repeat for each input to set; a variable dimension not set "
         "is sent as 1",
     )
+    p.add_argument(
+        "--input-data",
+        type=input_data_option,
+        default="random",  # argparse passes a string default through the type
+        metavar="{random,zero,FILE}",
+        help="the values requests carry: random (drawn once, every request the same), zero, or a JSON "
+        'file in perf_analyzer\'s format, {"data": [ENTRY, ...]}, an entry giving each input one row '
+        'of values as a row-major list, {"b64": "..."} (little-endian bytes) or {"content": ..., '
+        '"shape": [D1, ...]} (its own sizes of variable dimensions, over --shape); requests take the '
+        "entries in turn, -b N consecutive entries each",
+    )
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the client's own ceiling")
     p.add_argument(
         "--out", type=cli_args.output_dir, default=Path("results/bench"), help="directory for JSON and PNG"
@@ -102,6 +114,7 @@ generator's ceiling of a few thousand req/s, about an hour)."""
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sloserve.bench.payload import PayloadError
     from sloserve.bench.targets import TargetError
 
     # SIGTERM stops a run as Ctrl-C does: the event loop's tasks are cancelled and each target
@@ -109,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     before = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _bench(args)
-    except TargetError as exc:  # nothing was sent: the endpoint or the model cannot be used
+    except (TargetError, PayloadError) as exc:  # nothing was sent: the endpoint or model cannot be used
         print(f"sloserve bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -140,10 +153,16 @@ def _refused_options(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _byte_range(sizes: list[int]) -> str:
+    low, high = min(sizes), max(sizes)
+    return f"{low:,} bytes each" if low == high else f"{low:,} to {high:,} bytes"
+
+
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sloserve.bench.payload import Payload, request_bytes, sized_requests
     from sloserve.bench.plots import plot_capacity, plot_latency_cdf
     from sloserve.bench.runner import (
         ArrivalSpec,
@@ -155,7 +174,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     from sloserve.bench.summary import summarize
     from sloserve.bench.tables import capacity_table, summary_table
-    from sloserve.bench.targets import Payload, request_bytes, sized_inputs, specs_from_metadata
+    from sloserve.bench.targets import specs_from_metadata
     from sloserve.sim.report import write_json
 
     console = Console()
@@ -164,11 +183,12 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"sloserve bench: error: {refused}", file=sys.stderr)
         return 2
     shapes = dict(args.shape)
-    payload = Payload(args.batch_size, shapes)
+    payload = Payload(args.batch_size, shapes, args.input_data)
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
     specs = specs_from_metadata(meta)
-    sized = sized_inputs(specs, payload)  # as does a payload the model cannot take
-    request_size = request_bytes(sized)
+    requests = sized_requests(specs, payload)  # as does a payload the model cannot take
+    sizes = [request_bytes(request) for request in requests]
+    sized, request_size = requests[0], round(sum(sizes) / len(sizes))
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,16 +203,20 @@ def _bench(args: argparse.Namespace) -> int:
         | {
             "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sized],
             "bytes": request_size,
+            "distinct_requests": len(requests),
         },
         "workload": arrivals.describe(args.rate),
         "slo_ms": args.slo_ms,
         "seed": args.seed,
     }
-    console.print(
-        "payload: "
-        + ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in sized)
-        + f" ({request_size:,} bytes a request)"
-    )
+    described = ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in sized)
+    if len(requests) == 1:
+        console.print(f"payload: {described} ({request_size:,} bytes a request)")
+    else:
+        console.print(
+            f"payload: {len(requests)} distinct requests from {args.input_data.source}, sent in turn "
+            f"({_byte_range(sizes)}; the first {described})"
+        )
     defaulted = payload.defaulted(specs)
     if defaulted:
         console.print(

@@ -18,18 +18,9 @@ from scipy.stats import binomtest
 
 from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.null_server import DEFAULT_METADATA
+from sloserve.bench.payload import ONE_ROW, Payload, request_bytes, sized_requests
 from sloserve.bench.summary import summarize
-from sloserve.bench.targets import (
-    ONE_ROW,
-    GrpcTarget,
-    HttpTarget,
-    Payload,
-    Target,
-    TargetError,
-    request_bytes,
-    sized_inputs,
-    specs_from_metadata,
-)
+from sloserve.bench.targets import GrpcTarget, HttpTarget, Target, TargetError, specs_from_metadata
 from sloserve.sim import workload as wl
 from sloserve.sim.capacity import Attainment, CapacityResult, capacity_search
 
@@ -209,7 +200,8 @@ def measure_ceiling(
     input. A payload so large that ``requests`` of them would exceed :data:`CEILING_BYTES` (or
     ``outstanding`` of them :data:`IN_FLIGHT_BYTES`) is sent fewer times (fewer at once).
     """
-    size = request_bytes(sized_inputs(specs_from_metadata(metadata or DEFAULT_METADATA), payload))
+    sized = sized_requests(specs_from_metadata(metadata or DEFAULT_METADATA), payload)
+    size = max(request_bytes(request) for request in sized)
     if not shared_memory and size > 0:
         requests = max(CEILING_MIN_REQUESTS, min(requests, CEILING_BYTES // size))
         outstanding = max(1, min(outstanding, IN_FLIGHT_BYTES // size))
