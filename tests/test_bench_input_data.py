@@ -98,7 +98,9 @@ def test_an_entry_without_a_shape_takes_the_one_given_by_the_option(tmp_path: Pa
         ({"data": [{}]}, "data[0] must be an object mapping each input's name"),
         ({"data": [{"ids": [1]}, {"ids": "abc"}]}, 'data[1].ids: expected a list of values, {"b64"'),
         ({"data": [{"ids": ["a", "b"]}]}, "data[0].ids: values must be numbers or booleans"),
-        ({"data": [{"ids": [[1, 2], [3]]}]}, "data[0].ids: nested lists of unequal lengths"),
+        ('{"data": [{"ids": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}]}", "not a readable JSON file"),
+        ({"data": [{"ids": [1, True]}]}, "data[0].ids: true/false mixed with numbers"),
+        ({"data": [{"ids": [1, None]}]}, "data[0].ids: values must be numbers or booleans"),
         ({"data": [{"ids": {"b64": "***"}}]}, "data[0].ids.b64: not base64"),
         ({"data": [{"ids": {"content": [1], "shape": [-1]}}]}, "data[0].ids.shape must be a list of non-"),
         ({"data": [{"ids": {"content": "1"}}]}, 'data[0].ids.content must be a list of values or {"b64"'),
@@ -115,6 +117,7 @@ FLAGS = TensorSpec("flags", "BOOL", (-1, 2))
 SMALL = TensorSpec("small", "INT8", (-1, 2))
 HALF = TensorSpec("half", "FP16", (-1, 1))
 FIXED = TensorSpec("fixed", "FP32", (2,))  # no batch dimension
+WIDE = TensorSpec("wide", "UINT64", (-1, 2))
 
 
 @pytest.mark.parametrize(
@@ -128,6 +131,12 @@ FIXED = TensorSpec("fixed", "FP32", (2,))  # no batch dimension
         ([IDS], [{"ids": [1.5]}], 1, "data[0].ids: INT64 values must be integers"),
         ([SMALL], [{"small": [1, 300]}], 1, "data[0].small: values outside INT8's range -128..127"),
         ([FLAGS], [{"flags": [1, 2]}], 1, "data[0].flags: BOOL values must be true/false or 0/1"),
+        ([FLAGS], [{"flags": [1.0, 0.0]}], 1, "data[0].flags: BOOL values must be true/false or 0/1"),
+        ([FLAGS], [{"flags": {"b64": "AQc="}}], 1, "data[0].flags: BOOL bytes must be 0 or 1"),
+        ([X], [{"x": [True, False]}], 1, "data[0].x: true/false for a FP32 input"),
+        ([WIDE], [{"wide": [-1, 2**64 - 1]}], 1, "data[0].wide: values outside UINT64's range 0..1844"),
+        ([IDS], [{"ids": [2**63]}], 1, "data[0].ids: values outside INT64's range"),
+        ([X], [{"x": [10**400, 1]}], 1, "data[0].x: values outside FP32's range"),
         ([HALF], [{"half": [1e6]}], 1, "data[0].half: values outside FP16's range"),
         ([X], [{"x": {"b64": "AAAA"}}], 1, "data[0].x: 3 bytes is not a whole number of FP32 values"),
         (
@@ -149,11 +158,21 @@ def test_entries_the_model_cannot_take_are_an_error_naming_entry_and_input(
 
 
 def test_values_each_datatype_can_hold_are_taken(tmp_path: Path) -> None:
-    entry = {"flags": [True, 0], "small": [-128, 127], "half": [0.25], "fixed": [1, 2]}
-    data = load_input_data(write(tmp_path, {"data": [entry]}))
-    ((flags, small, half, fixed),) = make_requests([FLAGS, SMALL, HALF, FIXED], Payload(1, {}, data))
-    assert flags[1].tolist() == [[True, False]] and small[1].tolist() == [[-128, 127]]
-    assert half[1].dtype == np.float16 and half[1].tolist() == [[0.25]] and fixed[0].shape == (2,)
+    entry = {
+        "flags": [True, False],
+        "small": [-128, 127],
+        "half": [0.25],
+        "fixed": [1, 2],
+        "wide": [2**64 - 1, 0],  # beyond INT64, within UINT64: exact
+        "ids": {"content": [], "shape": [0]},  # an empty row
+    }
+    data = load_input_data(write(tmp_path, {"data": [entry, entry | {"flags": [1, 0]}]}))
+    specs = [FLAGS, SMALL, HALF, FIXED, WIDE, IDS]
+    for request in make_requests(specs, Payload(1, {}, data)):
+        flags, small, half, fixed, wide, ids = (arr for _, arr in request)
+        assert flags.tolist() == [[True, False]] and small.tolist() == [[-128, 127]]
+        assert half.dtype == np.float16 and half.tolist() == [[0.25]] and fixed.shape == (2,)
+        assert wide.dtype == np.uint64 and wide.tolist() == [[2**64 - 1, 0]] and ids.shape == (1, 0)
 
 
 META = {
@@ -223,6 +242,8 @@ def test_every_entry_of_a_file_reaches_the_server_in_turn(
     assert set(counts) == expected and max(counts.values()) - min(counts.values()) <= 1  # in turn
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["payload"]["input_data"] == {"file": str(path), "entries": 3}
+    sizes = [report["payload"][key] for key in ("bytes_min", "bytes", "bytes_max")]
+    assert sizes == [24, 32, 40]  # the mean of the distinct requests between the least and the most
     assert report["payload"]["distinct_requests"] == 3 and report["result"]["requests"] == len(server.seen)
 
 
@@ -274,6 +295,16 @@ def test_a_real_server_answers_every_request_of_a_files_entries(
         assert rows_run() - before == 2 * result["requests"]
     finally:
         client.close()
+
+
+def test_empty_rows_go_through_shared_memory_too(identity_server: BackgroundServer, tmp_path: Path) -> None:
+    """A payload of no bytes still registers a region (a server refuses a region of 0 bytes)."""
+    path = write(tmp_path, {"data": [{"INPUT0": {"content": [], "shape": [0]}}]})
+    argv = ["bench", identity_server.http_url, "-m", "identity", "--rate", "40", "--duration", "0.3"]
+    argv += ["--shared-memory", "--input-data", str(path), "--no-ceiling", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())["result"]
+    assert result["requests"] > 0 and result["answered"] == result["requests"]
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "inputs" / "bert_tokens.json"

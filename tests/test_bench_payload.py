@@ -122,6 +122,8 @@ def test_every_request_carries_the_rows_and_sizes_asked_for_and_the_report_says_
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 5, 2]}],
             "input_data": "random",
             "bytes": 120,
+            "bytes_min": 120,
+            "bytes_max": 120,
             "distinct_requests": 1,
         }
         assert _bench(server.port, tmp_path / "unset") == 0

@@ -203,6 +203,8 @@ def _bench(args: argparse.Namespace) -> int:
         | {
             "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sized],
             "bytes": request_size,
+            "bytes_min": min(sizes),
+            "bytes_max": max(sizes),
             "distinct_requests": len(requests),
         },
         "workload": arrivals.describe(args.rate),
@@ -263,7 +265,7 @@ def _bench(args: argparse.Namespace) -> int:
             TextColumn("sending"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("answered {task.fields[done]}"),
+            TextColumn("ended {task.fields[done]}"),  # answered or refused
             TimeElapsedColumn(),
             console=console,
         ) as bar:

@@ -4,7 +4,7 @@ a JSON file in perf_analyzer's ``--input-data`` format.
 A file is ``{"data": [ENTRY, ...]}``. An entry gives every input of the model the values of one row
 (the batch dimension left out), each as one of::
 
-    [1, 2, 3, ...]                                  row-major values (nested lists are read row-major)
+    [1, 2, 3, ...]                                  row-major values (nested lists are read in order)
     {"b64": "..."}                                  the row's bytes, little-endian, in base64
     {"content": [...] or {"b64": "..."}, "shape": [D1, ...]}
                                                     with the row's shape (it sets variable dimensions
@@ -39,8 +39,9 @@ class GivenTensor:
     """One input's values in one entry of an input-data file, before the model's datatype is known."""
 
     values: np.ndarray | bytes
-    """The values as the JSON gave them (a flat bool, integer or float array), or raw little-endian
-    bytes from base64."""
+    """The values as the JSON gave them, flat: a bool array (all true/false), an object array of
+    Python integers (all integers, of any size: the input's datatype says which it can hold), a
+    float64 array (any number a float), or raw little-endian bytes from base64."""
     shape: tuple[int, ...] | None = None
     """The row's shape from the entry's ``"shape"`` (batch dimension left out); None: ``--shape``'s."""
 
@@ -88,7 +89,7 @@ def load_input_data(path: Path) -> InputData:
     """The entries of the JSON file at ``path``; :class:`InputDataError` naming what is wrong."""
     try:
         doc = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputDataError(f"{path}: not a readable JSON file: {exc}") from None
     if not isinstance(doc, dict) or "data" not in doc:
         raise InputDataError(f'{path}: expected an object with a "data" list of entries')
@@ -132,13 +133,31 @@ def _tensor(value: Any, where: str) -> GivenTensor:
 
 
 def _values(values: list[Any], where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values)
-    except ValueError:  # ragged nesting
-        raise InputDataError(f"{where}: nested lists of unequal lengths") from None
-    if arr.dtype.kind not in "biuf":
+    """A list's values, nested lists flattened in order (iteratively: JSON nests deeper than Python
+    recurses)."""
+    flat: list[Any] = []
+    stack = [iter(values)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    if not all(type(v) in (bool, int, float) for v in flat):
         raise InputDataError(f"{where}: values must be numbers or booleans (BYTES inputs are not supported)")
-    return arr.ravel()
+    booleans = sum(type(v) is bool for v in flat)
+    if booleans and booleans < len(flat):
+        raise InputDataError(f"{where}: true/false mixed with numbers")
+    if booleans:
+        return np.array(flat, dtype=np.bool_)
+    if any(type(v) is float for v in flat):
+        try:
+            return np.array(flat, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float beside a float
+            raise InputDataError(f"{where}: an integer too large for any datatype") from None
+    return np.array(flat, dtype=object)  # Python integers, exact whatever their size
 
 
 def _b64(text: Any, where: str) -> bytes:

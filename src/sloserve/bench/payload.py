@@ -273,26 +273,36 @@ def _row_of(
 
 
 def _in_datatype(values: np.ndarray | bytes, datatype: str, where: str) -> np.ndarray:
-    """``values`` as ``datatype``; :class:`PayloadError` for values that type cannot hold."""
+    """``values`` (as :class:`~sloserve.bench.input_data.GivenTensor` holds them) as ``datatype``;
+    :class:`PayloadError` for values that type cannot hold."""
     dtype = np.dtype(NUMPY_OF[datatype])
     if isinstance(values, bytes):
         if len(values) % dtype.itemsize:
             raise PayloadError(f"{where}: {len(values)} bytes is not a whole number of {datatype} values")
-        return np.frombuffer(values, dtype=dtype.newbyteorder("<")).astype(dtype)
-    kind = values.dtype.kind
+        arr = np.frombuffer(values, dtype=dtype.newbyteorder("<")).astype(dtype)
+        if dtype.kind == "b" and not np.isin(np.frombuffer(values, np.uint8), (0, 1)).all():
+            raise PayloadError(f"{where}: BOOL bytes must be 0 or 1")
+        return arr
+    kind = values.dtype.kind  # b: all true/false, O: all integers, f: numbers
+    if kind == "b" and dtype.kind != "b":
+        raise PayloadError(f"{where}: true/false for a {datatype} input")
     if dtype.kind == "b":
-        if kind != "b" and not (kind in "iu" and np.isin(values, (0, 1)).all()):
+        if kind == "f" or (kind == "O" and not all(v in (0, 1) for v in values)):
             raise PayloadError(f"{where}: {datatype} values must be true/false or 0/1")
-    elif dtype.kind in "iu":
+        return values.astype(dtype)
+    if dtype.kind in "iu":
         if kind == "f":
             raise PayloadError(f"{where}: {datatype} values must be integers")
         info = np.iinfo(NUMPY_OF[datatype])
-        if values.size and (values.min() < info.min or values.max() > info.max):
+        if values.size and (min(values) < info.min or max(values) > info.max):
             raise PayloadError(f"{where}: values outside {datatype}'s range {info.min}..{info.max}")
-    else:
-        with np.errstate(over="ignore"):  # an overflow is found below and said as an error
-            cast = values.astype(dtype)
-        if not np.isfinite(cast[np.isfinite(values)]).all():
-            raise PayloadError(f"{where}: values outside {datatype}'s range")
-        return cast
-    return values.astype(dtype)
+        return values.astype(dtype)
+    try:
+        exact = values.astype(np.float64)
+    except OverflowError:  # a Python integer beyond any float
+        raise PayloadError(f"{where}: values outside {datatype}'s range") from None
+    with np.errstate(over="ignore"):  # an overflow is found below and said as an error
+        cast = exact.astype(dtype)
+    if not np.isfinite(cast[np.isfinite(exact)]).all():
+        raise PayloadError(f"{where}: values outside {datatype}'s range")
+    return cast

@@ -192,7 +192,7 @@ class HttpTarget:
         assert view is not None
         view[: len(raw)] = raw
         region = self._shm.name.lstrip("/")
-        body = {"key": "/" + region, "offset": 0, "byte_size": len(raw)}
+        body = {"key": "/" + region, "offset": 0, "byte_size": max(1, len(raw))}  # as the object: >= 1 byte
         try:
             answer = await self._control("POST", f"/v2/systemsharedmemory/region/{region}/register", body)
         except HttpClientError as exc:
