@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from sloserve.runtime.codec import flatten_lists
+
 
 class InputDataError(ValueError):
     """An input-data file that cannot be read as perf_analyzer's format; the message names the field."""
@@ -133,18 +135,8 @@ def _tensor(value: Any, where: str) -> GivenTensor:
 
 
 def _values(values: list[Any], where: str) -> np.ndarray:
-    """A list's values, nested lists flattened in order (iteratively: JSON nests deeper than Python
-    recurses)."""
-    flat: list[Any] = []
-    stack = [iter(values)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
+    """A list's values, nested lists flattened in order."""
+    flat = flatten_lists(values)
     if not all(type(v) in (bool, int, float) for v in flat):
         raise InputDataError(f"{where}: values must be numbers or booleans (BYTES inputs are not supported)")
     booleans = sum(type(v) is bool for v in flat)

@@ -266,6 +266,12 @@ def _leaf_types(data: Any) -> set[type]:
 def _flatten(data: Any, where: str) -> list[Any]:
     if not isinstance(data, list):
         raise ProtocolError(f"{where}: 'data' must be a list")
+    return flatten_lists(data)
+
+
+def flatten_lists(data: list[Any]) -> list[Any]:
+    """The leaves of nested JSON lists, in order (row-major for a tensor's ``data``); iterative, as
+    JSON may nest deeper than Python recurses."""
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
