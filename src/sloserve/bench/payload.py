@@ -195,11 +195,12 @@ def _plan(specs: list[TensorSpec], payload: Payload) -> list[_Planned]:
         planned = _plan_from_file(specs, payload)
     else:
         planned = [[(TensorSpec(s.name, s.datatype, payload.shape_of(s)), None) for s in specs]]
-    for request in planned:
-        size = request_bytes([spec for spec, _ in request])
-        if size > MAX_REQUEST_BYTES:
-            raise PayloadError(f"the model's inputs take {size} bytes a request: over the generator's 1 GiB")
-    total = sum(request_bytes([spec for spec, _ in request]) for request in planned)
+    sizes = [request_bytes([spec for spec, _ in request]) for request in planned]
+    if max(sizes) > MAX_REQUEST_BYTES:
+        raise PayloadError(
+            f"the model's inputs take {max(sizes)} bytes a request: over the generator's 1 GiB"
+        )
+    total = sum(sizes)
     if total > MAX_REQUEST_BYTES:
         raise PayloadError(
             f"the {len(planned)} distinct requests of {payload.data.source} take {total} bytes: "
@@ -229,9 +230,9 @@ def _plan_from_file(specs: list[TensorSpec], payload: Payload) -> list[_Planned]
     planned = []
     for j in range(distinct):
         taken = [(j * payload.rows + r) % count for r in range(payload.rows)]
+        first, *others = taken
         request: _Planned = []
         for spec in specs:
-            first, *others = taken
             row_shape = rows[first][spec.name][0]
             for k in others:
                 if rows[k][spec.name][0] != row_shape:
