@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from sloserve.core.cluster import WindowStats
-from sloserve.core.decisions import ScaleDecision, SetInstanceCores, SetInstanceCount, SetMaxBatch
+from sloserve.core.cluster import InstanceView, WindowStats
+from sloserve.core.decisions import Decision, ScaleDecision, SetInstanceCores, SetInstanceCount, SetMaxBatch
 from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import AffineProfile, SpongeProfile
 from sloserve.policies.fixed import FixedBatcher
@@ -193,3 +194,39 @@ def test_progress_bar_and_streamed_workload_run() -> None:
     r = simulate(ModelSetup("m", p, TritonDynamicBatcher(16)), w, progress=True)
     assert r.metrics.requests == sum(len(c) for c in w.chunks()) > 1500
     assert r.metrics.completed + r.metrics.dropped == r.metrics.requests
+
+
+class _Watching(FixedBatcher):
+    """Batches of one, recording what each decide sees of the instances."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.seen: list[tuple[float, int, int, float]] = []
+
+    def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
+        self.seen.extend((now, i.id, i.in_flight, i.busy_until) for i in instances)
+        return super().decide(now, instances)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_policies_see_the_profiles_end_of_a_batch_not_the_noise_drawn(dynamic: bool) -> None:
+    """A server knows a running batch's end only from its profile; the simulator must not tell a
+    policy more (the noisy service time it drew)."""
+    p = AffineProfile("m", alpha=0.01, beta=0.0, max_batch=1, slowdown=(1.0, 1.5) if dynamic else ())
+    policy = _Watching()
+    setup = ModelSetup("m", p, policy, instances=2, noise_cv=0.5, dynamic_slowdown=dynamic)
+    r = simulate(setup, at(0.0, 0.001, 0.05, 0.051, 0.1), seed=3, record=True)
+    o = r.outcomes
+    assert o is not None
+    assert not np.allclose(o.service, 0.01)  # the noise moved the real ends
+    starts = {float(s): float(s) + 0.01 for s in o.start}
+    busy = [(now, bu) for now, _, in_flight, bu in policy.seen if in_flight]
+    assert busy
+    for now, busy_until in busy:
+        # the profile's end of a batch started at one of the dispatch times (dynamic: slowed by s(2))
+        assert any(
+            busy_until == pytest.approx(end) or (dynamic and start < now and busy_until > end)
+            for start, end in starts.items()
+        ), (now, busy_until)
+    idle = [(now, bu) for now, _, in_flight, bu in policy.seen if not in_flight]
+    assert all(bu <= now + 1e-12 for now, bu in idle)

@@ -218,18 +218,20 @@ class _Run:
         inst = owner[1]
         prof = mod.profile[inst.id]
         size = d.batch.size
-        service = prof.latency(size, inst.cores, 1)
+        predicted = service = prof.latency(size, inst.cores, 1)
         if self.noise:
             tail = prof.tail_latency(size, inst.cores, 1)
             if tail > service:
                 service *= float(self.rng.lognormal(0.0, math.log(tail / service) / Z99))
         inst.in_flight += 1
-        inst.busy_until = max(inst.busy_until, now + service)
+        inst.busy_until = max(inst.busy_until, now + predicted)  # the profile's end, not the noise drawn
         self.loop.at(now + service, partial(self.complete, mod, inst, d.batch, service))
 
     def complete(self, mod: _Module, inst: InstanceView, batch: Batch, service: float) -> None:
         now = self.loop.now
         inst.in_flight -= 1
+        if inst.in_flight == 0:
+            inst.busy_until = min(inst.busy_until, now)
         for r in batch.requests:
             mod.ended += 1
             mod.met += now <= r.deadline

@@ -18,7 +18,9 @@ Model of execution (what the driver does, in order of the policy contract in
   ``dynamic_slowdown=True`` instead, running batches progress at ``1/s(k)`` for the current ``k``,
   so a later batch slows them down too). Noise is a seeded
   multiplier with mean 1 and CV ``noise_cv`` (lognormal or gamma; gamma with CV 1 makes exponential
-  service times), times ``tail_noise.factor`` with probability ``tail_noise.probability``.
+  service times), times ``tail_noise.factor`` with probability ``tail_noise.probability``. The
+  instance's ``busy_until``, which policies read, is the end the profile predicts (noise left
+  out, as a server knows it from its profile), and falls back to the finish time when it ends.
 - **Completion**: ``scheduler.on_complete`` then ``scheduler.decide``.
 - **Receive path** (optional): a driver may set :attr:`Simulation.arrival_hook`; arrivals then go
   to it, and it hands each request to the scheduler later through :meth:`Simulation.deliver`.
@@ -243,6 +245,8 @@ class _Sharing:
     size: int
     remaining: float
     started: float
+    noise: float
+    """The noise multiplier drawn for it: ``remaining / noise`` is the work left by the profile."""
     handle: int = -1
 
 
@@ -448,12 +452,14 @@ class _Model:
             )
         k = self.running + 1 if self.setup.shared_hardware else instance.in_flight + 1
         dynamic = self.setup.dynamic_slowdown
-        service = self.profile.latency(size, instance.cores, 1 if dynamic else k) * self.noise()
+        predicted = self.profile.latency(size, instance.cores, 1 if dynamic else k)
+        noise = self.noise()
+        service = predicted * noise
         self.running += 1
         instance.in_flight += 1
         end = now + service
-        if end > instance.busy_until:
-            instance.busy_until = end
+        if not dynamic:  # policies see the profile's end, as a server would: not the noise drawn
+            instance.busy_until = max(instance.busy_until, now + predicted)
         self.batch_started += 1
         self.batch_sum += size
         self.collector.batch(size)
@@ -461,7 +467,7 @@ class _Model:
             sim.record_start(batch, now, instance.id, size, service)
         if dynamic:
             group = self._advance_sharing(instance)
-            group.append(_Sharing(batch, instance, size, service, now))
+            group.append(_Sharing(batch, instance, size, service, now, noise))
             self._reschedule_sharing(group)
         else:
             sim.loop.at(end, partial(self.finish, batch, instance, service))
@@ -492,10 +498,11 @@ class _Model:
         for r in group:
             if r.handle >= 0:
                 loop.cancel(r.handle)
-            end = loop.now + r.remaining * self._factor(r, k)
-            r.handle = loop.at(end, partial(self._finish_sharing, r))
-            if end > r.instance.busy_until:
-                r.instance.busy_until = end
+            factor = self._factor(r, k)
+            r.handle = loop.at(loop.now + r.remaining * factor, partial(self._finish_sharing, r))
+            predicted = loop.now + r.remaining / r.noise * factor
+            if predicted > r.instance.busy_until:
+                r.instance.busy_until = predicted
 
     def _finish_sharing(self, r: _Sharing) -> None:
         group = self._advance_sharing(r.instance)
@@ -508,6 +515,8 @@ class _Model:
         now = sim.loop.now
         self.running -= 1
         instance.in_flight -= 1
+        if instance.in_flight == 0:
+            instance.busy_until = min(instance.busy_until, now)
         reqs = batch.requests
         self.collector.completed(now, [r.arrival for r in reqs], [r.deadline for r in reqs])
         if self.win_latencies is not None:
