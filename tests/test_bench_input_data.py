@@ -85,6 +85,13 @@ def test_an_entry_without_a_shape_takes_the_one_given_by_the_option(tmp_path: Pa
     entry = {"ids": {"content": [5], "shape": [1]}, "x": [1, 2]}
     shaped = load_input_data(write(tmp_path, {"data": [entry]}))
     assert Payload(1, {}, shaped).defaulted([IDS, X]) == []
+    # a shape the file overrides in every entry is not sent, so the report does not list it
+    overridden = Payload(1, {"ids": (4,), "x": (2,)}, shaped)
+    ((ids, _), _) = make_requests([IDS, X], overridden)[0]
+    assert ids.shape == (1, 1)
+    assert overridden.unused_shapes() == ["ids"]
+    assert overridden.describe()["shapes"] == {"x": [2]}
+    assert Payload(1, {"ids": (4,)}, data).unused_shapes() == []
 
 
 @pytest.mark.parametrize(
@@ -310,16 +317,21 @@ def test_empty_rows_go_through_shared_memory_too(identity_server: BackgroundServ
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "inputs" / "bert_tokens.json"
 
 
-def test_the_example_token_file_runs_on_the_demo_bert(tmp_path: Path) -> None:
+def test_the_example_token_file_runs_on_the_demo_bert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The README's example: eight sequences of real token ids, each entry its own length, all
-    answered by the demo BERT on ONNX Runtime."""
+    answered by the demo BERT on ONNX Runtime; a ``--shape`` the entries override is said unused."""
     demo_model_without_slo("bert", tmp_path / "repo")
     options = ServeOptions(tmp_path / "repo", http_port=0, grpc_port=0, metrics_port=None)
     with BackgroundServer(options) as server:
         argv = ["bench", server.grpc_url, "-m", "bert", "--protocol", "grpc", "--rate", "30"]
         argv += ["--duration", "0.5", "--input-data", str(EXAMPLE), "--no-ceiling"]
+        argv += ["--shape", "input_ids:128"]
         code = main([*argv, "--out", str(tmp_path / "out")])
     assert code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"note: --shape for input_ids is not used: every entry of {EXAMPLE} gives its own" in printed
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
-    assert report["payload"]["distinct_requests"] == 8
+    assert report["payload"]["distinct_requests"] == 8 and report["payload"]["shapes"] == {}
     assert report["result"]["requests"] > 0 and report["result"]["answered"] == report["result"]["requests"]

@@ -219,6 +219,12 @@ def _bench(args: argparse.Namespace) -> int:
             f"payload: {len(requests)} distinct requests from {args.input_data.source}, sent in turn "
             f"({_byte_range(sizes)}; the first {described})"
         )
+    unused = payload.unused_shapes()
+    if unused:
+        console.print(
+            f"note: --shape for {', '.join(unused)} is not used: every entry of "
+            f"{args.input_data.source} gives its own"
+        )
     defaulted = payload.defaulted(specs)
     if defaulted:
         console.print(

@@ -62,7 +62,9 @@ class InputData:
 
     def shaped_by_file(self, name: str) -> bool:
         """Whether every entry of a file gives input ``name`` its own shape."""
-        return self.kind == "file" and all(entry[name].shape is not None for entry in self.entries)
+        return self.kind == "file" and all(
+            name in entry and entry[name].shape is not None for entry in self.entries
+        )
 
     def describe(self) -> str | dict[str, Any]:
         """The choice as a report states it."""

@@ -92,11 +92,16 @@ class Payload:
             if s.name not in self.shapes and -1 in _row_dims(s)[1] and not self.data.shaped_by_file(s.name)
         ]
 
+    def unused_shapes(self) -> list[str]:
+        """Inputs given a shape that no request uses: every entry of the file gives its own."""
+        return [name for name in self.shapes if self.data.shaped_by_file(name)]
+
     def describe(self) -> dict[str, Any]:
-        """The payload as a report states it."""
+        """The payload as a report states it (the shapes a request uses, not those the file overrides)."""
+        unused = self.unused_shapes()
         return {
             "rows": self.rows,
-            "shapes": {name: list(dims) for name, dims in self.shapes.items()},
+            "shapes": {name: list(dims) for name, dims in self.shapes.items() if name not in unused},
             "input_data": self.data.describe(),
         }
 
