@@ -27,6 +27,7 @@ from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.instances import BatchResult, InstanceRunner, Tensors
 from sloserve.runtime.model_config import ModelConfig
+from sloserve.runtime.service import BackgroundServer
 from sloserve.sim.engine import EventLoop
 
 SPEC_IN = TensorSpec("INPUT0", "FP32", (-1, -1))
@@ -260,3 +261,30 @@ def demo_model_without_slo(name: str, root: Path) -> Path:
     fields.pop("slo_ms", None)
     config.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
     return directory
+
+
+def bench_identity(
+    server: BackgroundServer, protocol: str, out: Path, *options: str
+) -> tuple[dict[str, Any], int]:
+    """Run ``sloserve bench`` (40 req/s for 0.5 s, no ceiling) against ``server``'s demo identity
+    model over ``protocol`` with ``options``; the report's result and the rows the model ran meanwhile."""
+    import json
+
+    import tritonclient.http as th
+
+    from sloserve.cli import main
+
+    url = server.http_url if protocol == "http" else server.grpc_url
+    client = th.InferenceServerClient(server.http_url)
+    try:
+
+        def rows_run() -> int:
+            return int(client.get_inference_statistics("identity")["model_stats"][0]["inference_count"])
+
+        before = rows_run()
+        argv = ["bench", url, "-m", "identity", "--protocol", protocol, "--rate", "40", "--duration", "0.5"]
+        code = main([*argv, *options, "--no-ceiling", "--out", str(out)])
+        assert code == 0
+        return json.loads((out / "bench.json").read_text())["result"], rows_run() - before
+    finally:
+        client.close()

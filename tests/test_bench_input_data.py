@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.http as th
 
-from server_fakes import demo_model_without_slo
+from server_fakes import bench_identity, demo_model_without_slo
 from sloserve.bench.input_data import InputData, InputDataError, load_input_data
 from sloserve.bench.payload import Payload, PayloadError, TensorSpec, make_requests, sized_requests
 from sloserve.cli import main
@@ -286,22 +285,9 @@ def test_a_real_server_answers_every_request_of_a_files_entries(
 ) -> None:
     entries = [{"INPUT0": {"content": list(range(n)), "shape": [n]}} for n in (4, 4, 8, 8)]
     path = write(tmp_path, {"data": entries})
-    url = identity_server.http_url if protocol == "http" else identity_server.grpc_url
-    client = th.InferenceServerClient(identity_server.http_url)
-    try:
-
-        def rows_run() -> int:
-            return int(client.get_inference_statistics("identity")["model_stats"][0]["inference_count"])
-
-        before = rows_run()
-        argv = ["bench", url, "-m", "identity", "--protocol", protocol, "--rate", "40", "--duration", "0.5"]
-        code = main([*argv, "-b", "2", "--input-data", str(path), "--no-ceiling", "--out", str(tmp_path)])
-        assert code == 0
-        result = json.loads((tmp_path / "bench.json").read_text())["result"]
-        assert result["requests"] > 0 and result["answered"] == result["requests"]
-        assert rows_run() - before == 2 * result["requests"]
-    finally:
-        client.close()
+    result, rows = bench_identity(identity_server, protocol, tmp_path, "-b", "2", "--input-data", str(path))
+    assert result["requests"] > 0 and result["answered"] == result["requests"]
+    assert rows == 2 * result["requests"]
 
 
 def test_empty_rows_go_through_shared_memory_too(identity_server: BackgroundServer, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.http as th
 
+from server_fakes import bench_identity
 from sloserve.bench import runner
 from sloserve.bench.payload import (
     ONE_ROW,
@@ -163,23 +163,9 @@ def test_a_payload_that_does_not_fit_is_refused_before_anything_is_sent(
 def test_a_real_server_runs_every_row_sent(
     identity_server: BackgroundServer, protocol: str, tmp_path: Path
 ) -> None:
-    url = identity_server.http_url if protocol == "http" else identity_server.grpc_url
-    client = th.InferenceServerClient(identity_server.http_url)
-    try:
-
-        def rows_run() -> int:
-            stats = client.get_inference_statistics("identity")["model_stats"][0]
-            return int(stats["inference_count"])
-
-        before = rows_run()
-        argv = ["bench", url, "-m", "identity", "--protocol", protocol, "--rate", "40", "--duration", "0.5"]
-        code = main([*argv, "-b", "4", "--shape", "INPUT0:16", "--no-ceiling", "--out", str(tmp_path)])
-        assert code == 0
-        result = json.loads((tmp_path / "bench.json").read_text())["result"]
-        assert result["requests"] > 0 and result["answered"] == result["requests"]
-        assert rows_run() - before == 4 * result["requests"]
-    finally:
-        client.close()
+    result, rows = bench_identity(identity_server, protocol, tmp_path, "-b", "4", "--shape", "INPUT0:16")
+    assert result["requests"] > 0 and result["answered"] == result["requests"]
+    assert rows == 4 * result["requests"]
 
 
 @pytest.mark.parametrize(
