@@ -4,6 +4,7 @@ classified."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from sloserve.runtime.classification import check_classifiable, top_classes
 from sloserve.runtime.codec import ProtocolError, ShmRef, class_count
 from sloserve.runtime.demo.repository import build_demo_model
 from sloserve.runtime.model_config import load_model_config
+from sloserve.runtime.server import StartupError
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 LABELS = "zero\none\n\nthree\n"  # index 2 has an empty line: no label; 4 and above: none
@@ -164,10 +166,17 @@ def test_labels_are_checked_when_the_model_loads(tmp_path: Path) -> None:
         load_model_config(directory)
     (directory / "names.txt").write_text("a\n")
     (directory / "config.yaml").write_text(yaml.safe_dump(config | {"labels": {"SCORES": "names.txt"}}))
-    with BackgroundServer(ServeOptions(tmp_path, http_port=0, grpc_port=None, metrics_port=None)) as s:
+    said = "labels: the model has no output 'SCORES'; its outputs are ['OUTPUT0']"
+    options = ServeOptions(tmp_path, http_port=0, grpc_port=None, metrics_port=None)
+    server = BackgroundServer(options)
+    with pytest.raises(StartupError, match=re.escape(said)):
+        server.start()  # by default a model that fails to load stops the start
+    server.stop()
+    options.exit_on_error = False
+    with BackgroundServer(options) as s:
         (entry,) = s.service.core.repository.index()
     assert entry["state"] == "UNAVAILABLE"
-    assert "labels: the model has no output 'SCORES'; its outputs are ['OUTPUT0']" in entry["reason"]
+    assert said in entry["reason"]
 
 
 def test_a_null_classification_is_none() -> None:

@@ -233,3 +233,38 @@ def test_an_address_that_cannot_be_had_is_refused_saying_which(tmp_path: Path) -
     command = [sys.executable, "-m", "sloserve", *argv]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "cannot listen for HTTP on 256.1.1.1:8000: " in run.stderr
+
+
+def test_a_model_that_fails_to_load_stops_the_start_unless_told_to_serve_the_rest(tmp_path: Path) -> None:
+    """As Triton's ``--exit-on-error``: a broken config stops ``sloserve serve`` with status 2 and an
+    error naming each model and the field at fault (it used to serve the others, the broken model
+    only logged); ``--no-exit-on-error`` serves the models that loaded, the others UNAVAILABLE."""
+    build_demo_model("identity", tmp_path)
+    write_model(tmp_path, "broken", {"backend": "onnxruntime", "max_batch_size": 4, "slo_ms": -4})
+    base = [sys.executable, "-m", "sloserve", "serve", str(tmp_path), "--http-port", "0", "--grpc-port", "-1"]
+    base += ["--metrics-port", "-1"]
+    run = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    error = run.stderr.strip().splitlines()[-1]
+    assert error.startswith("sloserve: error: 1 model(s) failed to load, so the server stops")
+    assert "broken: " in error and "slo_ms: Input should be greater than 0" in error
+    assert "--no-exit-on-error" in error
+    assert not any(json.loads(line).get("msg") == "server ready" for line in run.stderr.splitlines()[:-1])
+    only = ["--model", "identity", "--model", "nope"]
+    missing = subprocess.run([*base, *only], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "nope: no model 'nope' in the repository" in missing.stderr
+    with _reaped(subprocess.Popen([*base, "--no-exit-on-error"], stderr=subprocess.PIPE, text=True)) as proc:
+        assert proc.stderr is not None
+        port = None
+        for line in proc.stderr:
+            record = json.loads(line)
+            port = record.get("http", port)
+            if record["msg"] == "server ready":
+                assert record["models"] == ["identity"]
+                break
+        client = th.InferenceServerClient(f"127.0.0.1:{port}")
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["identity"]["state"] == "READY"
+        assert index["broken"]["state"] == "UNAVAILABLE" and "slo_ms" in index["broken"]["reason"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

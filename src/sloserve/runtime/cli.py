@@ -60,6 +60,14 @@ def register(subparsers: Any) -> None:
         help="decode worker choice: by load (CoFB flow scheduling, default) or by connection",
     )
     p.add_argument(
+        "--exit-on-error",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop with an error naming them if models fail to load at start-up, as Triton does "
+        "(default); --no-exit-on-error serves the models that loaded and lists the others as "
+        "UNAVAILABLE in the repository index",
+    )
+    p.add_argument(
         "--plan",
         type=Path,
         help="deploy this plan file (sloserve plan): per module its dispatcher, instances, batch sizes "
@@ -105,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         decode_workers=args.decode_workers,
         decode_balance=args.decode_balance,
         plan=args.plan,
+        exit_on_error=args.exit_on_error,
         freeze_gc=True,
     )
     return serve(options)

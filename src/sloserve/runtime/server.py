@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 import sloserve
+from sloserve.core.config import ConfigError
 from sloserve.core.decisions import DropReason
 from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.classification import check_classifiable, top_classes
@@ -57,6 +58,19 @@ that cannot set the ``timeout`` parameter (microseconds). The parameter wins whe
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 """Largest request body accepted (413 beyond it)."""
+
+
+class StartupError(ConfigError):
+    """Raised by :meth:`InferenceServer.start` when models failed to load and the server was told
+    to stop on that (``exit_on_error``); ``failed`` maps each model to why."""
+
+    def __init__(self, failed: Mapping[str, str]) -> None:
+        self.failed = dict(failed)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+        super().__init__(
+            f"{len(self.failed)} model(s) failed to load, so the server stops ({reasons}); "
+            "--no-exit-on-error serves the models that loaded without them"
+        )
 
 
 class ServerState(StrEnum):
@@ -105,11 +119,14 @@ class InferenceServer:
         clock: Clock | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         freeze_gc: bool = False,
+        exit_on_error: bool = True,
     ) -> None:
         """``freeze_gc``: once the initial models are loaded, collect and freeze the objects alive
-        (see :func:`freeze_long_lived`)."""
+        (see :func:`freeze_long_lived`). ``exit_on_error``: a model that fails to load at start-up
+        stops the start (:meth:`start` raises); otherwise the others are served without it."""
         self.repository_root = Path(repository)
         self.freeze_gc = freeze_gc
+        self.exit_on_error = exit_on_error
         self.initial_models = models
         self.backends = backends
         self.clock = clock or MonotonicClock()
@@ -135,7 +152,10 @@ class InferenceServer:
     async def start(self) -> None:
         """Load the initial models (all in the repository unless a list was given); then ready.
 
-        A model that fails to load is logged and listed as UNAVAILABLE in the repository index.
+        A model that fails to load is logged; with ``exit_on_error`` (as Triton's
+        ``--exit-on-error``, on by default) the start then fails with a :class:`StartupError` naming
+        every such model and why, so a broken config is not served around; without it the model is
+        listed as UNAVAILABLE in the repository index and the others are served.
         """
         loop = asyncio.get_running_loop()
 
@@ -148,6 +168,7 @@ class InferenceServer:
             self.repository_root, clock=self.clock, loop=loop, post=post, backends=self.backends
         )
         names = self.initial_models if self.initial_models is not None else self._repository.model_names()
+        failed: dict[str, str] = {}
         for i, name in enumerate(names):
             if self._start_abandoned:
                 log.info("start-up abandoned", extra={"not_loaded": names[i:]})
@@ -155,9 +176,12 @@ class InferenceServer:
             try:
                 await self._repository.load(name)
             except Exception as exc:
+                failed[name] = str(exc)
                 log.error("model failed to load", extra={"model": name, "error": str(exc)})
         if self._start_abandoned:
             return
+        if failed and self.exit_on_error:
+            raise StartupError(failed)
         if self.before_ready is not None:
             self.before_ready(self._repository)
         if self.freeze_gc:

@@ -57,6 +57,9 @@ class ServeOptions:
     """How requests pick a decode worker: ``load`` (CoFB flow scheduling) or ``connection``."""
     plan: Path | None = None
     """A plan file to deploy once the models are loaded (see :mod:`sloserve.runtime.plan_deploy`)."""
+    exit_on_error: bool = True
+    """A model that fails to load at start-up stops the start (Triton's ``--exit-on-error``);
+    False: serve the models that loaded, the failed ones listed as UNAVAILABLE."""
     freeze_gc: bool = False
     """Take the objects alive once the models are loaded out of the cyclic garbage collector's scans
     (:func:`~sloserve.runtime.server.freeze_long_lived`). For a process that is only the server
@@ -74,6 +77,7 @@ class Service:
             backends=options.backends,
             max_body_bytes=options.max_body_bytes,
             freeze_gc=options.freeze_gc,
+            exit_on_error=options.exit_on_error,
         )
         if options.plan is not None:  # plan hook: refused here (before listening) if not runnable
             from sloserve.runtime.plan_deploy import apply_plan, read_plan
