@@ -176,3 +176,36 @@ def test_a_refused_request_is_answered_after_those_before_it_on_the_connection()
         statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
         assert statuses == [b"200", b"200", status], (name, data[:300])
         assert data.index(b"/slow") < data.index(b"/ping")  # in the order they were sent
+
+
+async def _half_closed() -> dict[str, bytes]:
+    server = HttpServer(_handler, max_body_bytes=1024)
+    port = await server.start("127.0.0.1", 0)
+    out: dict[str, bytes] = {}
+    try:
+        for name, sent in [
+            ("one", b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            ("two", b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + REQUEST),
+            ("cut_off", b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"),
+        ]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(sent)
+            writer.write_eof()  # the client shuts down its side, and reads on
+            out[name] = await asyncio.wait_for(reader.read(), timeout=5)  # to the server's close
+            writer.close()
+    finally:
+        await server.stop()
+    return out
+
+
+def test_a_client_that_closes_its_side_still_gets_its_answers() -> None:
+    """Found by review: a client that shuts down writing once its request is sent (``nc -N``, some
+    proxies) had its request run and counted, and got no answer (asyncio closed the transport at
+    the half-close). Now what it sent is answered, in order, then the connection closes; a request
+    cut off by the half-close gets 400."""
+    out = asyncio.run(_half_closed())
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out["one"]) == [b"200"] and out["one"].endswith(b"/slow")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out["two"]) == [b"200", b"200"]
+    assert out["two"].index(b"/slow") < out["two"].index(b"/ping")
+    assert out["cut_off"].startswith(b"HTTP/1.1 400 ")
+    assert b"before the request was complete" in out["cut_off"]

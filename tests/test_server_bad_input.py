@@ -108,6 +108,14 @@ MODEL_CASES = [
     ("fp32_overflow", json.dumps(_tensor(data=[1e300, 2, 3])).encode(), 400, "outside the range of FP32"),
     # Python refuses to read integers of over 4300 digits (a ValueError that was a 500)
     ("huge_integer", b'{"id": ' + b"9" * 4301 + b', "inputs": []}', 400, "not valid JSON"),
+    # found by review, each a 500: an integer timeout past a float's range, JSON's lone surrogate
+    ("huge_timeout", json.dumps({**GOOD, "parameters": {"timeout": 10**400}}).encode(), 400, "finite"),
+    (
+        "lone_surrogate",
+        json.dumps(_tensor(datatype="BYTES", shape=[1, 1], data=["\ud800"])).encode(),
+        400,
+        "'data' holds a string that is not valid Unicode",
+    ),
 ]
 
 

@@ -193,7 +193,14 @@ def test_http_bad_cases_are_clear_4xx(http: th.InferenceServerClient, make_regio
         return http.infer("identity", [inp], outputs=[out])
 
     refused(lambda: infer_into("nope", x.nbytes), "400", "'nope' is not registered", "OUTPUT0")
-    refused(lambda: infer_into("r", x.nbytes - 4), "400", "too small", "OUTPUT0")
+    before = _stats(http, "identity")
+    with pytest.raises(InferenceServerException, match="too small for the output of shape") as err:
+        infer_into("r", x.nbytes - 4)
+    assert _status_code(err.value) == "400" and "OUTPUT0" in (err.value.message() or "")
+    after = _stats(http, "identity")  # one request, one failure (it was counted a success and a failure)
+    assert after["success"]["count"] - before["success"]["count"] == 0
+    assert after["fail"]["count"] - before["fail"]["count"] == 1
+    assert after["compute_infer"]["count"] - before["compute_infer"]["count"] == 1  # the model ran it
     # unregistered regions are gone for inference too
     http.unregister_system_shared_memory("r")
     refused(lambda: infer_from("r", x.nbytes), "400", "'r' is not registered")
@@ -339,6 +346,22 @@ def test_an_object_shrunk_under_its_region_is_refused_and_the_server_lives(
     np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, list(x.shape)), x)
 
 
+def _stats(client: th.InferenceServerClient, model: str) -> dict[str, Any]:
+    stats: dict[str, Any] = client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]
+    return stats
+
+
+def test_a_byte_size_is_checked_against_the_region_before_anything_is_allocated() -> None:
+    """Found by review: the size a client names was allocated before its region was looked up, so
+    an unregistered region with a byte size of 2**62 was a 500 (MemoryError), and one of a few GiB
+    stalled the server while it allocated, only to refuse the request."""
+    registry = SystemSharedMemory()
+    for datatype, shape in (("BYTES", (1, 1)), ("FP32", (1 << 40, 4))):
+        huge = ShmRef("never_registered", 1 << 62 if datatype == "BYTES" else 1 << 44)
+        with pytest.raises(ProtocolError, match="'never_registered' is not registered"):
+            registry.read(huge, datatype, shape, "input 'INPUT0'")
+
+
 def test_registry_refuses_bad_registrations(
     make_region: MakeRegion, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -351,6 +374,7 @@ def test_registry_refuses_bad_registrations(
     for args, words in [
         (("r", "/a/b", 0, 8), "invalid shared memory key"),
         (("r", "/a\0b", 0, 8), "invalid shared memory key"),  # was an internal error (embedded NUL)
+        (("r", "/\ud800", 0, 8), "invalid shared memory key"),  # JSON's lone surrogate: was a 500 too
         (("r", "/" + link.name, 0, 8), "symbolic link"),  # it could name any file the server may write
         (("r", key, 0, 0), "must be positive"),
         (("r", key, -1, 8), "non-negative integer"),

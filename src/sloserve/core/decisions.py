@@ -28,7 +28,8 @@ class DropReason(StrEnum):
     """The backend raised while running the batch."""
     REJECTED_INPUT = "rejected_input"
     """The backend refused the request's input values (an index out of range, say): the client's
-    error, found only when the model ran them (alone: one bad request does not fail a batch)."""
+    error, found only when the model ran them (alone: one bad request does not fail a batch). The
+    server also ends so a request whose output does not fit the shared-memory region it named."""
 
 
 @dataclass(frozen=True, slots=True)

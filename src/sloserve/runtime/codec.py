@@ -216,7 +216,10 @@ def tensor_from_json(datatype: str, shape: tuple[int, ...], data: Any, where: st
     if datatype == "BYTES":
         flat = _flatten(data, where)
         arr = np.empty(len(flat), dtype=object)
-        arr[:] = [x.encode() if isinstance(x, str) else _bad_bytes(x, where) for x in flat]
+        try:
+            arr[:] = [x.encode() if isinstance(x, str) else _bad_bytes(x, where) for x in flat]
+        except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, no UTF-8 for it
+            raise ProtocolError(f"{where}: 'data' holds a string that is not valid Unicode") from None
     else:
         try:
             with np.errstate(over="raise"):  # 1e300 into FP32: refused, not silently infinite
@@ -340,7 +343,7 @@ def decode_http_infer(
 
     Inputs and outputs may name regions of ``shm`` (Triton's system shared-memory extension): an
     input is then read from the region, and an output's region is checked here and written by
-    :meth:`SystemSharedMemory.write_outputs` once the request is answered.
+    :meth:`SystemSharedMemory.write_outputs` when the model has run it, before it counts as answered.
     """
     tail: bytes | memoryview
     if header_length is None or header_length == len(body):

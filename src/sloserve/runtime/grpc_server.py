@@ -307,7 +307,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 payload_bytes=request.ByteSize(),
                 waited=seconds_since_received(),
             )
-            self.server.shared_memory.write_outputs(decoded, outputs)
         except ProtocolError as exc:
             if exc.status == 400 and not exc.counted:
                 self.server.count_bad_request(name)

@@ -255,7 +255,6 @@ class HttpApi:
             payload_bytes=len(body),
             waited=seconds_since_received(),
         )
-        shm.write_outputs(request, outputs)
         data, json_length = encode_http_infer(
             model.name, model.version, request, outputs, [s.name for s in model.outputs]
         )

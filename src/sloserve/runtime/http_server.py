@@ -112,6 +112,8 @@ class _Connection(asyncio.Protocol):
         """Loop time at which the connection times out (the server's sweep checks it); inf: never."""
         self.last_word: bytes | None = None
         """An error response to write once the requests before it are answered, then close."""
+        self.read_closed = False
+        """The client closed its side: answer what it sent, then close."""
 
     # -- asyncio.Protocol --
 
@@ -128,6 +130,20 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.closing = True
         self.expires = math.inf
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side of the connection (a half-close: ``nc -N``, some proxies, a
+        client that shuts down writing once its request is sent). The requests it sent are still
+        answered, in order, then the connection closes; a request cut off mid-way gets 400."""
+        if self.closing:
+            return None
+        if self.in_message:
+            self._fail(400, "the client closed its side of the connection before the request was complete")
+            return True  # _fail closes once the answers before it are written
+        if self.worker is None:
+            return None  # nothing pending: asyncio closes the transport
+        self.read_closed = True
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -246,6 +262,9 @@ class _Connection(asyncio.Protocol):
             self.worker = None
             if self.last_word is not None:
                 self._close_with(self.last_word)
+            elif self.read_closed and not self.closing and self.transport is not None:
+                self.closing = True
+                self.transport.close()
             elif not self.closing and not self.queue:  # a request begun meanwhile gets its full time
                 self._arm(self.server.request_timeout if self.in_message else self.server.keepalive_timeout)
 

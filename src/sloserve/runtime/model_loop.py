@@ -78,12 +78,29 @@ class Refusal:
 
 Outcome = Answer | Refusal
 
+Done = Callable[[Outcome], Outcome | None]
+"""A front end's callback for the end of a request, called exactly once with its outcome. It
+returns the outcome the request ends with when that differs (None: as given): an answer it cannot
+deliver as the request asked (an output larger than the shared-memory region named for it) ends as
+the refusal it returns, and is counted as one."""
+
+
+def deliver(done: Done, outcome: Outcome, what: str) -> Outcome:
+    """Call ``done`` with ``outcome``; the outcome the request ends with (what the statistics count).
+    A callback that raises is logged: the request has ended all the same."""
+    try:
+        ended = done(outcome)
+    except Exception:  # a front end's callback must not break the loop
+        log.exception("%s: callback failed", what)
+        return outcome
+    return outcome if ended is None else ended
+
 
 @dataclass(slots=True)
 class _Pending:
     request: Request
     inputs: Tensors
-    done: Callable[[Outcome], None]
+    done: Done
     deadline: float
     """The deadline the request arrived with (kept when ``serve_late`` lifts it)."""
     submitted: float
@@ -298,14 +315,15 @@ class ModelLoop:
     def submit(
         self,
         inputs: Tensors,
-        done: Callable[[Outcome], None],
+        done: Done,
         *,
         budget: float | None = None,
         priority: int = 0,
         payload_bytes: int = 0,
         waited: float = 0.0,
     ) -> None:
-        """Called by a front end for each request; ``done`` is called exactly once with the outcome.
+        """Called by a front end for each request; ``done`` is called exactly once with the outcome
+        (see :data:`Done`).
 
         ``budget`` is the request's own deadline budget in seconds (None: the model's default),
         counted from its arrival: ``waited`` seconds before now, the time the front end spent
@@ -467,6 +485,7 @@ class ModelLoop:
 
     def _end(self, now: float, rid: int, outcome: Outcome) -> None:
         pending = self.pending.pop(rid)  # KeyError here would mean a request ended twice
+        outcome = deliver(pending.done, outcome, f"model {self.name}: request {rid}")
         request = pending.request
         duration_ns = int((now - request.arrival) * 1e9)
         stats = self.stats
@@ -487,10 +506,6 @@ class ModelLoop:
             stats.fail_ns += duration_ns
             stats.failures[outcome.reason.value] += 1
             window.dropped += 1
-        try:
-            pending.done(outcome)
-        except Exception:  # a front end's callback must not break the loop (the request has ended)
-            log.exception("model %s: callback for request %d failed", self.name, rid)
 
     # -- instances -----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from sloserve.runtime.backend import TensorSpec
 from sloserve.runtime.clock import Clock
 from sloserve.runtime.instances import Tensors
 from sloserve.runtime.model_config import ModelConfig
-from sloserve.runtime.model_loop import Answer, ModelLoop, ModelStats, Outcome, Refusal
+from sloserve.runtime.model_loop import Answer, Done, ModelLoop, ModelStats, Outcome, Refusal, deliver
 from sloserve.runtime.pipeline_config import (
     PIPELINE_BACKEND,
     PipelineConfig,
@@ -61,7 +61,7 @@ class _Run:
     arrival: float
     deadline: float
     priority: int
-    done: Callable[[Outcome], None]
+    done: Done
     tensors: dict[str, np.ndarray]
     waiting: dict[str, int]
     """Step → parents not yet done."""
@@ -166,7 +166,7 @@ class PipelineLoop:
     def submit(
         self,
         inputs: Tensors,
-        done: Callable[[Outcome], None],
+        done: Done,
         *,
         budget: float | None = None,
         priority: int = 0,
@@ -256,6 +256,7 @@ class PipelineLoop:
 
     def _end(self, now: float, run: _Run, outcome: Outcome) -> None:
         del self.pending[run.rid]  # KeyError here would mean a request ended twice
+        outcome = deliver(run.done, outcome, f"pipeline {self.name}: request {run.rid}")
         duration_ns = int((now - run.arrival) * 1e9)
         stats = self.stats
         if isinstance(outcome, Answer):
@@ -269,10 +270,6 @@ class PipelineLoop:
             stats.fail_count += 1
             stats.fail_ns += duration_ns
             stats.failures[outcome.reason.value] += 1
-        try:
-            run.done(outcome)
-        except Exception:  # a front end's callback must not break the pipeline
-            log.exception("pipeline %s: callback for request %d failed", self.name, run.rid)
         self._maybe_closed()
 
 

@@ -33,7 +33,7 @@ from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.classification import check_classifiable, top_classes
 from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs, clipped
-from sloserve.runtime.model_loop import Answer, Outcome
+from sloserve.runtime.model_loop import Answer, Outcome, Refusal
 from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
 from sloserve.runtime.shared_memory import SystemSharedMemory
 
@@ -270,9 +270,17 @@ class InferenceServer:
         priority = _priority(request.parameters, model.config.priority_levels)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
-        def done(outcome: Outcome) -> None:
+        def done(outcome: Outcome) -> Outcome:
+            if isinstance(outcome, Answer):  # delivered before it counts as answered (see Done)
+                outputs = _classified(model, request, outcome.outputs)
+                try:
+                    self.shared_memory.write_outputs(request, outputs)
+                    outcome = Answer(outputs)
+                except ProtocolError as exc:  # an output larger than its region: the client's error
+                    outcome = Refusal(DropReason.REJECTED_INPUT, str(exc))
             if not future.done():  # the caller may have gone (a cancelled gRPC call)
                 future.set_result(outcome)
+            return outcome
 
         model.loop.submit(
             inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes, waited=waited
@@ -280,7 +288,7 @@ class InferenceServer:
         outcome = await future
         if not isinstance(outcome, Answer):
             raise ProtocolError(outcome.message, refusal_status(outcome.reason), counted=True)
-        return model, _classified(model, request, outcome.outputs)
+        return model, outcome.outputs
 
     # -- documents -------------------------------------------------------------------------------
 
@@ -404,9 +412,15 @@ def _budget(params: Mapping[str, Any], header_ms: str | None) -> float | None:
     """The request's own deadline budget in seconds: ``timeout`` (µs) parameter, else the header."""
     timeout = params.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < math.inf:
+        try:  # an integer past a float's range (JSON has no limit) is not finite either
+            number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            finite = number and 0 <= float(timeout) < math.inf
+        except OverflowError:
+            finite = False
+        if not finite:
             raise ProtocolError(  # NaN and Infinity too, which Python's JSON reader takes
-                f"parameter 'timeout' must be a non-negative finite number of microseconds, got {timeout!r}"
+                f"parameter 'timeout' must be a non-negative finite number of microseconds, "
+                f"got {clipped(repr(timeout))}"
             )
         return timeout * 1e-6 if timeout > 0 else None
     if header_ms is not None:

@@ -126,11 +126,21 @@ class _Region:
 
 def _object_name(key: str) -> str:
     name = key.lstrip("/")
-    if not name or "/" in name or "\0" in name or name in (".", ".."):
+    if not name or "/" in name or "\0" in name or name in (".", "..") or not _encodable(name):
         raise ProtocolError(
-            f"invalid shared memory key {key!r}: expected '/name' with no other '/' (and no NUL)"
+            f"invalid shared memory key {key!r}: expected '/name' in valid Unicode with no other '/' "
+            "and no NUL"
         )
     return name
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON's ``\\ud800`` escapes give a string that is not)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SystemSharedMemory:
@@ -207,10 +217,11 @@ class SystemSharedMemory:
                 f"{where}: {BYTE_SIZE} {ref.byte_size} does not match shape {list(shape)} {datatype} "
                 f"({count * dtype.itemsize} bytes expected)"
             )
-        raw = bytearray(ref.byte_size)
-        with self._lock:
+        with self._lock:  # the region and the span checked first: the size is the client's word
             region = self._get(ref.region, where)
-            region.read_into(memoryview(raw), region.span(ref, where), where)
+            start = region.span(ref, where)
+            raw = bytearray(ref.byte_size)
+            region.read_into(memoryview(raw), start, where)
         if datatype == "BYTES":
             return tensor_from_bytes(datatype, shape, memoryview(raw), where)
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
