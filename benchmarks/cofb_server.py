@@ -163,7 +163,7 @@ def one_emulated_run(
     )
     with BackgroundServer(options) as server:
         url = server.http_url
-        planned = ArrivalSpec("poisson").times(rate, duration, seed=1)
+        planned = ArrivalSpec("poisson").workload(rate, duration, seed=1)
         result = run_load(make_target(url, EMULATED, "http"), planned, slo_ms / 1e3)
     return summarize(result, duration) | {"throttle": throttle, "decode_balance": "load", "rate": rate}
 
@@ -243,9 +243,9 @@ def one_run(
     port = free_port()
     proc = serve(root, port, balance)
     try:
-        warm = ArrivalSpec("poisson").times(rate, 2.0, seed=99)
+        warm = ArrivalSpec("poisson").workload(rate, 2.0, seed=99)
         run_load(make_target(f"127.0.0.1:{port}", MODEL, "http"), warm, slo_ms / 1e3)  # warm-up, not kept
-        planned = ArrivalSpec("poisson").times(rate, duration, seed=1)
+        planned = ArrivalSpec("poisson").workload(rate, duration, seed=1)
         result = run_load(make_target(f"127.0.0.1:{port}", MODEL, "http"), planned, slo_ms / 1e3)
     finally:
         proc.terminate()

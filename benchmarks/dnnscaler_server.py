@@ -125,7 +125,7 @@ def serve_and_load(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        planned = ArrivalSpec().times(rate, duration, seed)
+        planned = ArrivalSpec().workload(rate, duration, seed)
         res = run_load(make_target(srv.http_url, model, "http"), planned, slo)
         stop.set()
         sampler.join()

@@ -104,7 +104,7 @@ def measured_run(
 ) -> dict[str, Any]:
     """One Poisson run at ``rate`` (each request's deadline ``slo_s`` after it is sent; None: none);
     its summary with the CPU each role spent and the batches run."""
-    planned = ArrivalSpec().times(rate, duration, seed)
+    planned = ArrivalSpec().workload(rate, duration, seed)
     target = make_target(url, model, "http")
     before, runs_before = thread_cpu_seconds(pid), batches() if batches else 0
     started = time.monotonic()

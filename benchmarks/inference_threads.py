@@ -50,7 +50,7 @@ def set_class(tids: list[int], policy: int) -> None:
 
 def one_run(url: str, rate: float, duration: float, slo_s: float, seed: int) -> dict[str, Any]:
     """One Poisson run at ``rate`` against the server; its summary."""
-    planned = ArrivalSpec().times(rate, duration, seed)
+    planned = ArrivalSpec().workload(rate, duration, seed)
     return summarize(run_load(make_target(url, MODEL, "http"), planned, slo_s))
 
 

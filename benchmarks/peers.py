@@ -149,7 +149,7 @@ def _null_load(metadata: dict[str, Any], cpus: list[int], rate: float, stop: Any
     with pinned(cpus), NullServer(metadata) as null:
         seed = 0
         while not stop.is_set():
-            run_load(make_target(null.http, "null", "http"), ArrivalSpec().times(rate, 2.0, seed), None)
+            run_load(make_target(null.http, "null", "http"), ArrivalSpec().workload(rate, 2.0, seed), None)
             seed += 1
 
 

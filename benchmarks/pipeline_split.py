@@ -122,7 +122,7 @@ def plan_and_deploy(root: Path, work: Path, rate: float, slo_s: float, quick: bo
     duration = 5.0 if quick else 20.0
     with server:
         res = run_load(
-            make_target(server.url, "pipe_split", "http"), ArrivalSpec().times(rate, duration, 0), slo_s
+            make_target(server.url, "pipe_split", "http"), ArrivalSpec().workload(rate, duration, 0), slo_s
         )
     measured = summarize(res)
     return {

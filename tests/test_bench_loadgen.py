@@ -343,7 +343,7 @@ def test_a_probe_at_the_edge_is_run_again_and_judged_on_all_its_requests(
     seeds: dict[int, list[int]] = {}
 
     class Arrivals:
-        def times(self, rate: float, duration: float, seed: int) -> np.ndarray:
+        def workload(self, rate: float, duration: float, seed: int) -> np.ndarray:
             seeds.setdefault(round(rate), []).append(seed)
             return np.full(round(rate * duration), float(rate))
 
@@ -532,3 +532,55 @@ def test_a_200_without_an_inference_response_is_a_miss(answer: object) -> None:
         res = _send(server, np.arange(5) * 0.01, np.full(5, 1.0))  # type: ignore[arg-type]
     assert not res.ok.any() and set(res.status.tolist()) == {200}
     assert all("no inference response" in r for r in res.reasons)
+
+
+def test_rates_are_over_the_runs_planned_length_not_up_to_its_last_send(recorder: RecordingServer) -> None:
+    """Found by review: offered rate, throughput and goodput were divided by the last planned send
+    (one request in a 1 s run read as 2.2 req/s; a bursty 4 s run at 10.5 req/s as 15.9)."""
+    from sloserve.sim.workload import Workload
+
+    arrivals = Workload(np.array([0.0, 0.1, 0.2, 0.3]), duration=2.0)
+    s = summarize(run_load(make_target(f"127.0.0.1:{recorder.port}", "rec", "http"), arrivals, None))
+    assert s["requests"] == s["answered"] == 4
+    assert s["offered_rps"] == pytest.approx(2.0) and s["throughput_rps"] == pytest.approx(2.0)
+
+
+def test_progress_is_reported_at_least_every_quarter_second(recorder: RecordingServer) -> None:
+    """Found by review: progress came every 256 sends, so at 10 req/s the bar stood still."""
+    from sloserve.bench.loadgen import PROGRESS_EVERY
+
+    planned = np.linspace(0.0, 1.2, 7)
+    seen: list[int] = []
+    target = make_target(f"127.0.0.1:{recorder.port}", "rec", "http")
+
+    async def go() -> None:
+        await target.start()
+        try:
+            slo = np.full(7, 1.0)
+            await run_open_loop(target, planned, slo, on_progress=lambda sent, _: seen.append(sent))
+        finally:
+            await target.close()
+
+    asyncio.run(go())
+    assert PROGRESS_EVERY <= 0.25
+    assert len(seen) >= 5 and seen[-1] == 7 and seen == sorted(seen)  # not just the first and the end
+
+
+def test_a_grpc_port_asked_for_http_metadata_is_a_clear_error() -> None:
+    """Found by review: the default protocol pointed at a gRPC port was a traceback (BadStatusLine)."""
+    with NullServer() as null:
+        with pytest.raises(TargetError, match=r"not an HTTP/1\.1 answer .*a gRPC port\? \(--protocol grpc\)"):
+            fetch_metadata(null.grpc, "null", "http")
+        assert fetch_metadata(f"http://{null.grpc}", "null", "grpc")["name"] == "null"  # a scheme is taken
+
+
+def test_a_search_where_every_rate_passed_reports_a_lower_bound() -> None:
+    """Found by review: a search with no failing rate printed its last rate as the capacity."""
+    from sloserve.bench.tables import capacity_table
+    from sloserve.sim.capacity import CapacityResult
+
+    result = CapacityResult(1024.0, 0.99, lo=1024.0, hi=float("inf"), seeds=(0,), aggregate="mean")
+    title = str(capacity_table(result, []).title)
+    assert title.endswith("at least 1024.0 req/s (no rate tried failed; raise --max-rate)")
+    bounded = CapacityResult(700.0, 0.99, lo=700.0, hi=800.0, seeds=(0,), aggregate="mean")
+    assert str(capacity_table(bounded, []).title).endswith(": 700.0 req/s")

@@ -128,8 +128,43 @@ def test_a_load_the_generator_could_not_plan_is_refused_before_anything_is_sent(
     assert main(["bench", "127.0.0.1:1", "-m", "x", "--rate", "1e12"]) == 2  # nothing listens there
     said = "sloserve bench: error: --rate 1e+12 for --duration 20 s is 2e+13 requests per run"
     assert said in capsys.readouterr().err
-    assert main(["bench", "127.0.0.1:1", "-m", "x", "--capacity", "--max-rate", "1e9"]) == 2
+    assert main(["bench", "127.0.0.1:1", "-m", "x", "--capacity", "--slo-ms", "9", "--max-rate", "1e9"]) == 2
     assert "--max-rate 1e+09" in capsys.readouterr().err
+
+
+IGNORED = [
+    (["--cv", "3"], "--cv applies to --arrival gamma only"),
+    (["--arrival", "trace", "--trace", "README.md", "--cv", "3"], "--cv applies to --arrival gamma only"),
+    (["--trace", "README.md"], "--trace is replayed only with --arrival trace"),
+    (["--capacity"], "--capacity needs --slo-ms"),
+    (["--capacity", "--slo-ms", "50", "--rate", "10"], "--rate does not go with --capacity"),
+    (["--target", "0.9", "--max-rate", "10"], "--target, --max-rate apply with --capacity only"),
+    (["--confirm-runs", "0"], "--confirm-runs apply with --capacity only"),
+    (["--arrival", "gamma", "--cv", "1000"], "--cv: 1000 must be at most 100"),
+]
+
+
+@pytest.mark.parametrize(("argv", "said"), IGNORED, ids=[" ".join(a) for a, _ in IGNORED])
+def test_a_bench_option_that_would_be_ignored_or_misread_is_refused(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: each of these was taken in silence (a trace never replayed, a CV not used,
+    a capacity judged against a hidden 1 s objective) or, for --cv 1000, planned 500,000 requests
+    for a run of 40."""
+    try:
+        code = main(["bench", "127.0.0.1:1", "-m", "x", *argv])  # nothing listens there
+    except SystemExit as exit_:  # refused by the parser
+        code = exit_.code
+    assert code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bench.json").mkdir()
+    assert main(["bench", "127.0.0.1:1", "-m", "x", "--out", str(tmp_path)]) == 2
+    assert "bench.json is a directory" in capsys.readouterr().err
 
 
 def test_a_model_file_onnx_runtime_cannot_load_is_refused_naming_it(

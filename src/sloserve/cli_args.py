@@ -16,6 +16,16 @@ from pathlib import Path
 from sloserve.core.config import MAX_SEED
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, except where there is none to show (None, False):
+    a required option or a flag would otherwise read "(default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _number(text: str, kind: type[float] | type[int]) -> float:
     try:
         value = kind(text)

@@ -11,6 +11,17 @@ from typing import Any
 from sloserve import cli_args
 from sloserve.bench.input_data import input_data_option
 
+DEFAULT_RATE = 50.0
+DEFAULT_CV = 4.0
+DEFAULT_TARGET = 0.99
+DEFAULT_MAX_RATE = 400.0
+DEFAULT_CONFIRM_RUNS = 1
+MAX_CV = 100.0
+"""Burstiest gamma arrivals taken: at cv 100 a burst holds about 10,000 requests (1/cv² is the
+gamma shape), beyond it millions, whatever the rate asked."""
+SEARCH_START = 5.0
+"""The first rate a capacity search tries (lower when --max-rate is below twice it)."""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sloserve bench`` to the command line."""
@@ -22,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "latency percentiles and failures by reason. Refusals count as misses; nothing aborts the run. "
         "The generator first measures its own ceiling against a null server so a client-bound "
         "result is never taken for the server's.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli_args.DefaultsHelpFormatter,
     )
     p.add_argument(
         "url",
@@ -30,8 +41,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="server address host:port (HTTP port for --protocol http, gRPC port for grpc)",
     )
     p.add_argument("-m", "--model", required=True, help="model name on the server")
-    p.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    p.add_argument("--rate", type=cli_args.positive, default=50.0, help="mean request rate (req/s)")
+    p.add_argument(
+        "--protocol", choices=["http", "grpc"], default="http", help="how to reach the server at URL"
+    )
+    p.add_argument(
+        "--rate",
+        type=cli_args.positive,
+        default=None,
+        help=f"mean request rate, req/s (default: {DEFAULT_RATE:g}; not with --capacity, which picks "
+        "the rates)",
+    )
     p.add_argument(
         "--duration",
         type=cli_args.positive,
@@ -39,10 +58,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds of load (with --capacity: per probed rate, at least long enough for three misses "
         "at --target on average: 300 requests at 0.99)",
     )
-    p.add_argument("--arrival", choices=["poisson", "gamma", "trace"], default="poisson")
-    p.add_argument("--cv", type=cli_args.positive, default=4.0, help="inter-arrival CV for --arrival gamma")
     p.add_argument(
-        "--trace", type=cli_args.existing_file, help="CSV with a TIMESTAMP column for --arrival trace"
+        "--arrival",
+        choices=["poisson", "gamma", "trace"],
+        default="poisson",
+        help="arrival process: Poisson, gamma renewal (bursty for --cv above 1) or a replayed --trace "
+        "(a window of rate x duration consecutive requests, time-scaled to --rate)",
+    )
+    p.add_argument(
+        "--cv",
+        type=cli_args.positive_at_most(MAX_CV),
+        default=None,
+        help=f"with --arrival gamma: coefficient of variation of the inter-arrival times (default: "
+        f"{DEFAULT_CV:g})",
+    )
+    p.add_argument(
+        "--trace", type=cli_args.existing_file, help="with --arrival trace: a CSV with a TIMESTAMP column"
     )
     p.add_argument(
         "--slo-ms",
@@ -51,19 +82,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="per-request latency objective, measured from the planned send; the time left of it is "
         "sent as 'timeout'",
     )
-    p.add_argument("--seed", type=cli_args.seed, default=0)
-    p.add_argument("--capacity", action="store_true", help="search the highest rate meeting --target")
-    p.add_argument("--target", type=cli_args.fraction, default=0.99, help="attainment target for --capacity")
     p.add_argument(
-        "--max-rate", type=cli_args.positive, default=400.0, help="upper start of the --capacity search"
+        "--seed",
+        type=cli_args.seed,
+        default=0,
+        help="seed of the arrival times (and of a trace window's offset) and of random input values",
+    )
+    p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="search the highest rate meeting --target attainment of --slo-ms (which it needs)",
+    )
+    p.add_argument(
+        "--target",
+        type=cli_args.fraction,
+        default=None,
+        help=f"with --capacity: the attainment to keep (default: {DEFAULT_TARGET:g})",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=cli_args.positive,
+        default=None,
+        help=f"with --capacity: the rate the search brackets first, from {SEARCH_START:g} req/s (or "
+        "half this when lower); when it passes, the search doubles it up to 8 times "
+        f"(default: {DEFAULT_MAX_RATE:g})",
     )
     p.add_argument(
         "--confirm-runs",
         type=cli_args.int_range(0, 100),
-        default=1,
+        default=None,
         help="with --capacity: run a rate whose attainment does not tell pass from fail (--target "
         "inside its 95%% Wilson interval) up to this many more times and judge it on all its requests "
-        "together (0: never)",
+        f"together (0: never; default: {DEFAULT_CONFIRM_RUNS})",
     )
     p.add_argument(
         "--shared-memory",
@@ -134,11 +184,27 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _refused_options(args: argparse.Namespace) -> str | None:
-    """Why options that parse one by one cannot go together (None when they can)."""
+    """Why options that parse one by one cannot go together (None when they can); an option that
+    would be ignored is refused, so a run is never taken for what it was not."""
     if args.arrival == "trace" and args.trace is None:
         return "--arrival trace needs --trace FILE"
+    if args.trace is not None and args.arrival != "trace":
+        return "--trace is replayed only with --arrival trace"
+    if args.cv is not None and args.arrival != "gamma":
+        return "--cv applies to --arrival gamma only"
     if args.shared_memory and args.protocol != "http":
         return "--shared-memory is supported with --protocol http only"
+    if args.capacity:
+        if args.rate is not None:
+            return "--rate does not go with --capacity, which picks the rates (--max-rate sets the first)"
+        if args.slo_ms is None:
+            return "--capacity needs --slo-ms: attainment is the share of requests answered within it"
+    else:
+        alone = [o for o, v in (("--target", args.target), ("--max-rate", args.max_rate)) if v is not None]
+        alone += ["--confirm-runs"] if args.confirm_runs is not None else []
+        if alone:
+            return f"{', '.join(alone)} apply with --capacity only"
+    _fill_defaults(args)
     top = args.max_rate if args.capacity else args.rate
     if top * args.duration > MAX_REQUESTS_PER_RUN:
         option = "--max-rate" if args.capacity else "--rate"
@@ -146,11 +212,27 @@ def _refused_options(args: argparse.Namespace) -> str | None:
             f"{option} {top:g} for --duration {args.duration:g} s is {top * args.duration:.3g} requests "
             f"per run; the generator sends at most {MAX_REQUESTS_PER_RUN:.0e}"
         )
+    if (args.out / "bench.json").is_dir():
+        return f"--out {args.out}: {args.out / 'bench.json'} is a directory (the report is written there)"
     names = [name for name, _ in args.shape]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         return f"--shape is given twice for input(s) {twice}"
     return None
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """The defaults of options left out (None so that one given where it does not apply is told)."""
+    defaults = {
+        "rate": DEFAULT_RATE,
+        "cv": DEFAULT_CV,
+        "target": DEFAULT_TARGET,
+        "max_rate": DEFAULT_MAX_RATE,
+        "confirm_runs": DEFAULT_CONFIRM_RUNS,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def _byte_range(sizes: list[int]) -> str:
@@ -191,6 +273,17 @@ def _bench(args: argparse.Namespace) -> int:
     sized, request_size = requests[0], round(sum(sizes) / len(sizes))
     slo_s = args.slo_ms / 1e3 if args.slo_ms else None
     arrivals = ArrivalSpec(args.arrival, args.cv, args.trace)
+    # the run's arrivals before anything is measured: a trace that cannot be read fails here
+    planned = None if args.capacity else arrivals.workload(args.rate, args.duration, args.seed)
+    if args.capacity and args.trace is not None:
+        arrivals.workload(args.max_rate, args.duration, args.seed)
+    if planned is not None and len(planned) > MAX_REQUESTS_PER_RUN:  # a burst of gamma arrivals
+        print(
+            f"sloserve bench: error: the arrivals drawn for --seed {args.seed} are {len(planned):,} "
+            f"requests; the generator sends at most {MAX_REQUESTS_PER_RUN:.0e}",
+            file=sys.stderr,
+        )
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "target": {
@@ -207,7 +300,7 @@ def _bench(args: argparse.Namespace) -> int:
             "bytes_max": max(sizes),
             "distinct_requests": len(requests),
         },
-        "workload": arrivals.describe(args.rate),
+        "workload": arrivals.describe(None if args.capacity else args.rate),
         "slo_ms": args.slo_ms,
         "seed": args.seed,
     }
@@ -250,9 +343,10 @@ def _bench(args: argparse.Namespace) -> int:
             args.url,
             args.model,
             args.protocol,
-            slo_s if slo_s else 1.0,
+            args.slo_ms / 1e3,
             arrivals=arrivals,
             target=args.target,
+            lo=min(SEARCH_START, args.max_rate / 2),
             hi=args.max_rate,
             duration=args.duration,
             seeds=(args.seed,),
@@ -266,7 +360,7 @@ def _bench(args: argparse.Namespace) -> int:
         console.print(capacity_table(result, runs))
         plot_capacity(runs, args.target, args.out / "attainment_vs_rate.png")
     else:
-        planned = arrivals.times(args.rate, args.duration, args.seed)
+        assert planned is not None
         with Progress(
             TextColumn("sending"),
             BarColumn(),

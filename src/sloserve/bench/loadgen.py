@@ -39,6 +39,9 @@ import numpy as np
 
 from sloserve.bench.targets import SendResult, Target
 
+PROGRESS_EVERY = 0.25
+"""Seconds between progress reports at the most (a slow run's bar still moves)."""
+
 
 @dataclass(slots=True)
 class LoadResult:
@@ -134,8 +137,11 @@ async def run_open_loop(
     max_outstanding: int = 4096,
     on_progress: Callable[[int, int], None] | None = None,
     drain_timeout: float = 30.0,
+    duration: float | None = None,
 ) -> LoadResult:
     """Send ``len(planned)`` requests at ``planned`` times (seconds from now) with deadlines ``slo``.
+    ``duration``: the run's planned length, which its rates are over (None: up to the last send).
+    ``on_progress(sent, ended)`` is called every 256 sends and at least every quarter second.
 
     More than ``max_outstanding`` requests in flight makes the generator wait (and the wait shows
     up as latency, not as a silent skip). Requests still unanswered ``drain_timeout`` seconds after
@@ -164,6 +170,7 @@ async def run_open_loop(
         finished += 1
 
     in_flight: set[asyncio.Task[None]] = set()
+    shown = 0.0  # when progress was last shown
     pacer = Pacer(loop)
     with collector_paused():
         try:
@@ -176,7 +183,8 @@ async def run_open_loop(
                 task = asyncio.create_task(one(i, timeout_us))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-                if on_progress is not None and i % 256 == 0:
+                if on_progress is not None and (i % 256 == 0 or sent[i] >= shown + PROGRESS_EVERY):
+                    shown = float(sent[i])
                     on_progress(i, finished)
         finally:
             pacer.close()
@@ -188,7 +196,8 @@ async def run_open_loop(
                 reasons[int(late)] = "no answer before the end of the run"
     if on_progress is not None:
         on_progress(n, finished)
-    return LoadResult(planned, sent, done, ok, slo, status, reasons, float(planned[-1]) if n else 0.0)
+    length = duration if duration is not None else float(planned[-1]) if n else 0.0
+    return LoadResult(planned, sent, done, ok, slo, status, reasons, length)
 
 
 def wall_clock() -> float:

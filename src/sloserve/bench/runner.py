@@ -57,43 +57,64 @@ class ArrivalSpec:
     trace: Path | None = None
     """CSV trace with a ``TIMESTAMP`` column for ``trace``; its mean rate is scaled to the target."""
 
-    def times(self, rate: float, duration: float, seed: int) -> np.ndarray:
-        """Send times (seconds from the start) at mean ``rate`` over ``duration``."""
+    def workload(self, rate: float, duration: float, seed: int) -> wl.Workload:
+        """Send times (seconds from the start) at mean ``rate`` for ``duration`` seconds; the
+        workload's ``duration`` is the run's planned length (what its rates are over). A trace is
+        replayed as a window of ``rate·duration`` consecutive requests from a seed-dependent offset
+        at ``rate`` (:meth:`~sloserve.sim.workload.Workload.replayed_at`)."""
         if self.kind == "poisson":
-            w = wl.poisson(rate, duration, seed)
-        elif self.kind == "gamma":
-            w = wl.gamma(rate, self.cv, duration, seed)
-        else:
-            if self.trace is None:
-                raise ValueError("arrival 'trace' needs a trace file")
-            w = wl.from_trace_csv(self.trace, target_rate=rate).window(0.0, duration)
-        return np.asarray(w.arrivals, dtype=float)
+            return wl.poisson(rate, duration, seed)
+        if self.kind == "gamma":  # stationary: the mean count is rate·duration whatever the cv
+            return wl.gamma(rate, self.cv, duration, seed, stationary=True)
+        if self.trace is None:
+            raise ValueError("arrival 'trace' needs a trace file")
+        return _read_trace(self.trace).replayed_at(rate, duration, seed)
 
-    def describe(self, rate: float) -> str:
-        """One line for reports, with the trace scaling."""
+    def describe(self, rate: float | None = None) -> str:
+        """One line for reports (``rate`` None: the process alone, as a capacity search varies it)."""
+        at = "" if rate is None else f" at {rate:g} req/s"
         if self.kind == "gamma":
-            return f"gamma arrivals, cv={self.cv}, mean {rate:g} req/s"
+            return f"gamma arrivals, cv={self.cv:g}{at}"
         if self.kind == "trace":
-            return f"trace {self.trace} replayed with its mean rate scaled to {rate:g} req/s"
-        return f"Poisson arrivals at {rate:g} req/s"
+            return f"trace {self.trace} replayed{at} (windows of consecutive requests, time-scaled)"
+        return f"Poisson arrivals{at}"
+
+
+_TRACES: dict[Path, wl.Workload] = {}
+
+
+def _read_trace(path: Path) -> wl.Workload:
+    """The trace's arrivals, read once per process (a capacity search replays it at many rates)."""
+    if path not in _TRACES:
+        _TRACES[path] = wl.from_trace_csv(path)
+    return _TRACES[path]
 
 
 def run_load(
     target: Target,
-    planned: np.ndarray,
+    planned: np.ndarray | wl.Workload,
     slo_s: float | None,
     *,
     on_progress: Callable[[int, int], None] | None = None,
     max_outstanding: int = 4096,
 ) -> LoadResult:
-    """Start ``target``, send at ``planned`` times with deadline ``slo_s`` (None: no deadline), close."""
+    """Start ``target``, send at ``planned`` times with deadline ``slo_s`` (None: no deadline), close.
+    A :class:`~sloserve.sim.workload.Workload` also gives the run's length the rates are over
+    (plain times: up to the last send)."""
+    duration = planned.duration if isinstance(planned, wl.Workload) else None
+    times = np.asarray(planned.arrivals if isinstance(planned, wl.Workload) else planned, dtype=float)
 
     async def go() -> LoadResult:
         try:
             await target.start()
-            slo = np.full(len(planned), np.inf if slo_s is None else slo_s)
+            slo = np.full(len(times), np.inf if slo_s is None else slo_s)
             return await run_open_loop(
-                target, planned, slo, on_progress=on_progress, max_outstanding=max_outstanding
+                target,
+                times,
+                slo,
+                on_progress=on_progress,
+                max_outstanding=max_outstanding,
+                duration=duration,
             )
         finally:
             await target.close()
@@ -145,7 +166,7 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
         from google.protobuf.json_format import MessageToDict
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-        with grpc.insecure_channel(url) as channel:
+        with grpc.insecure_channel(url.split("://")[-1]) as channel:  # as GrpcTarget: a scheme allowed
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             try:
                 reply = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=model), timeout=timeout)
@@ -156,6 +177,7 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
             for spec in doc.get(kind, []):
                 spec["shape"] = [int(d) for d in spec.get("shape", [])]
         return doc
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -166,6 +188,11 @@ def fetch_metadata(url: str, model: str, protocol: Protocol, timeout: float = 10
     except urllib.error.HTTPError as exc:
         said = exc.read().decode(errors="replace")[:300]
         raise TargetError(f"{url}: metadata of {model!r}: HTTP {exc.code}: {said}") from None
+    except http.client.HTTPException as exc:  # e.g. a gRPC port: HTTP/2 frames, no status line
+        raise TargetError(
+            f"{url}: metadata of {model!r}: not an HTTP/1.1 answer ({type(exc).__name__}); "
+            "a gRPC port? (--protocol grpc)"
+        ) from None
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
         raise TargetError(f"{url}: metadata of {model!r}: {exc}") from None
     if not isinstance(doc, dict):
@@ -264,7 +291,7 @@ def live_capacity(
     def once(rate: float, seed: int, repeat: int) -> dict[str, Any]:
         span = max(duration, least / rate)
         arrival_seed = seed + 1_000 * repeat
-        planned = arrivals.times(rate, span, arrival_seed)
+        planned = arrivals.workload(rate, span, arrival_seed)
         target = make_target(
             url, model, protocol, payload=payload, seed=arrival_seed, shared_memory=shared_memory
         )

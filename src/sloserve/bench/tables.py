@@ -35,7 +35,10 @@ def summary_table(s: dict[str, Any], title: str) -> Table:
 
 def capacity_table(result: CapacityResult, runs: list[dict[str, Any]]) -> Table:
     """Every probed rate and the capacity found."""
-    t = Table(title=f"capacity at {result.target:.0%} attainment: {result.rate:.1f} req/s")
+    found = f"{result.rate:.1f} req/s"
+    if not result.bounded and result.rate > 0:  # every rate tried passed: a lower bound only
+        found = f"at least {found} (no rate tried failed; raise --max-rate)"
+    t = Table(title=f"capacity at {result.target:.0%} attainment: {found}")
     for col in ("rate (req/s)", "run", "attainment", "goodput", "p99 (ms)", "failures"):
         t.add_column(col, justify="right")
     for r in sorted(runs, key=lambda r: (r["rate"], r.get("repeat", 0))):

@@ -231,17 +231,7 @@ def trace_arrivals(rate: float, seed: int, duration: float, path: Path = AZURE_C
 
     if path not in _TRACES:
         _TRACES[path] = wl.from_trace_csv(path)
-    full = _TRACES[path]
-    n = min(len(full), max(2, round(rate * duration)))
-    start = (seed * 7919) % (len(full) - n + 1)
-    times = full.arrivals[start : start + n] - full.arrivals[start]
-    span = float(times[-1]) if times[-1] > 0 else 1.0
-    scaled = times * (n / span) / rate
-    return wl.Workload(
-        scaled,
-        duration=float(scaled[-1]) + 1.0 / rate,
-        description=f"azure code trace requests [{start}, {start + n}) scaled to {rate:g}/s",
-    )
+    return _TRACES[path].replayed_at(rate, duration, seed)
 
 
 def arrivals_for(scenario: Scenario, rate: float, seed: int, duration: float) -> Any:

@@ -164,6 +164,26 @@ class Workload:
             description=f"{self.description} window [{start:g}, {end:g})".strip(),
         )
 
+    def replayed_at(self, rate: float, duration: float, seed: int = 0) -> Workload:
+        """A trace's arrivals replayed at mean ``rate`` for about ``duration`` seconds: ``rate·duration``
+        consecutive requests (all of them if the trace has fewer) from a seed-dependent offset, their
+        times scaled so that the window's own mean rate is ``rate`` (its bursts keep their shape,
+        compressed or stretched). Scaling the whole trace and cutting its first ``duration`` seconds
+        instead would send that opening's rate, not ``rate``. Arrivals only (no deadlines)."""
+        _check_positive(rate=rate, duration=duration)
+        if len(self) == 0:
+            raise ValueError("the trace has no requests")
+        n = min(len(self), max(2, round(rate * duration)))
+        start = (seed * 7919) % (len(self) - n + 1)
+        times = self.arrivals[start : start + n] - self.arrivals[start]
+        span = float(times[-1]) if len(times) > 1 and times[-1] > 0 else 1.0
+        scaled = times * (len(times) / span) / rate
+        return Workload(
+            scaled,
+            duration=float(scaled[-1]) + 1.0 / rate,
+            description=f"{self.description} requests [{start}, {start + n}) at {rate:g}/s".strip(),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class StreamedWorkload:
@@ -226,17 +246,30 @@ def poisson(rate: float, duration: float, seed: int = 0) -> Workload:
     return Workload(arr, duration=duration, description=f"poisson rate={rate:g}/s seed={seed}")
 
 
-def gamma(rate: float, cv: float, duration: float, seed: int = 0) -> Workload:
+def gamma(rate: float, cv: float, duration: float, seed: int = 0, *, stationary: bool = False) -> Workload:
     """Renewal arrivals with Gamma inter-arrival times: mean ``1/rate``, coefficient of variation ``cv``.
 
-    ``cv = 1`` is Poisson; larger is burstier, smaller is more regular.
+    ``cv = 1`` is Poisson; larger is burstier, smaller is more regular. The process starts as one
+    whose last arrival was at 0, which adds ``(cv² - 1) / 2`` arrivals on average at the start (4
+    at cv 3, 500,000 at cv 1000). ``stationary``: it starts as if it had been running for ever (the
+    first arrival after the residual of a length-biased gap), so the mean count is ``rate·duration``.
     """
     _check_positive(rate=rate, cv=cv, duration=duration)
     rng = np.random.default_rng(seed)
     shape = 1.0 / (cv * cv)
     scale = 1.0 / (rate * shape)
-    arr = _renewal(rng, duration, lambda n: rng.gamma(shape, scale, n), 1.0 / rate)
-    return Workload(arr, duration=duration, description=f"gamma rate={rate:g}/s cv={cv:g} seed={seed}")
+
+    def gaps(n: int) -> np.ndarray:
+        return rng.gamma(shape, scale, n)
+
+    if not stationary:
+        arr = _renewal(rng, duration, gaps, 1.0 / rate)
+    else:
+        first = rng.uniform() * rng.gamma(shape + 1.0, scale)  # a length-biased gamma gap is Γ(k+1)
+        later = _renewal(rng, duration - first, gaps, 1.0 / rate) if first < duration else _EMPTY_F
+        arr = first + np.concatenate([[0.0], later]) if first < duration else _EMPTY_F
+    kind = " stationary" if stationary else ""
+    return Workload(arr, duration=duration, description=f"gamma{kind} rate={rate:g}/s cv={cv:g} seed={seed}")
 
 
 def piecewise(
