@@ -584,3 +584,15 @@ def test_a_search_where_every_rate_passed_reports_a_lower_bound() -> None:
     assert title.endswith("at least 1024.0 req/s (no rate tried failed; raise --max-rate)")
     bounded = CapacityResult(700.0, 0.99, lo=700.0, hi=800.0, seeds=(0,), aggregate="mean")
     assert str(capacity_table(bounded, []).title).endswith(": 700.0 req/s")
+
+
+def test_a_result_near_the_clients_own_ceiling_is_flagged() -> None:
+    """The ceiling was printed but never compared with what the run stood on."""
+    from sloserve.bench.cli import _client_bound
+
+    ceiling = {"client_ceiling": {"ceiling_rps": 4000.0}}
+    assert _client_bound(ceiling | {"result": {"offered_rps": 1000.0}}) is None
+    said = _client_bound(ceiling | {"result": {"offered_rps": 3000.0}})
+    assert said is not None and said.startswith("the offered rate, 3000 req/s, is 75% of the client's own")
+    found = _client_bound(ceiling | {"capacity": {"rate": 3900.0}})
+    assert found is not None and found.startswith("the capacity found, 3900 req/s, is 98%")

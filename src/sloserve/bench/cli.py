@@ -221,6 +221,27 @@ def _refused_options(args: argparse.Namespace) -> str | None:
     return None
 
 
+CLIENT_BOUND_SHARE = 0.5
+"""A rate above this share of the client's own ceiling may be the client's limit, not the server's."""
+
+
+def _client_bound(report: dict[str, Any]) -> str | None:
+    """A warning when the rate the report stands on (the run's offered rate, or the capacity found)
+    comes near the generator's own ceiling measured before it; None when it is well below."""
+    ceiling = float(report["client_ceiling"]["ceiling_rps"])
+    if "capacity" in report:
+        rate, what = float(report["capacity"]["rate"]), "the capacity found"
+    else:
+        rate, what = float(report["result"]["offered_rps"]), "the offered rate"
+    if rate <= CLIENT_BOUND_SHARE * ceiling:
+        return None
+    return (
+        f"{what}, {rate:.0f} req/s, is {rate / ceiling:.0%} of the client's own ceiling "
+        f"({ceiling:.0f} req/s against a null server): the result may be the client's limit, not the "
+        "server's (run the generator on another core or machine)"
+    )
+
+
 def _fill_defaults(args: argparse.Namespace) -> None:
     """The defaults of options left out (None so that one given where it does not apply is told)."""
     defaults = {
@@ -387,6 +408,11 @@ def _bench(args: argparse.Namespace) -> int:
         report["result"] = summary
         console.print(summary_table(summary, title=f"{args.model} @ {args.rate:g} req/s ({args.protocol})"))
         plot_latency_cdf(res, args.out / "latency_cdf.png")
+    if "client_ceiling" in report:
+        warning = _client_bound(report)
+        if warning is not None:
+            report["client_bound"] = warning
+            console.print(f"[yellow]warning:[/yellow] {warning}")
     path = write_json(args.out / "bench.json", report)  # strict JSON: no NaN when nothing was answered
     console.print(f"wrote {path}")
     return 0
