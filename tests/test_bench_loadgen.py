@@ -596,3 +596,14 @@ def test_a_result_near_the_clients_own_ceiling_is_flagged() -> None:
     assert said is not None and said.startswith("the offered rate, 3000 req/s, is 75% of the client's own")
     found = _client_bound(ceiling | {"capacity": {"rate": 3900.0}})
     assert found is not None and found.startswith("the capacity found, 3900 req/s, is 98%")
+
+
+def test_failure_labels_keep_transport_errors_apart() -> None:
+    """Found by review: every transport error was 'transport: HttpClientError'."""
+    from sloserve.bench.summary import reason_class
+
+    refused = reason_class(-1, "HttpClientError: cannot connect to 127.0.0.1:9: [Errno 111] refused")
+    closed = reason_class(-1, "HttpClientError: connection closed before the answer")
+    assert refused == "transport: HttpClientError: cannot connect to 127.0.0.1:9"
+    assert closed == "transport: HttpClientError: connection closed before the answer"
+    assert reason_class(503, "deadline_unreachable: cannot finish") == "503 deadline_unreachable"

@@ -12,8 +12,8 @@ from sloserve.bench.loadgen import LoadResult
 
 def reason_class(status: int, reason: str) -> str:
     """A short, countable label for a failed request, e.g. ``503 deadline_unreachable``."""
-    if status == -1:
-        return "transport: " + reason.split(":")[0][:60]
+    if status == -1:  # the exception's type and what it says first: refused and closed stay apart
+        return "transport: " + ": ".join(reason.split(": ")[:2])[:80]
     first = reason.strip().split(":")[0].split(" (")[0][:60]
     return f"{status} {first}".strip()
 

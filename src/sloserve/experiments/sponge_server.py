@@ -181,7 +181,8 @@ def run_on_server(s: ServerSettings, repo: Path, w: Any) -> dict[str, Any]:
 
         sampler = asyncio.create_task(sample())
         try:
-            res = await run_open_loop(target, np.asarray(w.arrivals), np.maximum(budgets, 1e-6))
+            budget = np.maximum(budgets, 1e-6)
+            res = await run_open_loop(target, np.asarray(w.arrivals), budget, duration=w.duration)
             return res, await asyncio.to_thread(batch_time_ratio, metrics_url, s.model)
         finally:
             stop.set()
