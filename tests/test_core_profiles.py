@@ -241,3 +241,18 @@ def test_the_servers_costs_lower_the_fluid_ceiling_as_the_batches_they_allow_say
     costed = CostedProfile(base, per_row=0.25 * MS, per_batch=1 * MS)
     assert max_batch_within(costed, slo, tail=False) == 13
     assert fluid_ceiling(costed, slo) == pytest.approx(13 / (19.25 * MS))
+
+
+def test_extrapolation_past_the_largest_batch_never_falls() -> None:
+    """Found by review: points that fell at their end (2.0, 3.0, 2.5 ms) extrapolated to a negative
+    latency at batch 16, which crashed the simulator and the capacity search."""
+    from sloserve.core.profiles import ProfilePoint, TabulatedProfile
+
+    ms = 1e-3
+    points = [ProfilePoint(b, 1, 1, t * ms, t * 1.1 * ms) for b, t in ((1, 2.0), (2, 3.0), (4, 2.5))]
+    points.append(ProfilePoint(16, 2, 1, 6.0 * ms, 6.6 * ms))  # max_batch 16 comes from 2 cores
+    profile = TabulatedProfile("m", tuple(points))
+    assert profile.latency(16, 1, 1) == pytest.approx(10.0 * ms)  # 2.5 ms for 4 rows, per row
+    assert profile.tail_latency(16, 1, 1) >= profile.latency(16, 1, 1) > profile.latency(4, 1, 1)
+    rising = TabulatedProfile("r", tuple(ProfilePoint(b, 1, 1, b * ms, b * ms) for b in (1, 2, 4)))
+    assert rising.latency(8) == pytest.approx(8 * ms)  # a rising table extrapolates along its slope

@@ -184,7 +184,7 @@ def test_profile_sources_combine_and_a_model_given_twice_is_refused(tmp_path: Pa
     loaded, source = load_profile_sources(["published"])
     assert loaded == list(BUILTIN_PROFILES) and "published-style" in source
     # rows are named by model: the published mobilenet_v2 and the measured one cannot share a run
-    with pytest.raises(ConfigError, match="--profiles: mobilenet_v2 given by more than one source"):
+    with pytest.raises(ConfigError, match="--profiles: mobilenet_v2 given more than once"):
         load_profile_sources(["published", "demo"])
 
 
@@ -196,3 +196,23 @@ def test_a_profile_source_that_cannot_be_read_is_a_clear_error(
     assert main(args) == 2
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_what_a_fast_or_odd_profile_would_break_is_refused_or_kept_in_range() -> None:
+    """Found by review: SLOs rounded to 0.1 ms made a profile of microseconds an SLO of 0 (a
+    crash); a search's probe could plan billions of requests; grids tried batch caps above the
+    model's largest batch."""
+    from sloserve.core.config import ConfigError
+    from sloserve.core.profiles import AffineProfile
+    from sloserve.experiments.batching import ray_grid, slos_for, triton_grid, workload_for
+
+    fast = AffineProfile("fast", alpha=2e-6, beta=1e-6, max_batch=4)
+    slos = slos_for(fast)
+    assert slos["tight"][0] == pytest.approx(4 * fast.tail_latency(1), rel=0.01) and slos["tight"][0] > 0
+    assert slos_for(BUILTIN_PROFILES[0])["tight"][0] == round(4 * BUILTIN_PROFILES[0].tail_latency(1), 4)
+    case = Case(fast, "tight", slos["tight"])
+    with pytest.raises(ConfigError, match=r"would simulate 3\.6e\+09 requests, over the 2e\+07"):
+        workload_for(case, 1e6, 0, 3600.0)
+    quick = Settings(grid_batches=(8, 32))
+    for grid in (triton_grid(case, quick), ray_grid(case, quick)):
+        assert {params["max_batch_size"] for params, _ in grid.values()} == {4}

@@ -63,6 +63,22 @@ def test_batches_above_the_configured_maximum_are_skipped(tmp_path: Path) -> Non
     assert ProfileGrid(batches=(1, 64, 128)).limited_to(source.max_batch).batches == (1, 64)
 
 
+def test_a_model_that_cannot_run_the_synthetic_batch_is_a_clear_error(tmp_path: Path) -> None:
+    """Found by review: a model whose batch dimension is fixed at 1 (or BERT given 513 tokens) was
+    a traceback from ONNX Runtime mid-measurement; now an error naming the batch and the shapes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "fixed", [x], [y])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    grid = ProfileGrid(batches=(1, 2), threads=(1,), instances=(1,), repeats=2, warmup=0)
+    with pytest.raises(ConfigError, match=r"fixed\.onnx: the model cannot run a batch of 2 \(x \[2, 8\]"):
+        profile_model(resolve_model(str(path)), grid)
+
+
 def test_unknown_model_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="not a file, a model directory or a demo model"):
         resolve_model("no-such-model")

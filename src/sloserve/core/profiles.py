@@ -191,6 +191,8 @@ class TabulatedProfile:
             return float(ys[0]) * batch / bs[0] if batch > bs[0] else float(ys[0])
         if batch > bs[-1]:
             slope = (ys[-1] - ys[-2]) / (bs[-1] - bs[-2])
+            if slope <= 0:  # the last two points fell (noise): a bigger batch takes no less, per row
+                return float(ys[-1] * batch / bs[-1])
             return float(ys[-1] + slope * (batch - bs[-1]))
         return float(np.interp(batch, bs, ys))
 

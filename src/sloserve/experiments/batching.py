@@ -184,8 +184,15 @@ Make = Callable[[], tuple[Scheduler, Scaler | None]]
 def slos_for(profile: ModelProfile) -> dict[str, tuple[float, ...]]:
     """Tight = 4·l(1), loose = 16·l(1) (p99 latency), mixed = both."""
     base = profile.tail_latency(1, 1, 1)
-    tight, loose = round(4 * base, 4), round(16 * base, 4)
+    tight, loose = _readable(4 * base), _readable(16 * base)
     return {"tight": (tight,), "loose": (loose,), "mixed": (tight, loose)}
+
+
+def _readable(seconds: float) -> float:
+    """``seconds`` to 0.1 ms, as tables show SLOs, unless that moves it by over 1% (a model of a
+    few microseconds would get an SLO of 0): then to three significant digits."""
+    rounded = round(seconds, 4)
+    return rounded if abs(rounded - seconds) <= 0.01 * seconds else float(f"{seconds:.3g}")
 
 
 def make_slo(profile: ModelProfile, slo: float, *, shared_hardware: bool = True) -> Make:
@@ -249,9 +256,18 @@ def arrivals_for(scenario: Scenario, rate: float, seed: int, duration: float) ->
 
 def workload_for(case: Case, rate: float, seed: int, duration: float) -> Any:
     """The scenario's arrivals; each request's deadline from the case's SLO(s)."""
+    from sloserve.core.config import ConfigError
     from sloserve.sim import workload as wl
+    from sloserve.sim.experiment import MAX_REQUESTS_PER_RUN
 
-    w = arrivals_for(case.scenario, rate, seed, case.scenario.duration(rate, duration))
+    seconds = case.scenario.duration(rate, duration)
+    if rate * seconds > MAX_REQUESTS_PER_RUN:  # a search's probe of a very fast profile
+        raise ConfigError(
+            f"{case.profile.model} ({case.scenario.name}): a run at {rate:.3g} req/s for {seconds:g} s "
+            f"would simulate {rate * seconds:.3g} requests, over the {MAX_REQUESTS_PER_RUN:.0e} the "
+            "simulator takes: lower --duration"
+        )
+    w = arrivals_for(case.scenario, rate, seed, seconds)
     if len(case.slos) == 1:
         return wl.with_slo(w, case.slos[0])
     rng = np.random.default_rng([seed, 99])
@@ -333,7 +349,9 @@ def bound_capacity(case: Case, settings: Settings) -> tuple[float, str]:
         hi=hi,
         tol=settings.tol / 2,
     )
-    return float(result.rate), "clairvoyant"
+    # the lowest rate found where even the optimum misses: the search's answer is a rate it passes,
+    # which a policy's search (bracketed differently) may pass by up to the tolerance
+    return float(result.hi if result.bounded else result.rate), "clairvoyant"
 
 
 def grid_best(
@@ -357,11 +375,14 @@ def grid_best(
     return rate, candidates[best][0]
 
 
+def _grid_sizes(case: Case, settings: Settings) -> list[int]:
+    """The grid's batch caps, each at most the model's largest batch (no cap the model cannot run)."""
+    return sorted({min(b, case.profile.max_batch) for b in settings.grid_batches})
+
+
 def triton_grid(case: Case, settings: Settings) -> dict[str, tuple[dict[str, Any], Make]]:
     out: dict[str, tuple[dict[str, Any], Make]] = {}
-    for b in settings.grid_batches:
-        if b > case.profile.max_batch:
-            continue
+    for b in _grid_sizes(case, settings):
         for frac in settings.grid_delays:
             for action in ("delay", "reject"):
                 delay = round(frac * case.slo, 6)
@@ -372,7 +393,7 @@ def triton_grid(case: Case, settings: Settings) -> dict[str, tuple[dict[str, Any
 
 def ray_grid(case: Case, settings: Settings) -> dict[str, tuple[dict[str, Any], Make]]:
     out: dict[str, tuple[dict[str, Any], Make]] = {}
-    for b in settings.grid_batches:
+    for b in _grid_sizes(case, settings):
         for frac in settings.grid_delays:
             wait = round(frac * case.slo, 6)
             out[f"{b}/{wait}"] = ({"max_batch_size": b, "batch_wait_timeout_s": wait}, make_ray(b, wait))
@@ -399,10 +420,16 @@ def evaluate(case: Case, settings: Settings) -> dict[str, PolicyResult]:
         "timeout_action": "delay",
     }
     results["ray default"].settings = {"max_batch_size": min(10, mb), "batch_wait_timeout_s": 0.01}
-    for name, grid in (("triton best", triton_grid(case, settings)), ("ray best", ray_grid(case, settings))):
+    for name, grid, default in (
+        ("triton best", triton_grid(case, settings), "triton default"),
+        ("ray best", ray_grid(case, settings), "ray default"),
+    ):
         rate, params = grid_best(case, grid, settings)
+        make = grid[_key_of(params)][1]
+        if results[default].capacity > rate:  # the default is a static setting too: the best is no less
+            rate, params, make = results[default].capacity, dict(results[default].settings), makes[default]
         results[name] = PolicyResult(rate, params, tol=settings.tol)
-        makes[name] = grid[_key_of(params)][1]
+        makes[name] = make
     refine_near_targets(case, makes, results, settings)
     ref = results["slo"].capacity
     for name, make in makes.items():
@@ -477,8 +504,9 @@ def load_profile_sources(sources: Sequence[str | Path]) -> tuple[list[ModelProfi
     twice = sorted({m for m in models if models.count(m) > 1})
     if twice:
         raise ConfigError(
-            f"--profiles: {', '.join(twice)} given by more than one source; rows are named by model, "
-            "so give each model once (run the sources separately with their own --out)"
+            f"--profiles: {', '.join(twice)} given more than once (by two sources, or on two hardware "
+            "types in one file); rows are named by model, so give each model once (run the sources "
+            "separately with their own --out)"
         )
     return profiles, "; ".join(described)
 

@@ -225,13 +225,23 @@ def profile_model(
             if r > 0 and spent[key] > grid.max_seconds:
                 continue
             started = time.perf_counter()
-            lat += measure_concurrent(
-                groups[(threads, k)],
-                inputs[batch],
-                repeats=share,
-                warmup=grid.warmup if r == 0 else 0,
-                max_seconds=max(0.0, grid.max_seconds - spent[key]),
-            )
+            try:
+                lat += measure_concurrent(
+                    groups[(threads, k)],
+                    inputs[batch],
+                    repeats=share,
+                    warmup=grid.warmup if r == 0 else 0,
+                    max_seconds=max(0.0, grid.max_seconds - spent[key]),
+                )
+            except BackendError as exc:  # the model cannot run the synthetic inputs
+                for backends in groups.values():
+                    for b in backends:
+                        b.close()
+                shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in inputs[batch].items())
+                raise ConfigError(
+                    f"{source.path}: the model cannot run a batch of {batch} ({shapes}; variable "
+                    f"dimensions {grid.variable_dim}): {exc}"
+                ) from None
             spent[key] += time.perf_counter() - started
             if progress is not None:
                 progress(_point(key, lat))
