@@ -84,3 +84,43 @@ def test_quick_experiment_end_to_end(tmp_path: Path) -> None:
     assert doc["matrix_completion"]["mape_pct"] < 10
     assert doc["seed"] == 0 and "closed loop" in doc["workload"]
     assert detect_from_profile(next(c.profile for c in published_cases())).approach is Approach.MULTI_TENANCY
+
+
+def _tabulated(path: Path, instances: int) -> Path:
+    """A measured profile of model ``tiny`` with a slowdown, its points at ``instances``."""
+    points = "".join(
+        f"      - {{batch: {b}, cores: 1, instances: {instances}, median_ms: {ms}, p99_ms: {ms * 1.1}}}\n"
+        for b, ms in ((1, 2.0), (4, 5.0))
+    )
+    text = "format: sloserve-profile/v1\nprofiles:\n  - model: tiny\n    kind: tabulated\n"
+    path.write_text(text + "    slowdown: [1.0, 1.7]\n    points:\n" + points)
+    return path
+
+
+def test_quick_keeps_the_measured_profiles(tmp_path: Path) -> None:
+    from sloserve.experiments.dnnscaler import select_cases
+
+    files = [_tabulated(tmp_path / "p.yaml", 1)]
+    names = [c.name for c in select_cases(quick=True, curve=BatchCurve(), profile_files=files)]
+    assert len(names) == 6 and "tiny@cpu" in names and "gpu-affine-resnet50" in names
+    assert len(select_cases(quick=True, curve=BatchCurve(), profile_files=[])) == 5
+
+
+def test_a_slowdown_without_points_at_one_instance_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _tabulated(tmp_path / "p.yaml", 2)
+    argv = ["experiment", "dnnscaler", "--quick", "--profiles", str(path), "--models", "tiny"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sloserve: error: {path}: model 'tiny'") and "instances: 1" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1.5"])
+def test_batch_efficiency_outside_zero_to_one_is_refused_by_the_parser(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "dnnscaler", "--batch-efficiency", value])
+    assert exc.value.code == 2
+    assert "argument --batch-efficiency:" in capsys.readouterr().err

@@ -118,3 +118,99 @@ def test_the_simulators_side_reports_its_violations_per_second(tmp_path: Path) -
         row["server"] = sim  # the plot draws both sides
     path = plot_violations({"rows": rows}, "test", tmp_path / "v.png")
     assert path.stat().st_size > 1000
+
+
+def _profile_file(path: Path, *entries: str) -> Path:
+    path.write_text("format: sloserve-profile/v1\nprofiles:\n" + "".join(f"  - {e}\n" for e in entries))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        (
+            ["{model: identity, kind: affine, alpha_ms: 1.0, beta_ms: 0.25}"],
+            "no profile for model 'mobilenet_v2'",
+        ),
+        (
+            [
+                "{model: mobilenet_v2, hardware: cpu, kind: affine, alpha_ms: 1.0, beta_ms: 0.25}",
+                "{model: mobilenet_v2, hardware: gpu, kind: affine, alpha_ms: 1.0, beta_ms: 0.25}",
+            ],
+            "model 'mobilenet_v2' has profiles on 2 hardware types",
+        ),
+    ],
+)
+def test_server_profile_without_one_profile_of_the_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entries: list[str], says: str
+) -> None:
+    path = _profile_file(tmp_path / "p.yaml", *entries)
+    argv = [
+        "experiment",
+        "sponge",
+        "--server",
+        "--quick",
+        "--server-profile",
+        str(path),
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2  # before any server starts
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sloserve: error: --server-profile {path}: {says}") and "\n" not in err
+
+
+def test_no_violations_under_either_policy_shows_no_ratio(tmp_path: Path) -> None:
+    from sloserve.experiments.sponge import _outcome
+    from sloserve.sim.report import write_json
+
+    def rows(sponge: int, horizontal: int) -> dict[str, dict[str, float]]:
+        return {
+            "sponge": {"violations": sponge, "core_seconds": 1.0},
+            "horizontal": {"violations": horizontal, "core_seconds": 2.0},
+        }
+
+    check = verdict(rows(0, 0))
+    assert check["met"] is None and math.isnan(check["violations_ratio_horizontal_over_sponge"])
+    assert _outcome(check).startswith("not shown")
+    doc = json.loads(write_json(tmp_path / "v.json", {"target": check}).read_text())
+    assert doc["target"]["met"] is None
+    assert verdict(rows(0, 3))["met"] is True and _outcome(verdict(rows(0, 3))) == "met"
+    assert verdict(rows(1, 3))["met"] is False and _outcome(verdict(rows(1, 3))) == "NOT met"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--server-rate", "5"], "--server-rate: not used without --server"),
+        (["--server-model", "identity"], "--server-model: not used without --server"),
+        (["--server-profile", "PROFILE"], "--server-profile: not used without --server"),
+        (["--server", "--cold-start", "0"], "--cold-start: not used with --server"),
+        (["--server", "--actuation-delay", "1"], "--actuation-delay: not used with --server"),
+        (["--server", "--bandwidth-csv", "PROFILE"], "--bandwidth-csv: not used with --server"),
+        (["--server", "--column", "bps"], "--column: not used with --server"),
+        (["--column", "bps"], "--column: only with --bandwidth-csv"),
+    ],
+)
+def test_options_of_the_other_mode_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], says: str
+) -> None:
+    path = _profile_file(
+        tmp_path / "p.yaml", "{model: mobilenet_v2, kind: affine, alpha_ms: 1.0, beta_ms: 0.25}"
+    )
+    argv = ["experiment", "sponge", "--quick", "--out", str(tmp_path / "out")]
+    assert main(argv + [str(path) if o == "PROFILE" else o for o in options]) == 2
+    assert capsys.readouterr().err.strip() == f"sloserve: error: {says}"
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from sloserve.experiments.sponge import Settings
+    from sloserve.experiments.sponge_server import ServerSettings
+
+    with pytest.raises(SystemExit):
+        main(["experiment", "sponge", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"req/s for --server (default {ServerSettings.rate:g})" in text
+    assert f"demo model for --server (default {ServerSettings.model})" in text
+    assert f"seconds before a new replica serves (default {Settings.cold_start:g})" in text

@@ -195,6 +195,7 @@ def batch_profile_cases() -> list[Case]:
 def measured_cases(paths: Sequence[Path]) -> list[Case]:
     """Profiles written by ``sloserve profile`` (each file may hold several); a tabulated one is
     used at one instance, with its measured slowdown ``s(k)`` for co-location."""
+    from sloserve.core.config import ConfigError
     from sloserve.core.profile_io import load_profiles
 
     out = []
@@ -205,6 +206,11 @@ def measured_cases(paths: Sequence[Path]) -> list[Case]:
                 # co-location by the measured s(k) only: per-point medians at more instances than
                 # cores hide the time slicing (see policies.dnnscaler.colocated_latency)
                 alone = tuple(p for p in measured.points if p.instances == 1)
+                if not alone:
+                    raise ConfigError(
+                        f"{path}: model {measured.model!r} ({measured.hardware}): a slowdown but no "
+                        "points at 'instances: 1' (the batch curve is taken at one instance)"
+                    )
                 prof = TabulatedProfile(measured.model, alone, measured.hardware, measured.slowdown)
             slo, source = _derived_slo(prof)
             name = f"{prof.model}@{prof.hardware}"
@@ -565,7 +571,7 @@ def select_cases(
     *, quick: bool, curve: BatchCurve, profile_files: Sequence[Path], only: Sequence[str] | None = None
 ) -> list[Case]:
     """The cases of a run: ``only`` (name fragments) selects among all; else ``--quick`` keeps four
-    published pairs and one synthetic profile."""
+    published pairs, one synthetic profile and every measured one (of ``profile_files``)."""
     cases = published_cases(curve) + batch_profile_cases() + measured_cases(profile_files)
     if only:
         return [c for c in cases if any(s.lower() in c.name.lower() for s in only)]
@@ -577,7 +583,7 @@ def select_cases(
             "PNASNet-5-Mobile/ImageNet",
             "gpu-affine-resnet50",
         }
-        cases = [c for c in cases if c.name in keep]
+        cases = [c for c in cases if c.name in keep or c.family == "measured"]
     return cases
 
 
@@ -591,7 +597,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--out", type=cli_args.output_dir, default=Path("results/dnnscaler"), help="output directory"
     )
-    p.add_argument("--quick", action="store_true", help="five models, short runs (seconds)")
+    p.add_argument(
+        "--quick", action="store_true", help="five models (and the measured ones), short runs (seconds)"
+    )
     p.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the service-time noise")
     p.add_argument(
         "--profiles",
@@ -608,9 +616,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--batch-efficiency",
-        type=float,
+        type=cli_args.fraction,
         default=0.5,
-        help="η: device cost of a batch item relative to a lone inference's device time",
+        help="η, in (0, 1]: device cost of a batch item relative to a lone inference's device time",
     )
     p.add_argument("--models", nargs="+", help="only models whose name contains one of these")
     p.set_defaults(handler=_main)

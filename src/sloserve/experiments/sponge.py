@@ -71,9 +71,11 @@ class Settings:
 
 
 QUICK = Settings(segments=(10.0, 15.0, 10.0), seeds=(0,), delta_sweep=())
+COLUMN = "bps"
+"""Default column of ``--bandwidth-csv``."""
 
 
-def build_workload(s: Settings, seed: int, bandwidth_csv: Path | None = None, column: str = "bps") -> Any:
+def build_workload(s: Settings, seed: int, bandwidth_csv: Path | None = None, column: str = COLUMN) -> Any:
     """The rate-step trace with dynamic SLOs."""
     from sloserve.sim import workload as wl
     from sloserve.sim.workload import NetworkDelayModel
@@ -176,18 +178,31 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def verdict(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The target check: >= 5x fewer violations than horizontal at no more core-seconds."""
+    """The target check: >= 5x fewer violations than horizontal at no more core-seconds. ``met`` is
+    None (undetermined) when neither policy has a violation: 0 against 0 shows no ratio."""
     sp, hz = rows["sponge"], rows["horizontal"]
-    ratio = hz["violations"] / sp["violations"] if sp["violations"] else math.inf
+    if sp["violations"]:
+        ratio = hz["violations"] / sp["violations"]
+    else:
+        ratio = math.inf if hz["violations"] else math.nan
     return {
         "violations_ratio_horizontal_over_sponge": ratio,
         "core_seconds_ratio_sponge_over_horizontal": sp["core_seconds"] / hz["core_seconds"],
-        "met": ratio >= 5 and sp["core_seconds"] <= hz["core_seconds"],
+        "met": None if math.isnan(ratio) else bool(ratio >= 5 and sp["core_seconds"] <= hz["core_seconds"]),
     }
+
+
+def _outcome(check: dict[str, Any]) -> str:
+    """How the target fared, in words."""
+    if check["met"] is None:
+        return "not shown (no violations under either policy)"
+    return "met" if check["met"] else "NOT met"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sloserve experiment sponge``."""
+    from sloserve.experiments.sponge_server import ServerSettings
+
     p = subparsers.add_parser(
         "sponge",
         help="Sponge (in-place vertical scaling, dynamic SLOs) vs horizontal and static scaling",
@@ -203,14 +218,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=cli_args.existing_file,
         help="bandwidth series CSV (bytes/s, one row per second)",
     )
-    p.add_argument("--column", default="bps", help="column of --bandwidth-csv")
+    p.add_argument("--column", help=f"column of --bandwidth-csv (default {COLUMN})")
     p.add_argument(
-        "--cold-start", type=cli_args.non_negative, help="seconds before a new replica serves (default 5)"
+        "--cold-start",
+        type=cli_args.non_negative,
+        help=f"seconds before a new replica serves (default {Settings.cold_start:g})",
     )
     p.add_argument(
         "--actuation-delay",
         type=cli_args.non_negative,
-        help="seconds for an in-place core change (default 0.2)",
+        help=f"seconds for an in-place core change (default {Settings.actuation_delay:g})",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
@@ -218,8 +235,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="instead: one load level on the real server (a demo model), beside the simulator's prediction",
     )
-    p.add_argument("--server-model", default="mobilenet_v2", help="demo model for --server")
-    p.add_argument("--server-rate", type=cli_args.positive, help="req/s for --server (default 40)")
+    p.add_argument("--server-model", help=f"demo model for --server (default {ServerSettings.model})")
+    p.add_argument(
+        "--server-rate", type=cli_args.positive, help=f"req/s for --server (default {ServerSettings.rate:g})"
+    )
     p.add_argument(
         "--server-profile",
         type=cli_args.existing_file,
@@ -236,7 +255,8 @@ def _server_main(args: argparse.Namespace) -> int:
     from sloserve.sim.report import write_json
 
     s = QUICK_SERVER if args.quick else ServerSettings()
-    s = replace(s, model=args.server_model)
+    if args.server_model is not None:
+        s = replace(s, model=args.server_model)
     if args.server_rate is not None:
         s = replace(s, rate=args.server_rate)
     if args.seeds:
@@ -287,9 +307,28 @@ def _server_main(args: argparse.Namespace) -> int:
     return 0
 
 
+SIMULATOR_ONLY = ("cold_start", "actuation_delay", "bandwidth_csv", "column")
+"""Options of the simulated comparison (``--server`` does not use them)."""
+SERVER_ONLY = ("server_model", "server_rate", "server_profile")
+"""Options of ``--server``."""
+
+
+def refuse_inapplicable(args: argparse.Namespace) -> None:
+    """Raise ConfigError naming the options given that this mode (``--server`` or not) ignores."""
+    from sloserve.core.config import ConfigError
+
+    names = SIMULATOR_ONLY if args.server else SERVER_ONLY
+    given = ", ".join(f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None)
+    if given:
+        raise ConfigError(f"{given}: not used {'with' if args.server else 'without'} --server")
+    if args.column is not None and args.bandwidth_csv is None:
+        raise ConfigError("--column: only with --bandwidth-csv")
+
+
 def _main(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    refuse_inapplicable(args)
     if args.server:
         return _server_main(args)
 
@@ -302,13 +341,14 @@ def _main(args: argparse.Namespace) -> int:
         s = replace(s, cold_start=args.cold_start)
     if args.actuation_delay is not None:
         s = replace(s, actuation_delay=args.actuation_delay)
+    column = COLUMN if args.column is None else args.column
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     runs, descriptions = [], []
     with Progress(transient=True) as bar:
         task = bar.add_task("simulating", total=len(s.seeds))
         for seed in s.seeds:
-            workload = build_workload(s, seed, args.bandwidth_csv, args.column)
+            workload = build_workload(s, seed, args.bandwidth_csv, column)
             descriptions.append(workload.description)
             runs.append(run_policies(s, workload, seed))
             bar.advance(task)
@@ -316,9 +356,7 @@ def _main(args: argparse.Namespace) -> int:
     for delta in s.delta_sweep:
         alt = replace(s, profile=replace(s.profile, delta=delta))
         seed = s.seeds[0]
-        alt_rows = summary(
-            [run_policies(alt, build_workload(alt, seed, args.bandwidth_csv, args.column), seed)]
-        )
+        alt_rows = summary([run_policies(alt, build_workload(alt, seed, args.bandwidth_csv, column), seed)])
         sweep[f"{delta * 1e3:g} ms"] = {"summary": alt_rows, "target": verdict(alt_rows)}
     first = runs[0]
     print_metrics({k: r.metrics for k, (r, _) in first.items()}, title=f"Sponge, seed {s.seeds[0]}")
@@ -330,16 +368,21 @@ def _main(args: argparse.Namespace) -> int:
             f"  {label:11s} violations {int(r['violations']):6d} of {int(r['requests'])}"
             f"  core-seconds {r['core_seconds']:9.0f}"
         )
+    ratio = check["violations_ratio_horizontal_over_sponge"]
     print(
-        f"horizontal/sponge violations: {check['violations_ratio_horizontal_over_sponge']:.2f}x, "
+        f"horizontal/sponge violations: {'0 vs 0' if check['met'] is None else f'{ratio:.2f}x'}, "
         f"sponge/horizontal core-seconds: {check['core_seconds_ratio_sponge_over_horizontal']:.2f} "
-        f"(target >= 5x at <= 1.0): {'met' if check['met'] else 'NOT met'}"
+        f"(target >= 5x at <= 1.0): {_outcome(check)}"
     )
     for label, res in sweep.items():
         t = res["target"]
+        fewer = (
+            "no violations under either policy"
+            if t["met"] is None
+            else f"{t['violations_ratio_horizontal_over_sponge']:.2f}x fewer violations"
+        )
         print(
-            f"  with δ = {label} (seed {s.seeds[0]}): "
-            f"{t['violations_ratio_horizontal_over_sponge']:.2f}x fewer violations at "
+            f"  with δ = {label} (seed {s.seeds[0]}): {fewer} at "
             f"{t['core_seconds_ratio_sponge_over_horizontal']:.2f}x the core-seconds"
         )
     if not args.no_plots:

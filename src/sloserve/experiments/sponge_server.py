@@ -273,9 +273,27 @@ def plot_violations(result: dict[str, Any], title: str, path: Path) -> Path:
     return path
 
 
+def read_profile(profile_file: Path, model: str) -> ModelProfile:
+    """The one profile of ``model`` in ``profile_file`` (``--server-profile``); ConfigError when the
+    file has none or several (on more than one hardware type)."""
+    from sloserve.core.config import ConfigError
+    from sloserve.core.profile_io import load_profiles
+
+    profiles = load_profiles(profile_file)
+    found = [p for (m, _), p in profiles.profiles.items() if m == model]
+    where = f"--server-profile {profile_file}"
+    if not found:
+        known = sorted({m for m, _ in profiles.profiles})
+        raise ConfigError(f"{where}: no profile for model {model!r} (the file has {known})")
+    if len(found) > 1:
+        raise ConfigError(
+            f"{where}: model {model!r} has profiles on {len(found)} hardware types; give a file with one"
+        )
+    return found[0]
+
+
 def compare(s: ServerSettings, profile_file: Path | None, out: Path, quick: bool) -> dict[str, Any]:
     """Run the three policies on the server and in the simulator; returns the side-by-side rows."""
-    from sloserve.core.profile_io import load_profiles
     from sloserve.experiments.sponge import over_provisioned
 
     out.mkdir(parents=True, exist_ok=True)
@@ -283,7 +301,7 @@ def compare(s: ServerSettings, profile_file: Path | None, out: Path, quick: bool
     if profile_file is None:
         profile = measure_profile(s.model, measured, quick)
     else:
-        profile = load_profiles(profile_file).get(s.model)
+        profile = read_profile(profile_file, s.model)
         if Path(profile_file).resolve() != measured.resolve():
             shutil.copy(profile_file, measured)
     w = workload(s)
