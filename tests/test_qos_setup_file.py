@@ -46,20 +46,57 @@ def test_the_example_loads() -> None:
         ("train.workload.rate", [700, 40], "train.workload: rate: the range [700, 40] runs backwards"),
         ("train.workload.rate", [0, 40], "train.workload.rate.0: Input should be greater than 0"),
         ("train.workload.duration_s", 1e12, "train.workload: rate: 10500 req/s for 1e+12 s"),
+        (
+            "train.workload.burst_factor",
+            [0.5, 0.9],
+            "train.workload.burst_factor.0: Input should be greater than 1",
+        ),
+        (
+            "train.workload.burst_factor",
+            [1.0, 1.0],
+            "train.workload.burst_factor.0: Input should be greater than 1",
+        ),
+        (
+            "train.workload.bursty_share",
+            0.8,
+            "train.workload: bursty_share + piecewise_share: 0.8 + 0.5 = 1.3",
+        ),
         ("triton.variant", "nosuch", "triton: qos_triton: unknown variant 'nosuch'"),
         ("triton.preferred_batch_size", [64], "triton: preferred_batch_sizes must lie in 1..max_batch=16"),
         ("eval.rates", [0], "eval.rates.0: Input should be greater than 0"),
         ("eval.rates", [1e9], "eval: rates: 1e+09 req/s for 30 s is 3e+10 requests per run"),
         ("pool.noise_cv", float("inf"), "pool.noise_cv: Input should be a finite number"),
+        ("eval.trace", "nosuch.csv", "eval.trace: {dir}/nosuch.csv: file not found"),
+        ("eval.trace_window_s", 3000, "eval.trace: {trace}: no requests in the window start=6000"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_section_or_field(
     tmp_path: Path, path: str, value: Any, said: str
 ) -> None:
+    from sloserve.data import TRACES
+
     setup = _setup_file(tmp_path, path, value)
     with pytest.raises(ConfigError) as err:
         load_setup(setup)
+    said = said.format(dir=tmp_path, trace=TRACES["azure_code"])
     assert str(err.value).startswith(f"{setup}: ") and said in str(err.value)
+
+
+@pytest.mark.parametrize(("bursty", "piecewise"), [(0.7, 0.3), (1.0, 0.0)])
+def test_training_episodes_at_the_edges_of_the_allowed_mix_are_drawn(bursty: float, piecewise: float) -> None:
+    import numpy as np
+
+    from sloserve.rl.config import TrainWorkloadParams, training_workload
+
+    p = TrainWorkloadParams(
+        rate=(10, 20),
+        duration_s=2.0,
+        bursty_share=bursty,
+        piecewise_share=piecewise,
+        burst_factor=(1.01, 1.5),
+    )
+    rng = np.random.default_rng(0)
+    assert all(len(training_workload(rng, p).arrivals) > 0 for _ in range(20))
 
 
 def _policy(tmp_path: Path, meta: Any, archive: bytes = b"not a zip") -> Path:

@@ -178,3 +178,108 @@ def test_imitation_warm_start_reproduces_the_heuristic(trained: tuple[object, Pa
     p = setup.file.train.model_copy(update={"imitation_steps": 2000, "imitation_epochs": 10})  # type: ignore[attr-defined]
     agreement = imitate_heuristic(build_model(make_env(setup, p), p), make_env(setup, p), p)  # type: ignore[arg-type]
     assert agreement > 0.95
+
+
+TINY = {
+    **SETUP["train"],  # type: ignore[dict-item]
+    "timesteps": 100,
+    "n_steps": 64,
+    "batch_size": 32,
+    "n_epochs": 1,
+}
+
+
+def _tiny_setup(tmp_path: Path, **changes: object) -> Path:
+    """SETUP with a tiny PPO (64-step rollouts) and ``changes`` to its sections, as a file."""
+    doc = {**SETUP, "train": TINY}
+    for section, values in changes.items():
+        doc[section] = {**doc.get(section, {}), **values}  # type: ignore[dict-item]
+    cfg = tmp_path / "qos.yaml"
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return cfg
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise AssertionError("trained")
+
+    monkeypatch.setattr("sloserve.rl.train.build_model", fail)
+
+
+def test_ppo_reports_the_decisions_it_trained_on_and_logs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PPO trains whole rollouts: 100 asked, 2 x 64 trained; SB3 makes no log folder."""
+    import json
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    calls: list[tuple[int, int]] = []
+    result = train(
+        load_setup(_tiny_setup(tmp_path)),
+        out=tmp_path / "p.zip",
+        progress=lambda d, t, u: calls.append((d, t)),
+    )
+    assert result.timesteps == 128
+    assert json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["timesteps"] == 128
+    assert calls[-1] == (128, 128) and all(done <= total == 128 for done, total in calls)
+    assert not list(temp.glob("SB3-*"))
+
+
+def test_dqn_reports_the_decisions_it_trained_on(tmp_path: Path) -> None:
+    from sloserve.rl.train import planned_timesteps
+
+    setup = load_setup(_tiny_setup(tmp_path, train={"algo": "dqn", "timesteps": 10}))
+    result = train(setup, out=tmp_path / "p.zip")
+    assert result.timesteps == planned_timesteps(setup.file.train) == 12  # whole collections of 4
+
+
+def test_train_rl_prints_the_decisions_trained_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sloserve.cli import main
+
+    cfg = _tiny_setup(tmp_path)
+    assert main(["train-rl", str(cfg), "--timesteps", "70", "--out", str(tmp_path / "p.zip")]) == 0
+    assert ": 128 decisions" in capsys.readouterr().out
+
+
+def test_a_train_out_that_cannot_be_written_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sloserve.cli import main
+
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    cfg = _tiny_setup(tmp_path, train={"out": str(tmp_path / "afile" / "x.zip")})
+    _no_training(monkeypatch)
+    assert main(["train-rl", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: train.out: " in err and "afile is a file, not a directory" in err
+    assert main(["experiment", "qos", "--quick", "--config", str(cfg), "--out", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: train.out: " in err and "afile is a file, not a directory" in err
+
+
+@pytest.mark.parametrize(
+    ("evals", "said"),
+    [
+        ({"trace": "nosuch.csv"}, "eval.trace: "),
+        ({"trace": "trace.csv", "trace_window_s": 25}, "no requests in the window"),
+    ],
+)
+def test_experiment_qos_refuses_a_bad_eval_trace_before_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    evals: dict[str, object],
+    said: str,
+) -> None:
+    from sloserve.cli import main
+
+    (tmp_path / "trace.csv").write_text("TIMESTAMP\n" + "\n".join(str(t) for t in range(20)) + "\n")
+    cfg = _tiny_setup(tmp_path, eval={"seeds": [1, 2], "rates": [100], "duration_s": 2, **evals})
+    _no_training(monkeypatch)
+    policy = tmp_path / "missing.zip"
+    args = ["experiment", "qos", "--quick", "--config", str(cfg), "--policy", str(policy)]
+    assert main([*args, "--out", str(tmp_path / "res")]) == 2
+    assert said in capsys.readouterr().err

@@ -235,17 +235,22 @@ def _handler(args: argparse.Namespace) -> int:
     if policy_path.suffix != ".zip":
         policy_path = policy_path.with_suffix(".zip")
     train_info: dict[str, Any] = {"policy": str(policy_path)}
+    n_runs = len(eval_workloads(setup, args.quick)) * len(POLICIES)  # a bad trace fails before training
     if args.retrain or not policy_path.exists():
         from sloserve.rl.cli import train_with_progress
+        from sloserve.rl.train import planned_timesteps
+        from sloserve.rl.train import policy_path as writable
 
-        console.print(f"training the RL policy ({setup.file.train.timesteps} decisions) → {policy_path}")
+        if args.policy is None:
+            writable(setup.file.train.out, f"{args.config}: train.out")  # before the progress bar shows
+        steps = planned_timesteps(setup.file.train)
+        console.print(f"training the RL policy ({steps} decisions) → {policy_path}")
         res = train_with_progress(setup, out=policy_path)
         train_info |= {
             "trained_now": True,
             "train_seconds": res[1],
             "recent_train_utility": res[0].recent_mean_utility,
         }
-    n_runs = len(eval_workloads(setup, args.quick)) * len(POLICIES)
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("simulating", total=n_runs)

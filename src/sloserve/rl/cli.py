@@ -37,7 +37,7 @@ def train_with_progress(
     """Train with a rich progress bar showing the recent mean utility; returns (result, seconds)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sloserve.rl.train import train
+    from sloserve.rl.train import planned_timesteps, train
 
     t0 = time.perf_counter()
     columns = (
@@ -48,11 +48,11 @@ def train_with_progress(
         TextColumn("{task.fields[utility]}"),
     )
     with Progress(*columns) as bar:
-        task = bar.add_task("train", total=(params or setup.file.train).timesteps, utility="")
+        task = bar.add_task("train", total=planned_timesteps(params or setup.file.train), utility="")
 
         def report(done: int, total: int, utility: float | None) -> None:
             text = "" if utility is None else f"recent episodes: utility/request {utility:.4f}"
-            bar.update(task, completed=done, utility=text)
+            bar.update(task, completed=done, total=total, utility=text)
 
         result = train(setup, params=params, out=out, progress=report)
     return result, time.perf_counter() - t0
@@ -62,10 +62,13 @@ def _handler(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sloserve.rl.config import load_setup
+    from sloserve.rl.train import policy_path
 
     setup = load_setup(args.config)
     updates = {k: v for k, v in (("timesteps", args.timesteps), ("seed", args.seed)) if v is not None}
     params = setup.file.train.model_copy(update=updates)
+    if args.out is None:
+        policy_path(params.out, f"{args.config}: train.out")  # refused before the progress bar shows
     result, seconds = train_with_progress(setup, out=args.out, params=params)
     Console().print(
         f"saved {result.path} (+ {result.path.with_suffix('.json').name}): {result.timesteps} decisions, "

@@ -36,6 +36,7 @@ from sloserve.sim.hetero import HeteroPool
 from sloserve.sim.workload import Workload, from_trace_csv, gamma, mmpp_on_off, piecewise
 
 Positive = Annotated[float, Field(gt=0)]
+AboveOne = Annotated[float, Field(gt=1)]
 
 
 def _bounded(field: str, rate: float, seconds: float) -> None:
@@ -65,8 +66,8 @@ class TrainWorkloadParams(StrictModel):
     piecewise_share: float = Field(default=0.5, ge=0, le=1, description="share of piecewise episodes")
     segment_s: float = Field(default=4.0, gt=0, description="segment length of piecewise episodes")
     bursty_share: float = Field(default=0.0, ge=0, le=1, description="share of on/off (MMPP) episodes")
-    burst_factor: tuple[Positive, Positive] = Field(
-        default=(3.0, 15.0), description="MMPP: range of the ON rate over the mean rate (OFF rate: 0.3x)"
+    burst_factor: tuple[AboveOne, AboveOne] = Field(
+        default=(3.0, 15.0), description="MMPP: range of the ON rate over the mean rate, above 1 (OFF: 0.3x)"
     )
 
     @model_validator(mode="after")
@@ -75,7 +76,13 @@ class TrainWorkloadParams(StrictModel):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"{name}: the range [{low:g}, {high:g}] runs backwards")
-        _bounded("rate", self.rate[1] * max(1.0, self.burst_factor[1]), self.duration_s)
+        shares = self.bursty_share + self.piecewise_share
+        if shares > 1 + 1e-9:
+            raise ValueError(
+                f"bursty_share + piecewise_share: {self.bursty_share:g} + {self.piecewise_share:g} "
+                f"= {shares:g}; the shares must sum to at most 1 (the rest are Gamma episodes)"
+            )
+        _bounded("rate", self.rate[1] * self.burst_factor[1], self.duration_s)
         return self
 
 
@@ -174,6 +181,7 @@ def load_setup(path: str | Path) -> QosSetup:
         "triton",
         lambda: make_scheduler("qos_triton", setup.context(), {**setup.qos_params(), **f.triton}),
     )
+    _built(path, "eval.trace", lambda: trace_workloads(setup, f.eval.seeds))
     return setup
 
 
@@ -218,10 +226,22 @@ def eval_workloads(setup: QosSetup, quick: bool = False) -> list[tuple[str, int,
     seeds = e.seeds[:2] if quick else e.seeds
     duration = min(e.duration_s, 10.0) if quick else e.duration_s
     out = [(f"gamma {r:g}/s cv={e.cv:g}", s, gamma(r, e.cv, duration, s)) for r in e.rates for s in seeds]
+    return [*out, *trace_workloads(setup, seeds)]
+
+
+def trace_workloads(setup: QosSetup, seeds: list[int]) -> list[tuple[str, int, Workload]]:
+    """The eval trace's windows as (name, seed, workload), one per seed (none without a trace);
+    a missing trace or an empty window is a :class:`ConfigError`."""
+    e = setup.file.eval
     trace = setup.trace_path()
-    if trace is not None:
-        window = e.trace_window_s
-        for k, s in enumerate(seeds):
-            w = from_trace_csv(trace, target_rate=e.trace_rate, start=k * window, duration=window)
-            out.append((f"trace {trace.stem} @{e.trace_rate:g}/s", s, w))
-    return out
+    if trace is None:
+        return []
+    window = e.trace_window_s
+    return [
+        (
+            f"trace {trace.stem} @{e.trace_rate:g}/s",
+            s,
+            from_trace_csv(trace, target_rate=e.trace_rate, start=k * window, duration=window),
+        )
+        for k, s in enumerate(seeds)
+    ]

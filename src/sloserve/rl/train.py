@@ -12,6 +12,7 @@ The policy is saved as ``OUT.zip`` (Stable-Baselines3) plus ``OUT.json`` (what l
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from sloserve import cli_args
+from sloserve.core.config import ConfigError
 from sloserve.rl.config import QosSetup, TrainParams, training_workload
 from sloserve.rl.env import QosEnv
 from sloserve.rl.scheduler import save_metadata
+
+DQN_TRAIN_FREQ = 4
+"""DQN collects this many decisions between updates (Stable-Baselines3's default)."""
 
 Progress = Callable[[int, int, float | None], None]
 """Called as ``(steps done, steps total, mean utility of recent episodes or None)``."""
@@ -32,6 +38,7 @@ class TrainResult:
     path: Path
     """The saved ``.zip``."""
     timesteps: int
+    """Decisions actually trained on (PPO trains whole rollouts of ``n_steps``)."""
     episodes: int
     recent_mean_utility: float | None
     """Mean per-request utility over the last (up to 10) training episodes."""
@@ -45,14 +52,35 @@ def make_env(setup: QosSetup, params: TrainParams | None = None) -> QosEnv:
     return QosEnv(setup.pool, lambda rng: training_workload(rng, p.workload), rate_tau=p.rate_tau)
 
 
+def policy_path(out: str | Path, field: str | None = None) -> Path:
+    """``out`` as the ``.zip`` to save, checked before training: a :class:`ConfigError` (naming
+    ``field``, where the path came from) when it is a directory or its directory cannot be made."""
+    path = Path(out)
+    if path.suffix != ".zip":
+        path = path.with_suffix(".zip")
+    try:
+        return cli_args.output_file(str(path))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{field}: {exc}" if field else str(exc)) from None
+
+
+def planned_timesteps(p: TrainParams) -> int:
+    """Decisions ``model.learn(p.timesteps)`` trains on: PPO rounds up to whole rollouts, DQN to
+    whole collections of :data:`DQN_TRAIN_FREQ` steps."""
+    step = p.n_steps if p.algo == "ppo" else DQN_TRAIN_FREQ
+    return -(-p.timesteps // step) * step
+
+
 def build_model(env: QosEnv, p: TrainParams) -> Any:
-    """A fresh PPO or DQN model for ``env`` (single-threaded torch, seeded)."""
+    """A fresh PPO or DQN model for ``env`` (single-threaded torch, seeded; it logs nothing)."""
     import torch
     from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.logger import Logger
 
     torch.set_num_threads(1)
+    model: PPO | DQN
     if p.algo == "ppo":
-        return PPO(
+        model = PPO(
             "MlpPolicy",
             env,
             learning_rate=p.learning_rate,
@@ -68,19 +96,23 @@ def build_model(env: QosEnv, p: TrainParams) -> Any:
             device="cpu",
             verbose=0,
         )
-    return DQN(
-        "MlpPolicy",
-        env,
-        learning_rate=p.learning_rate,
-        batch_size=p.batch_size,
-        gamma=p.gamma,
-        learning_starts=min(1000, p.timesteps // 10),
-        exploration_fraction=0.3,
-        policy_kwargs={"net_arch": list(p.net)},
-        seed=p.seed,
-        device="cpu",
-        verbose=0,
-    )
+    else:
+        model = DQN(
+            "MlpPolicy",
+            env,
+            learning_rate=p.learning_rate,
+            batch_size=p.batch_size,
+            gamma=p.gamma,
+            learning_starts=min(1000, p.timesteps // 10),
+            train_freq=DQN_TRAIN_FREQ,
+            exploration_fraction=0.3,
+            policy_kwargs={"net_arch": list(p.net)},
+            seed=p.seed,
+            device="cpu",
+            verbose=0,
+        )
+    model.set_logger(Logger(None, []))  # SB3's default makes an empty /tmp/SB3-<time> folder per run
+    return model
 
 
 def imitate_heuristic(model: Any, env: QosEnv, p: TrainParams) -> float:
@@ -139,6 +171,8 @@ def train(
     from stable_baselines3.common.callbacks import BaseCallback
 
     p = params or setup.file.train
+    path = policy_path(out) if out is not None else policy_path(p.out, "train.out")
+    total = planned_timesteps(p)
     env = make_env(setup, p)
     model = build_model(env, p)
     imitation = None
@@ -152,15 +186,10 @@ def train(
                 if "qos" in info:
                     utilities.append(float(info["qos"]["mean_utility"]))
             if progress is not None and self.num_timesteps % 256 == 0:
-                progress(
-                    self.num_timesteps, p.timesteps, float(np.mean(utilities[-10:])) if utilities else None
-                )
+                progress(self.num_timesteps, total, float(np.mean(utilities[-10:])) if utilities else None)
             return True
 
     model.learn(total_timesteps=p.timesteps, callback=_Report())
-    path = Path(out if out is not None else p.out)
-    if path.suffix != ".zip":
-        path = path.with_suffix(".zip")
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
     save_metadata(
@@ -169,7 +198,7 @@ def train(
         {
             "algo": p.algo,
             "seed": p.seed,
-            "timesteps": p.timesteps,
+            "timesteps": model.num_timesteps,
             "rate_tau": p.rate_tau,
             "net": list(p.net),
             "imitation_agreement": imitation,
@@ -178,5 +207,5 @@ def train(
     )
     recent = float(np.mean(utilities[-10:])) if utilities else None
     if progress is not None:
-        progress(p.timesteps, p.timesteps, recent)
-    return TrainResult(path, p.timesteps, len(utilities), recent, imitation)
+        progress(model.num_timesteps, model.num_timesteps, recent)
+    return TrainResult(path, model.num_timesteps, len(utilities), recent, imitation)
