@@ -34,3 +34,16 @@ def test_the_batching_summary_says_99_percent(capsys: pytest.CaptureFixture[str]
         build_parser().parse_args(["experiment", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "Clipper batching: capacity at 99% attainment sponge" in out
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """Found by review: ``sloserve simulate --example | head`` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "sloserve", "simulate", "--example"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the command writes
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141 and "Traceback" not in err
