@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,8 @@ from typing import Any
 from sloserve import cli_args
 
 PLANNERS = ("harpagon", "bruteforce", "nexus-dp", "nexus-even", "inferline")
+DEFAULT_DURATION = 60.0
+"""Seconds of input ``simulate --plan`` runs without ``--duration``."""
 
 
 def register(subparsers: Any) -> None:
@@ -38,9 +41,7 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("app", type=Path, help="application file (YAML or JSON)")
     p.add_argument("--planner", choices=PLANNERS, default="harpagon", help="planner (default: harpagon)")
-    p.add_argument(
-        "--out", type=cli_args.output_file, help="plan file (default: results/plans/<app>.<planner>.yaml)"
-    )
+    p.add_argument("--out", type=_output_file, help="plan file (default: results/plans/<app>.<planner>.yaml)")
     p.add_argument(
         "--grid-steps", type=cli_args.int_range(1, 1000), help="override the app file's budget grid"
     )
@@ -49,7 +50,16 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _output_file(text: str) -> Path:
+    """:func:`cli_args.output_file`, with an unusable name (e.g. too long) an argument error."""
+    try:
+        return cli_args.output_file(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot write: {exc.strerror or exc}") from None
+
+
 def _make_plan(planner: str, problem: Any) -> Any:
+    from sloserve.planning.assemble import within_machine_limit
     from sloserve.planning.bruteforce import plan_bruteforce
     from sloserve.planning.harpagon import plan_harpagon
     from sloserve.planning.inferline import plan_inferline
@@ -63,7 +73,7 @@ def _make_plan(planner: str, problem: Any) -> Any:
         "inferline": plan_inferline,
     }
     start = time.perf_counter()
-    plan = makers[planner](problem)
+    plan = within_machine_limit(makers[planner](problem))
     return replace(plan, planning_time=time.perf_counter() - start)
 
 
@@ -89,7 +99,10 @@ def _plan_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.app}: {exc}") from None
     console.print(plan_table(plan))
     out = args.out or Path("results") / "plans" / f"{problem.app.name}.{args.planner}.yaml"
-    save_plan(plan, out)
+    try:
+        save_plan(plan, out)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write: {exc.strerror or exc}") from None
     console.print(f"plan written to {out}")
     if args.compare:
         t = Table(title="planners compared", title_justify="left")
@@ -102,11 +115,10 @@ def _plan_command(args: argparse.Namespace) -> int:
                 t.add_row(name, "too large to search", "", "")
                 continue
             both = plan.feasible and other.feasible
-            ratio = other.cost_per_hour / plan.cost_per_hour if both else float("nan")
             t.add_row(
                 name,
                 f"{other.cost_per_hour:.3f}" if other.feasible else "infeasible",
-                f"{ratio:.2f}×",
+                f"{other.cost_per_hour / plan.cost_per_hour:.2f}×" if both else "—",
                 f"{other.planning_time * 1e3:.1f}",
             )
         console.print(t)
@@ -120,16 +132,20 @@ def add_simulate_plan_options(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument(
         "--dispatch",
         choices=("planned", "harpagon", "round_robin", "both"),
-        default="both",
-        help="with --plan: dispatch ('both': batch-aware and round-robin)",
+        help="with --plan: dispatch ('both', the default: batch-aware and round-robin)",
     )
     simulate.add_argument(
-        "--duration", type=cli_args.positive, default=60.0, help="with --plan: seconds of input"
+        "--duration",
+        type=cli_args.positive,
+        help=f"with --plan: seconds of input (default {DEFAULT_DURATION:g}; --quick: 1/5 of it)",
     )
     original = simulate.get_default("handler")
 
     def handler(args: argparse.Namespace) -> int:
         if args.plan is None:
+            given = [f"--{n}" for n in ("app", "dispatch", "duration") if getattr(args, n) is not None]
+            if given:
+                simulate.error(f"{', '.join(given)} only apply with --plan")
             return int(original(args) or 0)
         if getattr(args, "config", None):
             simulate.error("give either an experiment CONFIG or --plan, not both")
@@ -158,28 +174,38 @@ def _simulate_plan_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.plan}: the plan is infeasible ({plan.reason})")
     if plan.shared:
         raise ConfigError(f"{args.plan}: plans with shared duty-cycle nodes (Nexus) cannot be simulated")
+    catalogue = {h.name for h in problem.hardware}
     for i, module in enumerate(plan.modules):
         for j, planned in enumerate(module.tuples):
+            where = f"{args.plan}: modules.{i}.tuples.{j}"
+            if planned.hardware not in catalogue:
+                raise ConfigError(
+                    f"{where}.hardware: {planned.hardware!r} is not in the catalogue of {app_file}"
+                )
             try:
                 problem.profiles.get(module.model, planned.hardware)
             except KeyError as exc:
-                where = f"{args.plan}: modules.{i}.tuples.{j}"
                 raise ConfigError(f"{where}: {exc.args[0]} (profiles of {app_file})") from None
-    if plan.rate <= 0 or plan.rate * args.duration > MAX_REQUESTS_PER_RUN:
+    duration = (args.duration or DEFAULT_DURATION) / (5 if args.quick else 1)
+    inputs = plan.rate * duration
+    total = sum(m.rate for m in plan.modules) * duration  # every module request the run holds
+    if inputs < 1 or max(inputs, total) > MAX_REQUESTS_PER_RUN:
         raise ConfigError(
-            f"{args.plan}: rate: {plan.rate:g} req/s for --duration {args.duration:g} s; the simulator "
-            f"takes 1 to {MAX_REQUESTS_PER_RUN:.0e} requests per run"
+            f"{args.plan}: rate: {plan.rate:g} req/s for --duration {duration:g} s makes {inputs:g} input "
+            f"and {total:g} module requests; the simulator takes at least 1 input and at most "
+            f"{MAX_REQUESTS_PER_RUN:.0e} module requests per run"
         )
     both: list[DispatchPolicy | None] = ["harpagon", "round_robin"]
-    kinds = both if args.dispatch == "both" else [None if args.dispatch == "planned" else args.dispatch]
+    dispatch = args.dispatch or "both"
+    kinds = both if dispatch == "both" else [None if dispatch == "planned" else args.dispatch]
     seed = args.seed if args.seed is not None else 0
     results = [
-        simulate_plan(plan, problem.profiles, problem.hardware, dispatch=k, duration=args.duration, seed=seed)
+        simulate_plan(plan, problem.profiles, problem.hardware, dispatch=k, duration=duration, seed=seed)
         for k in kinds
     ]
     t = Table(
         title=f"{plan.app}: {plan.planner} plan, Poisson input at {plan.rate:g} req/s for "
-        f"{args.duration:g} s (seed {seed}), SLO {plan.slo * 1e3:g} ms",
+        f"{duration:g} s (seed {seed}), SLO {plan.slo * 1e3:g} ms",
         title_justify="left",
     )
     for col in ("dispatch", "requests", "SLO met", "p50 ms", "p99 ms", "unanswered", "module budgets met"):
@@ -197,8 +223,20 @@ def _simulate_plan_command(args: argparse.Namespace) -> int:
         )
     Console(width=max(Console().width, 130)).print(t)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "plan_simulation.json").write_text(
-            json.dumps({"plan": str(args.plan), "results": [r.to_dict() for r in results]}, indent=2) + "\n"
-        )
+        report = {"plan": str(args.plan), "results": [_no_nan(r.to_dict()) for r in results]}
+        out = args.out / "plan_simulation.json"
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"{out}: cannot write: {exc.strerror or exc}") from None
     return 0
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with every NaN (no requests to measure) as None, for strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return value

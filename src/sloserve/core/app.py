@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+MAX_PATHS = 4096
+"""Most source-to-sink paths an app may have: planners list its paths and check each one."""
+
 
 @dataclass(frozen=True, slots=True)
 class Module:
@@ -100,6 +103,14 @@ class App:
             for e in self.children(n):
                 rates[e.child] += rates[n] * e.fanout
         return rates
+
+    def path_count(self) -> int:
+        """How many source-to-sink paths there are, counted over the DAG without listing them."""
+        count = {n: 0 for n in self.topological_order()}
+        for n in reversed(list(count)):
+            kids = self.children(n)
+            count[n] = sum(count[e.child] for e in kids) if kids else 1
+        return sum(count[s] for s in self.sources())
 
     def paths(self) -> Iterator[list[str]]:
         """Every source-to-sink path; the sum of module budgets along each must fit the SLO."""

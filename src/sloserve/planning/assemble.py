@@ -15,6 +15,7 @@ from sloserve.planning.choice import ModuleChoice, floor_stream
 from sloserve.planning.latency import REL_TOL
 from sloserve.planning.plan import DispatchPolicy, ModulePlan, Plan, PlanTuple
 from sloserve.planning.problem import ModuleTable
+from sloserve.policies.params import MACHINE_LIMIT
 
 
 def split_rate(rate: float, capacity: Sequence[float], floor: Sequence[float]) -> list[tuple[float, float]]:
@@ -86,3 +87,15 @@ def assemble_plan(
 def infeasible_plan(app: App, planner: str, reason: str) -> Plan:
     """The plan a planner returns when no configuration meets the SLO."""
     return Plan(app.name, planner, app.slo, app.rate, False, edges=app.edges, reason=reason)
+
+
+def within_machine_limit(plan: Plan) -> Plan:
+    """``plan``, or an infeasible one when a tuple needs more than ``MACHINE_LIMIT`` machines
+    (more than one tuple or a plan file may hold)."""
+    for m in plan.modules:
+        for t in m.tuples:
+            if t.count > MACHINE_LIMIT:
+                why = f"module {m.name!r} needs {t.count} {t.hardware} machines in one tuple"
+                why += f"; at most {MACHINE_LIMIT}"
+                return Plan(plan.app, plan.planner, plan.slo, plan.rate, False, edges=plan.edges, reason=why)
+    return plan

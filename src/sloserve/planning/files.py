@@ -32,19 +32,25 @@ Times are milliseconds in files and seconds in memory. Every problem raises
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from sloserve.core.app import App, Edge, Module
+from sloserve.core.app import MAX_PATHS, App, Edge, Module
 from sloserve.core.config import ConfigError, StrictModel, load_model_file, read_document, validate
 from sloserve.core.hardware import Hardware
 from sloserve.core.profile_io import load_profiles
 from sloserve.planning.problem import LatencyKind, PlanningProblem
+from sloserve.policies.params import MAX_SECONDS
 
 APP_FORMAT: Final = "sloserve-app/v1"
 HARDWARE_FORMAT: Final = "sloserve-hardware/v1"
+
+
+MAX_PRICE_PER_HOUR = 1e6
+"""Dearest machine a catalogue may list ($/h): plan costs stay finite."""
 
 
 class HardwareSchema(StrictModel):
@@ -52,7 +58,7 @@ class HardwareSchema(StrictModel):
 
     name: str = Field(min_length=1)
     cores: int = Field(default=1, ge=1)
-    price_per_hour: float = Field(gt=0)
+    price_per_hour: float = Field(gt=0, le=MAX_PRICE_PER_HOUR)
 
 
 class HardwareFileSchema(StrictModel):
@@ -88,7 +94,8 @@ class PlannerSchema(StrictModel):
 
 
 MAX_MODULES = 256
-"""Most modules in one app (its paths are walked recursively; planners are polynomial in it)."""
+"""Most modules in one app (its paths are walked recursively; planners are polynomial in it and in
+the number of paths, at most :data:`~sloserve.core.app.MAX_PATHS`)."""
 
 
 class AppFileSchema(StrictModel):
@@ -96,13 +103,21 @@ class AppFileSchema(StrictModel):
 
     format: Literal["sloserve-app/v1"] = APP_FORMAT
     name: str | None = None
-    slo_ms: float = Field(gt=0)
+    slo_ms: float = Field(gt=0, le=MAX_SECONDS * 1e3)
     rate: float = Field(gt=0)
     modules: list[ModuleSchema] = Field(min_length=1, max_length=MAX_MODULES)
     edges: list[EdgeSchema] = Field(default_factory=list)
     hardware: str | list[HardwareSchema]
     profiles: str = Field(min_length=1)
     planner: PlannerSchema = PlannerSchema()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        """The name becomes part of the default plan file name: no folders in it."""
+        if name is not None and (not name or any(c in name for c in "/\\") or ".." in name):
+            raise ValueError(f"{name!r} must be a plain file name part (no '/', '\\' or '..')")
+        return name
 
 
 def _hardware(spec: str | list[HardwareSchema], base: Path) -> tuple[Hardware, ...]:
@@ -121,7 +136,7 @@ def app_from_schema(spec: AppFileSchema, source: str, default_name: str = "app")
             if end not in names:
                 raise ConfigError(f"{source}: edges.{i}.{field}: unknown module {end!r}; modules: {names}")
     try:
-        return App(
+        app = App(
             name=spec.name or default_name,
             modules=tuple(Module(m.name, m.model) for m in spec.modules),
             edges=tuple(Edge(e.parent, e.child, e.fanout) for e in spec.edges),
@@ -130,6 +145,16 @@ def app_from_schema(spec: AppFileSchema, source: str, default_name: str = "app")
         )
     except ValueError as exc:  # e.g. a cycle
         raise ConfigError(f"{source}: edges: {exc}") from None
+    for name, rate in app.module_rates().items():
+        if not math.isfinite(rate):
+            raise ConfigError(f"{source}: edges: the fan-outs make module {name!r}'s rate overflow")
+    paths = app.path_count()
+    if paths > MAX_PATHS:
+        raise ConfigError(
+            f"{source}: edges: the graph has {paths} source-to-sink paths; at most {MAX_PATHS} are "
+            "supported (planners check the SLO along each path)"
+        )
+    return app
 
 
 def problem_from_data(data: Any, source: str = "<app>", base: Path | None = None) -> PlanningProblem:

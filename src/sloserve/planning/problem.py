@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from sloserve.core.app import App
+from sloserve.core.app import MAX_PATHS, App
 from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import ProfileSet
 from sloserve.planning.latency import FloatArray, IntArray, min_machines_array, wait_factors
@@ -62,6 +62,9 @@ class PlanningProblem:
             )
         if self.wait_quantile is not None and not 0 < self.wait_quantile < 1:
             raise ValueError(f"wait_quantile must lie in (0, 1), got {self.wait_quantile}")
+        paths = self.app.path_count()
+        if paths > MAX_PATHS:
+            raise ValueError(f"app {self.app.name!r}: {paths} source-to-sink paths; at most {MAX_PATHS}")
         names = [h.name for h in self.hardware]
         if not names:
             raise ValueError("the hardware catalogue is empty")
