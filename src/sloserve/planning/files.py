@@ -51,6 +51,9 @@ HARDWARE_FORMAT: Final = "sloserve-hardware/v1"
 
 MAX_PRICE_PER_HOUR = 1e6
 """Dearest machine a catalogue may list ($/h): plan costs stay finite."""
+MAX_APP_RATE = 1e7
+"""Most requests per second an app may take in (far past what a plan of at most 1,024 machines a
+tuple serves; at 1e300 the brute-force planner's search tables overflowed)."""
 
 
 class HardwareSchema(StrictModel):
@@ -104,7 +107,7 @@ class AppFileSchema(StrictModel):
     format: Literal["sloserve-app/v1"] = APP_FORMAT
     name: str | None = None
     slo_ms: float = Field(gt=0, le=MAX_SECONDS * 1e3)
-    rate: float = Field(gt=0)
+    rate: float = Field(gt=0, le=MAX_APP_RATE)
     modules: list[ModuleSchema] = Field(min_length=1, max_length=MAX_MODULES)
     edges: list[EdgeSchema] = Field(default_factory=list)
     hardware: str | list[HardwareSchema]
