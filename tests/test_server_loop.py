@@ -349,6 +349,21 @@ def test_bounded_scaler_delays_and_bounds() -> None:
     assert got[4:] == [[], [SetInstanceCount("m", 2)], []]  # down after 1 s, clamped to min_replicas
 
 
+def test_a_scale_the_scaler_asks_for_once_is_applied_after_the_delay() -> None:
+    """Found by review: scalers ask for a count once, when it changes; the guard held the first ask
+    back for its delay, saw no ask on the next tick and forgot it, so with any delay the instance
+    count never changed (Horizontal and DNNScaler's instance scaler alike)."""
+
+    def window(instances: int) -> WindowStats:
+        return WindowStats(0, 1, 0, 0, 0, 0, 0.0, 0.0, 0, instances, instances, 1, float("inf"))
+
+    once = [[SetInstanceCount("m", 3)], [], [], [], [], [SetInstanceCount("m", 1)], [], []]
+    guard = BoundedScaler(_Scaler(once), upscale_delay_s=1.5, downscale_delay_s=1.0)
+    running = [1, 1, 1, 3, 3, 3, 3, 1]
+    got = [guard.on_tick(float(t), window(n)) for t, n in enumerate(running)]
+    assert got == [[], [], [SetInstanceCount("m", 3)], [], [], [], [SetInstanceCount("m", 1)], []]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),

@@ -39,6 +39,9 @@ class BoundedScaler:
         self.downscale_delay_s = downscale_delay_s
         self._up_since = math.nan
         self._down_since = math.nan
+        self._wanted: SetInstanceCount | None = None
+        """The count the inner scaler last asked for: scalers ask once, when their count changes,
+        and it stays wanted while the delay runs (forgotten, no held-back change was ever applied)."""
 
     @property
     def interval(self) -> float:
@@ -54,16 +57,15 @@ class BoundedScaler:
 
     def on_tick(self, now: float, window: WindowStats) -> list[ScaleDecision]:
         out: list[ScaleDecision] = []
-        wanted: int | None = None
         for decision in self.inner.on_tick(now, window):
             if isinstance(decision, SetInstanceCount):
-                wanted = self.clamp(decision.count)
-                model = decision.model
+                self._wanted = SetInstanceCount(decision.model, self.clamp(decision.count))
             else:
                 out.append(decision)
-        if wanted is None or wanted == window.instances:
+        if self._wanted is None or self._wanted.count == window.instances:
             self._up_since = self._down_since = math.nan
             return out
+        model, wanted = self._wanted.model, self._wanted.count
         if wanted > window.instances:
             self._down_since = math.nan
             if math.isnan(self._up_since):
