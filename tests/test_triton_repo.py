@@ -140,6 +140,12 @@ def test_sloserves_own_fields_come_as_parameters(tmp_path: Path) -> None:
             "intra_op_thread_count: '1_0' is not a whole number",
         ),
         ('parameters { key: "slo_ms" value { string_value: "true" } }', (1,), "slo_ms: expected a number"),
+        (  # found by review: dropped in silence, requests shaped as the config says were refused
+            'max_batch_size: 4\ninput [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ], '
+            "reshape: { shape: [ 2, 2 ] } } ]",
+            (1,),
+            "input[0].reshape: reshaping tensors is not supported",
+        ),
     ],
 )
 def test_what_sloserve_cannot_honour_is_refused_naming_the_field(
@@ -149,3 +155,51 @@ def test_what_sloserve_cannot_honour_is_refused_naming_the_field(
     with pytest.raises(ConfigError) as err:
         load_model_config(directory)
     assert str(err.value).startswith(f"{directory / 'config.pbtxt'}: ") and said in str(err.value)
+
+
+def _onnx_model(path: Path, datatype: int, *, external: bool = False) -> None:
+    """An Identity-like model on ``datatype`` (an ONNX TensorProto type) at ``path``; with
+    ``external``, an Add of a weight kept in ``<path>.data`` beside it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("INPUT0", datatype, ["b", 2])
+    y = helper.make_tensor_value_info("OUTPUT0", datatype, ["b", 2])
+    if not external:
+        graph = helper.make_graph([helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "g", [x], [y])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return
+    weight = numpy_helper.from_array(np.full((1, 2), 10.0, np.float32), "w")
+    assert datatype == TensorProto.FLOAT
+    node = helper.make_node("Add", ["INPUT0", "w"], ["OUTPUT0"])
+    graph = helper.make_graph([node], "g", [x], [y], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path, save_as_external_data=True, location=path.name + ".data", size_threshold=0)
+
+
+def test_string_tensors_and_weights_beside_the_model_serve_as_in_triton(tmp_path: Path) -> None:
+    """Found by review: a BYTES input reached ONNX Runtime as ``str(b"hello")`` (the model answered
+    ``b'hello'``), and a model keeping its weights in ``model.onnx.data`` did not load (ONNX
+    Runtime looked for them in the working directory)."""
+    from onnx import TensorProto
+
+    for name, datatype, external in (("strs", TensorProto.STRING, False), ("ext", TensorProto.FLOAT, True)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        _onnx_model(tmp_path / name / "1" / "model.onnx", datatype, external=external)
+        (tmp_path / name / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 4\n')
+    assert (tmp_path / "ext" / "1" / "model.onnx.data").is_file()
+    with BackgroundServer(ServeOptions(tmp_path, http_port=0, grpc_port=None, metrics_port=None)) as s:
+        client = th.InferenceServerClient(s.http_url)
+        words = th.InferInput("INPUT0", [1, 2], "BYTES")
+        words.set_data_from_numpy(np.array([[b"hello", "wörld".encode()]], dtype=object))
+        answer = client.infer("strs", [words]).as_numpy("OUTPUT0")
+        assert answer.tolist() == [[b"hello", "wörld".encode()]]
+        numbers = th.InferInput("INPUT0", [1, 2], "FP32")
+        numbers.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
+        assert client.infer("ext", [numbers]).as_numpy("OUTPUT0").tolist() == [[11.0, 12.0]]
+        not_text = th.InferInput("INPUT0", [1, 2], "BYTES")
+        not_text.set_data_from_numpy(np.array([[b"\xff\xfe", b"ok"]], dtype=object))
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("strs", [not_text])
+        assert err.value.status() == "400" and "is not UTF-8 text" in (err.value.message() or "")
+        client.close()

@@ -83,6 +83,12 @@ class OnnxBackend:
         The model bytes are kept so that a resize never rereads the file.
         """
         self._model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
+        self._model_path = None
+        """Set for a model whose weights lie beside it (ONNX's external data, e.g. ``model.onnx.data``):
+        its sessions are built from the file, so they are found relative to it (from bytes, ONNX
+        Runtime looks in the working directory); those weights are read from disk at every resize."""
+        if not isinstance(model, bytes) and _uses_external_data(self._model_bytes):
+            self._model_path = str(model)
         self._source = name or ("<bytes>" if isinstance(model, bytes) else str(model))
         self._spinning = spinning
         self._lock = threading.Lock()
@@ -98,7 +104,7 @@ class OnnxBackend:
         try:
             with threads_born_in_default_class():  # the session's intra-op threads
                 return ort.InferenceSession(
-                    self._model_bytes,
+                    self._model_path or self._model_bytes,
                     sess_options=session_options(threads, spinning=self._spinning),
                     providers=["CPUExecutionProvider"],
                 )
@@ -123,7 +129,9 @@ class OnnxBackend:
         return self._source
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch on the current session (blocking); the session in use is picked up once."""
+        """Run one batch on the current session (blocking); the session in use is picked up once.
+        A ``BYTES`` input's elements go to ONNX Runtime as text (given ``bytes``, it would pass
+        ``str(b"hi")``, i.e. ``"b'hi'"``); elements that are not UTF-8 are the client's error."""
         session = self._session
         if session is None:
             raise BackendError(f"{self._source}: the instance is closed")
@@ -133,8 +141,12 @@ class OnnxBackend:
                 f"missing input(s) {missing}; the model takes {[s.name for s in self._inputs]}",
                 bad_input=True,
             )
+        feed = {
+            s.name: _as_text(s, inputs[s.name]) if s.datatype == "BYTES" else inputs[s.name]
+            for s in self._inputs
+        }
         try:
-            results = session.run(self._output_names, {s.name: inputs[s.name] for s in self._inputs})
+            results = session.run(self._output_names, feed)
         except Exception as exc:  # ORT's InvalidArgument, Fail, RuntimeException
             bad = isinstance(exc, InvalidArgument)  # ORT's status for values a kernel refuses
             raise BackendError(str(exc), bad_input=bad) from exc  # said to the client: no path
@@ -179,3 +191,26 @@ class OnnxBackend:
 
     def __repr__(self) -> str:
         return f"OnnxBackend({self._source!r}, threads={self._threads})"
+
+
+def _uses_external_data(model_bytes: bytes) -> bool:
+    """Whether the model keeps initializers in files beside it (ONNX external data)."""
+    import onnx
+
+    try:
+        graph = onnx.load_model_from_string(model_bytes).graph
+    except Exception:  # not a model: the session's own error says why
+        return False
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+
+
+def _as_text(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """A ``BYTES`` input as ONNX Runtime's string tensors take it: an object array of ``str``."""
+    try:
+        text = np.vectorize(lambda x: x.decode() if isinstance(x, bytes) else x, otypes=[object])(arr)
+        return np.asarray(text, dtype=object)
+    except UnicodeDecodeError:
+        raise BackendError(
+            f"input {spec.name!r}: an element is not UTF-8 text, which the model's string tensor needs",
+            bad_input=True,
+        ) from None

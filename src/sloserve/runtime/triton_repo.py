@@ -129,6 +129,10 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
     }
     if config.name:
         fields["name"] = config.name
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        for i, tensor in enumerate(tensors):
+            if tensor.HasField("reshape"):  # the model would get (or answer) tensors of other shapes
+                raise _Refused(f"{kind}[{i}].reshape", "reshaping tensors is not supported by sloserve")
     labels = {o.name: o.label_filename for o in config.output if o.label_filename}
     if labels:
         fields["labels"] = labels
