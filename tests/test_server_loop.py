@@ -334,6 +334,10 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
     config = load_model_config(ok)  # no file: defaults
     assert config.scheduler.name == "triton" and config.deadline_budget(None) is None
     assert config.deadline_budget(0.5) == 0.5
+    (ok / "config.yaml").write_text("queue_policy: {default_timeout_microseconds: 50000}\n")
+    config = load_model_config(ok)  # as in Triton, a request's timeout only shortens the default
+    assert config.deadline_budget(None) == config.deadline_budget(10.0) == pytest.approx(0.05)
+    assert config.deadline_budget(0.01) == pytest.approx(0.01)
 
 
 def test_bounded_scaler_delays_and_bounds() -> None:

@@ -140,6 +140,21 @@ def test_sloserves_own_fields_come_as_parameters(tmp_path: Path) -> None:
             "intra_op_thread_count: '1_0' is not a whole number",
         ),
         ('parameters { key: "slo_ms" value { string_value: "true" } }', (1,), "slo_ms: expected a number"),
+        (  # found by review, each loaded in silence (Triton refuses them at load)
+            'max_batch_size: 4\ninput [ { name: "images", data_type: TYPE_FP32, dims: [ -1 ] } ]',
+            (1,),
+            "input[0].name: 'images': the model has no input of that name (it has ['INPUT0'])",
+        ),
+        (
+            'max_batch_size: 4\ninput [ { name: "INPUT0", data_type: TYPE_INT32, dims: [ -1 ] } ]',
+            (1,),
+            "input[0].data_type: TYPE_INT32: the model's 'INPUT0' is TYPE_FP32",
+        ),
+        (
+            'max_batch_size: 4\noutput [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 8, 2 ] } ]',
+            (1,),
+            "output[0].dims: [8, 2]: the model's 'OUTPUT0' is [-1] without its batch dimension",
+        ),
         (  # found by review: dropped in silence, requests shaped as the config says were refused
             'max_batch_size: 4\ninput [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ], '
             "reshape: { shape: [ 2, 2 ] } } ]",

@@ -209,9 +209,11 @@ class ModelConfig(StrictModel):
         return params
 
     def deadline_budget(self, requested_s: float | None) -> float | None:
-        """Seconds a request may take: ``requested_s`` if overriding is allowed, else the defaults."""
+        """Seconds a request may take: ``requested_s`` if overriding is allowed, else the defaults.
+        As in Triton, a request's timeout only shortens the queue policy's default timeout."""
         if requested_s is not None and requested_s > 0 and self.queue_policy.allow_timeout_override:
-            return requested_s
+            default_s = self.queue_policy.default_timeout_microseconds * 1e-6
+            return min(requested_s, default_s) if default_s > 0 else requested_s
         if self.slo_ms is not None:
             return self.slo_ms * 1e-3
         if self.queue_policy.default_timeout_microseconds:

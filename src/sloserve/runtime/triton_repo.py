@@ -133,6 +133,8 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
         for i, tensor in enumerate(tensors):
             if tensor.HasField("reshape"):  # the model would get (or answer) tensors of other shapes
                 raise _Refused(f"{kind}[{i}].reshape", "reshaping tensors is not supported by sloserve")
+    if config.input or config.output:
+        _check_tensors(config, directory / version / filename)
     labels = {o.name: o.label_filename for o in config.output if o.label_filename}
     if labels:
         fields["labels"] = labels
@@ -143,6 +145,68 @@ def _fields(config: Any, directory: Path) -> dict[str, Any]:
         # Triton's default scheduler: each request runs as it comes, however many rows it has
         fields["scheduler"] = {"name": DEFAULT_SCHEDULER, "params": {"max_batch_size": 1}}
     return fields | own
+
+
+_ONNX_TYPES = {
+    "FLOAT": "TYPE_FP32",
+    "DOUBLE": "TYPE_FP64",
+    "FLOAT16": "TYPE_FP16",
+    "BFLOAT16": "TYPE_BF16",
+    "BOOL": "TYPE_BOOL",
+    "STRING": "TYPE_STRING",
+    **{f"{s}INT{b}": f"TYPE_{s}INT{b}" for s in ("", "U") for b in (8, 16, 32, 64)},
+}
+"""ONNX element type name → Triton's ``data_type`` name."""
+
+
+def _check_tensors(config: Any, model_file: Path) -> None:
+    """The inputs and outputs the config declares against the model's own, as Triton checks them
+    at load: each name must be the model's, its ``data_type`` the model's, its ``dims`` the model's
+    (without the batch dimension when ``max_batch_size`` > 0, which the model must leave variable);
+    a -1 on either side matches any size."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_file), load_external_data=False).graph
+    except Exception:  # not a model: loading it says why
+        return
+    weights = {t.name for t in graph.initializer}
+
+    def described(values: Any) -> dict[str, tuple[str, list[int]]]:
+        out = {}
+        for v in values:
+            if v.name in weights:
+                continue
+            t = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+            out[v.name] = (_ONNX_TYPES.get(onnx.TensorProto.DataType.Name(t.elem_type), "?"), dims)
+        return out
+
+    batching = config.max_batch_size > 0
+    for kind, declared, actual in (
+        ("input", config.input, described(graph.input)),
+        ("output", config.output, described(graph.output)),
+    ):
+        for i, tensor in enumerate(declared):
+            if tensor.name not in actual:
+                why = f"{tensor.name!r}: the model has no {kind} of that name (it has {sorted(actual)})"
+                raise _Refused(f"{kind}[{i}].name", why)
+            dtype, dims = actual[tensor.name]
+            wanted = mc.DataType.Name(tensor.data_type)
+            if tensor.data_type and dtype not in ("?", wanted):
+                raise _Refused(f"{kind}[{i}].data_type", f"{wanted}: the model's {tensor.name!r} is {dtype}")
+            if batching:
+                if not dims or dims[0] != -1:
+                    why = f"{config.max_batch_size}: the model's {kind} {tensor.name!r} has shape {dims}, no "
+                    raise _Refused("max_batch_size", why + "variable batch dimension to batch along")
+                dims = dims[1:]
+            given = list(tensor.dims)
+            if len(given) != len(dims) or any(
+                a != b and -1 not in (a, b) for a, b in zip(given, dims, strict=False)
+            ):
+                shown = "without its batch dimension " if batching else ""
+                why = f"{given}: the model's {tensor.name!r} is {dims} {shown}".rstrip()
+                raise _Refused(f"{kind}[{i}].dims", why)
 
 
 def _version(policy: Any, directory: Path, filename: str) -> str:
