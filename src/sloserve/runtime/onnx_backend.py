@@ -83,12 +83,11 @@ class OnnxBackend:
         The model bytes are kept so that a resize never rereads the file.
         """
         self._model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
-        self._model_path = None
+        self._model_path: str | None = None
         """Set for a model whose weights lie beside it (ONNX's external data, e.g. ``model.onnx.data``):
         its sessions are built from the file, so they are found relative to it (from bytes, ONNX
         Runtime looks in the working directory); those weights are read from disk at every resize."""
-        if not isinstance(model, bytes) and _uses_external_data(self._model_bytes):
-            self._model_path = str(model)
+        self._path = None if isinstance(model, bytes) else str(model)
         self._source = name or ("<bytes>" if isinstance(model, bytes) else str(model))
         self._spinning = spinning
         self._lock = threading.Lock()
@@ -101,15 +100,19 @@ class OnnxBackend:
         self._output_names = [o.name for o in self._outputs]
 
     def _new_session(self, threads: int) -> ort.InferenceSession:
+        options = session_options(threads, spinning=self._spinning)
         try:
-            with threads_born_in_default_class():  # the session's intra-op threads
-                return ort.InferenceSession(
-                    self._model_path or self._model_bytes,
-                    sess_options=session_options(threads, spinning=self._spinning),
-                    providers=["CPUExecutionProvider"],
-                )
+            return _session(self._model_path or self._model_bytes, options)
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            raise BackendError(f"{self._source}: cannot load the model: {exc}") from exc
+            failed = BackendError(f"{self._source}: cannot load the model: {exc}")
+            if self._path is None or self._model_path is not None:
+                raise failed from exc
+            try:  # weights beside the file (external data) load from the file only
+                session = _session(self._path, options)
+            except Exception:
+                raise failed from exc
+            self._model_path = self._path
+            return session
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -193,15 +196,10 @@ class OnnxBackend:
         return f"OnnxBackend({self._source!r}, threads={self._threads})"
 
 
-def _uses_external_data(model_bytes: bytes) -> bool:
-    """Whether the model keeps initializers in files beside it (ONNX external data)."""
-    import onnx
-
-    try:
-        graph = onnx.load_model_from_string(model_bytes).graph
-    except Exception:  # not a model: the session's own error says why
-        return False
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+def _session(model: str | bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A CPU session of ``model`` (a path or the file's bytes)."""
+    with threads_born_in_default_class():  # the session's intra-op threads
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _as_text(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
