@@ -607,3 +607,13 @@ def test_failure_labels_keep_transport_errors_apart() -> None:
     assert refused == "transport: HttpClientError: cannot connect to 127.0.0.1:9"
     assert closed == "transport: HttpClientError: connection closed before the answer"
     assert reason_class(503, "deadline_unreachable: cannot finish") == "503 deadline_unreachable"
+
+
+def test_an_output_directory_that_cannot_be_made_is_an_error_before_the_run(
+    recorder: RecordingServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: under /proc (which the parser's check passes as root) it was a traceback."""
+    argv = ["bench", f"127.0.0.1:{recorder.port}", "-m", "rec", "--no-ceiling", "--out", "/proc/sloserve/x"]
+    assert main(argv) == 2
+    assert "--out /proc/sloserve/x: cannot create it" in capsys.readouterr().err
+    assert recorder.timeouts == []  # nothing was sent

@@ -218,3 +218,11 @@ def test_string_tensors_and_weights_beside_the_model_serve_as_in_triton(tmp_path
             client.infer("strs", [not_text])
         assert err.value.status() == "400" and "is not UTF-8 text" in (err.value.message() or "")
         client.close()
+
+
+def test_a_latest_policy_of_more_versions_than_there_are_serves_the_one(tmp_path: Path) -> None:
+    """Found by review: ``latest { num_versions: 2 }`` over one version directory was refused, where
+    Triton serves that version (and ``all`` over one version was already taken)."""
+    text = 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\nversion_policy { latest { num_versions: 2 } }\n'
+    directory = triton_model(tmp_path, "m", text, versions=(3,))
+    assert load_model_config(directory).version == "3"

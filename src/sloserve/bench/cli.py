@@ -305,7 +305,14 @@ def _bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. under /proc, which the parser's check cannot tell as root
+        print(
+            f"sloserve bench: error: --out {args.out}: cannot create it: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     report: dict[str, Any] = {
         "target": {
             "url": args.url,

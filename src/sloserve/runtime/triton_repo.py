@@ -229,8 +229,8 @@ def _version(policy: Any, directory: Path, filename: str) -> str:
         return str(wanted[0])
     if kind == "all" and len(versions) > 1:
         raise _Refused("version_policy.all", f"versions {sorted(versions)}: {ONE_VERSION}")
-    if kind == "latest" and policy.latest.num_versions > 1:
-        raise _Refused("version_policy.latest.num_versions", ONE_VERSION)
+    if kind == "latest" and min(policy.latest.num_versions, len(versions)) > 1:  # as "all": one is fine
+        raise _Refused("version_policy.latest.num_versions", f"versions {sorted(versions)}: {ONE_VERSION}")
     return str(versions[0])
 
 
