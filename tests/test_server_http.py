@@ -212,6 +212,31 @@ def test_metrics(server: BackgroundServer, client: th.InferenceServerClient) -> 
     assert "sloserve_instance_cores" in text and "nv_inference_queue_duration_us" in text
 
 
+def test_triton_counters_parse_as_counters_and_count_as_tritons(
+    server: BackgroundServer, client: th.InferenceServerClient
+) -> None:
+    """Found by review: the HELP/TYPE lines named ``<name>_total`` while the samples keep Triton's
+    names, so a parser saw every Triton counter untyped; and the request duration added failed
+    requests' time, which Triton's does not."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with pytest.raises(InferenceServerException):
+        client.infer("slo_model", [_input(1)], timeout=1)  # refused at once: a failure with a duration
+    client.infer("slo_model", [_input(2)])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.service.metrics_port}/metrics").read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_request_duration_us"):
+        assert families[name].type == "counter" and families[name].samples, name
+    stats = client.get_inference_statistics("slo_model")["model_stats"][0]["inference_stats"]
+    assert int(stats["fail"]["ns"]) > 0
+    duration = next(
+        s.value
+        for s in families["nv_inference_request_duration_us"].samples
+        if s.labels["model"] == "slo_model"
+    )
+    assert duration == pytest.approx(int(stats["success"]["ns"]) / 1e3, rel=1e-9)
+
+
 def test_metrics_put_the_profiles_time_beside_the_batches_compute_time(
     server: BackgroundServer, client: th.InferenceServerClient
 ) -> None:

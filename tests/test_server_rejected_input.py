@@ -70,5 +70,10 @@ def test_a_bad_value_fails_only_its_own_request_not_its_batch(server: Background
     assert [b["batch_size"] for b in stats["batch_stats"]] == [8]  # they were one batch
     assert stats["inference_stats"]["success"]["count"] == 7
     assert stats["inference_stats"]["fail"]["count"] == 1
+    # queue and compute time count answered requests only, as Triton's (found by review: the
+    # refused one's queue time was counted, so queue.count exceeded success.count)
+    assert (
+        stats["inference_stats"]["queue"]["count"] == stats["inference_stats"]["compute_infer"]["count"] == 7
+    )
     loop = server.service.core.repository.models["lookup"].loop
     assert loop.stats.failures["rejected_input"] == 1

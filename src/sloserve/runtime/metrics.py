@@ -113,7 +113,7 @@ class ServerCollector(Collector):
             pending.add_metric(lv, len(m.loop.pending))
             queue.add_metric(lv, s.queue_ns / 1e3)
             compute.add_metric(lv, s.compute_ns / 1e3)
-            request.add_metric(lv, (s.success_ns + s.fail_ns) / 1e3)
+            request.add_metric(lv, s.success_ns / 1e3)  # as Triton's: successful requests only
             met.add_metric(lv, s.slo_met)
             missed.add_metric(lv, s.slo_missed)
             live = [v for v in m.loop.views.values() if v.id not in m.loop.retiring]
@@ -143,6 +143,24 @@ def metrics_registry(server: InferenceServer) -> CollectorRegistry:
     return registry
 
 
+TRITON_COUNTERS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_request_duration_us",
+)
+"""Triton's counters, whose samples carry no ``_total`` (:class:`_TritonCounter`)."""
+
+
 def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition format of ``registry``."""
-    return generate_latest(registry)
+    """The text exposition format of ``registry``. The client library writes a counter's HELP and
+    TYPE lines for ``<name>_total``; Triton's counters are declared under their own names, as Triton
+    writes them, or a parser finds their samples in an untyped family of their own."""
+    text = generate_latest(registry)
+    for name in TRITON_COUNTERS:
+        for line in (b"# HELP ", b"# TYPE "):
+            text = text.replace(line + f"{name}_total ".encode(), line + f"{name} ".encode())
+    return text

@@ -405,8 +405,6 @@ class ModelLoop:
         )
         for pending in carried:  # marked once the instance has the batch (it alone ends them now)
             pending.dispatched = now
-            self.stats.queue_count += 1
-            self.stats.queue_ns += int((now - pending.submitted) * 1e9)
 
     @_stops_on_error("completing a batch")
     def _batch_done(
@@ -449,7 +447,10 @@ class ModelLoop:
             elif isinstance(out, RequestFailure):
                 reason = DropReason.REJECTED_INPUT if out.bad_input else DropReason.FAILED
                 outcome = Refusal(reason, f"inference failed: {out.message}")
-            else:
+            else:  # queue and compute time are counted for answered requests, as Triton does
+                pending = self.pending[r.id]
+                stats.queue_count += 1
+                stats.queue_ns += int((pending.dispatched - pending.submitted) * 1e9)
                 stats.compute_count += 1
                 stats.compute_ns += int(result.compute_s * 1e9)
                 outcome = Answer(out)
