@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from server_fakes import FakeBackends, demo_model_without_slo, wait_for, write_model
 from sloserve.core.request import Request
-from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
+from sloserve.runtime.pipeline import PipelineLoop, _merged_shape, pipeline_loop
 from sloserve.runtime.service import BackgroundServer, ServeOptions
 
 AFFINE_50MS = {"kind": "affine", "alpha_ms": 50.0, "beta_ms": 1.0, "max_batch": 8}
@@ -68,6 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Ite
     }  # fmt: skip
     write_pipeline(root, "gated_split", gated)
     write_pipeline(root, "gated_whole", gated | {"deadline_split": "whole"})
+    write_pipeline(root, "gated_urgent", gated | {"default_priority_level": 1})
     options = ServeOptions(root, http_port=0, grpc_port=0, metrics_port=0, backends={"fake": fakes})
     with BackgroundServer(options) as s:
         yield s
@@ -204,10 +205,12 @@ def test_priority_carried_through_every_step(
     try:
         client.infer("gated_whole", [_http_in("INPUT0", np.ones((1, 4), np.float32))], priority=1)
         client.infer("gated_split", [_http_in("INPUT0", np.ones((1, 4), np.float32))], priority=2)
+        # found by review: a pipeline's own default level was not given to its steps (they took theirs)
+        client.infer("gated_urgent", [_http_in("INPUT0", np.ones((1, 4), np.float32))])
     finally:
         for m in ("fake_a", "fake_b"):
             models[m].loop.on_dispatch = None
-    assert seen == [("fake_a", 1), ("fake_b", 1), ("fake_a", 2), ("fake_b", 2)]
+    assert seen == [("fake_a", 1), ("fake_b", 1), ("fake_a", 2), ("fake_b", 2), ("fake_a", 1), ("fake_b", 1)]
 
 
 def test_every_request_ends_exactly_once(client: th.InferenceServerClient, server: BackgroundServer) -> None:
@@ -251,6 +254,13 @@ def test_wiring_errors_name_file_and_field(
         _step("mlp", {"input": "x"}, {"logits": "y"}, "two"),
     ]
     write_pipeline(root, "bad_handoff", {"steps": handoff})
+    # found by review: a pipeline input feeding two steps was checked against the first one's only
+    # (it loaded READY, and every request failed at the second step, blamed on the client)
+    two = _step("mlp", {"input": "X"}, {"logits": "b"}, "two")
+    write_pipeline(root, "fan", {"steps": [_step("identity", {"INPUT0": "X"}, {"OUTPUT0": "a"}, "one"), two]})
+    client.load_model("fan")  # the pipeline's input is what fits both steps: mlp's 784 columns
+    assert client.get_model_metadata("fan")["inputs"][0]["shape"] == [-1, 784]
+    assert _merged_shape((-1, -1), (-1, 784)) == (-1, 784) and _merged_shape((-1, 4), (-1, 784)) is None
     for name, field in (
         ("bad_inputs", "steps.0.input_map"),
         ("bad_member", "steps.0.model"),

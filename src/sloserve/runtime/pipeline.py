@@ -187,7 +187,7 @@ class PipelineLoop:
             next(self._ids),
             arrival,
             deadline,
-            priority,
+            priority or self.config.default_priority_level,  # 0: the pipeline's default if it sets one
             done,
             dict(inputs),
             {n: len(ps) for n, ps in self.parents.items()},
@@ -322,6 +322,13 @@ def _check_step_tensors(config: PipelineConfig, members: Mapping[str, LoadedMode
                 )
 
 
+def _merged_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape a tensor must have to fit both ``a`` and ``b`` (-1: any size), or None if none does."""
+    if len(a) != len(b) or any(x >= 0 and y >= 0 and x != y for x, y in zip(a, b, strict=True)):
+        return None
+    return tuple(x if x >= 0 else y for x, y in zip(a, b, strict=True))
+
+
 async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> LoadedModel:
     """Build the pipeline in ``directory`` (members load first when not loaded yet).
 
@@ -369,7 +376,18 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
             raise ConfigError(f"{source}: steps.{i}.output_map: {step.model!r} has no output(s) {unknown}; "
                               f"it has {sorted(outs)}")  # fmt: skip
         for member_in, tensor in step.input_map.items():
-            specs.setdefault(tensor, TensorSpec(tensor, ins[member_in].datatype, ins[member_in].shape))
+            taken = TensorSpec(tensor, ins[member_in].datatype, ins[member_in].shape)
+            first = specs.setdefault(tensor, taken)
+            if tensor not in config.pipeline_inputs() or first is taken:
+                continue
+            merged = _merged_shape(first.shape, taken.shape)  # a pipeline input feeding several steps
+            if first.datatype != taken.datatype or merged is None:
+                raise ConfigError(
+                    f"{source}: steps.{i}.input_map: pipeline input {tensor!r} goes to steps that take "
+                    f"{first.datatype} {list(first.shape)} and {taken.datatype} {list(taken.shape)} "
+                    f"({step.model!r}'s {member_in!r}): no request fits both"
+                )
+            specs[tensor] = TensorSpec(tensor, first.datatype, merged)
         for member_out, tensor in step.output_map.items():
             specs[tensor] = TensorSpec(tensor, outs[member_out].datatype, outs[member_out].shape)
     _check_step_tensors(config, members, source)
