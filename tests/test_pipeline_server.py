@@ -290,6 +290,21 @@ def test_the_index_lists_loaded_pipelines(client: th.InferenceServerClient) -> N
     assert index["two_step"] == "READY" and index["identity"] == "READY"
 
 
+def test_a_pipeline_whose_member_is_unloaded_is_unavailable_saying_which(
+    client: th.InferenceServerClient,
+) -> None:
+    """Found by review: it showed LOADING, with no reason."""
+    client.unload_model("mlp")
+    try:
+        entry = next(m for m in client.get_model_repository_index() if m["name"] == "two_step")
+        assert entry["state"] == "UNAVAILABLE" and entry["reason"] == "member model 'mlp' is not loaded"
+        assert not client.is_model_ready("two_step")
+    finally:
+        client.load_model("mlp")
+    entry = next(m for m in client.get_model_repository_index() if m["name"] == "two_step")
+    assert entry["state"] == "READY" and "reason" not in entry
+
+
 def test_two_pipelines_that_name_each_other_are_refused(
     client: th.InferenceServerClient, server: BackgroundServer
 ) -> None:

@@ -106,8 +106,6 @@ class PipelineLoop:
         self.profile: ModelProfile | None = None
         """Nor a latency profile (its members have theirs)."""
         self.retiring: set[int] = set()
-        self.fault: str | None = None
-        """A pipeline has no policy of its own to fail (the repository index reads this)."""
         self.accepting = False
         self._ids = itertools.count()
         self._closing = False
@@ -117,6 +115,20 @@ class PipelineLoop:
 
     def start(self) -> None:
         self.accepting = True
+
+    @property
+    def fault(self) -> str | None:
+        """Why the pipeline cannot serve while it accepts requests: a member not loaded or not
+        ready (the repository index shows it; a pipeline has no policy of its own to fail)."""
+        if not self.accepting:
+            return None
+        for step in self.steps.values():
+            loop = self.member(step.model)
+            if loop is None:
+                return f"member model {step.model!r} is not loaded"
+            if not loop.ready:
+                return f"member model {step.model!r} is not ready" + (f": {loop.fault}" if loop.fault else "")
+        return None
 
     @property
     def ready(self) -> bool:
