@@ -204,8 +204,7 @@ def _refused_options(args: argparse.Namespace) -> str | None:
         alone += ["--confirm-runs"] if args.confirm_runs is not None else []
         if alone:
             return f"{', '.join(alone)} apply with --capacity only"
-    _fill_defaults(args)
-    top = args.max_rate if args.capacity else args.rate
+    top = (args.max_rate or DEFAULT_MAX_RATE) if args.capacity else (args.rate or DEFAULT_RATE)
     if top * args.duration > MAX_REQUESTS_PER_RUN:
         option = "--max-rate" if args.capacity else "--rate"
         return (
@@ -285,6 +284,7 @@ def _bench(args: argparse.Namespace) -> int:
     if refused is not None:
         print(f"sloserve bench: error: {refused}", file=sys.stderr)
         return 2
+    _fill_defaults(args)
     shapes = dict(args.shape)
     payload = Payload(args.batch_size, shapes, args.input_data)
     meta = fetch_metadata(args.url, args.model, args.protocol)  # fails here, before any output
