@@ -44,6 +44,8 @@ class FakeControl:
     running: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     """Released once each time a batch starts."""
     delay: float = 0.0
+    load_delay: float = 0.0
+    """Seconds each instance takes to start (a model that loads slowly)."""
     threads_seen: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,7 @@ class FakeBackend:
     """Identity on ``INPUT0`` → ``OUTPUT0`` (FP32, [-1, -1]) that can be held by its control's gate."""
 
     def __init__(self, control: FakeControl, threads: int) -> None:
+        time.sleep(control.load_delay)
         self.control = control
         self._threads = threads
         control.threads_seen.append(threads)
@@ -288,3 +291,26 @@ def bench_identity(
         return json.loads((out / "bench.json").read_text())["result"], rows_run() - before
     finally:
         client.close()
+
+
+class SchedulerWithoutCancel:
+    """A user's scheduler written before ``cancel`` joined the contract (the registry refuses it)."""
+
+    max_batch = 1
+
+    def set_max_batch(self, max_batch: int) -> None: ...
+    def submit(self, now: float, request: Request) -> Drop | None: ...
+    def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
+        return []
+
+    def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None: ...
+    def drain(self, now: float, reason: Any) -> list[Drop]:
+        return []
+
+    def __len__(self) -> int:
+        return 0
+
+
+def make_scheduler_without_cancel(ctx: PolicyContext) -> SchedulerWithoutCancel:
+    """Registry factory (by import path ``server_fakes:make_scheduler_without_cancel``)."""
+    return SchedulerWithoutCancel()

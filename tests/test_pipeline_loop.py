@@ -126,3 +126,47 @@ def test_close_waits_abort_ends_everything() -> None:
     assert closed == [True] and len(out) == 2 and not pipe.pending
     answer(m["ma"], 0, 1.0)  # a step finishing after the abort changes nothing
     assert len(out) == 2
+
+
+class CancellableLoop(ScriptedLoop):
+    """A scripted member that gives ids and records what is withdrawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: set[int] = set()
+        self.cancelled: list[int] = []
+
+    def submit(self, inputs: Any, done: Any, **kw: Any) -> int:  # type: ignore[override]
+        super().submit(inputs, done, **kw)
+        rid = len(self.calls) - 1
+        self.pending.add(rid)
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        self.cancelled.append(rid)
+        self.pending.discard(rid)
+        self.calls[rid][1](Refusal(DropReason.CANCELLED, "gone"))
+
+
+def test_a_cancelled_request_ends_once_and_its_running_steps_are_withdrawn() -> None:
+    members = {m: CancellableLoop() for m in ("ma", "mb", "mc")}
+    loops = cast(dict[str, ModelLoop], members)
+    pipe = PipelineLoop(
+        "p",
+        FANOUT,
+        ModelConfig(slo_ms=100),
+        DeadlineSplit(split_steps(FANOUT, loops), "split"),  # type: ignore[arg-type]
+        clock=Clock(),
+        member=loops.get,
+    )
+    pipe.start()
+    out: list[Outcome] = []
+    rid = pipe.submit({"in": np.zeros((1, 2), np.float32)}, out.append)
+    members["ma"].pending.discard(0)
+    answer(members["ma"], 0, 1.0)  # a done: b and c run
+    pipe.cancel(rid)
+    assert len(out) == 1 and isinstance(out[0], Refusal) and out[0].reason == DropReason.CANCELLED
+    assert members["mb"].cancelled == [0] and members["mc"].cancelled == [0] and members["ma"].cancelled == []
+    pipe.cancel(rid)  # ended: nothing more
+    assert len(out) == 1 and not pipe.pending
+    assert pipe.stats.failures == {"cancelled": 1}

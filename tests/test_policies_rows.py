@@ -109,3 +109,28 @@ def test_slo_batcher_predicts_a_batch_by_its_rows() -> None:
     # 1 + 2 rows end at 4 ms: past request 1's 3.5 ms, so request 1 runs alone first
     dispatched = [d.batch for d in out if isinstance(d, Dispatch)]
     assert [[r.id for r in b.requests] for b in dispatched] == [[1]]
+
+
+def test_a_removed_request_leaves_the_queue_and_the_rest_keep_their_order() -> None:
+    for queue in (FifoQueue(), PriorityQueue(), EdfQueue()):
+        for i, n in enumerate(ROWS):
+            queue.push(Request(i, "m", 0.0, 10.0 + i, rows=n))
+        removed = queue.remove(3)
+        assert removed is not None and removed.id == 3
+        assert queue.remove(3) is None and queue.remove(99) is None
+        assert queue.rows == sum(ROWS) - ROWS[3] and len(queue) == len(ROWS) - 1
+        assert [queue.pop().id for _ in range(len(queue))] == [0, 1, 2, 4, 5, 6]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SCHEDULERS if n != "qos_rl"))
+def test_a_cancelled_request_never_runs(name: str) -> None:
+    """What the server calls when a client goes away: the request leaves the queue, the others run."""
+    ctx = PolicyContext("m", max_batch=4, profile=PROFILE, slo=10.0)
+    scheduler = make_scheduler(name, ctx, PARAMS.get(name, {}))
+    for i in range(5):
+        assert scheduler.submit(0.0, request(i, 1)) is None
+    assert scheduler.cancel(0.0, request(1, 1)) and scheduler.cancel(0.0, request(3, 1))
+    assert not scheduler.cancel(0.0, request(3, 1))  # not queued any more: nothing changes
+    assert len(scheduler) == 3
+    batches = drive(scheduler, [])
+    assert sorted(r.id for b in batches for r in b.requests) == [0, 2, 4]

@@ -25,6 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: FakeBackends) -> Ite
     root = tmp_path_factory.mktemp("repo")
     demo_model_without_slo("identity", root)
     write_model(root, "gated", {"backend": "fake", "max_batch_size": 1, "priority_levels": 2})
+    write_model(root, "slow_load", {"backend": "fake", "max_batch_size": 1})
     write_model(
         root,
         "slo_model",
@@ -300,13 +301,104 @@ def test_a_stream_ends_when_the_client_closes_it_and_refusals_carry_the_request_
 
     control = fakes.control("gated")  # a client that cancels its stream leaves nothing queued
     control.gate.clear()
+    control.batches.clear()
     loop = server.service.core.repository.models["gated"].loop
+    cancelled = loop.stats.failures["cancelled"]
     try:
         with grpc.insecure_channel(server.grpc_url) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             call = stub.ModelStreamInfer(iter([request("gated", f"g{i}", i) for i in range(3)]))
             wait_for(lambda: len(loop.pending) == 3)
             call.cancel()
+            wait_for(lambda: len(loop.pending) == 1)  # the two queued left at once; g0 runs on
     finally:
         control.gate.set()
-    wait_for(lambda: not loop.pending)  # they ran and ended; their answers had nowhere to go
+    wait_for(lambda: not loop.pending)  # g0 ran and ended; its answer had nowhere to go
+    assert control.batches == [[0.0]]
+    assert loop.stats.failures["cancelled"] == cancelled + 3  # none of the three counted answered
+
+
+def test_a_call_whose_client_gave_up_leaves_the_queue_and_is_not_counted_answered(
+    server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends
+) -> None:
+    """A unary call past its gRPC deadline (or cancelled) is taken out of the model's queue at once,
+    as Triton's request cancellation does: it does not run, hold a queue slot or count as answered."""
+    control = fakes.control("gated")
+    loop = server.service.core.repository.models["gated"].loop
+    before = dict(client.get_inference_statistics("gated", as_json=True)["model_stats"][0]["inference_stats"])
+    control.gate.clear()
+    control.batches.clear()
+    first: list[Any] = []
+    try:
+        client.async_infer("gated", [_input(0)], callback=lambda result, error: first.append((result, error)))
+        assert control.started()
+        for value in (1, 2):
+            with pytest.raises(InferenceServerException) as err:
+                client.infer("gated", [_input(value)], client_timeout=0.3)
+            assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        wait_for(lambda: len(loop.pending) == 1)  # only the running one is left
+    finally:
+        control.gate.set()
+    wait_for(lambda: len(first) == 1)
+    assert first[0][1] is None and control.batches == [[0.0]]
+    stats = client.get_inference_statistics("gated", as_json=True)["model_stats"][0]["inference_stats"]
+    assert int(stats["success"].get("count", 0)) == int(before["success"].get("count", 0)) + 1
+    assert int(stats["fail"].get("count", 0)) == int(before["fail"].get("count", 0)) + 2
+
+
+def test_request_parameters_hold_when_outputs_are_named(client: tg.InferenceServerClient) -> None:
+    """An output's parameters are its own: they never replaced the request's priority or timeout."""
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("gated", [_input(1)], outputs=[tg.InferRequestedOutput("OUTPUT0")], priority=7)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "priority 7" in err.value.message()
+    request = _with_outputs(_fp32_request([1, 4]), "OUTPUT0")
+    request.inputs[0].contents.fp32_contents.extend([0.0] * 4)
+    request.parameters["timeout"].int64_param = 5000
+    request.outputs[0].parameters["binary_data"].bool_param = True
+    decoded = decode_grpc_infer(request)
+    assert decoded.parameters == {"timeout": 5000}
+
+
+def test_a_load_finishes_though_the_client_stops_waiting(
+    server: BackgroundServer, client: tg.InferenceServerClient, fakes: FakeBackends
+) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    client.unload_model("slow_load")
+    fakes.control("slow_load").load_delay = 0.5
+    try:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.RepositoryModelLoad(
+                    service_pb2.RepositoryModelLoadRequest(model_name="slow_load"), timeout=0.05
+                )
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_for(lambda: client.is_model_ready("slow_load"))
+    finally:
+        fakes.control("slow_load").load_delay = 0.0
+
+
+def test_an_answer_larger_than_the_request_limit_is_sent(tmp_path: Any, fakes: FakeBackends) -> None:
+    """``--max-body-mb`` bounds what a client may send, not the answer: a 400 KB request whose
+    top-100,000 classification is 1.8 MB was answered RESOURCE_EXHAUSTED after it ran and counted."""
+    write_model(tmp_path, "wide", {"backend": "fake", "max_batch_size": 1})
+    options = ServeOptions(
+        tmp_path,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=None,
+        backends={"fake": fakes},
+        max_body_bytes=1 << 20,
+    )
+    with BackgroundServer(options) as s:
+        c = tg.InferenceServerClient(s.grpc_url)
+        try:
+            n = 100_000
+            result = c.infer(
+                "wide", [_input(1.0, n)], outputs=[tg.InferRequestedOutput("OUTPUT0", class_count=n)]
+            )
+            assert result.as_numpy("OUTPUT0").shape == (1, n)
+        finally:
+            c.close()

@@ -236,6 +236,38 @@ def test_close_drains_and_abort_refuses() -> None:
     assert loop.stats.success_count + loop.stats.fail_count == loop.stats.arrivals == 9
 
 
+def test_a_cancelled_request_leaves_the_queue_at_once_and_ends_once() -> None:
+    """``cancel`` (the front end's, when a client goes away): a queued request ends now, frees its
+    queue slot and never runs; a running one, or one already ended, is left to end as it does."""
+    ev, loop, runners = _loop({"max_batch_size": 1})
+    loop.scheduler.max_queue_size = 2  # type: ignore[attr-defined]  # (_loop's context has no queue cap)
+    outcomes: dict[int, Outcome] = {}
+
+    def send(i: int) -> int:
+        rid = loop.submit({}, lambda o: outcomes.setdefault(i, o))
+        assert rid is not None
+        return rid
+
+    running, queued, _ = send(0), send(1), send(2)  # 0 runs; 1 and 2 fill the queue
+    send(3)
+    assert outcomes[3].reason == DropReason.QUEUE_FULL  # type: ignore[union-attr]
+    loop.cancel(queued)
+    assert outcomes[1] == Refusal(DropReason.CANCELLED, "the client went away before its answer (cancelled)")
+    send(4)  # the slot it held is free
+    loop.cancel(queued)  # ended already: nothing happens
+    loop.cancel(running)  # running: it ends with its batch
+    ev.run()
+    assert sorted(i for i, o in outcomes.items() if isinstance(o, Answer)) == [0, 2, 4]
+    assert sum(runners[0].submitted) == 3  # 1 never ran
+    assert loop.stats.failures == {"queue_full": 1, "cancelled": 1}
+    assert loop.stats.success_count + loop.stats.fail_count == loop.stats.arrivals == 5
+
+
+def test_a_scheduler_without_the_whole_contract_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match=r"SchedulerWithoutCancel lacks cancel \(see sloserve"):
+        make_scheduler("server_fakes:make_scheduler_without_cancel", PolicyContext(model="m"))
+
+
 def test_instance_that_fails_to_start_is_dropped() -> None:
     ev, loop, _runners = _loop({"instance_group": {"count": 1}})
 

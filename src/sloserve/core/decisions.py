@@ -30,6 +30,9 @@ class DropReason(StrEnum):
     """The backend refused the request's input values (an index out of range, say): the client's
     error, found only when the model ran them (alone: one bad request does not fail a batch). The
     server also ends so a request whose output does not fit the shared-memory region it named."""
+    CANCELLED = "cancelled"
+    """The client went away before its answer (it cancelled the call, or its own deadline passed):
+    taken out of the queue if it was waiting, its answer discarded if it was running."""
 
 
 @dataclass(frozen=True, slots=True)

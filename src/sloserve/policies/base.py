@@ -9,7 +9,8 @@ Call order for a model's scheduler, on both drivers:
 2. ``decide(now, instances)`` after arrivals, whenever an instance becomes free, and when the time
    of a returned ``WaitUntil`` comes;
 3. ``on_complete(now, batch, instance, latency)`` when a dispatched batch finishes;
-4. ``drain(now, reason)`` when the model is unloaded or the run ends: every queued request ends.
+4. ``drain(now, reason)`` when the model is unloaded or the run ends: every queued request ends;
+5. ``cancel(now, request)`` (the server only) when a queued request's client has gone away.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class Scheduler(Protocol):
 
     def drain(self, now: float, reason: DropReason) -> list[Drop]:
         """Called on unload or at the end of a run; ends every queued request with ``reason``."""
+        ...
+
+    def cancel(self, now: float, request: Request) -> bool:
+        """Called when the client of ``request`` has gone away; takes it out of the queue. Returns
+        whether it was queued (False: already dispatched or dropped, nothing changes)."""
         ...
 
     def __len__(self) -> int:

@@ -83,6 +83,9 @@ class QueueScheduler:
     def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
         """Batchers here learn nothing from completions."""
 
+    def cancel(self, now: float, request: Request) -> bool:
+        return self.queue.remove(request.id) is not None
+
     def drain(self, now: float, reason: DropReason) -> list[Drop]:
         out = []
         while len(self.queue):

@@ -174,6 +174,14 @@ class _PlanScheduler:
     def on_complete(self, now: float, batch: Batch, instance: InstanceView, latency: float) -> None:
         """Nothing to learn: the plan fixed the configuration."""
 
+    def cancel(self, now: float, request: Request) -> bool:
+        for lanes in self._lanes_of:
+            for lane in lanes:
+                if lane.queue.remove(request.id) is not None:
+                    self._pending -= 1
+                    return True
+        return False
+
     def drain(self, now: float, reason: DropReason) -> list[Drop]:
         out: list[Drop] = []
         for lanes in self._lanes_of:

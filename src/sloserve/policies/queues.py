@@ -32,6 +32,11 @@ class RequestQueue(Protocol):
         """Arrival time of the request that has waited longest (any position)."""
         ...
 
+    def remove(self, request_id: int) -> Request | None:
+        """Called when a waiting request is withdrawn (its client went away): takes it out wherever
+        it stands and returns it; None when it is not in the queue."""
+        ...
+
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[Request]:
@@ -62,6 +67,14 @@ class FifoQueue:
 
     def oldest_arrival(self) -> float:
         return self._items[0].arrival
+
+    def remove(self, request_id: int) -> Request | None:
+        for request in self._items:
+            if request.id == request_id:
+                self._items.remove(request)
+                self.rows -= request.rows
+                return request
+        return None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -101,6 +114,17 @@ class _HeapQueue:
 
     def oldest_arrival(self) -> float:
         return min(item[3].arrival for item in self._heap)
+
+    def remove(self, request_id: int) -> Request | None:
+        for i, item in enumerate(self._heap):
+            if item[2] == request_id:
+                last = self._heap.pop()
+                if i < len(self._heap):  # the last entry fills the hole; the heap is rebuilt
+                    self._heap[i] = last
+                    heapq.heapify(self._heap)
+                self.rows -= item[3].rows
+                return item[3]
+        return None
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -46,6 +46,9 @@ SCALERS: dict[str, str] = {
 }
 """Scaler names."""
 
+SCHEDULER_METHODS = ("submit", "decide", "on_complete", "drain", "cancel", "set_max_batch", "__len__")
+"""What a scheduler a factory makes must have (:class:`~sloserve.policies.base.Scheduler`)."""
+
 
 def _resolve(kind: str, table: Mapping[str, str], name: str) -> Callable[..., Any]:
     target = table.get(name, name if ":" in name else None)
@@ -69,7 +72,14 @@ def _call(kind: str, name: str, factory: Callable[..., Any], *args: Any, **param
 def make_scheduler(name: str, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> Scheduler:
     """Build the scheduler called ``name`` for the model in ``ctx``; ``ValueError`` names bad input."""
     factory = _resolve("scheduler", SCHEDULERS, name)
-    return cast(Scheduler, _call("scheduler", name, factory, ctx, **dict(params or {})))
+    scheduler = _call("scheduler", name, factory, ctx, **dict(params or {}))
+    missing = [m for m in SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
+    if missing:  # a user's factory: refused at load, not when the method is first needed
+        raise ValueError(
+            f"scheduler {name!r}: {type(scheduler).__name__} lacks {', '.join(missing)} "
+            "(see sloserve.policies.base.Scheduler)"
+        )
+    return cast(Scheduler, scheduler)
 
 
 def make_dispatcher(name: str) -> Dispatcher:

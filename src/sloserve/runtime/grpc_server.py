@@ -51,6 +51,9 @@ from sloserve.runtime.shared_memory import SystemSharedMemory
 
 log = logging.getLogger("sloserve.runtime")
 
+_MAX_SEND_BYTES = 2**31 - 1
+"""gRPC's largest message: what an answer may be (the request limit is ``--max-body-mb``)."""
+
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
@@ -146,13 +149,13 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
         where = f"output {o.name!r}"
         if any(out.name == o.name for out in outputs):
             raise ProtocolError(f"{where} is asked for twice")
-        params = _params(o)
-        ref = shm_ref(params, where)
+        output_params = _params(o)  # the output's own: they never stand for the request's
+        ref = shm_ref(output_params, where)
         if ref is not None:
             if shm is None:
                 raise no_shared_memory(where)
             shm.check_output(ref, where)
-        outputs.append(RequestedOutput(o.name, True, ref, class_count(params, ref, where)))
+        outputs.append(RequestedOutput(o.name, True, ref, class_count(output_params, ref, where)))
     return InferRequest(request.id or None, inputs, outputs or None, params, True)
 
 
@@ -401,7 +404,9 @@ class GrpcServer:
         """Listen; returns the bound port."""
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.max_send_message_length", self.max_message_bytes),
+            # answers are not capped by the request limit (Triton's is INT32_MAX too): one larger
+            # than that would have run, been counted answered and then failed in the send
+            ("grpc.max_send_message_length", _MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ]
         self._grpc = grpc.aio.server(options=options, interceptors=[ArrivalStamp()])

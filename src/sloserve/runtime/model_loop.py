@@ -31,7 +31,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Concatenate, ParamSpec
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -156,21 +156,26 @@ SpawnInstance = Callable[[int, int], InstanceRunner]
 """``spawn(instance_id, threads)`` makes a (not yet started) instance of the model."""
 
 _P = ParamSpec("_P")
-_EntryPoint = Callable[Concatenate["ModelLoop", _P], None]
+_R = TypeVar("_R")
 
 
-def _stops_on_error(during: str) -> Callable[[_EntryPoint[_P]], _EntryPoint[_P]]:
+def _stops_on_error(
+    during: str,
+) -> Callable[[Callable[Concatenate[ModelLoop, _P], _R]], Callable[Concatenate[ModelLoop, _P], _R | None]]:
     """Wraps an entry point of the loop: an exception from it (a policy's, mostly) stops the model
     (:meth:`ModelLoop._stop_on_error`) instead of escaping into the event loop, which would log it
-    and leave the model's queued requests waiting for ever."""
+    and leave the model's queued requests waiting for ever. The entry point then returns None."""
 
-    def wrap(method: _EntryPoint[_P]) -> _EntryPoint[_P]:
+    def wrap(
+        method: Callable[Concatenate[ModelLoop, _P], _R],
+    ) -> Callable[Concatenate[ModelLoop, _P], _R | None]:
         @functools.wraps(method)
-        def guarded(self: ModelLoop, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        def guarded(self: ModelLoop, /, *args: _P.args, **kwargs: _P.kwargs) -> _R | None:
             try:
-                method(self, *args, **kwargs)
+                return method(self, *args, **kwargs)
             except Exception as exc:
                 self._stop_on_error(during, exc)
+                return None
 
         return guarded
 
@@ -321,9 +326,9 @@ class ModelLoop:
         priority: int = 0,
         payload_bytes: int = 0,
         waited: float = 0.0,
-    ) -> None:
+    ) -> int:
         """Called by a front end for each request; ``done`` is called exactly once with the outcome
-        (see :data:`Done`).
+        (see :data:`Done`). Returns the request's id (what :meth:`cancel` takes).
 
         ``budget`` is the request's own deadline budget in seconds (None: the model's default),
         counted from its arrival: ``waited`` seconds before now, the time the front end spent
@@ -337,7 +342,7 @@ class ModelLoop:
             self.record_failure(DropReason.UNAVAILABLE.value)
             message = self.fault or f"model {self.name!r} is not accepting requests"
             done(Refusal(DropReason.UNAVAILABLE, message))
-            return
+            return rid
         slo = self.config.deadline_budget(budget)
         arrival = now - max(0.0, waited)
         deadline = arrival + slo if slo is not None else math.inf
@@ -356,6 +361,20 @@ class ModelLoop:
         if drop is not None:
             self._carry_out_drop(now, drop)
         self._decide(now)
+        return rid
+
+    @_stops_on_error("cancelling a request")
+    def cancel(self, rid: int) -> None:
+        """Called by a front end when the client of request ``rid`` has gone away. A queued request
+        leaves the queue and ends now, ``cancelled``; one already running ends with its batch (the
+        front end's ``done`` then turns its answer into the same refusal); an ended one: nothing."""
+        pending = self.pending.get(rid)
+        if pending is None or not math.isnan(pending.dispatched) or self.fault is not None:
+            return
+        now = self.clock.now()
+        if self.scheduler.cancel(now, pending.request):
+            self._end(now, rid, Refusal(DropReason.CANCELLED, self._reason_text(DropReason.CANCELLED)))
+            self._decide(now)  # the queue changed: what waited for it may go now
 
     def _decide(self, now: float) -> None:
         if self.fault is not None:
@@ -481,6 +500,7 @@ class ModelLoop:
             DropReason.QUEUE_FULL: "the model's queue is full",
             DropReason.UNAVAILABLE: f"model {self.name!r} is unavailable",
             DropReason.FAILED: "inference failed",
+            DropReason.CANCELLED: "the client went away before its answer",
         }
         return f"{texts.get(reason, 'refused')} ({reason.value})"
 

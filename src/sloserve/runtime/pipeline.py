@@ -4,7 +4,7 @@
 the wiring against the members' tensor metadata and returns a
 :class:`~sloserve.runtime.repository.LoadedModel` whose ``loop`` is a :class:`PipelineLoop`.
 The loop offers what the server and the repository use of a
-:class:`~sloserve.runtime.model_loop.ModelLoop` (``submit``, ``ready``, ``stats``, ``pending``,
+:class:`~sloserve.runtime.model_loop.ModelLoop` (``submit``, ``cancel``, ``ready``, ``stats``, ``pending``,
 ``views``, ``profile``, ``close``, ``abort``, ``record_failure``), so the HTTP and gRPC front ends serve a
 pipeline unchanged.
 
@@ -68,6 +68,8 @@ class _Run:
     left: int
     """Steps not yet done."""
     step_deadlines: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, tuple[ModelLoop, int]] = field(default_factory=dict)
+    """Step → the member loop running it and the request's id there (what a cancel withdraws)."""
 
 
 class PipelineLoop:
@@ -184,19 +186,21 @@ class PipelineLoop:
         priority: int = 0,
         payload_bytes: int = 0,
         waited: float = 0.0,
-    ) -> None:
+    ) -> int:
         """Called by a front end per request; ``done`` is called exactly once with the outcome.
-        ``budget`` counts from the request's arrival, ``waited`` seconds ago (see ``ModelLoop.submit``)."""
+        ``budget`` counts from the request's arrival, ``waited`` seconds ago (see ``ModelLoop.submit``).
+        Returns the request's id (what :meth:`cancel` takes)."""
         now = self.clock.now()
+        rid = next(self._ids)
         if not self.accepting:
             self.record_failure(DropReason.UNAVAILABLE.value)
             done(Refusal(DropReason.UNAVAILABLE, f"pipeline {self.name!r} is not accepting requests"))
-            return
+            return rid
         arrival = now - max(0.0, waited)
         slo = self.config.deadline_budget(budget)
         deadline = arrival + slo if slo is not None else math.inf
         run = _Run(
-            next(self._ids),
+            rid,
             arrival,
             deadline,
             priority or self.config.default_priority_level,  # 0: the pipeline's default if it sets one
@@ -210,6 +214,19 @@ class PipelineLoop:
         for step, parents in self.parents.items():
             if not parents and run.rid in self.pending:
                 self._start(now, run, step)
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        """Called by a front end when the client of request ``rid`` has gone away: it ends now,
+        ``cancelled``, and its steps are withdrawn from their members (those queued there leave the
+        queue; those running finish, their answers unused)."""
+        run = self.pending.get(rid)
+        if run is None:
+            return
+        message = "the client went away before its answer (cancelled)"
+        self._end(self.clock.now(), run, Refusal(DropReason.CANCELLED, message))
+        for loop, member_rid in list(run.in_flight.values()):
+            loop.cancel(member_rid)
 
     def _start(self, now: float, run: _Run, step: str) -> None:
         spec = self.steps[step]
@@ -229,9 +246,11 @@ class PipelineLoop:
             return
         inputs = {member_in: run.tensors[t] for member_in, t in spec.input_map.items()}
         budget = None if math.isinf(deadline) else max(deadline - now, 1e-9)
-        loop.submit(
+        member_rid = loop.submit(
             inputs, lambda outcome: self._step_done(run, step, outcome), budget=budget, priority=run.priority
         )
+        if member_rid is not None and member_rid in loop.pending:  # not already ended
+            run.in_flight[step] = (loop, member_rid)
 
     def _drop_at(self, now: float, run: _Run, step: str, reason: DropReason, why: str) -> None:
         """End ``run`` at ``step`` with ``reason``; ``why`` is the message, the reason added."""
@@ -239,6 +258,7 @@ class PipelineLoop:
         self._end(now, run, Refusal(reason, f"{why} ({reason.value})"))
 
     def _step_done(self, run: _Run, step: str, outcome: Outcome) -> None:
+        run.in_flight.pop(step, None)
         if run.rid not in self.pending:  # another branch already ended the request
             return
         now = self.clock.now()

@@ -181,6 +181,7 @@ class ModelRepository:
         """Models whose last load failed, with the reason (the repository index shows it)."""
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._draining: set[ModelLoop] = set()
+        self._loads: set[asyncio.Future[LoadedModel]] = set()
 
     def model_names(self) -> list[str]:
         """Sub-directories of the root that look like models (have a config or a model file)."""
@@ -236,6 +237,15 @@ class ModelRepository:
         _check_name(name)
         if not (self.root / name).is_dir():
             raise ProtocolError(f"no model {name!r} in the repository", 404)
+        # a load once begun finishes whatever its caller does (a gRPC client's deadline cancels the
+        # call, not the load): the task is kept until it ends, and the caller awaits it shielded
+        task = asyncio.ensure_future(self._load_now(name))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+        return await asyncio.shield(task)
+
+    async def _load_now(self, name: str) -> LoadedModel:
+        """Called by :meth:`load`, in a task of its own: builds ``name`` and swaps it in."""
         async with self._locks[name]:
             try:
                 model = await self._build(name)

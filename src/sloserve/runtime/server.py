@@ -271,6 +271,8 @@ class InferenceServer:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
         def done(outcome: Outcome) -> Outcome:
+            if future.cancelled() and isinstance(outcome, Answer):  # ran, but nobody is waiting
+                return Refusal(DropReason.CANCELLED, "the client went away before its answer (cancelled)")
             if isinstance(outcome, Answer):  # delivered before it counts as answered (see Done)
                 outputs = _classified(model, request, outcome.outputs)
                 try:
@@ -282,10 +284,15 @@ class InferenceServer:
                 future.set_result(outcome)
             return outcome
 
-        model.loop.submit(
+        rid = model.loop.submit(
             inputs, done, budget=budget, priority=priority, payload_bytes=payload_bytes, waited=waited
         )
-        outcome = await future
+        try:
+            outcome = await future
+        except asyncio.CancelledError:  # the caller went away (a gRPC cancel or deadline)
+            if rid is not None:
+                model.loop.cancel(rid)
+            raise
         if not isinstance(outcome, Answer):
             raise ProtocolError(outcome.message, refusal_status(outcome.reason), counted=True)
         return model, outcome.outputs
