@@ -58,6 +58,11 @@ def test_health_metadata_config(client: tg.InferenceServerClient) -> None:
     assert client.is_model_ready("identity") and not client.is_model_ready("nope")
     config = client.get_model_config("identity", as_json=True)["config"]
     assert config["max_batch_size"] == 256
+    assert config["dynamic_batching"]["preferred_batch_size"] == [64, 128, 256]
+    # Triton's batching settings are shown where Triton's batcher runs, not beside another scheduler
+    slo_batching = client.get_model_config("slo_model", as_json=True)["config"]["dynamic_batching"]
+    assert "preferred_batch_size" not in slo_batching and "max_queue_delay_microseconds" not in slo_batching
+    assert int(slo_batching["priority_levels"]) == 1
     with pytest.raises(InferenceServerException) as err:
         client.get_model_metadata("nope")
     assert err.value.status() == "StatusCode.NOT_FOUND"

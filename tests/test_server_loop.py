@@ -348,6 +348,11 @@ def test_config_errors_name_file_and_field(tmp_path: Any) -> None:
         "slo_ms: '20'\n": "slo_ms: expected a number, got '20'",
         "instance_group: {count: 1, threads: yes}\n": "instance_group: threads: expected a number, got True",
         "preferred_batch_size: ['64', 128]\n": "preferred_batch_size.0: expected a number",
+        # bounds that bound nothing were taken in silence
+        "autoscaling: {min_replicas: 3}\n": "autoscaling: bounds a scaler's instance count, but the config",
+        "scaler: {name: aimd}\ninstance_group: {count: 5}\nautoscaling: {max_replicas: 2}\n": (
+            "instance_group.count: 5 lies outside autoscaling's 0..2 replicas"
+        ),
     }
     for i, (text, words) in enumerate(cases.items()):
         d = tmp_path / f"m{i}"

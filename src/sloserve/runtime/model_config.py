@@ -33,6 +33,12 @@ policy, ``instance_group``) and Ray Serve for autoscaling bounds; sloserve adds 
     scaler: {name: dnnscaler, params: {}}   # optional; applied every ``scaler.interval`` seconds
     autoscaling: {min_replicas: 1, max_replicas: 4, upscale_delay_s: 0, downscale_delay_s: 30}
 
+``preferred_batch_size``, ``max_queue_delay_microseconds`` and ``queue_policy.timeout_action`` are
+the settings of Triton's batcher (``scheduler: triton``, the default); other schedulers take theirs
+as ``params`` (``ray``, ``fixed``) or derive them (``slo``: from the profile), and the model's
+configuration document shows them only where Triton's batcher runs. ``autoscaling`` bounds a
+``scaler`` (refused without one), and ``instance_group.count`` must lie within its bounds.
+
 Deadline of a request (first that applies): the ``timeout`` request parameter in microseconds (as
 ``tritonclient`` sends it) or the ``X-SLO-Timeout-Ms`` HTTP header / gRPC metadata
 ``x-slo-timeout-ms``, when ``allow_timeout_override``; else ``slo_ms``; else
@@ -183,6 +189,14 @@ class ModelConfig(StrictModel):
             raise ValueError(
                 f"default_priority_level ({self.default_priority_level}) > priority_levels "
                 f"({self.priority_levels})"
+            )
+        if "autoscaling" in self.model_fields_set and self.scaler is None:
+            raise ValueError("autoscaling: bounds a scaler's instance count, but the config names no scaler")
+        bounds, count = self.autoscaling, self.instance_group.count
+        if self.scaler is not None and not bounds.min_replicas <= count <= bounds.max_replicas:
+            raise ValueError(
+                f"instance_group.count: {count} lies outside autoscaling's "
+                f"{bounds.min_replicas}..{bounds.max_replicas} replicas"
             )
         return self
 

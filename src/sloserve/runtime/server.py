@@ -33,6 +33,7 @@ from sloserve.runtime.backend import metadata_document
 from sloserve.runtime.classification import check_classifiable, top_classes
 from sloserve.runtime.clock import Clock, MonotonicClock
 from sloserve.runtime.codec import InferRequest, ProtocolError, check_inputs, clipped
+from sloserve.runtime.model_config import DEFAULT_SCHEDULER
 from sloserve.runtime.model_loop import Answer, Outcome, Refusal
 from sloserve.runtime.repository import BackendFactory, LoadedModel, ModelRepository
 from sloserve.runtime.shared_memory import SystemSharedMemory
@@ -323,6 +324,16 @@ class InferenceServer:
                 for s in specs
             ]
 
+        # Triton's batching settings are shown only where its batcher runs: other schedulers derive
+        # their own (slo: from the profile) or take them as params (ray, fixed)
+        triton_batching = (
+            {
+                "preferred_batch_size": list(c.preferred_batch_size),
+                "max_queue_delay_microseconds": c.max_queue_delay_microseconds,
+            }
+            if c.scheduler.name == DEFAULT_SCHEDULER
+            else {}
+        )
         own = {
             "slo_ms": c.slo_ms,
             "serve_late": c.serve_late,
@@ -337,9 +348,8 @@ class InferenceServer:
             "max_batch_size": c.max_batch_size,
             "input": tensors(model.inputs),
             "output": tensors(model.outputs),
-            "dynamic_batching": {
-                "preferred_batch_size": list(c.preferred_batch_size),
-                "max_queue_delay_microseconds": c.max_queue_delay_microseconds,
+            "dynamic_batching": triton_batching
+            | {
                 "priority_levels": c.priority_levels,
                 "default_priority_level": c.default_priority_level,
                 "default_queue_policy": {
