@@ -47,3 +47,23 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
         proc.stdout.close()  # before the command writes
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=120) == 141 and "Traceback" not in err
+
+
+def test_a_command_whose_extra_is_not_installed_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    """Found by review: ``train-rl`` without the ``rl`` extra ended in an ImportError traceback."""
+    import sys
+
+    from sloserve.cli import main
+
+    for name in list(sys.modules):  # as on a machine without gymnasium: nothing of it imported yet
+        if name.startswith(("gymnasium", "stable_baselines3", "sloserve.rl.")) and name != "sloserve.rl.cli":
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # importing it now fails as when absent
+    from pathlib import Path
+
+    pool = Path(__file__).parents[1] / "examples" / "qos" / "pool.yaml"
+    status = main(["train-rl", str(pool), "--timesteps", "10", "--out", f"{tmp_path}/p"])
+    err = capsys.readouterr().err
+    assert status == 2 and "needs gymnasium, which is not installed" in err and "'.[rl]'" in err

@@ -31,6 +31,22 @@ EXPERIMENT_MODULES = (
 )
 """Modules adding ``sloserve experiment NAME``."""
 
+EXTRA_OF_PACKAGE = {
+    "onnx": "server",
+    "onnxruntime": "server",
+    "grpc": "server",
+    "prometheus_client": "server",
+    "httptools": "server",
+    "uvloop": "server",
+    "tritonclient": "server",
+    "torch": "rl",
+    "gymnasium": "rl",
+    "stable_baselines3": "rl",
+    "ray": "ray",
+}
+"""Packages of the optional extras (``pyproject.toml``), by import name: a command that needs one
+that is not installed says which extra to install."""
+
 
 def _register_all(
     names: Sequence[str], subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
@@ -88,6 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except ConfigError as exc:
         print(f"sloserve: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        extra = EXTRA_OF_PACKAGE.get(package)
+        if extra is None:
+            raise
+        print(
+            f"sloserve: error: this command needs {package}, which is not installed: "
+            f"pip install 'sloserve[{extra}]' (from a checkout: pip install -e '.[{extra}]')",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130
