@@ -128,7 +128,7 @@ async def _head_limits() -> dict[str, bytes]:
             "within": await _send_until_refused(
                 port,
                 [b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"z" * 99990]
-                + [b"z" * 10 + b"GET /second HTTP/1.1\r\n"]
+                + [b"z" * 10 + b"GET /second HTTP/1.1\r\nHost: x\r\n"]
                 + [b"X-%d: %s\r\n" % (i, big_value) for i in range(MAX_HEAD_BYTES // len(big_value) - 1)]
                 + [b"Connection: close\r\n\r\n"],
             ),

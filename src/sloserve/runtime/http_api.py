@@ -13,9 +13,9 @@ shared-memory extension (:mod:`sloserve.runtime.shared_memory`): ``GET
 and Triton's logging extension (:mod:`sloserve.runtime.log_settings`): ``GET|POST /v2/logging``.
 
 A body sent with ``Content-Encoding: gzip`` or ``deflate`` (``tritonclient``'s
-``request_compression_algorithm``) is decompressed first, to at most the server's body limit (413
-beyond it); other codings are refused with 415. Responses are not compressed (``Accept-Encoding``
-allows the identity coding).
+``request_compression_algorithm``) is decompressed once its route is found, by the routes that read
+a body, to at most the server's body limit (413 beyond it); other codings are refused with 415.
+Responses are not compressed (``Accept-Encoding`` allows the identity coding).
 """
 
 from __future__ import annotations
@@ -113,9 +113,6 @@ class HttpApi:
         parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
         model: str | None = None
         try:
-            coding = content_coding(headers)
-            if coding is not None:  # inflating may take long (a 64 KB body can hold 64 MiB): off the loop
-                body = await asyncio.to_thread(decoded_body, coding, body, self.server.max_body_bytes)
             if parts[0] != "v2" or "" in parts:
                 raise ProtocolError(f"no route for {method} {path}", 404)
             rest = parts[1:]
@@ -131,6 +128,15 @@ class HttpApi:
         except Exception as exc:
             log.exception("internal error on %s %s", method, path)
             return error_response(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    async def _content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        """Called by the routes that read the body, once the route is found: the body decoded from
+        its ``Content-Encoding`` (a ``GET`` with the header and no body is routed as any other)."""
+        coding = content_coding(headers)
+        if coding is None:
+            return body
+        # inflating may take long (a 64 KB body can hold 64 MiB): off the loop
+        return await asyncio.to_thread(decoded_body, coding, body, self.server.max_body_bytes)
 
     async def _route(
         self, method: str, rest: list[str], headers: Mapping[str, str], body: bytes
@@ -157,26 +163,30 @@ class HttpApi:
         if head == "repository":
             if rest[1:] == ["index"]:
                 check_method(method, "POST")
-                ready = _repository_body(body, "index", {"ready": bool}).get("ready", False)
+                doc = _repository_body(await self._content(headers, body), "index", {"ready": bool})
+                ready = doc.get("ready", False)
                 return json_response(server.repository.index(ready_only=ready))
             if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
                 check_method(method, "POST")
-                _repository_body(body, rest[3], {"parameters": dict})
+                _repository_body(await self._content(headers, body), rest[3], {"parameters": dict})
                 if rest[3] == "load":
                     await server.repository.load(rest[2])
                 else:
                     await server.repository.unload(rest[2])
                 return HttpResponse(200, b"")
         if head == "systemsharedmemory":
-            return self._shared_memory_route(method, rest[1:], body)
+            return await self._shared_memory_route(method, rest[1:], headers, body)
         if rest == ["logging"]:
             check_method(method, "GET", "POST")
             if method == "POST":
-                return json_response(log_settings.update(json_document(body, "log settings", once_each=True)))
+                doc = json_document(await self._content(headers, body), "log settings", once_each=True)
+                return json_response(log_settings.update(doc))
             return json_response(log_settings.settings_document())
         raise ProtocolError(f"no route for {method} /v2/{'/'.join(rest)}", 404)
 
-    def _shared_memory_route(self, method: str, rest: list[str], body: bytes) -> HttpResponse:
+    async def _shared_memory_route(
+        self, method: str, rest: list[str], headers: Mapping[str, str], body: bytes
+    ) -> HttpResponse:
         """``[region/{name}/]status|register|unregister`` under ``/v2/systemsharedmemory``."""
         registry = self.server.shared_memory
         name: str | None = None
@@ -192,7 +202,7 @@ class HttpApi:
             return HttpResponse(200, b"")
         if action == "register" and name is not None:
             check_method(method, "POST")
-            doc = json_document(body, "register request body", once_each=True)
+            doc = json_document(await self._content(headers, body), "register request body", once_each=True)
             if not isinstance(doc, dict) or not {"key", "byte_size"} <= doc.keys():
                 raise ProtocolError(
                     "register request body must be a JSON object with 'key', 'offset' and 'byte_size'"
@@ -232,6 +242,7 @@ class HttpApi:
         self, name: str, version: str | None, headers: Mapping[str, str], body: bytes
     ) -> HttpResponse:
         self.server.model(name, version)  # 404 before decoding a body meant for no model
+        body = await self._content(headers, body)
         raw_length = headers.get(HEADER_LENGTH)
         header_length = None
         if raw_length is not None:

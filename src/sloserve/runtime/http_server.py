@@ -29,7 +29,16 @@ it gives direct control over what the issue asks for at the connection level:
   timeout (at most once a second), not by a timer set and cancelled per request: creating and
   cancelling three loop timers was 8% of the event loop's time serving 550 mobilenet_v2 req/s;
 - malformed HTTP gets 400 and the connection is closed, after the answers to the requests that came
-  before it on the connection (in order, as pipelining wants).
+  before it on the connection (in order, as pipelining wants); so does an HTTP/1.1 request without
+  a ``Host`` header, or any with two (RFC 9112 §3.2), and one giving two different values to a
+  header read as one value (:data:`SINGLE_VALUED`); a version other than HTTP/1.0 or 1.1 gets 505;
+- a chunked body's trailer fields are read past and ignored (they may not change how the body is
+  read), within the same limit as the head (431 beyond it);
+- ``Upgrade`` (``curl --http2`` asks for ``h2c``) is ignored (RFC 9110 §7.8): the request is served
+  over HTTP/1.1; CONNECT gets 501;
+- ``Expect: 100-continue`` is answered once the request is the connection's oldest unanswered one
+  and its body has not all come (never to an HTTP/1.0 client);
+- an absolute-form target (``http://host/v2/...``) is served as its path and query.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -58,14 +68,59 @@ MAX_URL_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 """Most bytes of headers taken in one request (431 beyond them)."""
 
+SINGLE_VALUED = frozenset({"host", "content-encoding", "inference-header-content-length"})
+"""Headers a request may give once (twice only with the same value; ``Host`` only once): the last
+of two different values would otherwise win in silence."""
+
 Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[HttpResponse]]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+"""Each status code's reason phrase (a dict: ``HTTPStatus(code)`` costs 0.4 us per response)."""
 
 
 def _reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+class _HttpDate:
+    """The ``Date`` header's value (RFC 9110 §6.6.1), formatted at most once a second: responses
+    are written many times a second, and formatting a date costs more than reading the clock."""
+
+    __slots__ = ("until", "value")
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        """``time.time()`` at which ``value`` goes stale (the start of the next second)."""
+        self.value = ""
+
+    def now(self) -> str:
+        """Called for each response written: the current second's value."""
+        now = time.time()
+        if now >= self.until:
+            second = int(now)
+            self.value = formatdate(second, usegmt=True)
+            self.until = second + 1.0
+        return self.value
+
+
+_HTTP_DATE = _HttpDate()
+
+
+def origin_form(target: bytes) -> bytes:
+    """The path and query of an absolute-form request target (``http://host:port/p?q`` gives
+    ``/p?q``, RFC 9112 §3.2.2); ``target`` itself when it has no ``http(s)://`` scheme."""
+    scheme, sep, _ = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
     try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        return target
+    path = url.path or b"/"
+    return path + b"?" + url.query if url.query else path
 
 
 def encode_response(response: HttpResponse, keep_alive: bool, with_body: bool = True) -> bytes:
@@ -73,6 +128,7 @@ def encode_response(response: HttpResponse, keep_alive: bool, with_body: bool = 
     its content-length the body's)."""
     lines = [
         f"HTTP/1.1 {response.status} {_reason(response.status)}",
+        f"date: {_HTTP_DATE.now()}",
         f"content-type: {response.content_type}",
         f"content-length: {len(response.body)}",
     ]
@@ -108,6 +164,18 @@ class _Connection(asyncio.Protocol):
         """Bytes read while the message's head was incomplete, after the read it began in."""
         self.head_began = False
         """Whether the message being received began in the read being parsed."""
+        self.read_advanced = False
+        """Whether the read being parsed completed the message's head or carried body bytes."""
+        self.stalled_reads = 0
+        """Bytes of the reads since the message's head completed that carried none of its body: a
+        chunked body's framing and its trailer section, which httptools keeps to itself."""
+        self.continue_due = False
+        """The message being received asked for ``100 Continue`` and has not had it."""
+        self.upgrade_request: tuple[str, bool] | None = None
+        """Method and keep-alive of a request that asked for an Upgrade (or a CONNECT), between its
+        head and the parser giving up the stream."""
+        self.upgrade_body_left = 0
+        """Bytes of such a request's body still to come: read here, not by the parser."""
         self.expires = math.inf
         """Loop time at which the connection times out (the server's sweep checks it); inf: never."""
         self.last_word: bytes | None = None
@@ -148,22 +216,46 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.upgrade_body_left:
+            data = self._take_upgrade_body(data)
+            if not data:
+                return
+        self.read_advanced = False
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as exc:
+            self._ignore_upgrade(data[exc.args[0] :])
+            return
         except httptools.HttpParserError as exc:
             if not self.closing:
                 self._fail(400, f"malformed HTTP request: {exc}")
             return
-        if self.in_message and not self.headers_done and not self.closing:
-            # a head still incomplete: count the reads after the one it began in (that one may
-            # also hold the end of the message before it)
+        if self.in_message and not self.closing:
+            self._after_partial_read(len(data))
+
+    def _after_partial_read(self, size: int) -> None:
+        """Called after a read of ``size`` bytes that left a message incomplete: bounds its head
+        and its chunked body's framing and trailers (httptools keeps a field to itself until it is
+        whole, so the reads are counted), and sends ``100 Continue`` when it is due."""
+        if not self.headers_done:
+            # count the reads after the one the head began in (that one may also hold the end of
+            # the message before it)
             if not self.head_began:
-                self.head_reads += len(data)
+                self.head_reads += size
             self.head_began = False
             if self.head_reads > MAX_HEAD_BYTES:
                 self._fail(431, f"request headers exceed the limit of {MAX_HEAD_BYTES} bytes")
+            return
+        if self.read_advanced:
+            self.stalled_reads = 0
+        else:
+            self.stalled_reads += size
+            if self.stalled_reads > MAX_HEAD_BYTES:
+                self._fail(
+                    431, f"request trailers (or chunk framing) exceed the limit of {MAX_HEAD_BYTES} bytes"
+                )
+                return
+        self._continue_if_due()
 
     # -- httptools callbacks --
 
@@ -171,8 +263,9 @@ class _Connection(asyncio.Protocol):
         self.started = time.monotonic()
         self.in_message = True
         self.headers_done = False
-        self.head_bytes = self.head_reads = 0
+        self.head_bytes = self.head_reads = self.stalled_reads = 0
         self.head_began = True
+        self.continue_due = False
         self.url = b""
         self.headers = {}
         self.body = []
@@ -187,17 +280,22 @@ class _Connection(asyncio.Protocol):
             self._fail(414, f"request target exceeds the limit of {MAX_URL_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.closing:
-            return
+        if self.closing or self.headers_done:
+            return  # a trailer field: ignored, it may not change how the body was read
         self.head_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self.head_bytes > MAX_HEAD_BYTES:
             self._fail(431, f"request headers exceed the limit of {MAX_HEAD_BYTES} bytes")
             return
         key = name.decode("latin-1").lower()
-        self.headers[key] = value.decode("latin-1")
-        if key == "transfer-encoding" and value.strip().lower() != b"chunked":
+        text = value.decode("latin-1").rstrip(" \t")  # httptools strips the whitespace before a value
+        if key in SINGLE_VALUED and key in self.headers and (key == "host" or self.headers[key] != text):
+            field = name.decode("latin-1")
+            self._fail(400, f"the request has more than one {field} header: {self.headers[key]!r}, {text!r}")
+            return
+        self.headers[key] = text
+        if key == "transfer-encoding" and text.lower() != "chunked":
             # httptools de-chunks; any other transfer coding would reach the handler still coded
-            self._fail(501, f"Transfer-Encoding {value.decode('latin-1')!r} is not supported (only chunked)")
+            self._fail(501, f"Transfer-Encoding {text!r} is not supported (only chunked)")
             return
         if key == "content-length":
             try:
@@ -208,15 +306,22 @@ class _Connection(asyncio.Protocol):
                 self._too_large(size)
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        self.headers_done = self.read_advanced = True
         if self.closing:
             return
-        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        version = self.parser.get_http_version()
+        if version == "1.1":
+            if "host" not in self.headers:
+                self._fail(400, "an HTTP/1.1 request needs a Host header")
+                return
+            self.continue_due = self.headers.get("expect", "").lower() == "100-continue"
+        elif version != "1.0":
+            self._fail(505, f"HTTP/{version} is not supported; use HTTP/1.1")
 
     def on_body(self, body: bytes) -> None:
         if self.closing:
             return
+        self.read_advanced = True
         self.body_size += len(body)
         if self.body_size > self.server.max_body_bytes:
             self._too_large(self.body_size)
@@ -226,19 +331,77 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.closing:
             return
-        self.in_message = False
-        self._arm(None)
         method = self.parser.get_method().decode("latin-1")
+        if self.parser.should_upgrade():  # httptools skipped the body: see _ignore_upgrade
+            self.upgrade_request = (method, self.parser.should_keep_alive())
+            return
+        self._enqueue(method, self.parser.should_keep_alive())
+
+    # -- upgrades, ignored --
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """Called when the parser gives up the stream at the head of a request asking for an
+        Upgrade (or a CONNECT), ``rest`` the bytes after that head. The Upgrade is ignored (RFC
+        9110 §7.8: ``curl --http2`` asks for h2c): the request's body (its Content-Length) is read
+        here, then a fresh parser takes the stream on. A chunked body with Upgrade, and CONNECT,
+        are refused."""
+        self.parser = httptools.HttpRequestParser(self)
+        request, self.upgrade_request = self.upgrade_request, None
+        if self.closing or request is None:
+            return
+        method, keep_alive = request
+        if method == "CONNECT":
+            self._fail(501, "CONNECT is not supported")
+            return
+        if "transfer-encoding" in self.headers:
+            self._fail(400, "a chunked request body with Upgrade is not supported; send it without Upgrade")
+            return
+        self.upgrade_body_left = int(self.headers.get("content-length", "0"))
+        if not self.upgrade_body_left:
+            self._enqueue(method, keep_alive)
+        else:
+            self.upgrade_request = request
+            rest = self._take_upgrade_body(rest)
+        if rest and not self.closing:
+            self.data_received(rest)
+        elif self.in_message and not self.closing:
+            self._continue_if_due()
+
+    def _take_upgrade_body(self, data: bytes) -> bytes:
+        """Called with each read while an Upgrade request's body comes (the parser gave the stream
+        up at its head): takes the body's bytes and queues the request once they are all in;
+        returns the bytes after the body."""
+        body, rest = data[: self.upgrade_body_left], data[self.upgrade_body_left :]
+        self.upgrade_body_left -= len(body)
+        self.on_body(body)
+        if not self.upgrade_body_left and not self.closing and self.upgrade_request is not None:
+            method, keep_alive = self.upgrade_request
+            self.upgrade_request = None
+            self._enqueue(method, keep_alive)
+        return rest
+
+    # -- serving --
+
+    def _enqueue(self, method: str, keep_alive: bool) -> None:
+        """Called once a request is whole: queues it for the worker, starting one if none runs."""
+        self.in_message = self.continue_due = False
+        self._arm(None)
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
-        keep_alive = self.parser.should_keep_alive()
-        self.queue.append((method, self.url.decode("latin-1"), self.headers, body, keep_alive, self.started))
+        url = self.url if self.url[:1] == b"/" else origin_form(self.url)
+        self.queue.append((method, url.decode("latin-1"), self.headers, body, keep_alive, self.started))
         self.body = []
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._serve())
         if len(self.queue) > 32 and self.transport is not None:
             self.transport.pause_reading()
 
-    # -- serving --
+    def _continue_if_due(self) -> None:
+        """Called once a read leaves a request's body incomplete, and when the worker has answered
+        all before it: writes ``100 Continue`` if the request asked for it and is now the oldest
+        unanswered one on the connection (not before: it would land before their answers)."""
+        if self.continue_due and self.worker is None and self.transport is not None:
+            self.continue_due = False
+            self.transport.write(_CONTINUE)
 
     async def _serve(self) -> None:
         handler = self.server.handler
@@ -267,6 +430,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             elif not self.closing and not self.queue:  # a request begun meanwhile gets its full time
                 self._arm(self.server.request_timeout if self.in_message else self.server.keepalive_timeout)
+                self._continue_if_due()
 
     def _arm(self, timeout: float | None) -> None:
         """Set (or with None clear) the time this connection may stay as it is; a float, not a
