@@ -522,3 +522,36 @@ def test_client_side_batch_is_one_request_of_several_rows(
     success = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
     assert success == 4  # requests
     assert after["execution_count"] - before["execution_count"] == 3
+
+
+def test_a_client_that_hangs_up_leaves_the_models_queue(server: BackgroundServer, fakes: FakeBackends) -> None:
+    """A request whose connection is reset while it waits in a model's queue leaves it at once and
+    is counted ``cancelled`` (it neither runs nor counts as answered), as over gRPC. (A plain close
+    reads as a half-close, whose requests are still answered: see tests/test_http_server.py.)"""
+    import struct
+
+    control = fakes.control("gated")
+    loop = server.service.core.repository.models["gated"].loop
+    host, port = server.http_url.rsplit(":", 1)
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}
+    ).encode()
+    head = f"POST /v2/models/gated/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    cancelled = loop.stats.failures["cancelled"]
+    control.gate.clear()
+    control.batches.clear()
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as first:
+            first.sendall(head.encode() + body)
+            assert control.started()
+            with socket.create_connection((host, int(port)), timeout=10) as second:
+                second.sendall(head.encode() + body)
+                wait_for(lambda: len(loop.pending) == 2)
+                second.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+            wait_for(lambda: len(loop.pending) == 1)  # the second hung up: it left the queue
+            assert loop.stats.failures["cancelled"] == cancelled + 1
+            control.gate.set()
+            assert first.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        control.gate.set()
+    assert control.batches == [[0.0]]

@@ -195,9 +195,15 @@ class _Connection(asyncio.Protocol):
         self._arm(self.server.keepalive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone (the client reset it, or the server aborted it): nobody
+        is left to answer, so the request being served is cancelled (one queued for a model leaves
+        its queue, counted ``cancelled``) and those after it on the connection are dropped."""
         self.server.connections.discard(self)
         self.closing = True
         self.expires = math.inf
+        self.queue.clear()
+        if self.worker is not None:
+            self.worker.cancel()
 
     def eof_received(self) -> bool | None:
         """The client closed its side of the connection (a half-close: ``nc -N``, some proxies, a
