@@ -524,7 +524,9 @@ def test_client_side_batch_is_one_request_of_several_rows(
     assert after["execution_count"] - before["execution_count"] == 3
 
 
-def test_a_client_that_hangs_up_leaves_the_models_queue(server: BackgroundServer, fakes: FakeBackends) -> None:
+def test_a_client_that_hangs_up_leaves_the_models_queue(
+    server: BackgroundServer, fakes: FakeBackends
+) -> None:
     """A request whose connection is reset while it waits in a model's queue leaves it at once and
     is counted ``cancelled`` (it neither runs nor counts as answered), as over gRPC. (A plain close
     reads as a half-close, whose requests are still answered: see tests/test_http_server.py.)"""
