@@ -149,6 +149,9 @@ def add_simulate_plan_options(simulate: argparse.ArgumentParser) -> None:
             return int(original(args) or 0)
         if getattr(args, "config", None):
             simulate.error("give either an experiment CONFIG or --plan, not both")
+        useless = [f"--{n.replace('_', '-')}" for n in ("example", "no_plots") if getattr(args, n, False)]
+        if useless:
+            simulate.error(f"{' and '.join(useless)}: only for an experiment, not with --plan")
         return _simulate_plan_command(args)
 
     simulate.set_defaults(handler=handler)

@@ -3,10 +3,11 @@ DVABatch-like, with an ablation of CoFB's three mechanisms (SEEDS.md §2).
 
 Each service is one model behind a simulated receive path (:mod:`sloserve.sim.receive`): K
 receive queues drained by one I/O worker each, client connections (flows) hashed to queues, receive
-cost proportional to payload bytes. Capacity is the highest Poisson arrival rate at which at least
-99% of requests are answered within the SLO (dropped requests count as misses), i.e. at which the
-p99 latency, drops counted as infinite, stays within the SLO (:func:`capacity_search`, mean
-attainment over the seeds).
+cost proportional to payload bytes. Capacity is the highest mean arrival rate (Poisson arrivals;
+for ``doc-trace``, a window of the trace replayed at that rate) at which at least 99% of requests
+are answered within the SLO (dropped requests count as misses), i.e. at which the p99 latency,
+drops counted as infinite, stays within the SLO (:func:`capacity_search`, mean attainment over the
+seeds).
 
 Variants (what each row switches on):
 
@@ -73,8 +74,9 @@ class Service:
     payload_cv: float = 0.0
     """Coefficient of variation of the payload (lognormal; 0 = fixed size)."""
     trace_payload_bytes_per_unit: float | None = None
-    """If set: arrivals and payloads are replayed from the trace (``ContextTokens`` x this), the
-    trace scaled in time to each tested rate; else Poisson arrivals and ``payload_bytes``."""
+    """If set: arrivals and payloads are replayed from the trace (``ContextTokens`` x this), a
+    window of rate x duration consecutive requests time-scaled to each tested rate; else Poisson
+    arrivals and ``payload_bytes``."""
     queues: int = 8
     """Receive queues / I/O workers (one per core of an 8-core server)."""
     flows: int = 16
@@ -211,16 +213,15 @@ def _trace_workload(path: Path, bytes_per_unit: float) -> Any:
 
 def make_workload(service: Service, rate: float, seed: int, settings: Settings) -> Any:
     """The workload of one run: ``settings.duration`` seconds at mean ``rate`` req/s with the
-    service's SLO and payloads. Trace-driven services replay window ``seed`` of the trace, scaled
-    in time so that its mean rate is ``rate``."""
+    service's SLO and payloads. Trace-driven services replay ``rate x duration`` consecutive
+    requests of the trace (all of it when it has fewer) from a seed-dependent offset, with their
+    payloads, scaled in time so that the window's mean rate is ``rate``
+    (:meth:`~sloserve.sim.workload.Workload.replayed_at`)."""
     from sloserve.sim import workload as wl
 
     if service.trace_payload_bytes_per_unit is not None:
         base = _trace_workload(settings.trace, service.trace_payload_bytes_per_unit)
-        scaled = base.scaled(base.mean_rate / rate)
-        windows = max(1, int(scaled.duration // settings.duration))
-        start = (seed % windows) * settings.duration
-        w = scaled.window(start, start + settings.duration)
+        w = base.replayed_at(rate, settings.duration, seed)
     else:
         w = wl.with_payload(
             wl.poisson(rate, settings.duration, seed), service.payload_bytes, service.payload_cv, seed
@@ -414,6 +415,25 @@ def table(results: dict[str, Any], services: Sequence[Service], variants: Sequen
     return t
 
 
+def workload_text(services: Sequence[Service], settings: Settings) -> str:
+    """What the runs' arrivals and payloads are, for ``cofb.json``."""
+    poisson = [s.name for s in services if s.trace_payload_bytes_per_unit is None]
+    traced = [s for s in services if s.trace_payload_bytes_per_unit is not None]
+    parts = []
+    if poisson:
+        parts.append(f"Poisson arrivals with lognormal or fixed payloads ({', '.join(poisson)})")
+    parts.extend(
+        f"{s.name}: windows of rate x {settings.duration:g} s consecutive requests of trace "
+        f"{settings.trace.name} (from a seed-dependent offset; the whole trace when it holds fewer), "
+        f"time-scaled to the rate, payloads ContextTokens x {s.trace_payload_bytes_per_unit:g} bytes"
+        for s in traced
+    )
+    return (
+        "; ".join(parts) + f"; {settings.duration:g} s per run, fixed SLO per service, "
+        "flows with Zipf shares hashed to receive queues"
+    )
+
+
 def run_experiment(
     services: Sequence[Service],
     variants: Sequence[Variant],
@@ -449,10 +469,7 @@ def run_experiment(
         out / "cofb.json",
         {"summary": summary, "results": results, "plot": str(png)},
         experiment="cofb",
-        workload=(
-            f"Poisson arrivals, {settings.duration:g} s per run, fixed SLO per service, lognormal or fixed "
-            "payloads, flows with Zipf shares hashed to receive queues"
-        ),
+        workload=workload_text(services, settings),
         seeds=list(settings.seeds),
         settings=asdict(settings) | {"trace": str(settings.trace)},
         services=[

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from sloserve.core.cluster import InstanceView
+from sloserve.core.config import ConfigError
 from sloserve.core.decisions import Decision
 from sloserve.core.request import Batch
 from sloserve.policies.base import Dispatcher, PolicyContext
@@ -47,12 +48,24 @@ class FixedParams(PolicyParams):
     batch_size: Count | None = None
     max_wait_s: Wait | None = None
 
+    def batch(self, ctx: PolicyContext) -> int:
+        """``batch_size``, else the model's largest batch; ConfigError when ``batch_size`` is above
+        it (as :meth:`~sloserve.policies.params.BatchCapParams.batch_cap` for ``max_batch_size``)."""
+        if self.batch_size is None:
+            return ctx.max_batch
+        if self.batch_size > ctx.max_batch:
+            raise ConfigError(
+                f"{self._policy!r} params: batch_size: {self.batch_size} is above the largest batch "
+                f"of model {ctx.model!r} ({ctx.max_batch})"
+            )
+        return self.batch_size
+
 
 def make_fixed(ctx: PolicyContext, **params: Any) -> FixedBatcher:
     """Registry factory (:class:`FixedParams`)."""
     p = parse_params(FixedParams, params, "fixed")
     return FixedBatcher(
-        batch_size=p.batch_size if p.batch_size is not None else ctx.max_batch,
+        batch_size=p.batch(ctx),
         max_wait=p.max_wait_s if p.max_wait_s is not None else math.inf,
         max_queue_size=ctx.max_queue_size,
     )

@@ -20,26 +20,43 @@ def register(subparsers: Any) -> None:
         "simulate",
         help="compare policies in the discrete-event simulator (default: the built-in batcher comparison)",
         description="Run an experiment in the simulator: every policy at the configured load, an "
-        "optional load sweep and capacity search. Writes results.json and PNG plots into --out and "
-        "prints a table. Without CONFIG it runs the built-in comparison of the Triton, Ray Serve "
-        "and fixed batchers. Config format: `sloserve simulate --example`.",
+        "optional load sweep and capacity search. Prints a table and writes results.json and PNG "
+        "plots into --out (default: results/<name>/). Without CONFIG it runs the built-in "
+        "comparison of the Triton, Ray Serve and fixed batchers. Config format: `sloserve simulate "
+        "--example`. With --plan it simulates a plan file instead: it prints a table and writes "
+        "only plan_simulation.json into --out, and nothing without --out.",
     )
     p.add_argument("config", nargs="?", help="experiment file (YAML or JSON); omit for the built-in one")
-    p.add_argument("--out", type=cli_args.output_dir, help="output folder (default: results/<name>/)")
+    p.add_argument(
+        "--out",
+        type=cli_args.output_dir,
+        help="output folder (default: results/<name>/; with --plan: none, nothing is written)",
+    )
     p.add_argument("--quick", action="store_true", help="a short run: 1/5 of the duration, one seed")
-    p.add_argument("--seed", type=cli_args.seed, help="override the config's seed")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--seed",
+        type=cli_args.seed,
+        help="override the config's seed (its main run; with --quick, every run: the sweep's too)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (not with --plan)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--example", action="store_true", help="print the built-in experiment as YAML and exit")
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print the built-in experiment as YAML and exit (no CONFIG, not with --plan)",
+    )
     p.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
     import yaml
 
+    from sloserve.core.config import ConfigError
     from sloserve.sim.experiment import DEFAULT_EXPERIMENT, Experiment, run_experiment
 
     if args.example:
+        if args.config:
+            raise ConfigError("give an experiment CONFIG or --example, not both")
         print(yaml.safe_dump(DEFAULT_EXPERIMENT, sort_keys=False), end="")
         print(_field_reference())
         return 0

@@ -69,6 +69,8 @@ from sloserve.sim.workload import StreamedWorkload, Workload, WorkloadLike
 
 IDLE_SCALER_TICKS = 10
 """After the last arrival, scaler ticks in a row with no completion before the run may end."""
+TIMELINE_TAIL_ROWS = 1000
+"""Most timeline rows after the arrival window ends (the drain of a long backlog goes untracked)."""
 
 DROP_CODES: tuple[DropReason, ...] = tuple(DropReason)
 """Outcome codes in :class:`Outcomes`: ``-1`` = completed, ``i`` = dropped for ``DROP_CODES[i]``."""
@@ -184,7 +186,8 @@ class Outcomes:
 
 @dataclass(frozen=True, eq=False)
 class Timeline:
-    """One row per ``timeline_interval`` of simulated time (totals over all models)."""
+    """One row per ``timeline_interval`` of simulated time (totals over all models), from the start
+    until the run ends, or :data:`TIMELINE_TAIL_ROWS` rows after the arrival window, whichever is first."""
 
     time: np.ndarray
     """End of each interval."""
@@ -386,7 +389,7 @@ class _Model:
     def _draw_noise(self, n: int) -> list[float]:
         s, rng = self.setup, self.rng
         cv = s.noise_cv
-        if cv == 0:
+        if cv * cv == 0.0:  # 0, or so small that its square underflows: no noise to draw
             x = np.ones(n)
         elif s.noise == "gamma":
             shape = 1.0 / (cv * cv)
@@ -638,6 +641,8 @@ class Simulation:
         self._j = 0
         self._next_chunk()
         self._timeline_rows: list[tuple[float, ...]] = []
+        self._timeline_end = workload.duration + TIMELINE_TAIL_ROWS * timeline_interval
+        """No timeline row after this time."""
         self._tl_mark = (0, 0, 0, 0, 0, 0)
         self._progress = progress
         self._finished: SimResult | None = None
@@ -779,7 +784,7 @@ class Simulation:
             )
         )
         self._tl_mark = (arrivals, done, met, dropped, bstart, bsum)
-        if self._more_to_come():
+        if now + dt <= self._timeline_end and self._more_to_come():
             self.loop.at(now + dt, self._timeline_tick)
 
     def _scaler_tick(self, m: _Model, start: float, idle: int = 0) -> None:

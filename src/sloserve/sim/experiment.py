@@ -4,21 +4,24 @@ A config names models (profile + resources), the policies to compare, a workload
 load sweep and capacity search. Every field is checked by pydantic through
 :mod:`sloserve.core.config`, so an error names the file and the field. Example (every field)::
 
-    name: my-experiment          # label of the run; output goes to results/<name>/ unless `out`
-    seed: 0                      # seed of the main run (noise, workload)
+    name: my-experiment          # a plain file name; output goes to results/<name>/ unless `out`
+    description: ""              # free text, copied into results.json
+    seed: 0                      # seed of the main run (noise, workload); --quick runs all with it
     seeds: [0, 1, 2]             # seeds of the load sweep and capacity search (default: [seed])
+    timeline_interval_s: 1.0     # seconds per timeline row: 0.001 to 3600, widened to keep <= 10,000 rows
     profiles: profiles.yaml      # optional profile file (path relative to this file)
     hardware:                    # optional prices; cost = core-seconds x price / cores / 3600
       - {name: cpu, cores: 16, price_per_hour: 0.68}
     models:
       - name: resnet
-        profile: resnet          # a model in `profiles`, or an inline profile-file entry:
+        profile: resnet          # a model in `profiles`, or an inline profile-file entry (a batch <= 1 h):
         # profile: {kind: affine, alpha_ms: 6, beta_ms: 2, max_batch: 32}
-        instances: 1
+        instances: 1             # 0 only with a scaler (nothing else would serve)
         cores: 1
         max_concurrency: 1
-        noise_cv: 0.1            # service-time multiplier CV; noise: lognormal | gamma
-        actuation_delay_s: 0.0
+        noise_cv: 0.1            # service-time multiplier CV (at most 100); noise: lognormal | gamma
+        tail_noise: {probability: 0.01, factor: 3}   # optional stragglers: factor 1 to 100
+        actuation_delay_s: 0.0   # at most 3600 (an hour), as cold_start_s
         cold_start_s: 0.0
         shared_hardware: true    # instances share a machine: k concurrent batches slow by s(k)
         dynamic_slowdown: false  # true: a later batch slows the running ones too
@@ -31,11 +34,11 @@ load sweep and capacity search. Every field is checked by pydantic through
     workload:
       kind: gamma                # poisson | gamma | mmpp | piecewise | diurnal | trace | counts
       rate: 300                  # req/s (poisson, gamma)
-      cv: 2.0                    # gamma only
+      cv: 2.0                    # gamma only: 0.001 to 100
       duration_s: 60
-      slo_ms: 100                # fixed SLO; or slo_by_priority: {1: 50, 2: 200} with classes: [0.3, 0.7]
-      payload_bytes: 0           # mean payload; payload_cv for lognormal sizes
+      slo_ms: 100                # fixed SLO; or instead slo_by_priority: {1: 50, 2: 200}, classes: [0.3, 0.7]
       network: null              # {mean_bps: 2.0e6, cv: 0.5} or {bandwidth_csv: f.csv, column: bps}
+      payload_bytes: 0           # mean payload, only with `network`; payload_cv (<= 100): lognormal sizes
     loads: [0.5, 0.8, 1.0]       # optional rate multipliers: attainment-vs-load plot
     capacity: {target: 0.99, lo: 10, hi: 2000, tol: 0.02}   # optional capacity search
 
@@ -44,6 +47,11 @@ Kinds and their fields: ``poisson`` (rate, duration_s), ``gamma`` (rate, cv, dur
 ``diurnal`` (rate, amplitude, period_s, duration_s), ``trace`` (path, column, time_scale or
 target_rate, start_s, duration_s, payload_column, bytes_per_unit), ``counts`` (counts or path +
 column, interval_s, rate_scale).
+
+Limits (each refused naming the field): a run holds at least one and at most
+:data:`MAX_REQUESTS_PER_RUN` planned requests (a gamma workload's start-up burst counted); CVs are
+at most :data:`MAX_CV`; delays, cold starts and a batch's latency at most an hour; the timeline gets
+at most :data:`MAX_TIMELINE_ROWS` rows over the arrival window (its interval widened when needed).
 """
 
 from __future__ import annotations
@@ -54,24 +62,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+import numpy as np
+from pydantic import Field, field_validator, model_validator
 
 from sloserve.core.config import ConfigError, Seed, StrictModel, load_model_file, validate
 from sloserve.core.hardware import Hardware
 from sloserve.core.profile_io import profiles_from_data
 from sloserve.core.profiles import ModelProfile, ProfileSet
-from sloserve.policies.params import MACHINE_LIMIT
+from sloserve.policies.params import MACHINE_LIMIT, MAX_SECONDS
 from sloserve.sim import workload as wl
 from sloserve.sim.cluster import ModelSetup, SimResult, TailNoise, simulate
 from sloserve.sim.metrics import Metrics
 
-Pos = Annotated[float, Field(gt=0)]
-NonNeg = Annotated[float, Field(ge=0)]
-
-
 MAX_REQUESTS_PER_RUN = 20_000_000
 """Most requests one simulated run may hold (about a minute with Triton's batcher, several with
 the SLO-aware one; ``benchmarks/sim_throughput.py``)."""
+MAX_CV = 100.0
+"""Largest coefficient of variation of arrivals, noise, payloads or bandwidth (as ``sloserve
+bench``): at cv 100 a gamma burst holds about 10,000 requests, beyond it millions."""
+MIN_GAMMA_CV = 0.001
+"""Most regular gamma arrivals (shape 10^6; below, the shape overflows)."""
+MAX_TAIL_FACTOR = 100.0
+"""Largest straggler slowdown (``tail_noise.factor``)."""
+MIN_TIMELINE_INTERVAL_S = 0.001
+"""Shortest timeline interval (a millisecond)."""
+MAX_TIMELINE_ROWS = 10_000
+"""Most timeline rows over a run's arrival window: a longer run gets a wider interval."""
+MAX_BANDWIDTH_BPS = 1e12
+"""Largest mean bandwidth of a synthetic network (a terabyte per second)."""
+MAX_MMPP_SWITCHES = 1_000_000
+"""Most ON/OFF periods an MMPP workload may plan per run."""
+
+Pos = Annotated[float, Field(gt=0)]
+NonNeg = Annotated[float, Field(ge=0)]
+Cv = Annotated[float, Field(ge=0, le=MAX_CV)]
+"""A coefficient of variation: 0 to :data:`MAX_CV`."""
+Delay = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+"""Seconds of a delay or cold start: 0 to an hour."""
+Interval = Annotated[float, Field(ge=MIN_TIMELINE_INTERVAL_S, le=MAX_SECONDS)]
+"""Seconds per step of a series: a millisecond to an hour."""
+
+
+def plain_file_name(name: str) -> str:
+    """``name`` if it can be a file or folder name of its own (no ``/``, ``\\`` or ``..``: the
+    output lands in ``results/<name>/``, never elsewhere); ValueError otherwise."""
+    if any(c in name for c in "/\\") or ".." in name or name.strip() in ("", "."):
+        raise ValueError(f"{name!r} must be a plain file name (no '/', '\\' or '..')")
+    return name
 
 
 class HardwareSpec(StrictModel):
@@ -98,7 +135,7 @@ class PolicySpec(StrictModel):
 
 class TailNoiseSpec(StrictModel):
     probability: float = Field(ge=0, le=1)
-    factor: float = Field(ge=1)
+    factor: float = Field(ge=1, le=MAX_TAIL_FACTOR)
 
 
 class ModelSpec(StrictModel):
@@ -109,28 +146,36 @@ class ModelSpec(StrictModel):
     instances: int = Field(default=1, ge=0, le=MACHINE_LIMIT)
     cores: int = Field(default=1, ge=1, le=MACHINE_LIMIT)
     max_concurrency: int = Field(default=1, ge=1, le=MACHINE_LIMIT)
-    noise_cv: NonNeg = 0.0
+    noise_cv: Cv = 0.0
     noise: Literal["lognormal", "gamma"] = "lognormal"
     tail_noise: TailNoiseSpec | None = None
-    actuation_delay_s: NonNeg = 0.0
-    cold_start_s: NonNeg = 0.0
+    actuation_delay_s: Delay = 0.0
+    cold_start_s: Delay = 0.0
     shared_hardware: bool = True
     dynamic_slowdown: bool = False
     scaler: NamedSpec | None = None
     slo_ms: Pos | None = None
     rate_share: Pos = 1.0
 
+    @model_validator(mode="after")
+    def _served(self) -> ModelSpec:
+        """With no instance and no scaler to add one, every request would be dropped."""
+        if self.instances == 0 and self.scaler is None:
+            raise ValueError("instances: 0 with no scaler: nothing would serve this model (give 1 or more)")
+        return self
+
 
 class NetworkSpec(StrictModel):
     """Bandwidth series for dynamic SLOs: synthetic (mean_bps, cv) or from a CSV column."""
 
-    mean_bps: Pos | None = None
-    cv: NonNeg = 0.5
+    mean_bps: float | None = Field(default=None, ge=1, le=MAX_BANDWIDTH_BPS)
+    """Mean bandwidth (bytes per second) of the synthetic series."""
+    cv: Cv = 0.5
     bandwidth_csv: str | None = None
     column: str = "bandwidth"
     scale: Pos = 1.0
-    interval_s: Pos = 1.0
-    base_delay_ms: NonNeg = 0.0
+    interval_s: Interval = 1.0
+    base_delay_ms: float = Field(default=0.0, ge=0, le=MAX_SECONDS * 1e3)
 
     @model_validator(mode="after")
     def _one_source(self) -> NetworkSpec:
@@ -145,14 +190,39 @@ class _WorkloadBase(StrictModel):
     classes: list[NonNeg] | None = None
     """Shares of priority classes 1..n, assigned at random."""
     payload_bytes: float = Field(default=0.0, ge=0, le=2**40)
-    """Mean request payload (bytes; at most 1 TiB)."""
-    payload_cv: NonNeg = 0.0
+    """Mean request payload (bytes; at most 1 TiB): only with ``network``, whose delay it sets."""
+    payload_cv: Cv = 0.0
+    """CV of lognormal payload sizes around ``payload_bytes`` (0: all the same size)."""
     network: NetworkSpec | None = None
+
+    @model_validator(mode="after")
+    def _no_ignored_fields(self) -> _WorkloadBase:
+        """Refuse fields that would change nothing (or be overridden) in this combination."""
+        if self.slo_ms is not None and self.slo_by_priority is not None:
+            raise ValueError("slo_ms, slo_by_priority: give one or the other, not both")
+        if self.payload_cv > 0 and self.payload_bytes == 0:
+            raise ValueError("payload_cv: needs payload_bytes (the mean size it varies around)")
+        if self.network is None:
+            given = [name for name in ("payload_bytes", "payload_cv") if getattr(self, name) > 0]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: payloads only matter with `network` (their delay shortens the "
+                    "SLO): add network or leave them out"
+                )
+        return self
 
     def planned(self) -> tuple[float, float] | None:
         """Mean rate (req/s) and seconds of the workload at load 1, when the config alone says
         (None for one read from a file): what bounds the requests of a run before it starts."""
         return None
+
+    def startup_burst(self) -> float:
+        """Requests a run holds beyond rate × seconds whatever the load (gamma's start-up burst)."""
+        return 0.0
+
+    def volume_fields(self) -> str:
+        """The fields that set how many requests a run plans (error messages name them)."""
+        return "workload.rate, workload.duration_s"
 
 
 class PoissonSpec(_WorkloadBase):
@@ -167,11 +237,16 @@ class PoissonSpec(_WorkloadBase):
 class GammaSpec(_WorkloadBase):
     kind: Literal["gamma"]
     rate: Pos
-    cv: Pos
+    cv: float = Field(ge=MIN_GAMMA_CV, le=MAX_CV)
+    """Coefficient of variation of the gaps: 1 is Poisson, above is burstier."""
     duration_s: Pos
 
     def planned(self) -> tuple[float, float] | None:
         return self.rate, self.duration_s
+
+    def startup_burst(self) -> float:
+        """The (cv² − 1)/2 arrivals a gamma process begun with an arrival adds at its start."""
+        return max(0.0, (self.cv * self.cv - 1.0) / 2.0)
 
 
 class MmppSpec(_WorkloadBase):
@@ -182,8 +257,21 @@ class MmppSpec(_WorkloadBase):
     mean_off_s: Pos
     duration_s: Pos
 
+    @model_validator(mode="after")
+    def _few_switches(self) -> MmppSpec:
+        switches = 2 * self.duration_s / (self.mean_on_s + self.mean_off_s)
+        if switches > MAX_MMPP_SWITCHES:
+            raise ValueError(
+                f"mean_on_s, mean_off_s: {switches:.3g} ON/OFF periods in duration_s {self.duration_s:g}; "
+                f"at most {MAX_MMPP_SWITCHES:.0e}: lengthen the periods"
+            )
+        return self
+
     def planned(self) -> tuple[float, float] | None:
         return max(self.rate_on, self.rate_off), self.duration_s
+
+    def volume_fields(self) -> str:
+        return "workload.rate_on, workload.rate_off, workload.duration_s"
 
 
 class PiecewiseSpec(_WorkloadBase):
@@ -193,6 +281,9 @@ class PiecewiseSpec(_WorkloadBase):
 
     def planned(self) -> tuple[float, float] | None:
         return sum(self.rates) / len(self.rates), len(self.rates) * self.segment_s
+
+    def volume_fields(self) -> str:
+        return "workload.rates, workload.segment_s"
 
 
 class DiurnalSpec(_WorkloadBase):
@@ -221,6 +312,14 @@ class TraceSpec(_WorkloadBase):
     def _one_scaling(self) -> TraceSpec:
         if self.time_scale is not None and self.target_rate is not None:
             raise ValueError("give time_scale or target_rate, not both")
+        if self.payload_column is not None:
+            if self.network is None:
+                raise ValueError(
+                    "payload_column: payloads only matter with `network` (their delay shortens the SLO): "
+                    "add network or leave it out"
+                )
+            if self.payload_bytes > 0:
+                raise ValueError("payload_column, payload_bytes: give one or the other, not both")
         return self
 
 
@@ -241,8 +340,15 @@ class CountsSpec(_WorkloadBase):
     def planned(self) -> tuple[float, float] | None:
         if self.counts is None:
             return None
-        seconds = len(self.counts) * self.interval_s
-        return sum(self.counts) * self.rate_scale / seconds, seconds
+        return self.planned_from(self.counts)
+
+    def planned_from(self, counts: Any) -> tuple[float, float]:
+        """Mean rate and seconds of these counts (from the config or its CSV) at load 1."""
+        seconds = len(counts) * self.interval_s
+        return float(sum(counts)) * self.rate_scale / seconds, seconds
+
+    def volume_fields(self) -> str:
+        return "workload.counts, workload.rate_scale" if self.path is None else "workload.path"
 
 
 WorkloadSpec = Annotated[
@@ -279,7 +385,14 @@ class ExperimentSpec(StrictModel):
     workload: WorkloadSpec
     loads: list[Pos] = Field(default_factory=list)
     capacity: CapacitySpec | None = None
-    timeline_interval_s: Pos = 1.0
+    timeline_interval_s: Interval = 1.0
+    """Seconds per timeline row (widened for a run longer than :data:`MAX_TIMELINE_ROWS` rows)."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The name becomes the default output folder ``results/<name>/``: no folders in it."""
+        return plain_file_name(name)
 
     @model_validator(mode="after")
     def _unique(self) -> ExperimentSpec:
@@ -293,25 +406,43 @@ class ExperimentSpec(StrictModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> ExperimentSpec:
-        """Refuse a run the simulator would not finish in reasonable time (or memory)."""
+        """Refuse a run the simulator would not finish in reasonable time (or memory), or one
+        with nothing to simulate."""
         planned = self.workload.planned()
-        if planned is None:
-            return self
-        rate, seconds = planned
-        peak = max([1.0, *self.loads])
-        if rate * peak * seconds > MAX_REQUESTS_PER_RUN:
-            raise ValueError(
-                f"workload: {rate * peak:g} req/s for {seconds:g} s (at load {peak:g}) is "
-                f"{rate * peak * seconds:.3g} requests per run; the simulator takes at most "
-                f"{MAX_REQUESTS_PER_RUN:.0e}: lower the rate or shorten the workload"
-            )
-        if self.capacity is not None and self.capacity.hi * seconds > MAX_REQUESTS_PER_RUN:
-            raise ValueError(
-                f"capacity.hi: {self.capacity.hi:g} req/s for {seconds:g} s is "
-                f"{self.capacity.hi * seconds:.3g} requests per probe; the simulator takes at most "
-                f"{MAX_REQUESTS_PER_RUN:.0e}: lower hi or shorten the workload"
-            )
+        if planned is not None:
+            check_run_size(self, *planned)
         return self
+
+
+def check_run_size(spec: ExperimentSpec, rate: float, seconds: float) -> None:
+    """ValueError naming the fields when a run of ``spec``'s workload (``rate`` req/s for
+    ``seconds`` at load 1) plans fewer than one request at its lowest load, or more than
+    :data:`MAX_REQUESTS_PER_RUN` at its highest (or at ``capacity.hi``)."""
+    burst = spec.workload.startup_burst() * len(spec.models)  # every model gets its own stream
+    low, peak = min([1.0, *spec.loads]), max([1.0, *spec.loads])
+    fields = "loads" if rate * seconds + burst >= 1 else spec.workload.volume_fields()
+    if rate * low * seconds + burst < 1:
+        raise ValueError(
+            f"{fields}: {rate * low:g} req/s for {seconds:g} s (at load {low:g}) plans "
+            f"{rate * low * seconds:.3g} requests per run; a run needs at least 1: raise the rate or "
+            "lengthen the workload"
+        )
+    total = rate * peak * seconds + burst
+    if total > MAX_REQUESTS_PER_RUN:
+        extra = f" plus a start-up burst of {burst:.3g}" if burst >= 1 else ""
+        from_csv = isinstance(spec.workload, CountsSpec) and spec.workload.path is not None
+        where = "workload.path" if from_csv else "workload"
+        raise ValueError(
+            f"{where}: {rate * peak:g} req/s for {seconds:g} s (at load {peak:g}){extra} is "
+            f"{total:.3g} requests per run; the simulator takes at most "
+            f"{MAX_REQUESTS_PER_RUN:.0e}: lower the rate or shorten the workload"
+        )
+    if spec.capacity is not None and spec.capacity.hi * seconds + burst > MAX_REQUESTS_PER_RUN:
+        raise ValueError(
+            f"capacity.hi: {spec.capacity.hi:g} req/s for {seconds:g} s is "
+            f"{spec.capacity.hi * seconds + burst:.3g} requests per probe; the simulator takes at most "
+            f"{MAX_REQUESTS_PER_RUN:.0e}: lower hi or shorten the workload"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,6 +456,8 @@ class Experiment:
     source: str = "<config>"
     base: Path = field(default_factory=Path.cwd)
     profiles: dict[str, ModelProfile] = field(default_factory=dict)
+    counts: np.ndarray | None = None
+    """Per-interval counts of a ``counts`` workload read from its CSV (read once, by :meth:`resolve`)."""
 
     @classmethod
     def from_file(cls, path: str | Path) -> Experiment:
@@ -340,8 +473,9 @@ class Experiment:
         return p if p.is_absolute() else self.base / p
 
     def resolve(self) -> Experiment:
-        """Load the profiles the models name; errors name the field."""
+        """Load the profiles the models name and a counts CSV; errors name the field."""
         spec = self.spec
+        self._read_counts()
         known = ProfileSet()
         if spec.profiles is not None:
             from sloserve.core.profile_io import load_profiles
@@ -366,7 +500,37 @@ class Experiment:
                     f"{self.source}: models.{i}.hardware: {m.hardware!r} is not in `hardware` "
                     f"({sorted(hw_names)})"
                 )
+            self._check_latency(i, m)
         return self
+
+    def _read_counts(self) -> None:
+        """Read a ``counts`` workload's CSV and bound the run it plans (the config alone cannot)."""
+        s = self.spec.workload
+        if not isinstance(s, CountsSpec) or s.path is None:
+            return
+        path = self.path(s.path)
+        self.counts = wl.counts_from_csv(path, s.column)
+        try:
+            check_run_size(self.spec, *s.planned_from(self.counts))
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: {exc} ({path}, column {s.column!r})") from None
+
+    def _check_latency(self, index: int, model: ModelSpec) -> None:
+        """Refuse a profile whose batches take longer than an hour (the simulator would run for ever)."""
+        prof = self.profiles[model.name]
+        sharing = max(1, model.instances) if model.shared_hardware else 1
+        crowd = sharing * model.max_concurrency  # most batches running at once on its hardware
+        for batch in (1, prof.max_batch):
+            for cores in sorted({1, model.cores}):
+                for k in sorted({1, crowd}):
+                    seconds = prof.latency(batch, cores, k)
+                    if not (math.isfinite(seconds) and seconds <= MAX_SECONDS):
+                        shared = "" if k == 1 else f" beside {k - 1} others"
+                        raise ConfigError(
+                            f"{self.source}: models.{index}.profile: a batch of {batch} on {cores} core(s)"
+                            f"{shared} takes {seconds:g} s; the simulator takes at most {MAX_SECONDS:g} s "
+                            "(an hour) per batch"
+                        )
 
     @property
     def seeds(self) -> list[int]:
@@ -423,10 +587,9 @@ class Experiment:
                 w = w.scaled(1.0 / mult)
             return w.window(0.0, w.duration * shorten) if quick else w
         assert isinstance(s, CountsSpec)
-        counts: Any = s.counts
-        if counts is None:
-            assert s.path is not None
-            counts = wl.counts_from_csv(self.path(s.path), s.column)
+        if s.counts is None and self.counts is None:
+            self._read_counts()
+        counts: Any = s.counts if s.counts is not None else self.counts
         if quick:
             counts = counts[: max(1, math.ceil(len(counts) * shorten))]
         return wl.from_counts(counts, seed, interval=s.interval_s, rate_scale=s.rate_scale * mult)
@@ -511,12 +674,13 @@ class Experiment:
     ) -> SimResult:
         """One simulation of ``policy`` at ``multiplier`` × the workload's rate."""
         s = self.spec.seed if seed is None else seed
+        w = self.workload(multiplier, s, quick)
         return simulate(
             self.setups(policy),
-            self.workload(multiplier, s, quick),
+            w,
             seed=s,
             hardware_prices=self.hardware_prices,
-            timeline_interval=self.spec.timeline_interval_s,
+            timeline_interval=max(self.spec.timeline_interval_s, w.duration / MAX_TIMELINE_ROWS),
         )
 
     def labels(self) -> list[str]:
@@ -552,8 +716,14 @@ def run_experiment(
     main: dict[str, SimResult] = {}
     loads: dict[str, list[tuple[float, float, float]]] = {}
     capacity: dict[str, Any] = {}
-    seeds = exp.seeds[:1] if quick else exp.seeds
+    seeds = [spec.seed] if quick else exp.seeds
     base_rate = exp.workload(1.0, spec.seed, quick).mean_rate
+    if base_rate <= 0:
+        short = " (--quick: a fifth of it)" if quick else ""
+        raise ConfigError(
+            f"{exp.source}: {spec.workload.volume_fields()}: the workload{short} drew no requests with "
+            f"seed {spec.seed}: raise the rate or lengthen the workload"
+        )
     n_steps = len(labels) * (1 + len(spec.loads) * len(seeds)) + (len(labels) if spec.capacity else 0)
     bar = _Bar(n_steps, progress)
     try:

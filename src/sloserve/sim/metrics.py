@@ -126,6 +126,7 @@ class Metrics:
     throughput: float
     """completed / duration, req/s."""
     latency_mean: float
+    """Latencies of answered requests: 0 here, null in :meth:`to_dict`, when none was answered."""
     latency_p50: float
     latency_p95: float
     latency_p99: float
@@ -151,19 +152,27 @@ class Metrics:
         return self.requests - self.met
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (batch sizes keyed by strings)."""
+        """Plain JSON-ready data (batch sizes keyed by strings; latencies None when no request
+        was answered: there is none to measure)."""
         d = asdict(self)
         d["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
         d["per_model"] = {k: v.to_dict() for k, v in self.per_model.items()}
+        if self.completed == 0:
+            d.update(dict.fromkeys(LATENCY_FIELDS))
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Metrics:
         """Inverse of :meth:`to_dict`."""
         d = dict(data)
+        d.update({k: 0.0 for k in LATENCY_FIELDS if d.get(k) is None})
         d["batch_sizes"] = {int(k): int(v) for k, v in d.get("batch_sizes", {}).items()}
         d["per_model"] = {k: cls.from_dict(v) for k, v in d.get("per_model", {}).items()}
         return cls(**d)
+
+
+LATENCY_FIELDS = ("latency_mean", "latency_p50", "latency_p95", "latency_p99", "latency_max")
+"""The :class:`Metrics` fields that measure answered requests."""
 
 
 class MetricsCollector:

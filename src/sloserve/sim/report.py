@@ -22,6 +22,8 @@ import numpy as np
 from sloserve.sim.metrics import LatencyHistogram, Metrics
 
 MS = 1e3
+NONE = "—"
+"""What a table shows for a latency when no request was answered."""
 
 
 def machine_info() -> dict[str, Any]:
@@ -82,7 +84,8 @@ def write_json(path: str | Path, data: Mapping[str, Any], **context: Any) -> Pat
 def metrics_table(rows: Mapping[str, Metrics], title: str = "", slo: float | None = None) -> Any:
     """A ``rich.table.Table``, one row per labelled run (p99 in red when above ``slo``).
 
-    ``drops`` is the total; reasons are in the JSON. ``batch`` is the mean batch size."""
+    ``drops`` is the total; reasons are in the JSON. ``batch`` is the mean batch size. Latencies
+    read "—" for a run that answered no request."""
     from rich import box
     from rich.table import Table
 
@@ -103,17 +106,21 @@ def metrics_table(rows: Mapping[str, Metrics], title: str = "", slo: float | Non
     for col in cols:
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=col == "run")
     for label, m in rows.items():
-        p99 = f"{m.latency_p99 * MS:.1f}"
-        if slo is not None and m.latency_p99 > slo:
+        answered = m.completed > 0  # no latency to show otherwise
+        p50, p95, p99, top = (NONE,) * 4
+        if answered:
+            p50, p95, p99 = (f"{v * MS:.1f}" for v in (m.latency_p50, m.latency_p95, m.latency_p99))
+            top = f"{m.latency_max * MS:.0f}"
+        if answered and slo is not None and m.latency_p99 > slo:
             p99 = f"[red]{p99}[/red]"
         table.add_row(
             label,
             f"{m.attainment * 100:.2f}%",
             f"{m.goodput:.1f}",
-            f"{m.latency_p50 * MS:.1f}",
-            f"{m.latency_p95 * MS:.1f}",
+            p50,
+            p95,
             p99,
-            f"{m.latency_max * MS:.0f}",
+            top,
             str(m.dropped),
             f"{m.mean_batch:.1f}",
             f"{m.core_seconds:.0f}",

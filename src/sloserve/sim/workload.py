@@ -169,7 +169,8 @@ class Workload:
         consecutive requests (all of them if the trace has fewer) from a seed-dependent offset, their
         times scaled so that the window's own mean rate is ``rate`` (its bursts keep their shape,
         compressed or stretched). Scaling the whole trace and cutting its first ``duration`` seconds
-        instead would send that opening's rate, not ``rate``. Arrivals only (no deadlines)."""
+        instead would send that opening's rate, not ``rate``. The window keeps its requests'
+        payload sizes, priorities and models; no deadlines."""
         _check_positive(rate=rate, duration=duration)
         if len(self) == 0:
             raise ValueError("the trace has no requests")
@@ -178,8 +179,12 @@ class Workload:
         times = self.arrivals[start : start + n] - self.arrivals[start]
         span = float(times[-1]) if len(times) > 1 and times[-1] > 0 else 1.0
         scaled = times * (len(times) / span) / rate
+        rows = slice(start, start + n)
         return Workload(
             scaled,
+            priorities=self.priorities[rows],
+            payload_bytes=self.payload_bytes[rows],
+            models=None if self.models is None else self.models[rows],
             duration=float(scaled[-1]) + 1.0 / rate,
             description=f"{self.description} requests [{start}, {start + n}) at {rate:g}/s".strip(),
         )
