@@ -21,6 +21,9 @@ BAD = [
     (["serve", "--grpc-port", "-7"], "--grpc-port: -7 is not a port"),
     (["serve", "--max-body-mb", "nan"], "--max-body-mb: 'nan' is not a finite number"),
     (["serve", "--max-body-mb", "0"], "--max-body-mb: 0 must be > 0"),
+    # found by review: gRPC's limit overflowed (a traceback), and 1e-9 MiB refused every request
+    (["serve", "--max-body-mb", "2048"], "--max-body-mb: 2048 must be at most 2047"),
+    (["serve", "--max-body-mb", "1e-9"], "--max-body-mb: 1e-9 must be at least"),
     (["serve", "--drain-timeout", "-1"], "--drain-timeout: -1 must be >= 0"),
     (["serve", "--decode-workers", "-1"], "--decode-workers: -1 must lie in 0..64"),
     (["bench", "127.0.0.1:1", "-m", "x", "--rate", "0"], "--rate: 0 must be > 0"),

@@ -83,7 +83,50 @@ def test_plan_deployed_on_pipeline(tmp_path: Path, caplog: pytest.LogCaptureFixt
         finally:
             c.close()
         np.testing.assert_allclose(got, want, rtol=1e-6)
+        c = th.InferenceServerClient(server.http_url)
+        try:  # found by review: a reload rebuilt the model from its config, and the plan was gone
+            assert c.get_model_config("mlp")["parameters"]["scheduler"]["string_value"] == "harpagon"
+            c.load_model("mlp")
+            c.load_model("two_step")
+            assert c.get_model_config("mlp")["parameters"]["scheduler"]["string_value"] == "harpagon"
+        finally:
+            c.close()
+        models = server.service.core.repository.models
+        mlp = next(m for m in plan.modules if m.model == "mlp")
+        assert isinstance(models["mlp"].loop.scheduler, HarpagonDispatcher)
+        assert len(models["mlp"].loop.views) == sum(t.count for t in mlp.tuples)
+        pipe = pipeline_loop(models["two_step"])
+        assert pipe is not None
+        assert {n: s.weight for n, s in pipe.split.steps.items()} == pytest.approx(budgets)
     assert any(r.getMessage() == "plan module deployed" for r in caplog.records)
+
+
+def test_a_plan_over_a_scaled_model_is_refused_and_its_queue_cap_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: a model's scaler went on changing the planned instances and batches, and
+    its ``max_queue_size`` was dropped under the plan's dispatcher."""
+    plan_file = _plan(tmp_path)
+    repo = _repo(tmp_path / "repo")
+    config = repo / "mlp" / "config.yaml"
+    fields = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**fields, "scaler": {"name": "aimd"}}))
+    capsys.readouterr()
+    argv = ["serve", str(repo), "--plan", str(plan_file), "--http-port", "0", "--grpc-port", "-1"]
+    assert main([*argv, "--metrics-port", "-1"]) == 2
+    assert "modules.1.model: 'mlp' has a scaler (aimd) in its config" in capsys.readouterr().err
+
+    from sloserve.core.decisions import DropReason
+    from sloserve.core.request import Request
+    from sloserve.policies.base import PolicyContext
+    from sloserve.policies.registry import make_scheduler
+
+    params = {"tuples": [{"batch": 4, "exec_ms": 5, "rate": 100}], "budget_ms": 100}
+    for name in ("harpagon", "plan_round_robin"):
+        dispatcher = make_scheduler(name, PolicyContext("m", max_batch=4, max_queue_size=2), params)
+        outcomes = [dispatcher.submit(0.0, Request(i, "m", 0.0, 1.0)) for i in range(3)]
+        assert outcomes[:2] == [None, None] and outcomes[2] is not None
+        assert outcomes[2].reason == DropReason.QUEUE_FULL and len(dispatcher) == 2
 
 
 def test_plan_for_other_hardware_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -407,3 +407,25 @@ def test_an_answer_larger_than_the_request_limit_is_sent(tmp_path: Any, fakes: F
             assert result.as_numpy("OUTPUT0").shape == (1, n)
         finally:
             c.close()
+
+
+def test_grpc_listens_on_an_ipv6_address(tmp_path: Any, fakes: FakeBackends) -> None:
+    """Found by review: ``--host ::1`` failed for gRPC ("Misformatted domain name"): the address
+    needs brackets before the port."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    write_model(tmp_path, "m", {"backend": "fake", "max_batch_size": 1})
+    options = ServeOptions(
+        tmp_path, host="::1", http_port=0, grpc_port=0, metrics_port=None, backends={"fake": fakes}
+    )
+    with BackgroundServer(options) as s:
+        c = tg.InferenceServerClient(s.grpc_url)
+        try:
+            assert c.is_server_live()
+        finally:
+            c.close()

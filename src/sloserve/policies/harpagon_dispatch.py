@@ -16,8 +16,9 @@ A lane sends a batch when it holds ``b`` requests, or when the oldest request wo
 its budget (at ``deadline − d(b) − wait``, ``wait`` being the plan's allowance for a busy machine;
 spec, ours: a plan's batches fill in time on average, the timeout bounds bursts), or — for tuples
 the plan pads with dummies — when the dummy stream (``u`` requests/s since the batch opened) tops
-the batch up; the batch then carries that padding. Nothing
-is dropped: a late request still runs. Sans-I/O, driven by the simulator or the server through the
+the batch up; the batch then carries that padding. Nothing is dropped for lateness (a late
+request still runs); a request past the model's queue cap (``max_queue_size``) is refused at
+arrival, as by every scheduler. Sans-I/O, driven by the simulator or the server through the
 :class:`~sloserve.policies.base.Scheduler` contract.
 """
 
@@ -101,7 +102,7 @@ class _Lane:
 class _PlanScheduler:
     """Shared mechanics; subclasses lay out the lanes (see the module docstring)."""
 
-    def __init__(self, tuples: Sequence[TupleRoute], budget: float) -> None:
+    def __init__(self, tuples: Sequence[TupleRoute], budget: float, max_queue_size: int = 0) -> None:
         if not tuples:
             raise ValueError("a plan dispatcher needs at least one tuple")
         if not budget > 0:
@@ -117,6 +118,8 @@ class _PlanScheduler:
         self._slots: list[list[int]] = [[] for _ in self.tuples]
         self._cap = max(t.batch for t in self.tuples)
         self._pending = 0
+        self.max_queue_size = max_queue_size
+        """Requests beyond this many waiting are refused at arrival (0: unbounded)."""
 
     def make_lanes(self, t: TupleRoute) -> list[_Lane]:
         """The lanes of tuple ``t``."""
@@ -139,6 +142,8 @@ class _PlanScheduler:
         return self._pending
 
     def submit(self, now: float, request: Request) -> Drop | None:
+        if self.max_queue_size and self._pending >= self.max_queue_size:
+            return Drop(request, DropReason.QUEUE_FULL)
         t = self._pick_tuple()
         lanes = self._lanes_of[t]
         lane = lanes[self._next_lane[t] % len(lanes)]
@@ -301,10 +306,10 @@ class PlanDispatchParams(PolicyParams):
 def make_harpagon(ctx: PolicyContext, **params: Any) -> HarpagonDispatcher:
     """Registry factory (:class:`PlanDispatchParams`)."""
     p = parse_params(PlanDispatchParams, params, "harpagon")
-    return HarpagonDispatcher([t.route() for t in p.tuples], p.budget(ctx))
+    return HarpagonDispatcher([t.route() for t in p.tuples], p.budget(ctx), ctx.max_queue_size)
 
 
 def make_plan_round_robin(ctx: PolicyContext, **params: Any) -> RoundRobinPlanDispatcher:
     """Registry factory for :class:`RoundRobinPlanDispatcher` (:class:`PlanDispatchParams`)."""
     p = parse_params(PlanDispatchParams, params, "plan_round_robin")
-    return RoundRobinPlanDispatcher([t.route() for t in p.tuples], p.budget(ctx))
+    return RoundRobinPlanDispatcher([t.route() for t in p.tuples], p.budget(ctx), ctx.max_queue_size)

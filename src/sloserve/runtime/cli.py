@@ -9,6 +9,19 @@ from typing import Any
 from sloserve import cli_args
 from sloserve.runtime.log_settings import LEVELS
 
+MAX_BODY_MB = 2047.0
+"""Largest ``--max-body-mb``: gRPC's message limit is a C int (under 2 GiB)."""
+MIN_BODY_MB = 1 / 1024
+"""Smallest ``--max-body-mb``: a KiB (below it no inference request fits)."""
+
+
+def _body_limit(text: str) -> float:
+    """``--max-body-mb``: MiB in ``MIN_BODY_MB..MAX_BODY_MB``."""
+    value = cli_args.positive_at_most(MAX_BODY_MB)(text)
+    if value < MIN_BODY_MB:
+        raise argparse.ArgumentTypeError(f"{text} must be at least {MIN_BODY_MB:g} (a KiB)")
+    return value
+
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` to the ``sloserve`` command line."""
@@ -37,9 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", action="append", dest="models", help="load only this model (repeatable)")
     p.add_argument(
         "--max-body-mb",
-        type=cli_args.positive,
+        type=_body_limit,
         default=64.0,
-        help="largest request body in MiB (default: 64)",
+        help=f"largest request body in MiB, {MIN_BODY_MB * 1024:g} KiB to {MAX_BODY_MB:g} MiB (default: 64)",
     )
     p.add_argument(
         "--drain-timeout",
@@ -51,7 +64,7 @@ def register(subparsers: Any) -> None:
         "--decode-workers",
         type=cli_args.int_range(0, 64),
         default=0,
-        help="decode infer bodies on N threads (default 0: inline)",
+        help="decode HTTP infer bodies on N threads (default 0: inline; gRPC bodies are decoded by grpcio)",
     )
     p.add_argument(
         "--decode-balance",

@@ -412,7 +412,8 @@ class GrpcServer:
         self._grpc = grpc.aio.server(options=options, interceptors=[ArrivalStamp()])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.server), self._grpc)
         try:
-            bound = self._grpc.add_insecure_port(f"{host}:{port}")
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address
+            bound = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpc's "Failed to bind": in use, or no such address
             bound = 0
         if bound == 0:

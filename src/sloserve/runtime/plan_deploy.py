@@ -16,7 +16,11 @@ name :class:`~sloserve.core.cluster.InstanceView` carries and the dispatchers ma
 with ``os.cpu_count()`` cores. A plan whose tuples need any other hardware is refused before the
 server starts listening, with a message naming the hardware and the modules. The plan is applied
 after the models are loaded and before the server reports ready, so no request is queued under
-the models' own schedulers when the dispatchers are swapped in.
+the models' own schedulers when the dispatchers are swapped in; a planned model (or a pipeline)
+that a repository load builds again gets the plan again before it takes requests (a load the plan
+cannot run on fails, and the model already served stays). A model with a ``scaler`` in its config
+is refused (it would change what the plan fixed), and the model's configuration document names the
+plan's dispatcher.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sloserve.core.config import ConfigError
-from sloserve.planning.plan import Plan
+from sloserve.planning.plan import ModulePlan, Plan
 from sloserve.planning.plan_io import load_plan
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.registry import make_scheduler
-from sloserve.runtime.model_config import MAX_INSTANCES
+from sloserve.runtime.model_config import MAX_INSTANCES, PolicyRef
 from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
-from sloserve.runtime.repository import ModelRepository
+from sloserve.runtime.repository import LoadedModel, ModelRepository
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -101,62 +105,95 @@ def check_plan(plan: Plan, source: str) -> None:
 
 def apply_plan(repo: ModelRepository, plan: Plan, source: str = "<plan>") -> list[DeployedModule]:
     """Apply ``plan`` to the loaded models (see the module docstring); called before the server
-    is ready. Raises :class:`ConfigError` when a module's model is not loaded or cannot batch as
-    planned."""
+    is ready. Raises :class:`ConfigError` when a module's model is not loaded or cannot run as
+    planned. From then on the repository re-applies it to each planned model (or pipeline) a load
+    builds again (:func:`reapply_plan`), so a reload does not drop the plan in silence."""
     check_plan(plan, source)
-    pipelines = [p for p in (pipeline_loop(m) for m in repo.models.values()) if p is not None]
     deployed = []
     for i, module in enumerate(plan.modules):
-        where = f"{source}: modules.{i}"
         loaded = repo.models.get(module.model)
-        if loaded is None or pipeline_loop(loaded) is not None:
+        if loaded is None:
+            loaded_names = sorted(repo.models)
             raise ConfigError(
-                f"{where}.model: no loaded model {module.model!r} (loaded: {sorted(repo.models)})"
+                f"{source}: modules.{i}.model: no loaded model {module.model!r} (loaded: {loaded_names})"
             )
-        config, loop = loaded.config, loaded.loop
-        batches = tuple(t.batch for t in module.tuples)
-        if max(batches, default=1) > config.batch_cap:
-            raise ConfigError(
-                f"{where}.tuples.batch: batch {max(batches)} is beyond {module.model!r}'s "
-                f"max_batch_size {config.max_batch_size}"
-            )
-        if len(loop.scheduler):
-            raise ConfigError(f"{where}: model {module.model!r} has queued requests; deploy plans at start")
-        instances = sum(t.count for t in module.tuples)
-        if instances > MAX_INSTANCES:
-            raise ConfigError(
-                f"{where}.tuples.count: {instances} instances of {module.model!r}; one server runs at most "
-                f"{MAX_INSTANCES} of a model (instance_group.count's limit)"
-            )
-        params = {
-            "budget_ms": module.budget * 1e3,
-            "tuples": [
-                {"hardware": t.hardware, "batch": t.batch, "count": t.count, "rate": t.rate,
-                 "dummy_rate": t.dummy_rate, "exec_ms": t.exec_time * 1e3, "wait_ms": t.wait * 1e3}
-                for t in module.tuples
-            ],
-        }  # fmt: skip
-        ctx = PolicyContext(
-            model=module.model,
-            max_batch=config.batch_cap,
-            profile=loop.profile,
-            slo=module.budget,
-            default_priority=config.default_priority,
-            priority_levels=config.priority_levels,
-            max_queue_size=config.queue_policy.max_queue_size,
-        )
-        name = DISPATCHERS[module.dispatch]
-        loop.scheduler = make_scheduler(name, ctx, params)
-        loop.set_instance_count(instances)
-        deployed.append(DeployedModule(module.name, module.model, name, instances, batches, module.budget))
-        log.info(
-            "plan module deployed",
-            extra={"plan_module": module.name, "model": module.model, "dispatcher": name,
-                   "instances": instances, "batches": list(batches), "budget_ms": module.budget * 1e3},
-        )  # fmt: skip
-    for p in pipelines:
-        _split_by_budgets(p, plan)
+        deployed.append(_apply_module(loaded, module, f"{source}: modules.{i}"))
+    for model in repo.models.values():
+        pipeline = pipeline_loop(model)
+        if pipeline is not None:
+            _split_by_budgets(pipeline, plan)
+    repo.prepare = lambda model: reapply_plan(model, plan, source)
     return deployed
+
+
+def reapply_plan(model: LoadedModel, plan: Plan, source: str) -> None:
+    """Called by the repository with each model a load builds once ``plan`` is deployed, before
+    the model takes requests: a planned model gets its module again, a pipeline the plan's budgets;
+    :class:`ConfigError` (the load fails) when the reloaded model cannot run as planned."""
+    pipeline = pipeline_loop(model)
+    if pipeline is not None:
+        _split_by_budgets(pipeline, plan)
+        return
+    for i, module in enumerate(plan.modules):
+        if module.model == model.name:
+            _apply_module(model, module, f"{source}: modules.{i}")
+
+
+def _apply_module(loaded: LoadedModel, module: ModulePlan, where: str) -> DeployedModule:
+    """Give ``loaded`` the module's dispatcher, instances and budget (see the module docstring)."""
+    if pipeline_loop(loaded) is not None:
+        raise ConfigError(
+            f"{where}.model: {module.model!r} is a pipeline; a plan module names a model it runs (a "
+            "pipeline's steps take the plan's budgets by themselves)"
+        )
+    config, loop = loaded.config, loaded.loop
+    if config.scaler is not None:
+        raise ConfigError(
+            f"{where}.model: {module.model!r} has a scaler ({config.scaler.name}) in its config, which "
+            "would change the planned instances and batches; remove it to deploy the plan"
+        )
+    batches = tuple(t.batch for t in module.tuples)
+    if max(batches, default=1) > config.batch_cap:
+        raise ConfigError(
+            f"{where}.tuples.batch: batch {max(batches)} is beyond {module.model!r}'s "
+            f"max_batch_size {config.max_batch_size}"
+        )
+    if len(loop.scheduler):
+        raise ConfigError(f"{where}: model {module.model!r} has queued requests; deploy plans at start")
+    instances = sum(t.count for t in module.tuples)
+    if instances > MAX_INSTANCES:
+        raise ConfigError(
+            f"{where}.tuples.count: {instances} instances of {module.model!r}; one server runs at most "
+            f"{MAX_INSTANCES} of a model (instance_group.count's limit)"
+        )
+    params = {
+        "budget_ms": module.budget * 1e3,
+        "tuples": [
+            {"hardware": t.hardware, "batch": t.batch, "count": t.count, "rate": t.rate,
+             "dummy_rate": t.dummy_rate, "exec_ms": t.exec_time * 1e3, "wait_ms": t.wait * 1e3}
+            for t in module.tuples
+        ],
+    }  # fmt: skip
+    ctx = PolicyContext(
+        model=module.model,
+        max_batch=config.batch_cap,
+        profile=loop.profile,
+        slo=module.budget,
+        default_priority=config.default_priority,
+        priority_levels=config.priority_levels,
+        max_queue_size=config.queue_policy.max_queue_size,
+    )
+    name = DISPATCHERS[module.dispatch]
+    loop.scheduler = make_scheduler(name, ctx, params)
+    loop.set_instance_count(instances)
+    # what the model's configuration document reports: the plan's dispatcher, not the file's scheduler
+    loaded.config = config.model_copy(update={"scheduler": PolicyRef(name=name, params=params)})
+    log.info(
+        "plan module deployed",
+        extra={"plan_module": module.name, "model": module.model, "dispatcher": name,
+               "instances": instances, "batches": list(batches), "budget_ms": module.budget * 1e3},
+    )  # fmt: skip
+    return DeployedModule(module.name, module.model, name, instances, batches, module.budget)
 
 
 def _split_by_budgets(pipeline: PipelineLoop, plan: Plan) -> None:

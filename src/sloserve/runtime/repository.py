@@ -182,6 +182,9 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._draining: set[ModelLoop] = set()
         self._loads: set[asyncio.Future[LoadedModel]] = set()
+        self.prepare: Callable[[LoadedModel], None] | None = None
+        """Called with each model a load builds, before it takes requests (a deployed plan applies
+        itself to a planned model loaded again); an exception fails the load."""
 
     def model_names(self) -> list[str]:
         """Sub-directories of the root that look like models (have a config or a model file)."""
@@ -252,6 +255,13 @@ class ModelRepository:
             except Exception as exc:
                 self.failed[name] = str(exc)
                 raise
+            if self.prepare is not None:
+                try:
+                    self.prepare(model)
+                except Exception as exc:  # e.g. a reloaded config the deployed plan cannot run on
+                    self._retire(model)
+                    self.failed[name] = str(exc)
+                    raise
             self.failed.pop(name, None)
             old = self.models.get(name)
             self.models[name] = model

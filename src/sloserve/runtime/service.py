@@ -221,12 +221,18 @@ class BackgroundServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     @property
+    def _host(self) -> str:
+        """The host as a URL names it (an IPv6 address in brackets)."""
+        host = self.options.host
+        return f"[{host}]" if ":" in host else host
+
+    @property
     def http_url(self) -> str:
-        return f"{self.options.host}:{self.service.http_port}"
+        return f"{self._host}:{self.service.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.options.host}:{self.service.grpc_port}"
+        return f"{self._host}:{self.service.grpc_port}"
 
     def stop(self, timeout: float = 60.0) -> None:
         if not self._thread.is_alive():
