@@ -287,3 +287,18 @@ def test_registry_builds_cofb_and_dvabatch() -> None:
     assert dva.slowdown(3) == pytest.approx(2.2)  # the profile's s(k)
     with pytest.raises(ValueError, match="needs a latency profile"):
         make_scheduler("cofb", PolicyContext("m"))
+
+
+def test_a_flow_that_ended_is_forgotten() -> None:
+    """The server tells the policy when a connection closes: nothing is kept for it after."""
+    from sloserve.policies.flow_steering import LoadSteering
+
+    steering = LoadSteering(2)
+    for flow in range(100):
+        steering.queue_of(flow)
+        steering.on_bytes(0.0, flow, 1000)
+    assert steering.flows == 100 and steering.flow_rate(0.0, 7) > 0
+    for flow in range(100):
+        steering.on_flow_end(flow)
+    assert steering.flows == 0 and steering.flow_rate(0.0, 7) == 0.0
+    assert steering.on_tick(0.0, [100.0, 0.0]) == []  # nothing left to move

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sloserve.policies.flow_steering import flow_hash
+from sloserve.policies.flow_steering import LoadSteering, flow_hash
 from sloserve.runtime.decode_pool import CONNECTION, DecodePool
 from sloserve.runtime.instances import BatchResult, LocalInstance
 
@@ -155,5 +155,11 @@ def test_server_decodes_on_the_pool_with_the_cofb_scheduler(tmp_path: Path) -> N
             answers = list(ex.map(lambda v: _infer(port, v), payloads))
         pool = server.service.decode_pool
         assert pool is not None and sum(pool.decoded) == 8
+        steering = pool.steering
+        assert isinstance(steering, LoadSteering)
+        end = time.monotonic() + 10  # found by review: every connection ever seen was kept
+        while steering.flows and time.monotonic() < end:  # (their closes reach the loop in turn)
+            time.sleep(0.01)
+        assert steering.flows == 0 and not steering.flow_rate(0.0, 1)
     for (status, out), sent in zip(answers, payloads, strict=True):
         assert status == 200 and out is not None and np.array_equal(out, sent)

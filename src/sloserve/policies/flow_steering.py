@@ -14,7 +14,8 @@ and parsed, in order, by the I/O worker that drains the queue the flow is bound 
   where they are (a connection's bytes arrive in order), only later ones follow the flow.
 
 Both are sans-I/O: the driver calls :meth:`queue_of` on every request, :meth:`on_bytes` when a
-request's bytes enter a queue, and :meth:`on_tick` every :attr:`interval` seconds with the loads.
+request's bytes enter a queue, :meth:`on_tick` every :attr:`interval` seconds with the loads, and
+:meth:`on_flow_end` when a flow's connection closes (what is kept per flow is dropped with it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class FlowSteering(Protocol):
         """Called every :attr:`interval` with each queue's load (pending bytes); returns moves."""
         ...
 
+    def on_flow_end(self, flow: int) -> None:
+        """Called when ``flow``'s connection has closed: it sends nothing more."""
+        ...
+
 
 class StaticHashSteering:
     """RSS-like static hashing: ``queue = flow_hash(flow, seed) mod K`` (see module docstring)."""
@@ -92,6 +97,11 @@ class StaticHashSteering:
     def interval(self) -> float:
         return math.inf
 
+    @property
+    def flows(self) -> int:
+        """Flows bound to a queue (seen and not yet ended)."""
+        return len(self._bound)
+
     def queue_of(self, flow: int) -> int:
         q = self._bound.get(flow)
         if q is None:
@@ -103,6 +113,9 @@ class StaticHashSteering:
 
     def on_tick(self, now: float, loads: Sequence[float]) -> list[Resteer]:
         return []
+
+    def on_flow_end(self, flow: int) -> None:
+        self._bound.pop(flow, None)
 
 
 class LoadSteering(StaticHashSteering):
@@ -152,6 +165,11 @@ class LoadSteering(StaticHashSteering):
     def on_bytes(self, now: float, flow: int, nbytes: int) -> None:
         self._rate[flow] = self.flow_rate(now, flow) + nbytes / self.rate_tau
         self._seen[flow] = now
+
+    def on_flow_end(self, flow: int) -> None:
+        super().on_flow_end(flow)
+        for per_flow in (self._rate, self._seen, self._moved_at):
+            per_flow.pop(flow, None)
 
     def on_tick(self, now: float, loads: Sequence[float]) -> list[Resteer]:
         if len(loads) != self._queues:

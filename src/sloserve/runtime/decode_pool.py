@@ -83,6 +83,12 @@ class DecodePool:
             self.pending_bytes[q] -= nbytes
             self.decoded[q] += 1
 
+    def connection_closed(self, connection: int) -> None:
+        """Called by the HTTP server when connection ``connection`` (a :data:`CONNECTION` id) has
+        closed: the steering policy forgets its flow (else what it keeps per flow grows for ever,
+        and so does the work of each tick)."""
+        self.steering.on_flow_end(connection)
+
     def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._tick = None
         self.steering.on_tick(loop.time(), [float(b) for b in self.pending_bytes])

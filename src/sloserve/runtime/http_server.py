@@ -204,6 +204,8 @@ class _Connection(asyncio.Protocol):
         self.queue.clear()
         if self.worker is not None:
             self.worker.cancel()
+        if self.server.on_connection_closed is not None:
+            self.server.on_connection_closed(id(self))
 
     def eof_received(self) -> bool | None:
         """The client closed its side of the connection (a half-close: ``nc -N``, some proxies, a
@@ -492,8 +494,12 @@ class HttpServer:
         max_body_bytes: int,
         request_timeout: float = 30.0,
         keepalive_timeout: float = 75.0,
+        on_connection_closed: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_connection_closed`` is called with a connection's id (what :data:`CONNECTION`
+        holds while its requests are served) once it has closed."""
         self.handler = handler
+        self.on_connection_closed = on_connection_closed
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
         self.keepalive_timeout = keepalive_timeout

@@ -95,6 +95,7 @@ class Service:
             HttpApi(self.core, self.decode_pool).handle,
             max_body_bytes=options.max_body_bytes,
             request_timeout=options.request_timeout,
+            on_connection_closed=self.decode_pool.connection_closed if self.decode_pool else None,
         )
         self.grpc: GrpcServer | None = None
         self.metrics_http: HttpServer | None = None
