@@ -40,6 +40,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from sloserve.bench.processes import exit_cleanly_on_sigterm
 from sloserve.bench.runner import ArrivalSpec, make_target, run_load
 from sloserve.core.profile_io import save_profiles
 from sloserve.core.profiles import ProfileSet
@@ -351,6 +352,7 @@ def _finite(v: Any) -> Any:
 
 
 def main() -> None:
+    exit_cleanly_on_sigterm()  # a stopped run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one rate, 8 s runs, a shorter profile")
     parser.add_argument("--rates", type=float, nargs="+", help="arrival rates (req/s)")

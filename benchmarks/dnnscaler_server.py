@@ -129,7 +129,7 @@ def serve_and_load(
         res = run_load(make_target(srv.http_url, model, "http"), planned, slo)
         stop.set()
         sampler.join()
-        scaler = loop.scaler
+        scaler = getattr(loop.scaler, "inner", loop.scaler)  # under autoscaling's bounds guard
         detection = getattr(scaler, "detection", None)
         final_batch = loop.scheduler.max_batch
         final_instances = len([i for i in loop.views if i not in loop.retiring])

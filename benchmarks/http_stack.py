@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sloserve.bench.processes import exit_cleanly_on_sigterm
+
 STACKS = ("raw", "uvicorn_starlette", "aiohttp")
 
 
@@ -158,6 +160,7 @@ def measure(url: str, null_url: str, n: int, peak_s: float) -> dict[str, float]:
 
 
 def main() -> int:
+    exit_cleanly_on_sigterm()  # a stopped run stops its servers too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)

@@ -140,7 +140,11 @@ def plan_and_deploy(root: Path, work: Path, rate: float, slo_s: float, quick: bo
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs (5 s probes, coarse bisection)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs (5 s probes, but at least 300 requests each: 60 s at 5 req/s; coarse bisection)",
+    )
     ap.add_argument("--slo-ms", type=float, default=40.0, help="end-to-end SLO in ms (default: 40)")
     ap.add_argument("--hi", type=float, default=1000.0, help="upper rate of the bisection")
     ap.add_argument("--no-plan", action="store_true", help="skip the plan / simulator part")

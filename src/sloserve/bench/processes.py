@@ -1,7 +1,9 @@
 """Servers under test as child processes on 127.0.0.1: sloserve itself and the Ray Serve peer.
 
 Each is a context manager that starts the process, waits until it is ready (or fails with its
-output), and stops it (SIGTERM, then SIGKILL) however the block ends.
+output), and stops it (SIGTERM, then SIGKILL) however the block ends — a SIGTERM to this process
+included (:func:`exit_cleanly_on_sigterm`: ``timeout`` or a CI job stopping a benchmark would
+otherwise leave its servers running).
 """
 
 from __future__ import annotations
@@ -12,12 +14,28 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM end this process as an exception does (exit status 143), so ``with`` blocks and
+    ``finally`` clauses stop the child processes they started; called when a child is started.
+    Leaves a handler someone else installed alone (and does nothing off the main thread)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        _exit_on_sigterm,
+    ):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def free_port() -> int:
@@ -58,6 +76,7 @@ class _Child:
         """CPUs the child (and every thread and process it starts) may run on; None = any."""
 
     def __enter__(self) -> Self:
+        exit_cleanly_on_sigterm()
         self._log = Path(tempfile.mkstemp(prefix="sloserve-child-", suffix=".log")[1])
         with self._log.open("wb") as out:
             self._proc = subprocess.Popen(

@@ -19,6 +19,7 @@ from scipy.stats import binomtest
 from sloserve.bench.loadgen import LoadResult, run_open_loop
 from sloserve.bench.null_server import DEFAULT_METADATA
 from sloserve.bench.payload import ONE_ROW, Payload, request_bytes, sized_requests
+from sloserve.bench.processes import exit_cleanly_on_sigterm
 from sloserve.bench.summary import summarize
 from sloserve.bench.targets import GrpcTarget, HttpTarget, Target, TargetError, specs_from_metadata
 from sloserve.sim import workload as wl
@@ -132,6 +133,7 @@ class NullServer:
         """CPUs the server runs on (None: any)."""
 
     def __enter__(self) -> NullServer:
+        exit_cleanly_on_sigterm()
         extra = [] if self.metadata is None else ["--metadata", json.dumps(self.metadata)]
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "sloserve.bench.null_server", *extra],
