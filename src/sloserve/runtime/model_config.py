@@ -55,6 +55,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from sloserve.core.config import ConfigError, StrictModel, load_model_file, validate
+from sloserve.core.profiles import ModelProfile
+from sloserve.policies.base import PolicyContext
 
 TRITON_CONFIG = "config.pbtxt"
 """Triton's model configuration file name."""
@@ -209,6 +211,19 @@ class ModelConfig(StrictModel):
     def default_priority(self) -> int:
         """The level requests sent with priority 0 get."""
         return self.default_priority_level or self.priority_levels
+
+    def policy_context(self, model: str, profile: ModelProfile | None, slo: float | None) -> PolicyContext:
+        """What a policy made for ``model`` under this config may know: its batch cap, priority
+        levels and queue cap from here, its ``profile`` and ``slo`` (seconds) from the caller."""
+        return PolicyContext(
+            model=model,
+            max_batch=self.batch_cap,
+            profile=profile,
+            slo=slo,
+            default_priority=self.default_priority,
+            priority_levels=self.priority_levels,
+            max_queue_size=self.queue_policy.max_queue_size,
+        )
 
     def scheduler_params(self) -> dict[str, Any]:
         """Parameters for the scheduler factory: Triton's batching names, then the user's own."""

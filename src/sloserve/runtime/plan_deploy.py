@@ -34,7 +34,6 @@ from pathlib import Path
 from sloserve.core.config import ConfigError
 from sloserve.planning.plan import ModulePlan, Plan
 from sloserve.planning.plan_io import load_plan
-from sloserve.policies.base import PolicyContext
 from sloserve.policies.registry import make_scheduler
 from sloserve.runtime.model_config import MAX_INSTANCES, PolicyRef
 from sloserve.runtime.pipeline import PipelineLoop, pipeline_loop
@@ -174,15 +173,7 @@ def _apply_module(loaded: LoadedModel, module: ModulePlan, where: str) -> Deploy
             for t in module.tuples
         ],
     }  # fmt: skip
-    ctx = PolicyContext(
-        model=module.model,
-        max_batch=config.batch_cap,
-        profile=loop.profile,
-        slo=module.budget,
-        default_priority=config.default_priority,
-        priority_levels=config.priority_levels,
-        max_queue_size=config.queue_policy.max_queue_size,
-    )
+    ctx = config.policy_context(module.model, loop.profile, module.budget)
     name = DISPATCHERS[module.dispatch]
     loop.scheduler = make_scheduler(name, ctx, params)
     loop.set_instance_count(instances)

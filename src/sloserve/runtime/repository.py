@@ -23,7 +23,7 @@ import numpy as np
 from sloserve.core.config import ConfigError
 from sloserve.core.profile_io import load_profiles
 from sloserve.core.profiles import ModelProfile
-from sloserve.policies.base import PolicyContext, Scaler
+from sloserve.policies.base import Scaler
 from sloserve.policies.registry import make_scaler, make_scheduler
 from sloserve.policies.scaling_guards import BoundedScaler
 from sloserve.runtime.backend import BackendError, ExecutionBackend, TensorSpec
@@ -331,14 +331,8 @@ class ModelRepository:
                 f"{source}: backend: unknown backend {config.backend!r}; known: {sorted(self.backends)}"
             )
         profile = self._profile(directory, config, name)
-        ctx = PolicyContext(
-            model=name,
-            max_batch=config.batch_cap,
-            profile=profile,
-            slo=config.slo_ms * 1e-3 if config.slo_ms is not None else None,
-            default_priority=config.default_priority,
-            priority_levels=config.priority_levels,
-            max_queue_size=config.queue_policy.max_queue_size,
+        ctx = config.policy_context(
+            name, profile, config.slo_ms * 1e-3 if config.slo_ms is not None else None
         )
         try:
             scheduler = make_scheduler(config.scheduler.name, ctx, config.scheduler_params())
