@@ -320,13 +320,13 @@ def test_two_pipelines_that_name_each_other_are_refused(
         assert f"steps.1.model: '{other}' is itself a pipeline" in info.value.message()
 
 
-def _identity_onnx(directory: Path, output: str) -> None:
-    """An identity model on FP32 [N, 4] whose output is called ``output``."""
+def _identity_onnx(directory: Path, output: str, input: str = "INPUT0") -> None:
+    """An identity model on FP32 [N, 4] whose input and output are called ``input`` and ``output``."""
     from onnx import TensorProto, helper, save
 
-    x = helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["N", 4])
+    x = helper.make_tensor_value_info(input, TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 4])
-    graph = helper.make_graph([helper.make_node("Identity", ["INPUT0"], [output])], "id", [x], [y])
+    graph = helper.make_graph([helper.make_node("Identity", [input], [output])], "id", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     directory.mkdir(parents=True, exist_ok=True)
@@ -337,19 +337,33 @@ def _identity_onnx(directory: Path, output: str) -> None:
 def test_a_member_reloaded_with_other_outputs_fails_the_request_instead_of_stranding_it(
     client: th.InferenceServerClient, server: BackgroundServer
 ) -> None:
-    """Found by fuzzing: the pipeline's requests waited for ever (a KeyError in the step's end)."""
+    """Found by fuzzing: the pipeline's requests waited for ever (a KeyError in the step's end).
+    Found by review: with other inputs, every request was a 400 blaming the client's (now a 503
+    saying what changed, and the pipeline shows unavailable)."""
     root = server.options.repository
     _identity_onnx(root / "renamed", "OUTPUT0")
     write_pipeline(root, "via_renamed", {"steps": [_step("renamed", {"INPUT0": "INPUT0"}, {"OUTPUT0": "y"})]})
-    client.load_model("via_renamed")
     x = np.ones((1, 4), np.float32)
-    np.testing.assert_array_equal(client.infer("via_renamed", [_http_in("INPUT0", x)]).as_numpy("y"), x)
-    _identity_onnx(root / "renamed", "OTHER")
-    client.load_model("renamed")  # the member alone, reloaded under the pipeline
-    with pytest.raises(InferenceServerException) as info:
-        client.async_infer("via_renamed", [_http_in("INPUT0", x)]).get_result(timeout=10)
-    assert "no longer has output(s) ['OUTPUT0']" in info.value.message()
-    assert not _loop(server, "via_renamed").pending
+    for changed, expected in (
+        ({"output": "OTHER"}, "other output(s) ['OUTPUT0']"),
+        ({"output": "OUTPUT0", "input": "OTHER_IN"}, "other inputs (OTHER_IN FP32 [-1, 4])"),
+    ):
+        _identity_onnx(root / "renamed", "OUTPUT0")
+        if client.is_model_ready("renamed"):
+            client.load_model("renamed")  # as it was
+        client.load_model("via_renamed")
+        np.testing.assert_array_equal(client.infer("via_renamed", [_http_in("INPUT0", x)]).as_numpy("y"), x)
+        _identity_onnx(root / "renamed", **changed)
+        client.load_model("renamed")  # the member alone, reloaded under the pipeline
+        with pytest.raises(InferenceServerException) as info:
+            client.async_infer("via_renamed", [_http_in("INPUT0", x)]).get_result(timeout=10)
+        assert info.value.status() == "503"
+        assert f"model 'renamed' was loaded again with {expected}" in info.value.message()
+        assert "load the pipeline again" in info.value.message()
+        assert not _loop(server, "via_renamed").pending
+        entry = next(m for m in client.get_model_repository_index() if m["name"] == "via_renamed")
+        assert entry["state"] == "UNAVAILABLE" and expected in entry["reason"]
+        assert not client.is_model_ready("via_renamed")
 
 
 def test_at_shutdown_pipelines_drain_before_their_members(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sloserve.runtime.model_loop import ModelLoop
+from sloserve.runtime.repository import LoadedModel
 from sloserve.runtime.server import InferenceServer
 
 
@@ -98,9 +100,7 @@ class ServerCollector(Collector):
             "The profile's predicted time for the same executed batches",
             labels=labels,
         )
-        repository = self.server._repository
-        models = list(repository.models.values()) if repository is not None else []
-        for m in models:
+        for m, loops in self._versions():
             lv = [m.name, m.version]
             s = m.loop.stats
             success.add_metric(lv, s.success_count)
@@ -110,7 +110,7 @@ class ServerCollector(Collector):
                     dropped.add_metric([*lv, reason], n)
             count.add_metric(lv, s.inference_count)
             execs.add_metric(lv, s.execution_count)
-            pending.add_metric(lv, len(m.loop.pending))
+            pending.add_metric(lv, sum(len(loop.pending) for loop in loops))
             queue.add_metric(lv, s.queue_ns / 1e3)
             compute.add_metric(lv, s.compute_ns / 1e3)
             request.add_metric(lv, s.success_ns / 1e3)  # as Triton's: successful requests only
@@ -134,6 +134,19 @@ class ServerCollector(Collector):
         bad.add_metric([], self.server.bad_requests)
         yield from (success, failure, count, execs, pending, queue, compute, request)
         yield from (met, missed, dropped, cores, instances, batch, batch_compute, batch_profile, bad)
+
+    def _versions(self) -> list[tuple[LoadedModel, list[ModelLoop]]]:
+        """Each model version with requests to count: the loaded ones, and the replaced or unloaded
+        ones still ending theirs, each with every loop serving it (a reloaded version's old loop
+        shares its statistics and adds its pending requests)."""
+        repository = self.server._repository
+        if repository is None:
+            return []
+        versions: dict[tuple[str, str], tuple[LoadedModel, list[ModelLoop]]] = {}
+        retired = [model for model, _ in repository.draining.values()]
+        for m in [*repository.models.values(), *retired]:
+            versions.setdefault((m.name, m.version), (m, []))[1].append(m.loop)
+        return list(versions.values())
 
 
 def metrics_registry(server: InferenceServer) -> CollectorRegistry:

@@ -258,6 +258,7 @@ class ModelLoop:
         self._closing = True
         if on_closed is not None:
             self._closed_callbacks.append(on_closed)
+        self._decide(self.clock.now())  # what the scheduler holds for arrivals that cannot come now
         self._maybe_closed()
 
     @_stops_on_error("draining the queue")
@@ -389,6 +390,17 @@ class ModelLoop:
                     again |= self._carry_out_drop(now, decision)
                 elif isinstance(decision, WaitUntil):
                     self._wake_at(now, decision.time)
+        if self._closing:
+            self._refuse_held(now)
+
+    def _refuse_held(self, now: float) -> None:
+        """Called after ``decide`` while closing: requests still queued with no batch running, no
+        instance starting and no wake-up asked for can never run (the scheduler waits for arrivals
+        to fill a batch, and none can come), so they end now, ``unavailable``."""
+        if self._timer is not None or self.starting or any(v.in_flight for v in self.views.values()):
+            return
+        if any(math.isnan(p.dispatched) for p in self.pending.values()):
+            self.abort(why=f"model {self.name!r} was unloaded before the request could run (unavailable)")
 
     def _wake_at(self, now: float, when: float) -> None:
         """Ask ``decide`` again at ``when``; the earliest pending wake-up is kept (as the simulator does)."""

@@ -84,6 +84,7 @@ class PipelineLoop:
         *,
         clock: Clock,
         member: Callable[[str], ModelLoop | None],
+        rewired: Callable[[PipelineStep], str | None] | None = None,
     ) -> None:
         self.name = name
         self.pipeline = config
@@ -92,6 +93,9 @@ class PipelineLoop:
         self.clock = clock
         self.member = member
         """Model name → its current loop (None when not loaded): members may be reloaded."""
+        self.rewired = rewired
+        """Step → why its member, reloaded since the pipeline was built, no longer fits the step's
+        tensors (None while it does); None: members are not checked."""
         self.steps: dict[str, PipelineStep] = {s.step_name: s for s in config.steps}
         self.parents = config.parents()
         self.children: dict[str, list[str]] = {n: [] for n in self.steps}
@@ -130,15 +134,15 @@ class PipelineLoop:
                 return f"member model {step.model!r} is not loaded"
             if not loop.ready:
                 return f"member model {step.model!r} is not ready" + (f": {loop.fault}" if loop.fault else "")
+            why = self.rewired(step) if self.rewired is not None else None
+            if why is not None:
+                return why
         return None
 
     @property
     def ready(self) -> bool:
-        """Accepting, and every member loaded and ready."""
-        if not self.accepting:
-            return False
-        loops = [self.member(s.model) for s in self.steps.values()]
-        return all(loop is not None and loop.ready for loop in loops)
+        """Accepting, and every member loaded, ready and still fitting its step."""
+        return self.accepting and self.fault is None
 
     def close(self, on_closed: Callable[[], None] | None = None) -> None:
         """Stop accepting; requests in progress still end normally."""
@@ -243,6 +247,10 @@ class PipelineLoop:
             self._drop_at(
                 now, run, step, DropReason.UNAVAILABLE, f"step {step!r}: model {spec.model!r} is not loaded"
             )
+            return
+        misfit = self.rewired(spec) if self.rewired is not None else None
+        if misfit is not None:
+            self._drop_at(now, run, step, DropReason.UNAVAILABLE, f"step {step!r}: {misfit}")
             return
         inputs = {member_in: run.tensors[t] for member_in, t in spec.input_map.items()}
         budget = None if math.isinf(deadline) else max(deadline - now, 1e-9)
@@ -445,12 +453,37 @@ async def build_pipeline(repo: ModelRepository, name: str, directory: Path) -> L
         loaded = repo.models.get(model)
         return loaded.loop if loaded is not None else None
 
-    loop = PipelineLoop(name, config, model_config, split, clock=repo.clock, member=member)
+    built = {n: (m.inputs, {s.name: s for s in m.outputs}) for n, m in members.items()}
+
+    def rewired(step: PipelineStep) -> str | None:
+        loaded = repo.models.get(step.model)
+        if loaded is None:
+            return None
+        inputs, outputs = built[step.model]
+        if loaded.inputs != inputs:
+            return (
+                f"model {step.model!r} was loaded again with other inputs ({_described(loaded.inputs)}) "
+                f"than the pipeline was built with ({_described(inputs)}); load the pipeline again"
+            )
+        now = {s.name: s for s in loaded.outputs}
+        changed = sorted(out for out in step.output_map if now.get(out) != outputs[out])
+        if changed:
+            return (
+                f"model {step.model!r} was loaded again with other output(s) {changed} than the "
+                "pipeline was built with; load the pipeline again"
+            )
+        return None
+
+    loop = PipelineLoop(name, config, model_config, split, clock=repo.clock, member=member, rewired=rewired)
     loop.start()
     inputs = tuple(specs[t] for t in config.pipeline_inputs())
     outputs = tuple(specs[t] for t in config.pipeline_outputs())
     # The pipeline loop offers the part of ModelLoop's interface the server and repository use.
     return LoadedModel(name, config.version, model_config, directory, inputs, outputs, cast(ModelLoop, loop))
+
+
+def _described(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs)
 
 
 def pipeline_loop(model: LoadedModel) -> PipelineLoop | None:

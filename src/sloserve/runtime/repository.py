@@ -63,6 +63,10 @@ MAX_NAME_BYTES = 255
 """Longest model name (a directory name: ``NAME_MAX`` on Linux)."""
 
 
+def _is_pipeline(model: LoadedModel) -> bool:
+    return model.config.backend == PIPELINE_BACKEND
+
+
 def valid_model_name(name: str) -> bool:
     """Whether ``name`` can name a model: one directory name, not hidden (see :func:`_check_name`);
     for names a client or a pipeline file gives."""
@@ -180,7 +184,11 @@ class ModelRepository:
         self.failed: dict[str, str] = {}
         """Models whose last load failed, with the reason (the repository index shows it)."""
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._draining: set[ModelLoop] = set()
+        self.draining: dict[ModelLoop, tuple[LoadedModel, asyncio.Future[None]]] = {}
+        """Versions replaced or unloaded whose queued and running requests are still ending, with
+        a future done when they have (statistics and metrics count them until then)."""
+        self.accepting = True
+        """False once the server drains: loads and unloads are refused (503)."""
         self._loads: set[asyncio.Future[LoadedModel]] = set()
         self.prepare: Callable[[LoadedModel], None] | None = None
         """Called with each model a load builds, before it takes requests (a deployed plan applies
@@ -204,13 +212,18 @@ class ModelRepository:
         """The repository extension's index: every model on disk or loaded, with its state (only
         the models ready to serve with ``ready_only``, the index request's ``ready``)."""
         out = []
-        for name in sorted(set(self.model_names()) | set(self.models) | set(self.failed)):
+        on_disk = set(self.model_names())
+        for gone in set(self.failed) - on_disk - set(self.models):  # its directory was removed
+            del self.failed[gone]
+        for name in sorted(on_disk | set(self.models) | set(self.failed)):
             entry = {"name": name}
             if name in self.models:
                 model = self.models[name]
                 entry |= {"version": model.version, "state": "READY" if model.loop.ready else "LOADING"}
                 if model.loop.fault is not None:
                     entry |= {"state": "UNAVAILABLE", "reason": model.loop.fault}
+            elif (lock := self._locks.get(name)) is not None and lock.locked():  # a first load
+                entry |= {"state": "LOADING"}
             elif name in self.failed:
                 entry |= {"state": "UNAVAILABLE", "reason": self.failed[name]}
             else:
@@ -238,7 +251,9 @@ class ModelRepository:
         under the root (400 for anything else, 404 for no such directory), and only the failures of
         models that exist are kept for the index."""
         _check_name(name)
+        self._check_accepting()
         if not (self.root / name).is_dir():
+            self.failed.pop(name, None)
             raise ProtocolError(f"no model {name!r} in the repository", 404)
         # a load once begun finishes whatever its caller does (a gRPC client's deadline cancels the
         # call, not the load): the task is kept until it ends, and the caller awaits it shielded
@@ -264,6 +279,8 @@ class ModelRepository:
                     raise
             self.failed.pop(name, None)
             old = self.models.get(name)
+            if old is not None and old.version == model.version:
+                model.loop.stats = old.loop.stats  # one count per version: the old one's last answers too
             self.models[name] = model
             if old is not None:
                 self._retire(old)
@@ -272,20 +289,26 @@ class ModelRepository:
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name``; requests already queued or running still end normally."""
+        self._check_accepting()
         async with self._locks[name]:
             model = self.models.pop(name, None)
             if model is None:
                 raise ProtocolError(f"unknown model {name!r}", 404)
+            self.failed.pop(name, None)  # an earlier failed reload is not why it is unavailable now
             done = self._retire(model)
         await done
         log.info("model unloaded", extra={"model": name})
 
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise ProtocolError("the server is shutting down", 503)
+
     def _retire(self, model: LoadedModel) -> asyncio.Future[None]:
         done: asyncio.Future[None] = self.loop.create_future()
-        self._draining.add(model.loop)
+        self.draining[model.loop] = (model, done)
 
         def closed() -> None:
-            self._draining.discard(model.loop)
+            self.draining.pop(model.loop, None)
             if not done.done():
                 done.set_result(None)
 
@@ -293,28 +316,34 @@ class ModelRepository:
         return done
 
     async def close(self, timeout: float) -> None:
-        """Unload everything, waiting up to ``timeout`` seconds for queued requests; then refuse the
-        rest. Pipelines go first: their requests still need their members for the steps ahead."""
+        """Unload everything, waiting up to ``timeout`` seconds for queued requests (those of
+        versions replaced or unloaded earlier too); then refuse the rest. Pipelines go first:
+        their requests still need their members for the steps ahead."""
+        self.accepting = False
         end = self.loop.time() + timeout
-        pipelines = [n for n, m in self.models.items() if m.config.backend == PIPELINE_BACKEND]
-        for group in (pipelines, list(self.models)):
-            waits = [self._retire(self.models.pop(name)) for name in group if name in self.models]
-            if not waits:
+        for pipelines_only in (True, False):
+            for name in [n for n, m in self.models.items() if _is_pipeline(m) or not pipelines_only]:
+                self._retire(self.models.pop(name))
+            group = {
+                loop: done
+                for loop, (model, done) in self.draining.items()
+                if _is_pipeline(model) or not pipelines_only
+            }
+            if not group:
                 continue
-            loops = list(self._draining)
-            _, pending = await asyncio.wait(waits, timeout=max(0.0, end - self.loop.time()))
+            _, pending = await asyncio.wait(group.values(), timeout=max(0.0, end - self.loop.time()))
             if pending:
                 why = (
                     f"the server shut down before the request ran (drain timeout {timeout:g} s; unavailable)"
                 )
-                for model_loop in loops:
+                for model_loop in group:
                     model_loop.abort(why=why)
                 await asyncio.wait(pending, timeout=max(1.0, timeout))
 
     @property
     def pending_requests(self) -> int:
         """Requests not yet ended, over every model (draining ones included)."""
-        loops = {m.loop for m in self.models.values()} | self._draining
+        loops = {m.loop for m in self.models.values()} | set(self.draining)
         return sum(len(m.pending) for m in loops)
 
     async def _build(self, name: str) -> LoadedModel:
