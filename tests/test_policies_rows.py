@@ -89,7 +89,7 @@ def test_triton_fills_max_batch_rows_in_queue_order() -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n in SCHEDULERS if n != "qos_rl"))
 def test_no_batch_exceeds_max_batch_rows_and_every_request_runs_once(name: str) -> None:
-    ctx = PolicyContext("m", max_batch=4, profile=PROFILE, slo=10.0)
+    ctx = PolicyContext("m", max_batch=4, profile=PROFILE, slo=10.0, runs_variants=name.startswith("qos_"))
     batches = drive(make_scheduler(name, ctx, PARAMS.get(name, {})), ROWS)
     ids = [r.id for b in batches for r in b.requests]
     assert sorted(ids) == list(range(len(ROWS)))
@@ -125,7 +125,7 @@ def test_a_removed_request_leaves_the_queue_and_the_rest_keep_their_order() -> N
 @pytest.mark.parametrize("name", sorted(n for n in SCHEDULERS if n != "qos_rl"))
 def test_a_cancelled_request_never_runs(name: str) -> None:
     """What the server calls when a client goes away: the request leaves the queue, the others run."""
-    ctx = PolicyContext("m", max_batch=4, profile=PROFILE, slo=10.0)
+    ctx = PolicyContext("m", max_batch=4, profile=PROFILE, slo=10.0, runs_variants=name.startswith("qos_"))
     scheduler = make_scheduler(name, ctx, PARAMS.get(name, {}))
     for i in range(5):
         assert scheduler.submit(0.0, request(i, 1)) is None

@@ -112,15 +112,27 @@ def test_requests_past_any_chance_of_utility_are_dropped() -> None:
 
 
 def test_registry_names_build_the_qos_schedulers() -> None:
-    ctx = PolicyContext(model="task", max_batch=32)
+    ctx = PolicyContext(model="task", max_batch=32, runs_variants=True)
     assert isinstance(make_scheduler("qos_heuristic", ctx, PARAMS), QosHeuristic)
     assert isinstance(make_scheduler("qos_random", ctx, {**PARAMS, "seed": 3}), RandomQos)
     t = make_scheduler("qos_triton", ctx, {**PARAMS, "variant": "small", "max_batch_size": 8})
     assert isinstance(t, TritonQos) and t.variant == SMALL and t.max_batch == 8
-    small_model = PolicyContext(model="task", max_batch=4)
+    small_model = PolicyContext(model="task", max_batch=4, runs_variants=True)
     assert make_scheduler("qos_heuristic", small_model, PARAMS).max_batch == 4
     with pytest.raises(ValueError, match="unknown variant"):
         make_scheduler("qos_triton", ctx, {**PARAMS, "variant": "huge"})
+
+
+@pytest.mark.parametrize("name", ["qos_heuristic", "qos_random", "qos_triton"])
+def test_a_driver_that_runs_the_model_itself_refuses_a_choice_among_variants(name: str) -> None:
+    """Found by review: in `sloserve simulate` a qos_triton batch for variant 'large' was timed
+    and answered as the model itself (its profile, not the variant's)."""
+    served = PolicyContext(model="small", max_batch=32)  # the server's, or `sloserve simulate`'s
+    refused = r"variants \['small', 'large'\]: here every batch runs model 'small'"
+    with pytest.raises(ValueError, match=refused):
+        make_scheduler(name, served, PARAMS)
+    one = {**PARAMS, "variants": [v for v in PARAMS["variants"] if v["name"] == "small"]}
+    assert make_scheduler(name, served, one).max_batch <= 32  # the model as its one variant: served
 
 
 @pytest.mark.parametrize("policy", ["heuristic", "random", "triton"])

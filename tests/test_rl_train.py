@@ -99,7 +99,7 @@ def test_training_is_reproducible_from_the_seed(trained: tuple[object, Path, Pat
 @pytest.mark.slow
 def test_the_saved_policy_loads_by_name_and_beats_random(trained: tuple[object, Path, Path]) -> None:
     setup, a, _ = trained
-    ctx = PolicyContext(model="task", max_batch=16)
+    ctx = PolicyContext(model="task", max_batch=16, runs_variants=True)
     rl_utility, rand_utility = [], []
     for seed in (1, 2):
         w = gamma(250.0, 2.0, 5.0, seed=100 + seed)

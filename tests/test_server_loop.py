@@ -111,6 +111,25 @@ def test_the_scalers_window_carries_its_first_arrival() -> None:
     ev.run()
 
 
+def test_a_model_without_a_scaler_keeps_no_latency_per_request() -> None:
+    """Found by review: each answer's latency went into the scaler's window, which only a
+    scaler's tick empties: a model without one grew by a float per request for ever."""
+    ev, loop, _ = _loop()
+    outcomes: list[Outcome] = []
+    for _ in range(50):
+        _send(loop, outcomes, 4)
+        ev.run()
+    assert len(outcomes) == 200 and all(isinstance(o, Answer) for o in outcomes)
+    assert loop._window.latencies == []
+    scaler = _Scaler([])
+    ev, loop, _ = _loop(scaler=scaler)  # with one, the window's latencies reach it
+    _send(loop, outcomes, 4)
+    ev.run(until=1.5)
+    assert scaler.windows[0].completed == 4 and scaler.windows[0].mean_latency > 0
+    loop.close()
+    ev.run()
+
+
 def test_a_scaler_that_asks_ticks_early_when_traffic_begins() -> None:
     ends = {}
     for onset in (None, 0.25):

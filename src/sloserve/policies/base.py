@@ -113,3 +113,7 @@ class PolicyContext:
     """Number of priority levels (1 = highest)."""
     max_queue_size: int = 0
     """Queue cap; 0 means unbounded."""
+    runs_variants: bool = False
+    """Whether the driver runs each batch on the model variant its ``meta["variant"]`` names (the
+    heterogeneous-pool simulator behind ``experiment qos`` and ``train-rl``); the server and
+    ``sloserve simulate`` run the model itself, whatever a QoS scheduler chooses."""

@@ -226,6 +226,19 @@ def _split(params: dict[str, Any]) -> tuple[QosSpec, dict[str, Any]]:
     return qos_spec_from_params(qos, base_dir), params
 
 
+def check_variants_run(spec: QosSpec, ctx: PolicyContext, name: str) -> None:
+    """ValueError when ``spec`` chooses among variants a driver cannot run: one that runs the model
+    itself (the server, ``sloserve simulate``) runs a QoS scheduler only with the one variant that
+    is that model (a batch named for another would be timed and answered as this one)."""
+    names = [v.name for v in spec.variants]
+    if not ctx.runs_variants and names != [ctx.model]:
+        raise ValueError(
+            f"{name}: variants {names}: here every batch runs model {ctx.model!r} itself, so a choice "
+            "among variants would not happen; schedule variants with `sloserve experiment qos` or "
+            f"`sloserve train-rl` (to use the scheduler here, give the one variant {ctx.model!r})"
+        )
+
+
 S = TypeVar("S", bound=QosScheduler)
 
 
@@ -262,6 +275,7 @@ def make_qos_heuristic(ctx: PolicyContext, **params: Any) -> QosHeuristic:
     ``batch_sizes``, ``base_dir``) and :class:`QosHeuristicParams`."""
     spec, rest = _split(params)
     p = parse_params(QosHeuristicParams, rest, "qos_heuristic")
+    check_variants_run(spec, ctx, "qos_heuristic")
     sched = QosHeuristic(spec, headroom=p.headroom, rate_tau=p.rate_tau, max_queue_size=ctx.max_queue_size)
     return capped(sched, ctx)
 
@@ -270,6 +284,7 @@ def make_qos_random(ctx: PolicyContext, **params: Any) -> RandomQos:
     """Registry factory ``qos_random``: QoS params and :class:`QosRandomParams`."""
     spec, rest = _split(params)
     p = parse_params(QosRandomParams, rest, "qos_random")
+    check_variants_run(spec, ctx, "qos_random")
     return capped(RandomQos(spec, seed=p.seed, rate_tau=p.rate_tau, max_queue_size=ctx.max_queue_size), ctx)
 
 
@@ -277,6 +292,7 @@ def make_qos_triton(ctx: PolicyContext, **params: Any) -> TritonQos:
     """Registry factory ``qos_triton``: QoS params and :class:`QosTritonParams`."""
     spec, rest = _split(params)
     p = parse_params(QosTritonParams, rest, "qos_triton")
+    check_variants_run(spec, ctx, "qos_triton")
     names = [v.name for v in spec.variants]
     if p.variant is not None and p.variant not in names:
         raise ValueError(f"qos_triton: unknown variant {p.variant!r}; known: {names}")

@@ -151,7 +151,10 @@ class QosSetup:
 
     def context(self) -> PolicyContext:
         """What the QoS schedulers are built for: one task, the largest batch, the utility's target."""
-        return PolicyContext(model="task", max_batch=self.spec.batch_sizes[-1], slo=self.spec.utility.target)
+        spec = self.spec
+        return PolicyContext(
+            model="task", max_batch=spec.batch_sizes[-1], slo=spec.utility.target, runs_variants=True
+        )
 
     def qos_params(self) -> dict[str, Any]:
         """Scheduler params for the registry's QoS factories (with ``base_dir``)."""

@@ -21,7 +21,7 @@ from sloserve.core.profile_io import profile_to_dict
 from sloserve.policies.base import PolicyContext
 from sloserve.policies.params import PolicyParams, parse_params
 from sloserve.policies.qos import QosSpec, qos_spec_from_params
-from sloserve.policies.qos_scheduling import QosScheduler, capped
+from sloserve.policies.qos_scheduling import QosScheduler, capped, check_variants_run
 from sloserve.rl.features import QosFeatures
 
 Act = Callable[[np.ndarray], int | None]
@@ -172,4 +172,5 @@ def make_rl_scheduler(ctx: PolicyContext, **params: Any) -> RLQosScheduler:
     sched = load_rl_scheduler(
         path if path.is_absolute() else Path(p.base_dir) / path, max_queue_size=ctx.max_queue_size
     )
+    check_variants_run(sched.spec, ctx, "qos_rl")
     return capped(sched, ctx)

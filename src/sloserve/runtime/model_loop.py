@@ -528,7 +528,8 @@ class ModelLoop:
             stats.success_ns += duration_ns
             stats.inference_count += request.rows
             window.completed += 1
-            window.latencies.append(now - request.arrival)
+            if self.scaler is not None:  # only a scaler's tick reads (and empties) them
+                window.latencies.append(now - request.arrival)
             if now <= pending.deadline:
                 stats.slo_met += 1
                 window.met += 1

@@ -30,8 +30,10 @@ Model of execution (what the driver does, in order of the policy contract in
   periodic ticks going on from there, when the scaler asks for it. The decisions are applied:
   ``SetInstanceCount`` adds instances that become available after ``actuation_delay + cold_start``
   (and cost from the decision on) or removes the newest ones (a running batch finishes first);
-  ``SetInstanceCores`` takes effect after ``actuation_delay``, the instance serving on meanwhile
-  (in-place resize); ``SetMaxBatch`` applies at once.
+  ``SetInstanceCores`` names one of the scaler's model's instances by its number (0 its first;
+  numbers count per model, as instance ids on the server) and takes effect after
+  ``actuation_delay``, the instance serving on meanwhile (in-place resize); ``SetMaxBatch`` applies
+  at once, capped at the profile's largest batch (the server caps it at ``max_batch_size``).
 - **End of run**: after the last arrival the simulation runs on until no batch, wake-up or
   actuation is pending. Requests still queued then (a scheduler holding them forever, or no
   instance left) are drained with ``DropReason.UNAVAILABLE`` and count as misses. So every
@@ -103,7 +105,8 @@ class ModelSetup:
     """The policy that queues, batches and dispatches (one per setup; it keeps state)."""
     instances: int = 1
     """Instances at the start. Instance ids are driver-wide: the starting instances are numbered
-    0, 1, ... in the order of the setups given to ``simulate``; added ones get the next numbers."""
+    0, 1, ... in the order of the setups given to ``simulate``; added ones get the next numbers.
+    (A scaler's ``SetInstanceCores`` names an instance by its number within the model instead.)"""
     cores: int = 1
     """Cores of each instance at the start (and of instances added later)."""
     hardware: str = "cpu"
@@ -231,12 +234,15 @@ class SimResult:
 class _Instance(InstanceView):
     """Driver-side instance state: the view the policies see, plus bookkeeping."""
 
-    __slots__ = ("removing", "setup_index")
+    __slots__ = ("number", "removing", "setup_index")
 
     def __init__(self, id: int, model: str, cores: int, hardware: str, max_concurrency: int) -> None:
         super().__init__(id, model, cores, hardware, 0, max_concurrency, 0.0, True)
         self.removing = False
         self.setup_index = 0
+        self.number = 0
+        """Its number among its model's instances, from 0 in the order they were added: what a
+        scaler's ``SetInstanceCores`` names (as on the server, where ids count per model)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -274,7 +280,11 @@ class _Model:
         self.pending_actuations = 0
         self.cores_total = 0
         self.n_instances = 0
+        self.instances_added = 0
         self.last_account = 0.0
+        self.charges: list[tuple[float, float, int, int]] = []
+        """``(from, to, cores, instances)`` per stretch charged, so that :meth:`Simulation.finish`
+        can take back what was charged past the run's end (a scaler acting after it)."""
         # a spawn key keeps this stream apart from workload generators seeded with the same integer
         self.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x51A5, index)))
         self._noise: list[float] = []
@@ -305,7 +315,17 @@ class _Model:
         if dt > 0:
             self.collector.core_seconds += self.cores_total * dt
             self.collector.instance_seconds += self.n_instances * dt
+            self.charges.append((self.last_account, now, self.cores_total, self.n_instances))
             self.last_account = now
+
+    def refund_after(self, end: float) -> None:
+        """Called when the run's books close at ``end``: takes back what was charged past it."""
+        for start, stop, cores, instances in reversed(self.charges):
+            if stop <= end:
+                break
+            past = stop - max(start, end)
+            self.collector.core_seconds -= cores * past
+            self.collector.instance_seconds -= instances * past
 
     def add_instance(self, available_at: float | None) -> _Instance:
         sim = self.sim
@@ -314,6 +334,8 @@ class _Model:
             sim.next_instance_id, self.name, self.setup.cores, self.setup.hardware, self.setup.max_concurrency
         )
         inst.setup_index = self.index
+        inst.number = self.instances_added
+        self.instances_added += 1
         sim.next_instance_id += 1
         sim.instance_owner[inst.id] = inst
         self.instances.append(inst)
@@ -795,7 +817,7 @@ class Simulation:
         window = m.window(start, now)
         m.win_idle = window.arrivals == 0
         for d in scaler.on_tick(now, window):
-            self.apply(d)
+            self.apply(d, m.name)
         m.decide()
         # Keep ticking while requests may still come or run. After the last arrival, a scaler gets
         # up to IDLE_SCALER_TICKS ticks without any completion to bring capacity back for requests
@@ -812,17 +834,21 @@ class Simulation:
         m.tick_handle = self.loop.at(when, partial(self._scaler_tick, m, start, idle))
         m.tick_at, m.tick_start = when, start
 
-    def apply(self, decision: ScaleDecision) -> None:
-        """Carry out one scaling decision now (scalers' decisions go through here)."""
+    def apply(self, decision: ScaleDecision, model: str) -> None:
+        """Carry out one scaling decision of ``model``'s scaler now (scalers' decisions go
+        through here). As on the server: ``SetInstanceCores`` names one of the model's own
+        instances by its number (one it no longer has is skipped), and ``SetMaxBatch`` is capped
+        at the model's largest batch."""
         if isinstance(decision, SetInstanceCount):
             self._model_named(decision.model).set_count(decision.count)
         elif isinstance(decision, SetInstanceCores):
-            inst = self.instance_owner.get(decision.instance)
-            if inst is None:
-                raise RuntimeError(f"SetInstanceCores names unknown instance {decision.instance}")
-            self.models[inst.setup_index].set_cores(inst, decision.cores)
+            owner = self._model_named(model)
+            inst = next((i for i in owner.instances if i.number == decision.instance), None)
+            if inst is not None and not inst.removing:
+                owner.set_cores(inst, decision.cores)
         elif isinstance(decision, SetMaxBatch):
-            self._model_named(decision.model).scheduler.set_max_batch(decision.max_batch)
+            m = self._model_named(decision.model)
+            m.scheduler.set_max_batch(max(1, min(decision.max_batch, m.profile.max_batch)))
         else:
             raise TypeError(f"not a scale decision: {decision!r}")
 
@@ -945,6 +971,7 @@ class Simulation:
         end = max(self.workload.duration, makespan, 0.0 if settled else now)
         for m in self.models:
             m.account(end)
+            m.refund_after(end)
         parts = {}
         for m in self.models:
             hw = self.hardware_prices.get(m.setup.hardware)

@@ -216,6 +216,12 @@ class _WorkloadBase(StrictModel):
         (None for one read from a file): what bounds the requests of a run before it starts."""
         return None
 
+    def nominal_rate(self) -> float | None:
+        """The mean arrival rate (req/s) the config sets at load 1, whatever a seed draws (None when
+        only the data says: a trace without ``target_rate``, counts): the rate capacities and load
+        sweeps are reported in."""
+        return None
+
     def startup_burst(self) -> float:
         """Requests a run holds beyond rate × seconds whatever the load (gamma's start-up burst)."""
         return 0.0
@@ -233,6 +239,9 @@ class PoissonSpec(_WorkloadBase):
     def planned(self) -> tuple[float, float] | None:
         return self.rate, self.duration_s
 
+    def nominal_rate(self) -> float | None:
+        return self.rate
+
 
 class GammaSpec(_WorkloadBase):
     kind: Literal["gamma"]
@@ -243,6 +252,9 @@ class GammaSpec(_WorkloadBase):
 
     def planned(self) -> tuple[float, float] | None:
         return self.rate, self.duration_s
+
+    def nominal_rate(self) -> float | None:
+        return self.rate
 
     def startup_burst(self) -> float:
         """The (cv² − 1)/2 arrivals a gamma process begun with an arrival adds at its start."""
@@ -270,6 +282,10 @@ class MmppSpec(_WorkloadBase):
     def planned(self) -> tuple[float, float] | None:
         return max(self.rate_on, self.rate_off), self.duration_s
 
+    def nominal_rate(self) -> float | None:
+        on, off = self.mean_on_s, self.mean_off_s
+        return (self.rate_on * on + self.rate_off * off) / (on + off)
+
     def volume_fields(self) -> str:
         return "workload.rate_on, workload.rate_off, workload.duration_s"
 
@@ -281,6 +297,9 @@ class PiecewiseSpec(_WorkloadBase):
 
     def planned(self) -> tuple[float, float] | None:
         return sum(self.rates) / len(self.rates), len(self.rates) * self.segment_s
+
+    def nominal_rate(self) -> float | None:
+        return sum(self.rates) / len(self.rates)
 
     def volume_fields(self) -> str:
         return "workload.rates, workload.segment_s"
@@ -295,6 +314,9 @@ class DiurnalSpec(_WorkloadBase):
 
     def planned(self) -> tuple[float, float] | None:
         return self.rate, self.duration_s
+
+    def nominal_rate(self) -> float | None:
+        return self.rate
 
 
 class TraceSpec(_WorkloadBase):
@@ -321,6 +343,9 @@ class TraceSpec(_WorkloadBase):
             if self.payload_bytes > 0:
                 raise ValueError("payload_column, payload_bytes: give one or the other, not both")
         return self
+
+    def nominal_rate(self) -> float | None:
+        return self.target_rate
 
 
 class CountsSpec(_WorkloadBase):
@@ -540,10 +565,6 @@ class Experiment:
     def hardware_prices(self) -> dict[str, Hardware]:
         return {h.name: Hardware(h.name, h.cores, h.price_per_hour) for h in self.spec.hardware}
 
-    def base_rate(self) -> float:
-        """Mean arrival rate of the workload at load multiplier 1 (req/s)."""
-        return self.workload(1.0, self.spec.seed).mean_rate
-
     def workload(self, multiplier: float = 1.0, seed: int = 0, quick: bool = False) -> wl.Workload:
         """The workload with its rate times ``multiplier``, SLOs and payloads assigned, split over
         the models by ``rate_share``."""
@@ -629,6 +650,7 @@ class Experiment:
         """Fresh model setups with ``policy``'s scheduler (and each model's scaler)."""
         from sloserve.policies.base import PolicyContext
         from sloserve.policies.registry import make_scaler, make_scheduler
+        from sloserve.policies.sponge import SpongeScaler
 
         out = []
         for i, m in enumerate(self.spec.models):
@@ -646,6 +668,12 @@ class Experiment:
                     scaler = make_scaler(m.scaler.name, ctx, m.scaler.params)
                 except ValueError as exc:
                     raise ConfigError(f"{self.source}: models.{i}.scaler: {exc}") from None
+                if isinstance(scaler, SpongeScaler) and scaler.instance >= m.instances:
+                    raise ConfigError(
+                        f"{self.source}: models.{i}.instances: {m.instances}, but scaler sponge resizes "
+                        f"instance {scaler.instance} in place (numbers count from 0) and adds none: "
+                        f"give instances: {scaler.instance + 1} or more"
+                    )
             out.append(
                 ModelSetup(
                     name=m.name,
@@ -717,8 +745,12 @@ def run_experiment(
     loads: dict[str, list[tuple[float, float, float]]] = {}
     capacity: dict[str, Any] = {}
     seeds = [spec.seed] if quick else exp.seeds
-    base_rate = exp.workload(1.0, spec.seed, quick).mean_rate
-    if base_rate <= 0:
+    drawn = exp.workload(1.0, spec.seed, quick).mean_rate
+    # rates are reported in the config's mean rate (a seed's draw above or below it is the load's
+    # noise, not its rate); where only the data says, in what the main seed drew
+    nominal = spec.workload.nominal_rate()
+    base_rate = nominal if nominal is not None else drawn
+    if drawn <= 0:
         short = " (--quick: a fifth of it)" if quick else ""
         raise ConfigError(
             f"{exp.source}: {spec.workload.volume_fields()}: the workload{short} drew no requests with "
