@@ -20,12 +20,20 @@ the batch up; the batch then carries that padding. Nothing is dropped for latene
 request still runs); a request past the model's queue cap (``max_queue_size``) is refused at
 arrival, as by every scheduler. Sans-I/O, driven by the simulator or the server through the
 :class:`~sloserve.policies.base.Scheduler` contract.
+
+Machines follow the instances ``decide`` is given, not the plan's head count: an instance id that
+is no longer listed is forgotten, and an instance not yet bound fills a machine slot the plan still
+lacks (same hardware first, then any). A lane with no machine takes no new requests and hands those
+it holds to a lane of its tuple that has one, else to any lane that has one; a tuple with no machine
+gets no share of the stream. With no instance at all, requests wait (as with every scheduler) for
+one to appear, or for ``drain`` to end them.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -91,6 +99,13 @@ class _Lane:
             ready = min(ready, opened + (b - n) / self.dummy_rate)
         return ready
 
+    def absorb(self, requests: Iterable[Request]) -> None:
+        """Queue ``requests`` (in arrival order) among the waiting ones, by arrival time."""
+        queue = FifoQueue()
+        for r in heapq.merge(self.queue, requests, key=lambda r: r.arrival):
+            queue.push(r)
+        self.queue = queue
+
     def take(self, now: float, cap: int) -> Batch:
         b = min(self.batch, cap)
         requests = tuple(pop_rows(self.queue, b))
@@ -114,8 +129,15 @@ class _PlanScheduler:
         self._credit = [0.0] * len(self.tuples)
         self._lanes_of: list[list[_Lane]] = [self.make_lanes(t) for t in self.tuples]
         self._next_lane = [0] * len(self.tuples)
-        self._bound: set[int] = set()
-        self._slots: list[list[int]] = [[] for _ in self.tuples]
+        self._present: frozenset[int] | None = None
+        """Instance ids of the last ``decide`` (None before the first)."""
+        self._slots: list[list[int | None]] = [[None] * t.count for t in self.tuples]
+        """Per tuple, its machine slots: the instance id bound to each, None while it lacks one."""
+        self._live: list[_Lane] = []
+        """Lanes with at least one machine."""
+        self._next_live = 0
+        self._stranded = False
+        """Whether a lane with no machine may hold requests."""
         self._cap = max(t.batch for t in self.tuples)
         self._pending = 0
         self.max_queue_size = max_queue_size
@@ -125,8 +147,8 @@ class _PlanScheduler:
         """The lanes of tuple ``t``."""
         raise NotImplementedError
 
-    def bind_lanes(self, lanes: list[_Lane], slots: list[int]) -> None:
-        """Give ``lanes`` their machines once the tuple's instance ids are known."""
+    def bind_lanes(self, lanes: list[_Lane], slots: list[int | None]) -> None:
+        """Give ``lanes`` their machines from the tuple's slots (None: a slot with no machine)."""
         raise NotImplementedError
 
     # -- Scheduler contract ------------------------------------------------------------------
@@ -144,23 +166,24 @@ class _PlanScheduler:
     def submit(self, now: float, request: Request) -> Drop | None:
         if self.max_queue_size and self._pending >= self.max_queue_size:
             return Drop(request, DropReason.QUEUE_FULL)
-        t = self._pick_tuple()
-        lanes = self._lanes_of[t]
-        lane = lanes[self._next_lane[t] % len(lanes)]
-        self._next_lane[t] += 1
+        lane = self._lane_for(self._pick_tuple())
+        if not lane.instances:
+            self._stranded = True
         lane.queue.push(request)
         self._pending += 1
         return None
 
     def decide(self, now: float, instances: Sequence[InstanceView]) -> list[Decision]:
         self._bind(instances)
+        if self._stranded and self._live:
+            self._rehome()
         by_id = {i.id: i for i in instances}
         used: dict[int, int] = {}
         out: list[Decision] = []
         wake = math.inf
         for lanes in self._lanes_of:
             for lane in lanes:
-                while len(lane.queue):
+                while lane.instances and len(lane.queue):
                     ready = lane.ready_at(self.budget, self._cap)
                     if ready > now:
                         wake = min(wake, ready)
@@ -207,26 +230,89 @@ class _PlanScheduler:
         credit[best] -= 1.0
         return best
 
+    def _lane_for(self, t: int) -> _Lane:
+        """The next lane of tuple ``t`` that has a machine; any lane with one when ``t`` has none;
+        with none anywhere (no instance known), the next lane of ``t``."""
+        lanes = self._lanes_of[t]
+        for _ in range(len(lanes)):
+            lane = lanes[self._next_lane[t] % len(lanes)]
+            self._next_lane[t] += 1
+            if lane.instances or not self._live:
+                return lane
+        lane = self._live[self._next_live % len(self._live)]
+        self._next_live += 1
+        return lane
+
     def _bind(self, instances: Sequence[InstanceView]) -> None:
-        """Match instances seen for the first time to tuples: same hardware first, then any tuple
-        still short of machines."""
-        new = sorted((i for i in instances if i.id not in self._bound), key=lambda i: i.id)
-        if not new:
+        """Follow the instances listed: forget ids no longer there, and bind the others not yet
+        bound to tuples still short of machines (same hardware first, then any)."""
+        present = frozenset(i.id for i in instances)
+        if present == self._present:
             return
-        for i in new:
-            self._bound.add(i.id)
+        self._present = present
+        bound: set[int] = set()
+        for slots in self._slots:
+            for k, iid in enumerate(slots):
+                if iid is None:
+                    continue
+                if iid in present:
+                    bound.add(iid)
+                else:
+                    slots[k] = None
+        new = sorted((i for i in instances if i.id not in bound), key=lambda i: i.id)
         for strict in (True, False):
             rest = []
             for inst in new:
                 for t, tup in enumerate(self.tuples):
-                    if len(self._slots[t]) < tup.count and (not strict or tup.hardware == inst.hardware):
-                        self._slots[t].append(inst.id)
+                    slots = self._slots[t]
+                    if None in slots and (not strict or tup.hardware == inst.hardware):
+                        slots[slots.index(None)] = inst.id
                         break
                 else:
                     rest.append(inst)
             new = rest
         for lanes, slots in zip(self._lanes_of, self._slots, strict=True):
             self.bind_lanes(lanes, slots)
+        self._live = [lane for lanes in self._lanes_of for lane in lanes if lane.instances]
+        self._reweigh()
+        self._stranded = True
+
+    def _reweigh(self) -> None:
+        """Split the stream among the tuples that have a machine (all tuples when none has)."""
+        live = [any(lane.instances for lane in lanes) for lanes in self._lanes_of]
+        if not any(live):
+            live = [True] * len(self.tuples)
+        rates = [t.rate if ok else 0.0 for t, ok in zip(self.tuples, live, strict=True)]
+        total = sum(rates)
+        n = sum(live)
+        weights = [
+            (r / total if total > 0 else 1 / n) if ok else 0.0 for r, ok in zip(rates, live, strict=True)
+        ]
+        if weights != self._weights:
+            self._weights = weights
+            self._credit = [0.0] * len(self.tuples)
+
+    def _rehome(self) -> None:
+        """Move the requests of lanes with no machine to lanes with one: their tuple's first, in
+        turn, else any."""
+        for lanes in self._lanes_of:
+            targets = [lane for lane in lanes if lane.instances] or self._live
+            moved: list[Request] = []
+            for lane in lanes:
+                if not lane.instances:
+                    while len(lane.queue):
+                        moved.append(lane.queue.pop())
+            if not moved:
+                continue
+            moved.sort(key=lambda r: (r.arrival, r.id))
+            shares: list[list[Request]] = [[] for _ in targets]
+            for r in moved:
+                shares[self._next_live % len(targets)].append(r)
+                self._next_live += 1
+            for lane, share in zip(targets, shares, strict=True):
+                if share:
+                    lane.absorb(share)
+        self._stranded = False
 
     @staticmethod
     def _free(lane: _Lane, by_id: Mapping[int, InstanceView], used: Mapping[int, int]) -> InstanceView | None:
@@ -248,8 +334,8 @@ class HarpagonDispatcher(_PlanScheduler):
     def make_lanes(self, t: TupleRoute) -> list[_Lane]:
         return [_Lane(t.batch, t.exec_time + t.wait, t.dummy_rate)]
 
-    def bind_lanes(self, lanes: list[_Lane], slots: list[int]) -> None:
-        lanes[0].instances = list(slots)
+    def bind_lanes(self, lanes: list[_Lane], slots: list[int | None]) -> None:
+        lanes[0].instances = [iid for iid in slots if iid is not None]
 
 
 class RoundRobinPlanDispatcher(_PlanScheduler):
@@ -258,9 +344,9 @@ class RoundRobinPlanDispatcher(_PlanScheduler):
     def make_lanes(self, t: TupleRoute) -> list[_Lane]:
         return [_Lane(t.batch, t.exec_time + t.wait, t.dummy_rate / t.count) for _ in range(t.count)]
 
-    def bind_lanes(self, lanes: list[_Lane], slots: list[int]) -> None:
-        for lane, iid in zip(lanes, slots, strict=False):
-            lane.instances = [iid]
+    def bind_lanes(self, lanes: list[_Lane], slots: list[int | None]) -> None:
+        for lane, iid in zip(lanes, slots, strict=True):
+            lane.instances = [] if iid is None else [iid]
 
 
 class TupleParams(PolicyParams):
