@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.http as th
@@ -144,6 +145,7 @@ def test_cli_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
 _SLOW_START = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from server_fakes import FakeBackends
 from sloserve.runtime.service import ServeOptions, serve
 fakes = FakeBackends()
@@ -268,3 +270,22 @@ def test_a_model_that_fails_to_load_stops_the_start_unless_told_to_serve_the_res
         assert index["broken"]["state"] == "UNAVAILABLE" and "slo_ms" in index["broken"]["reason"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_grpcs_plain_text_messages_are_off_unless_asked_for(tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by review: out of file descriptors, gRPC's C core wrote plain-text lines ("File
+    descriptor limit reached. Retrying.") into the JSON-lines log once a second. GRPC_VERBOSITY
+    is read when grpc is imported, so ``serve`` sets it before starting the service."""
+    import sloserve.runtime.service as service
+    from sloserve.cli import main
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(service, "serve", lambda options: seen.append(os.environ.get("GRPC_VERBOSITY")) or 0)
+    argv = ["serve", str(tmp_path), "--log-level", "error"]
+    for given in (None, "ERROR"):
+        if given is None:
+            monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+        else:
+            monkeypatch.setenv("GRPC_VERBOSITY", given)
+        assert main(argv) == 0
+    assert seen == ["NONE", "ERROR"]  # off by default; the operator's own setting is kept

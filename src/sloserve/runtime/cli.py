@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def _serve(args: argparse.Namespace) -> int:
     from sloserve.runtime.service import ServeOptions, serve
 
     configure_logging(args.log_level)
+    # gRPC's C core writes plain-text lines to stderr (e.g. "File descriptor limit reached" once a
+    # second), not the server's JSON lines; read when grpc is imported, so set before the service
+    # imports it. GRPC_VERBOSITY=ERROR in the environment brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     repository = args.repository
     if repository is None:
         from sloserve.runtime.demo.repository import ensure_demo_repository

@@ -5,7 +5,9 @@ Methods: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, Mod
 ``contents`` or ``raw_input_contents``; answers with ``raw_output_contents``), ModelStreamInfer
 (Triton's bidirectional stream of the same requests: each is scheduled as it is read, with its
 deadline counted from then, and answered when it ends, in the order they end; a refusal is a
-response with ``error_message`` and the request's ``id``, and the stream goes on), ModelConfig,
+response with ``error_message`` and the request's ``id``, and the stream goes on; at most
+:data:`STREAM_WINDOW` of a stream's requests are read and not yet answered, so a client that does
+not read its answers is held back by gRPC's flow control), ModelConfig,
 ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload, and Triton's system
 shared-memory extension: SystemSharedMemoryStatus, SystemSharedMemoryRegister,
 SystemSharedMemoryUnregister (the same registry as the HTTP routes; inputs and outputs name regions
@@ -53,6 +55,12 @@ log = logging.getLogger("sloserve.runtime")
 
 _MAX_SEND_BYTES = 2**31 - 1
 """gRPC's largest message: what an answer may be (the request limit is ``--max-body-mb``)."""
+
+STREAM_WINDOW = 32
+"""Requests of one ModelStreamInfer stream read but whose answer has not yet been sent (as many as
+an HTTP connection's pipeline holds before it stops reading). The stream's next request is read only
+once an answer has been handed to gRPC: a client that stops reading its answers stalls the server's
+sends (HTTP/2 flow control), then its own sends, instead of having answers pile up in the server."""
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -253,9 +261,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def ModelStreamInfer(self, requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
         """Answers each request of the stream as it ends (see the module docstring); the stream ends
-        once the client has closed its side and every request read has been answered."""
+        once the client has closed its side and every request read has been answered. The next
+        request is read only while fewer than :data:`STREAM_WINDOW` read have no answer sent."""
         header = _timeout_header(context)
-        answers: asyncio.Queue[Any] = asyncio.Queue()
+        answers: asyncio.Queue[Any] = asyncio.Queue()  # holds at most STREAM_WINDOW answers
+        window = asyncio.Semaphore(STREAM_WINDOW)  # taken to read a request, given back once sent
         running: set[asyncio.Task[None]] = set()
 
         async def one(request: Any, received: float) -> None:
@@ -273,7 +283,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
         async def read() -> None:
             try:
-                async for request in requests:
+                incoming = aiter(requests)
+                while True:
+                    await window.acquire()  # before reading: a full window leaves it with gRPC
+                    try:
+                        request = await anext(incoming)
+                    except StopAsyncIteration:
+                        break
                     task = asyncio.create_task(one(request, time.monotonic()))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -285,7 +301,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         reader = asyncio.create_task(read())
         try:
             while (response := await answers.get()) is not None:
-                yield response
+                yield response  # returns once gRPC has taken it (flow control permitting)
+                window.release()
             await reader  # a failed read of the stream ends the call with its error
         finally:  # all answered, or the client went away: nothing is left to answer
             for task in (reader, *running):
@@ -378,17 +395,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         return response
 
 
+_STOP_QUIET_S = 0.1
+"""At stop: how long no new call may have been handed to a handler before gRPC is shut down."""
+_STOP_HOLD_S = 0.5
+"""At stop: the longest the wait for that quiet may take (at most half the grace period)."""
+
+
 class ArrivalStamp(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
     """Notes when a call reached the server, before its message is read and decoded (in the call's
     own task, so its handler sees it): its deadline budget counts from then, as over HTTP from the
-    first byte."""
+    first byte.
+
+    Also what :meth:`GrpcServer.stop` needs: when the last call was handed over (:attr:`last`), and,
+    while the server stops (:attr:`holding`), holds each call that arrives until :attr:`released`
+    is set, once gRPC has sent its GOAWAY."""
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+        self.holding = False
+        self.released = asyncio.Event()
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        RECEIVED.set(time.monotonic())
+        RECEIVED.set(now := time.monotonic())
+        self.last = now
+        if self.holding:  # the server is stopping: its refusal ("shutting down") waits for GOAWAY
+            await self.released.wait()
         return await continuation(handler_call_details)
 
 
@@ -399,6 +434,7 @@ class GrpcServer:
         self.server = server
         self.max_message_bytes = max_message_bytes
         self._grpc: grpc.aio.Server | None = None
+        self._arrivals = ArrivalStamp()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port."""
@@ -409,7 +445,7 @@ class GrpcServer:
             ("grpc.max_send_message_length", _MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ]
-        self._grpc = grpc.aio.server(options=options, interceptors=[ArrivalStamp()])
+        self._grpc = grpc.aio.server(options=options, interceptors=[self._arrivals])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.server), self._grpc)
         try:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address
@@ -422,5 +458,29 @@ class GrpcServer:
         return int(bound)
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
+        """Stop listening; calls in progress get ``grace`` seconds, then are cancelled.
+
+        Called once the core is draining or stopped, so that every call a handler gets is refused
+        with UNAVAILABLE "the server is shutting down". gRPC's C core ends a call it has not yet
+        handed to a handler when it shuts down with CANCELLED and no reason (it "zombifies" its
+        pending calls), so first the calls that reach the server are held until none has come for
+        :data:`_STOP_QUIET_S` (at most :data:`_STOP_HOLD_S`): what the core had queued reaches a
+        handler, and the clients, waiting on held calls, send no more. The held calls are let go
+        once gRPC has sent its GOAWAY, so a client that tries again opens a new connection (refused)
+        rather than landing a call on this one as it closes. A call that still lands between the
+        quiet and the GOAWAY ends CANCELLED: grpc.aio offers no way to send GOAWAY before that."""
+        if self._grpc is None:
+            return
+        arrivals = self._arrivals
+        arrivals.holding = True
+        start = time.monotonic()
+        give_up = start + min(_STOP_HOLD_S, grace / 2)
+        while (now := time.monotonic()) < give_up:
+            quiet_from = max(arrivals.last, start) + _STOP_QUIET_S
+            if now >= quiet_from:
+                break
+            await asyncio.sleep(min(quiet_from, give_up) - now)
+        stopping = asyncio.ensure_future(self._grpc.stop(grace))
+        await asyncio.sleep(0)  # its first step shuts the C core down, which sends the GOAWAY
+        arrivals.released.set()
+        await stopping
