@@ -41,6 +41,8 @@ load sweep and capacity search. Every field is checked by pydantic through
       payload_bytes: 0           # mean payload, only with `network`; payload_cv (<= 100): lognormal sizes
     loads: [0.5, 0.8, 1.0]       # optional rate multipliers: attainment-vs-load plot
     capacity: {target: 0.99, lo: 10, hi: 2000, tol: 0.02}   # optional capacity search
+    # rates (capacity, lo, hi, the sweep's) are the workload's mean rate as configured (an MMPP's
+    # time-weighted mean; a trace's target_rate, or without one the main seed's drawn rate)
 
 Kinds and their fields: ``poisson`` (rate, duration_s), ``gamma`` (rate, cv, duration_s), ``mmpp``
 (rate_on, rate_off, mean_on_s, mean_off_s, duration_s), ``piecewise`` (rates, segment_s),
