@@ -38,7 +38,17 @@ it gives direct control over what the issue asks for at the connection level:
   over HTTP/1.1; CONNECT gets 501;
 - ``Expect: 100-continue`` is answered once the request is the connection's oldest unanswered one
   and its body has not all come (never to an HTTP/1.0 client);
-- an absolute-form target (``http://host/v2/...``) is served as its path and query.
+- an absolute-form target (``http://host/v2/...``) is served as its path and query;
+- backpressure: while the transport's write buffer is above its high-water mark (a client that
+  does not read its answers), the connection neither reads nor starts its next queued request
+  (``pause_writing`` / ``resume_writing``, as uvicorn and aiohttp do); at most
+  :data:`MAX_PIPELINE` requests wait behind the one being served (more only within one read);
+- shutdown: from :meth:`HttpServer.drain` on, an answer carries ``Connection: close`` unless more
+  requests are queued behind it; :meth:`HttpServer.stop` gives idle connections a short grace to
+  send the request that may be on its way (answered, then closed), then closes them gracefully: a
+  half-close, then what still arrives is read and discarded for a short while, never left unread
+  (closing a socket with unread data resets the connection, and the reset can destroy answers the
+  client has not read yet).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
 import time
 from collections import deque
@@ -75,6 +86,12 @@ of two different values would otherwise win in silence."""
 Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[HttpResponse]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+MAX_PIPELINE = 32
+"""Requests a connection holds queued behind the one being served before it stops reading."""
+LINGER_SECONDS = 0.5
+"""How long a connection closed by the server (at shutdown) reads and discards what still arrives
+after its half-close, waiting for the client to close its side."""
 
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -182,6 +199,13 @@ class _Connection(asyncio.Protocol):
         """An error response to write once the requests before it are answered, then close."""
         self.read_closed = False
         """The client closed its side: answer what it sent, then close."""
+        self.write_paused = False
+        """The transport's write buffer is above its high-water mark: neither read nor serve."""
+        self.writable: asyncio.Future[None] | None = None
+        """What the worker awaits while writing is paused (resolved by resume_writing, or when the
+        connection is lost)."""
+        self.linger: asyncio.TimerHandle | None = None
+        """Ends a graceful close (:meth:`close_gracefully`) the client did not end itself."""
 
     # -- asyncio.Protocol --
 
@@ -202,10 +226,36 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.expires = math.inf
         self.queue.clear()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        self._wake_writer()
         if self.worker is not None:
             self.worker.cancel()
         if self.server.on_connection_closed is not None:
             self.server.on_connection_closed(id(self))
+
+    def pause_writing(self) -> None:
+        """Called by the transport once its write buffer passes the high-water mark (the client
+        reads its answers slower than they are written, or not at all): the connection stops
+        reading, and its worker starts no further request, until :meth:`resume_writing`."""
+        self.write_paused = True
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Called by the transport once its write buffer has drained to the low-water mark: the
+        worker goes on, and reading resumes unless the queue is full."""
+        self.write_paused = False
+        self._wake_writer()
+        if self.transport is not None and not self.closing and len(self.queue) <= MAX_PIPELINE:
+            self.transport.resume_reading()
+
+    def _wake_writer(self) -> None:
+        """Called when writing resumes or the connection is lost: frees the worker's wait."""
+        waiter, self.writable = self.writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         """The client closed its side of the connection (a half-close: ``nc -N``, some proxies, a
@@ -400,7 +450,7 @@ class _Connection(asyncio.Protocol):
         self.body = []
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._serve())
-        if len(self.queue) > 32 and self.transport is not None:
+        if len(self.queue) > MAX_PIPELINE and self.transport is not None:
             self.transport.pause_reading()
 
     def _continue_if_due(self) -> None:
@@ -412,22 +462,33 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     async def _serve(self) -> None:
+        """The connection's worker, started when a request is queued and none runs: serves the
+        queue in order, waiting while the transport's write buffer is full (backpressure)."""
         handler = self.server.handler
         CONNECTION.set(id(self))  # this task's context: which connection a request came on
         try:
             while self.queue:  # also once closing after a refused request: those before it are answered
+                if self.write_paused:  # the client is not reading: take nothing more until it does
+                    await self._writable()
+                    if self.transport is None or self.transport.is_closing():
+                        return
+                    continue
                 method, url, headers, body, keep_alive, started = self.queue.popleft()
                 RECEIVED.set(started)  # the handler's budget counts from the first byte
                 response = await handler(method, url, headers, body)
                 if self.transport is None or self.transport.is_closing():
                     return
-                keep_alive = keep_alive and not self.server.stopping
+                if keep_alive and self.server.stopping:  # close after the last request taken
+                    keep_alive = bool(self.queue) or self.in_message or self.last_word is not None
                 self.transport.write(encode_response(response, keep_alive, with_body=method != "HEAD"))
                 if not keep_alive:
-                    self.closing = True
-                    self.transport.close()
+                    if self.server.stopping:
+                        self.close_gracefully()
+                    else:
+                        self.closing = True
+                        self.transport.close()
                     return
-                if len(self.queue) <= 32 and not self.closing:
+                if len(self.queue) <= MAX_PIPELINE and not self.closing and not self.write_paused:
                     self.transport.resume_reading()
         finally:
             self.worker = None
@@ -439,6 +500,41 @@ class _Connection(asyncio.Protocol):
             elif not self.closing and not self.queue:  # a request begun meanwhile gets its full time
                 self._arm(self.server.request_timeout if self.in_message else self.server.keepalive_timeout)
                 self._continue_if_due()
+
+    async def _writable(self) -> None:
+        """Called by the worker while writing is paused: returns once it resumes (or the
+        connection is lost; a cancelled worker is cancelled here too)."""
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+        await self.writable
+
+    def close_gracefully(self) -> None:
+        """Called to close a connection the client may still be sending on (the server is
+        stopping): half-closes it (the client reads to the end of the stream after the answers
+        written), then reads and discards whatever still arrives until the client closes its side
+        or :data:`LINGER_SECONDS` pass. Closing with data unread would reset the connection, and a
+        reset can destroy answers the client has not read yet."""
+        self.closing = True
+        self.expires = math.inf
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()  # data_received discards while closing; eof_received closes
+        self.linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._linger_over)
+
+    def _linger_over(self) -> None:
+        """Called :data:`LINGER_SECONDS` after a graceful close the client has not ended: closes."""
+        self.linger = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def idle(self) -> bool:
+        """Whether the connection has nothing to answer: no request being served, queued or begun."""
+        return self.worker is None and not self.in_message and not self.closing
 
     def _arm(self, timeout: float | None) -> None:
         """Set (or with None clear) the time this connection may stay as it is; a float, not a
@@ -510,6 +606,8 @@ class HttpServer:
         """Seconds between two checks of the connections' timeouts (a timeout fires up to this late)."""
         self._sweeper: asyncio.TimerHandle | None = None
         self.loop_time: Callable[[], float] = time.monotonic
+        self.stop_grace = 0.3
+        """Seconds :meth:`stop` leaves idle connections to send a request that may be on its way."""
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with ``port=0``)."""
@@ -529,21 +627,45 @@ class HttpServer:
             conn.timed_out()
         self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval, self._sweep)
 
-    async def stop(self) -> None:
-        """Stop listening; close idle connections; busy ones close after their current response."""
+    def _shrink_backlog(self) -> None:
+        """Called by :meth:`stop` just before the listener closes. Closing a listening socket
+        resets the connections still in its accept queue, whose clients may have sent a request
+        already; with a backlog of 0 the kernel queues (almost) no new connection (a client's SYN
+        is dropped, and its retry finds the port closed: refused, nothing sent) while the loop
+        accepts those queued."""
+        assert self._server is not None
+        for sock in self._server.sockets:
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as listener:
+                listener.listen(0)
+
+    def drain(self) -> None:
+        """Called when the service begins to drain (before its models finish their queues): from
+        now on each answer carries ``Connection: close`` unless more requests are queued behind it
+        on its connection, so clients move off before the listener closes."""
         self.stopping = True
+
+    async def stop(self, grace: float | None = None, timeout: float = 3.0) -> None:
+        """Stop listening. Connections still serving close after their last answer; idle ones get
+        ``grace`` seconds (default :attr:`stop_grace`) to send the request that may be on its way
+        (answered with ``Connection: close``), then are closed gracefully (half-close, then what
+        arrives is read and discarded); whatever is left after ``timeout`` seconds is aborted."""
+        self.drain()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        loop = asyncio.get_running_loop()
         if self._server is not None:
+            self._shrink_backlog()
+            await asyncio.sleep(0.01)  # the loop accepts the connections already queued
             self._server.close()
+        start = loop.time()
+        grace_end = start + (self.stop_grace if grace is None else grace)
+        while self.connections and loop.time() < grace_end:
+            await asyncio.sleep(0.02)
         for conn in list(self.connections):
-            if conn.worker is None and conn.transport is not None:
-                conn.closing = True
-                conn.transport.close()
-        for _ in range(50):
-            if not self.connections:
-                break
+            if conn.idle():
+                conn.close_gracefully()
+        while self.connections and loop.time() < start + timeout:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             if conn.transport is not None:

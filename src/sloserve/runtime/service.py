@@ -140,7 +140,12 @@ class Service:
         await self.core.start()
 
     async def stop(self) -> None:
-        """Drain: refuse new work, finish queued requests, then close the listeners."""
+        """Called once, at SIGTERM / SIGINT (or a failed start): drain (refuse new work, finish
+        queued requests), then close the listeners. HTTP answers carry ``Connection: close`` from
+        the start of the drain, so keep-alive clients leave while the listener still answers."""
+        self.http.drain()
+        if self.metrics_http is not None:
+            self.metrics_http.drain()
         await self.core.shutdown(self.options.drain_timeout)
         await self.http.stop()
         if self.decode_pool is not None:
