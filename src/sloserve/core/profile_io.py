@@ -14,7 +14,7 @@ profiles:
     alpha_ms: 1.0
     beta_ms: 0.25
     tail_factor: 1.1         # p99 / median (default 1)
-    max_batch: 64
+    max_batch: 64            # at most 4096, as batch sizes in points (MAX_PROFILE_BATCH)
   - model: bert
     kind: sponge             # latency = gamma*b/c + delta*b + epsilon/c + eta
     gamma_ms: 3.0
@@ -27,13 +27,15 @@ Times in files are milliseconds; in memory they are seconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from sloserve.core.config import StrictModel, load_model_file, validate, write_document
+from sloserve.core.config import ConfigError, StrictModel, read_document, validate, write_document
 from sloserve.core.profiles import (
+    MAX_PROFILE_BATCH,
     AffineProfile,
     ModelProfile,
     ProfilePoint,
@@ -49,7 +51,7 @@ PositiveMs = Annotated[float, Field(ge=0)]
 
 
 class _PointSchema(StrictModel):
-    batch: int = Field(ge=1)
+    batch: int = Field(ge=1, le=MAX_PROFILE_BATCH)
     cores: int = Field(default=1, ge=1)
     instances: int = Field(default=1, ge=1)
     median_ms: float = Field(gt=0)
@@ -88,7 +90,7 @@ class _AffineSchema(_Common):
     alpha_ms: PositiveMs
     beta_ms: PositiveMs
     tail_factor: float = Field(default=1.0, ge=1.0)
-    max_batch: int = Field(default=128, ge=1)
+    max_batch: int = Field(default=128, ge=1, le=MAX_PROFILE_BATCH)
 
     @model_validator(mode="after")
     def _takes_time(self) -> _AffineSchema:
@@ -104,7 +106,7 @@ class _SpongeSchema(_Common):
     epsilon_ms: PositiveMs
     eta_ms: PositiveMs
     tail_factor: float = Field(default=1.0, ge=1.0)
-    max_batch: int = Field(default=128, ge=1)
+    max_batch: int = Field(default=128, ge=1, le=MAX_PROFILE_BATCH)
 
     @model_validator(mode="after")
     def _takes_time(self) -> _SpongeSchema:
@@ -205,6 +207,15 @@ def profile_to_dict(p: ModelProfile) -> dict[str, Any]:
 
 def profiles_from_data(data: Any, source: str = "<data>") -> ProfileSet:
     """Validate plain data in the profile file format and build a :class:`ProfileSet`."""
+    if data is None:
+        raise ConfigError(
+            f"{source}: the file is empty; a profile file holds 'format: {FORMAT}' and a 'profiles' list"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping with 'format' and 'profiles', got {type(data).__name__} "
+            f"{str(data)[:40]!r}"
+        )
     parsed = validate(ProfileFileSchema, data, source)
     out = ProfileSet()
     for s in parsed.profiles:
@@ -214,11 +225,7 @@ def profiles_from_data(data: Any, source: str = "<data>") -> ProfileSet:
 
 def load_profiles(path: str | Path) -> ProfileSet:
     """Read a profile file; raises ``ConfigError`` naming the file and field on bad input."""
-    parsed = load_model_file(ProfileFileSchema, path)
-    out = ProfileSet()
-    for s in parsed.profiles:
-        out.add(_from_schema(s))
-    return out
+    return profiles_from_data(read_document(path), str(path))
 
 
 def save_profiles(profiles: ProfileSet | list[ModelProfile], path: str | Path) -> None:

@@ -22,6 +22,10 @@ from typing import Protocol
 import numpy as np
 from scipy.optimize import lsq_linear
 
+MAX_PROFILE_BATCH = 4096
+"""Largest batch size a profile may hold (``runtime.model_config.MAX_BATCH_SIZE``, the largest
+``max_batch_size`` a model may have): batchers walk the sizes up to a profile's ``max_batch``."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProfilePoint:
@@ -334,6 +338,7 @@ def max_batch_within(profile: ModelProfile, budget: float, cores: int = 1, *, ta
 
 
 __all__ = [
+    "MAX_PROFILE_BATCH",
     "AffineProfile",
     "ModelProfile",
     "ProfilePoint",

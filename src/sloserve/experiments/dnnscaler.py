@@ -22,7 +22,7 @@ device time each extra co-located inference adds once the device is saturated. T
 (3) Measured demo-model profiles written by ``sloserve profile`` when such files exist
 (``results/profiles/*.yaml`` or ``--profiles``): batch latency as measured at one instance,
 co-location by the measured ``s(k)`` (not the per-point medians at k instances, which time
-slicing makes optimistic when instances outnumber cores).
+slicing makes optimistic when instances outnumber cores); a profile without ``s(k)`` is refused.
 
 **SLOs.** The published ones (the authors' run scripts); for the three pairs without one, the
 sibling model's SLO scaled by the batch-1 latency ratio; for (2) and (3), the median multiple of
@@ -194,13 +194,21 @@ def batch_profile_cases() -> list[Case]:
 
 def measured_cases(paths: Sequence[Path]) -> list[Case]:
     """Profiles written by ``sloserve profile`` (each file may hold several); a tabulated one is
-    used at one instance, with its measured slowdown ``s(k)`` for co-location."""
+    used at one instance, with its measured slowdown ``s(k)`` for co-location. A profile without
+    one (measured at one instance only) is a ConfigError: multi-tenancy would look free."""
     from sloserve.core.config import ConfigError
     from sloserve.core.profile_io import load_profiles
 
     out = []
     for path in paths:
         for measured in load_profiles(path).profiles.values():
+            if len(getattr(measured, "slowdown", ())) < 2:
+                raise ConfigError(
+                    f"{path}: model {measured.model!r} ({measured.hardware}): no slowdown s(k) for "
+                    "co-located instances (a profile measured at one instance), so multi-tenancy "
+                    "would look free; measure it with `sloserve profile MODEL --instances 1,2,...` "
+                    "(up to the instance counts to compare, e.g. 1,2,3,4)"
+                )
             prof = measured
             if isinstance(measured, TabulatedProfile) and measured.slowdown:
                 # co-location by the measured s(k) only: per-point medians at more instances than

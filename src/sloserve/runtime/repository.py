@@ -438,10 +438,22 @@ class ModelRepository:
         )
 
     def _profile(self, directory: Path, config: ModelConfig, name: str) -> ModelProfile | None:
+        """The model's profile from its config's ``profile`` file: its only entry for ``name``, or,
+        where the file has several hardware types, the one for ``cpu`` (what this server runs on)."""
         if config.profile is None:
             return None
-        profiles = load_profiles(directory / config.profile)
+        path = directory / config.profile
+        profiles = load_profiles(path)
+        if (name, "cpu") in profiles.profiles:
+            return profiles.get(name, "cpu")
         try:
             return profiles.get(name)
-        except KeyError:
-            raise ConfigError(f"{directory / config.profile}: no profile for model {name!r}") from None
+        except KeyError as exc:
+            reason = str(exc.args[0]) if exc.args else f"no profile for model {name!r}"
+            hardware = profiles.hardware_for(name)
+            if len(hardware) > 1:
+                reason = (
+                    f"model {name!r} has profiles on hardware {hardware} but none on 'cpu', "
+                    "the hardware this server runs on"
+                )
+            raise ConfigError(f"{path}: profile: {reason}") from None

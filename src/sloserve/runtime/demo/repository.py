@@ -4,10 +4,12 @@ Layout (what the server's model repository reads)::
 
     <root>/<model>/model.onnx      # the graph with seeded random weights
     <root>/<model>/config.yaml     # runtime.model_config.ModelConfig
-    <root>/<model>/BUILD           # builder version stamp; a stale or missing stamp means rebuild
+    <root>/<model>/BUILD           # builder version stamp; a stale stamp means rebuild
 
 Each model is written into a temporary directory beside its final place and renamed into place,
 so two processes calling :func:`ensure_demo_repository` at once never see a half-written model.
+Only a directory carrying a (one-line) stamp, or an empty one, is replaced: any other directory of
+a demo model's name is the user's, and building there is a :class:`~sloserve.core.config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from sloserve.core.config import ConfigError
 from sloserve.runtime.demo.models import DEMO_MODELS, DemoModel
 
 BUILD_VERSION = "sloserve-demo/2"
@@ -63,10 +66,27 @@ def _is_current(directory: Path) -> bool:
         return False
 
 
+def _is_demo_build(directory: Path) -> bool:
+    """Whether ``directory`` was built here, current or stale (a one-line ``BUILD`` stamp, of any
+    version), or is empty: safe to replace. (A Bazel ``BUILD`` file has more than one line.)"""
+    try:
+        with (directory / "BUILD").open(encoding="utf-8") as f:
+            if len(f.read(200).strip().splitlines()) == 1:
+                return True
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        return directory.is_dir() and not any(directory.iterdir())
+    except OSError:
+        return False
+
+
 def build_demo_model(name: str, root: str | Path, *, model: DemoModel | None = None) -> Path:
     """Build demo model ``name`` into ``root/name`` unless a current build is there; returns that directory.
 
-    ``model`` overrides the default-sized graph (tests pass smaller variants).
+    ``model`` overrides the default-sized graph (tests pass smaller variants). A ``root/name``
+    that is not a demo build (no stamp: the user's own model, or a file), or a ``root`` that cannot
+    be made or written, is a :class:`ConfigError` naming it; nothing of the user's is replaced.
     """
     if name not in DEMO_MODELS:
         raise KeyError(f"unknown demo model {name!r}; known: {sorted(DEMO_MODELS)}")
@@ -74,6 +94,21 @@ def build_demo_model(name: str, root: str | Path, *, model: DemoModel | None = N
     final = root / name
     if _is_current(final):
         return final
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a directory: cannot build demo model {name!r} in it")
+    if (final.exists() or final.is_symlink()) and not _is_demo_build(final):
+        raise ConfigError(
+            f"{final} exists and is not a sloserve demo build (no {final / 'BUILD'} stamp); not "
+            f"replacing it: give another repository, or move {final} away"
+        )
+    try:
+        return _build(name, root, final, model)
+    except OSError as exc:
+        raise ConfigError(f"{root}: cannot build demo model {name!r} there: {exc.strerror or exc}") from None
+
+
+def _build(name: str, root: Path, final: Path, model: DemoModel | None) -> Path:
+    """Write the model into a temporary directory in ``root`` and rename it to ``final``."""
     root.mkdir(parents=True, exist_ok=True)
     built = model or DEMO_MODELS[name]()
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
@@ -84,7 +119,7 @@ def build_demo_model(name: str, root: str | Path, *, model: DemoModel | None = N
         )
         (tmp / "config.yaml").write_text(text, encoding="utf-8")
         (tmp / "BUILD").write_text(BUILD_VERSION + "\n", encoding="utf-8")
-        if final.exists() and not _is_current(final):  # stale build: move it aside, then replace
+        if final.exists() and not _is_current(final) and _is_demo_build(final):  # stale: replace
             stale = Path(tempfile.mkdtemp(prefix=f".{name}-stale-", dir=root))
             with contextlib.suppress(OSError):
                 final.rename(stale / name)
