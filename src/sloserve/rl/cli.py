@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "train-rl",
         help="train the RL QoS scheduler (PPO/DQN, CPU) on a heterogeneous pool in the simulator",
         description="Train the RL scheduler of a QoS setup file (sloserve-qos/v1; see "
-        "examples/qos/pool.yaml) and save OUT.zip + OUT.json, usable as scheduler 'qos_rl'.",
+        "examples/qos/pool.yaml) and save OUT.zip + OUT.json, scheduler 'qos_rl' of `sloserve "
+        "experiment qos` (it chooses among the setup's variants).",
     )
     p.add_argument("config", help="QoS setup file (YAML/JSON)")
     p.add_argument(
@@ -72,7 +73,7 @@ def _handler(args: argparse.Namespace) -> int:
     result, seconds = train_with_progress(setup, out=args.out, params=params)
     Console().print(
         f"saved {result.path} (+ {result.path.with_suffix('.json').name}): {result.timesteps} decisions, "
-        f"{result.episodes} episodes, {seconds:.0f} s; use it as scheduler 'qos_rl' with "
-        f"params {{model_path: {result.path}}}"
+        f"{result.episodes} episodes, {seconds:.0f} s; compare it with `sloserve experiment qos --config "
+        f"{args.config} --policy {result.path}`"
     )
     return 0

@@ -3,7 +3,7 @@
 :func:`serve` runs until SIGTERM/SIGINT, then drains (health turns not-ready at once, queued
 requests finish, then the listeners close); during start-up it stops after the model being loaded,
 without loading the rest. :class:`BackgroundServer` runs the same thing on a thread with its own
-event loop, for tests and benchmarks (ephemeral ports by default).
+event loop, for tests and benchmarks (give ports 0 for ephemeral ones; the defaults are 8000–8002).
 """
 
 from __future__ import annotations
