@@ -295,7 +295,8 @@ def test_grpc_bad_cases(grpc_client: tg.InferenceServerClient, make_region: Make
     bad = grpc.StatusCode.INVALID_ARGUMENT
     refused(lambda: grpc_client.register_system_shared_memory("r", missing, 64), bad, "no shared memory")
     grpc_client.register_system_shared_memory("r", key, x.nbytes)
-    refused(lambda: grpc_client.register_system_shared_memory("r", key, x.nbytes), bad, "already registered")
+    dup = grpc.StatusCode.ALREADY_EXISTS  # as Triton answers (HTTP: 400)
+    refused(lambda: grpc_client.register_system_shared_memory("r", key, x.nbytes), dup, "already registered")
     refused(lambda: grpc_client.get_system_shared_memory_status("nope"), grpc.StatusCode.NOT_FOUND, "nope")
 
     def infer_from(region: str, byte_size: int) -> object:

@@ -22,7 +22,7 @@ from sloserve.core.config import unique_keys
 from sloserve.runtime.backend import DATATYPE_TO_NUMPY, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
-    from sloserve.runtime.shared_memory import SystemSharedMemory
+    from sloserve.runtime.shared_memory import Region, SystemSharedMemory
 
 
 class ProtocolError(Exception):
@@ -59,6 +59,14 @@ class ShmRef:
     region: str
     byte_size: int
     offset: int = 0
+    mapped: Region | None = field(default=None, compare=False, repr=False)
+    """The region registered under ``region`` when the request was decoded (set by the registry as
+    it checks the tensor): the request reads or writes that one even if the name is unregistered or
+    registered again meanwhile, and keeps its mapping alive until the request is gone."""
+
+    def hold(self, region: Region) -> None:
+        """Keep ``region`` as the one this tensor is in (once, by the registry)."""
+        object.__setattr__(self, "mapped", region)
 
     def parameters(self) -> dict[str, Any]:
         """The parameters as a client sends them (the offset only when it is not zero)."""
@@ -341,9 +349,11 @@ def decode_http_infer(
 ) -> InferRequest:
     """Decode an infer body: JSON, or a JSON header of ``header_length`` bytes then binary tensors.
 
-    Inputs and outputs may name regions of ``shm`` (Triton's system shared-memory extension): an
-    input is then read from the region, and an output's region is checked here and written by
-    :meth:`SystemSharedMemory.write_outputs` when the model has run it, before it counts as answered.
+    Inputs and outputs may name regions of ``shm`` (Triton's system shared-memory extension), each
+    checked here against the region registered under its name, which the request then holds: an
+    input is read from it by :meth:`SystemSharedMemory.read` (the server's registry: once the model's
+    checks pass), an output written into it by :meth:`SystemSharedMemory.write_outputs` when the
+    model has run it, before it counts as answered.
     """
     tail: bytes | memoryview
     if header_length is None or header_length == len(body):

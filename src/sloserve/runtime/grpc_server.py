@@ -62,13 +62,32 @@ an HTTP connection's pipeline holds before it stops reading). The stream's next 
 once an answer has been handed to gRPC: a client that stops reading its answers stalls the server's
 sends (HTTP/2 flow control), then its own sends, instead of having answers pile up in the server."""
 
-_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
+
+class _StatusCodes:
+    """HTTP status → gRPC status code; a status that names its own code (an ``int`` with a
+    ``grpc_code``: a region name registered twice is a 400 answered ``ALREADY_EXISTS``, as in
+    Triton) gets that one."""
+
+    def __init__(self, codes: dict[int, grpc.StatusCode]) -> None:
+        self._codes = codes
+
+    def get(self, status: int, default: grpc.StatusCode) -> grpc.StatusCode:
+        own = getattr(status, "grpc_code", None)
+        if isinstance(own, str) and own in grpc.StatusCode.__members__:
+            return grpc.StatusCode[own]
+        return self._codes.get(status, default)
+
+
+_CODES = _StatusCodes(
+    {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        404: grpc.StatusCode.NOT_FOUND,
+        405: grpc.StatusCode.UNIMPLEMENTED,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        503: grpc.StatusCode.UNAVAILABLE,
+        507: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 _CONTENTS = {
     "BOOL": "bool_contents",

@@ -136,8 +136,9 @@ class InferenceServer:
         self._repository: ModelRepository | None = None
         self.bad_requests = 0
         """Requests refused before reaching a model (malformed, unknown model, ...)."""
-        self.shared_memory = SystemSharedMemory()
-        """The system shared-memory regions clients registered (HTTP and gRPC share them)."""
+        self.shared_memory = SystemSharedMemory(max_input_bytes=max_body_bytes, defer_reads=True)
+        """The system shared-memory regions clients registered (HTTP and gRPC share them); an input
+        in shared memory is bounded as a body is, and read only once the model's checks pass."""
         self.before_ready: Callable[[ModelRepository], None] | None = None
         """Called once the initial models are loaded, just before the server turns ready (e.g. to
         deploy a plan); an exception stops the start."""
@@ -269,6 +270,9 @@ class InferenceServer:
                     check_classifiable(out.name, known[out.name])
         budget = _budget(request.parameters, header_timeout_ms)
         priority = _priority(request.parameters, model.config.priority_levels)
+        # inputs in shared memory are read only now that the model's checks passed (from the region
+        # each was checked against when decoded, which the request holds even if unregistered since)
+        inputs = self.shared_memory.load_inputs(inputs)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
         def done(outcome: Outcome) -> Outcome:
