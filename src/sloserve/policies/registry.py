@@ -9,6 +9,9 @@ factories take no arguments.
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -49,6 +52,13 @@ SCALERS: dict[str, str] = {
 SCHEDULER_METHODS = ("submit", "decide", "on_complete", "drain", "cancel", "set_max_batch", "__len__")
 """What a scheduler a factory makes must have (:class:`~sloserve.policies.base.Scheduler`)."""
 
+SCALER_ATTRIBUTES = ("interval", "onset_delay")
+SCALER_METHODS = ("on_tick",)
+"""What a scaler a factory makes must have (:class:`~sloserve.policies.base.Scaler`): two values
+(read by the driver) and a method."""
+
+_MISSING = object()
+
 
 def _resolve(kind: str, table: Mapping[str, str], name: str) -> Callable[..., Any]:
     target = table.get(name, name if ":" in name else None)
@@ -63,17 +73,53 @@ def _resolve(kind: str, table: Mapping[str, str], name: str) -> Callable[..., An
 
 
 def _call(kind: str, name: str, factory: Callable[..., Any], *args: Any, **params: Any) -> Any:
+    """``factory(*args, **params)``; a call its signature refuses is "bad parameters", a
+    ``TypeError`` raised inside the factory is the factory's own error (both ``ValueError``)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to read (some builtins): the call alone tells
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **params)
+        except TypeError as exc:
+            raise ValueError(f"{kind} {name!r}: bad parameters {sorted(params)}: {exc}") from None
     try:
         return factory(*args, **params)
     except TypeError as exc:
-        raise ValueError(f"{kind} {name!r}: bad parameters {sorted(params)}: {exc}") from None
+        if signature is None and exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            raise ValueError(f"{kind} {name!r}: bad parameters {sorted(params)}: {exc}") from None
+        raise ValueError(
+            f"{kind} {name!r}: its factory {_qualname(factory)} raised TypeError: {exc} "
+            "(a bug in the factory, not in the parameters)"
+        ) from exc
+
+
+def _qualname(factory: Callable[..., Any]) -> str:
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+    return f"{module}:{qualname}" if module else qualname
+
+
+def _lacking(policy: Any, methods: tuple[str, ...], attributes: tuple[str, ...] = ()) -> list[str]:
+    """The names of ``methods`` that ``policy`` lacks or has as no callable, then of ``attributes``
+    it lacks (a property that raises counts as lacking)."""
+    missing = [m for m in methods if not callable(getattr(policy, m, None))]
+    for attribute in attributes:
+        try:
+            value = getattr(policy, attribute, _MISSING)
+        except Exception:
+            value = _MISSING
+        if value is _MISSING:
+            missing.append(attribute)
+    return missing
 
 
 def make_scheduler(name: str, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> Scheduler:
     """Build the scheduler called ``name`` for the model in ``ctx``; ``ValueError`` names bad input."""
     factory = _resolve("scheduler", SCHEDULERS, name)
     scheduler = _call("scheduler", name, factory, ctx, **dict(params or {}))
-    missing = [m for m in SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
+    missing = _lacking(scheduler, SCHEDULER_METHODS)
     if missing:  # a user's factory: refused at load, not when the method is first needed
         raise ValueError(
             f"scheduler {name!r}: {type(scheduler).__name__} lacks {', '.join(missing)} "
@@ -90,4 +136,21 @@ def make_dispatcher(name: str) -> Dispatcher:
 def make_scaler(name: str, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> Scaler:
     """Build the scaler called ``name`` for the model in ``ctx``."""
     factory = _resolve("scaler", SCALERS, name)
-    return cast(Scaler, _call("scaler", name, factory, ctx, **dict(params or {})))
+    scaler = _call("scaler", name, factory, ctx, **dict(params or {}))
+    missing = _lacking(scaler, SCALER_METHODS, SCALER_ATTRIBUTES)
+    if missing:  # a user's factory: refused at load, not when the first request or tick needs it
+        raise ValueError(
+            f"scaler {name!r}: {type(scaler).__name__} lacks {', '.join(missing)} "
+            "(see sloserve.policies.base.Scaler)"
+        )
+    interval, onset = scaler.interval, scaler.onset_delay
+    if not _seconds(interval) or interval <= 0:
+        raise ValueError(f"scaler {name!r}: interval {interval!r} is not a positive number of seconds")
+    if onset is not None and not _seconds(onset):
+        raise ValueError(f"scaler {name!r}: onset_delay {onset!r} is neither None nor a number of seconds")
+    return cast(Scaler, scaler)
+
+
+def _seconds(value: Any) -> bool:
+    """Whether ``value`` is a finite number of seconds, not negative."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= float(value) < math.inf

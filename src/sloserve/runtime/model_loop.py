@@ -18,7 +18,16 @@ it raises, the model stops rather than leave requests waiting on a broken queue:
 :attr:`~ModelLoop.fault` says what raised, the queued requests are refused with it (500), new ones
 too (503), batches already running finish and are answered, and loading the model again starts it
 afresh. The entry points the event loop calls (:meth:`~ModelLoop.submit`, timers, an instance's
-completion or start, :meth:`~ModelLoop.abort`) are where that is caught.
+completion or start, :meth:`~ModelLoop.close`, :meth:`~ModelLoop.abort`) are where that is caught.
+
+A policy that breaks its contract stops the model the same way, with a :class:`PolicyError` naming
+what it did, checked before the loop acts on it: a value that is not a decision; a dispatch to an
+instance the model does not have or that cannot take a batch now (``InstanceView.free``), of a
+batch outside 1..``max_batch_size`` rows, or naming a request twice, one already running or one not
+queued (ended before, or unknown); a drop of a request that is running or not queued; a request the
+scheduler lost (``len(scheduler)`` short of the requests it was handed and neither dispatched nor
+dropped, or left out of its ``drain``); a scale decision for another model or with a value out of
+range. The simulator refuses the same (``sim.cluster``).
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ import functools
 import itertools
 import logging
 import math
+import operator
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, SupportsIndex, TypeVar
 
 import numpy as np
 
@@ -51,7 +61,7 @@ from sloserve.core.request import Batch, Request
 from sloserve.policies.base import Scaler, Scheduler
 from sloserve.runtime.clock import Clock, TimerHandle, Timers
 from sloserve.runtime.instances import BatchResult, InstanceRunner, RequestFailure, Tensors
-from sloserve.runtime.model_config import ModelConfig
+from sloserve.runtime.model_config import MAX_INSTANCES, MAX_THREADS, ModelConfig
 
 log = logging.getLogger("sloserve.runtime")
 
@@ -152,6 +162,30 @@ class _Window:
     first_arrival: float = math.inf
 
 
+class PolicyError(RuntimeError):
+    """A policy broke its contract (see the module docstring): the model stops with this as its fault."""
+
+
+def _short(value: object, limit: int = 160) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a policy's value may be anything)."""
+    try:
+        text = repr(value)
+    except Exception:  # a user's __repr__ may raise
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_NOT_QUEUED = "it ended before, or is unknown"
+
+
+def _whole(value: object, what: str, low: float = -math.inf, high: float = math.inf) -> int:
+    """``value`` as an int in ``low..high``, else :class:`PolicyError` naming ``what``."""
+    number = operator.index(value) if isinstance(value, SupportsIndex) else None
+    if number is None or not low <= number <= high:
+        raise PolicyError(f"{what} {_short(value)} is not a whole number in {low:g}..{high:g}")
+    return number
+
+
 SpawnInstance = Callable[[int, int], InstanceRunner]
 """``spawn(instance_id, threads)`` makes a (not yet started) instance of the model."""
 
@@ -231,6 +265,15 @@ class ModelLoop:
         self._closing = False
         self.fault: str | None = None
         """Why the model stopped serving (a policy raised, see the module docstring); None while it serves."""
+        self._running = 0
+        """Pending requests in batches that run (the others are the scheduler's to hold)."""
+        self._deciding = False
+        """Whether a ``decide``'s decisions are being carried out (a nested one does not count)."""
+        cap = config.batch_cap
+        formed = getattr(scheduler, "max_batch", None)
+        if isinstance(formed, int) and formed > cap:  # capped, as set_max_batch caps a scaler's ask
+            log.warning("model %s: scheduler's max_batch %d capped at max_batch_size %d", name, formed, cap)
+            scheduler.set_max_batch(cap)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -252,6 +295,7 @@ class ModelLoop:
             return False
         return any(v.available for v in self.views.values()) or not self.views
 
+    @_stops_on_error("closing the model")
     def close(self, on_closed: Callable[[], None] | None = None) -> None:
         """Stop accepting; queued and running requests still end normally; then stop the instances."""
         self.accepting = False
@@ -269,7 +313,14 @@ class ModelLoop:
             return
         now = self.clock.now()
         for drop in self.scheduler.drain(now, reason):
+            self._check_drop(drop, "drain")
             self._end(now, drop.request.id, Refusal(drop.reason, why or self._reason_text(drop.reason)))
+        lost = [rid for rid, p in self.pending.items() if math.isnan(p.dispatched)]
+        if lost:  # _stop_on_error ends them with the fault
+            raise PolicyError(
+                f"the scheduler lost {len(lost)} request(s) {_short(lost)}: its drain did not return "
+                "them, and they were neither dispatched nor dropped"
+            )
         self._maybe_closed()
 
     @property
@@ -360,7 +411,7 @@ class ModelLoop:
         window.min_budget = min(window.min_budget, deadline - now)
         drop = self.scheduler.submit(now, request)
         if drop is not None:
-            self._carry_out_drop(now, drop)
+            self._carry_out_drop(now, drop, "submit")
         self._decide(now)
         return rid
 
@@ -378,18 +429,43 @@ class ModelLoop:
             self._decide(now)  # the queue changed: what waited for it may go now
 
     def _decide(self, now: float) -> None:
+        """Ask the scheduler and carry out its decisions; a broken one raises :class:`PolicyError`."""
         if self.fault is not None:
             return
-        again = True
-        while again:
-            again = False
-            for decision in self.scheduler.decide(now, list(self.views.values())):
-                if isinstance(decision, Dispatch):
-                    self._dispatch(now, decision)
-                elif isinstance(decision, Drop):
-                    again |= self._carry_out_drop(now, decision)
-                elif isinstance(decision, WaitUntil):
-                    self._wake_at(now, decision.time)
+        outer = not self._deciding
+        self._deciding = True
+        try:
+            again = True
+            while again:
+                again = False
+                decisions = self.scheduler.decide(now, list(self.views.values()))
+                if type(decisions) is not list and not isinstance(decisions, Iterable):
+                    raise PolicyError(
+                        f"the scheduler's decide returned {_short(decisions)}, not a list of decisions"
+                    )
+                for decision in decisions:
+                    if isinstance(decision, Dispatch):
+                        self._dispatch(now, decision)
+                    elif isinstance(decision, Drop):
+                        again |= self._carry_out_drop(now, decision, "decide")
+                    elif isinstance(decision, WaitUntil):
+                        self._wake_at(now, decision.time)
+                    else:
+                        raise PolicyError(
+                            f"the scheduler's decide returned {_short(decision)}, not a decision "
+                            "(Dispatch, Drop or WaitUntil)"
+                        )
+        finally:
+            if outer:
+                self._deciding = False
+        queued = len(self.pending) - self._running
+        # (asked from inside an outer decide, whose decisions are not all carried out yet: no count)
+        if outer and queued and len(self.scheduler) < queued:
+            raise PolicyError(
+                f"the scheduler lost {queued - len(self.scheduler)} request(s): it holds "
+                f"{len(self.scheduler)} (its len) of the {queued} it was handed and neither "
+                "dispatched nor dropped"
+            )
         if self._closing:
             self._refuse_held(now)
 
@@ -404,8 +480,12 @@ class ModelLoop:
 
     def _wake_at(self, now: float, when: float) -> None:
         """Ask ``decide`` again at ``when``; the earliest pending wake-up is kept (as the simulator does)."""
+        if math.isnan(when):  # (a TypeError for what is no number) it would fire at once, again and again
+            raise PolicyError(f"the scheduler asked to wait until {_short(when)}, not a time")
         if when <= now:
             when = math.nextafter(now, math.inf)
+        elif when == math.inf:  # never: no timer to set
+            return
         if self._timer is not None:
             if when >= self._timer_at:
                 return
@@ -420,22 +500,95 @@ class ModelLoop:
         self._decide(self.clock.now())
 
     def _dispatch(self, now: float, decision: Dispatch) -> None:
+        """Run a batch, once checked against the rules the simulator enforces: a broken dispatch
+        raises :class:`PolicyError` and leaves every request and instance as it was."""
         batch = decision.batch
-        view = self.views[decision.instance]
+        view = self.views.get(decision.instance)
+        if view is None or not (view.available and view.in_flight < view.max_concurrency):  # view.free
+            raise PolicyError(self._bad_instance(decision.instance, view))
+        requests = batch.requests
+        size = batch.size
+        cap = self.config.max_batch_size or 1  # config.batch_cap
+        if not requests or not 0 < size <= cap:
+            raise PolicyError(
+                f"the scheduler dispatched a batch of {size} rows ({len(requests)} requests, "
+                f"{batch.padding} padding) outside 1..max_batch_size={cap}"
+            )
+        pending = self.pending
+        try:
+            carried = [pending[r.id] for r in requests]
+        except KeyError as exc:
+            raise PolicyError(self._bad_request(exc.args[0], carried=None)) from None
+        for i, p in enumerate(carried):  # marked as they are checked: one met twice is found marked
+            if p.dispatched == p.dispatched:  # not NaN: running already, or earlier in this batch
+                message = self._bad_request(p.request.id, carried, i)
+                self._unmark(carried, i)
+                raise PolicyError(message)
+            p.dispatched = now
+        self._running += len(carried)
         view.in_flight += 1
-        estimate = self.profile.latency(batch.size, view.cores) if self.profile is not None else 0.0
-        view.busy_until = max(view.busy_until, now + estimate)
-        carried = [self.pending[r.id] for r in batch.requests]
-        inputs = [pending.inputs for pending in carried]
-        if batch.padding and inputs:
-            inputs.extend([inputs[0]] * batch.padding)
-        if self.on_dispatch is not None:
-            self.on_dispatch(now, decision)
-        self.runners[view.id].submit(
-            inputs, lambda result: self._batch_done(batch, view.id, result, estimate, now)
+        try:
+            estimate = self.profile.latency(size, view.cores) if self.profile is not None else 0.0
+            view.busy_until = max(view.busy_until, now + estimate)
+            inputs = [p.inputs for p in carried]
+            if batch.padding:
+                inputs.extend([inputs[0]] * batch.padding)
+            if self.on_dispatch is not None:
+                self.on_dispatch(now, decision)
+            self.runners[view.id].submit(
+                inputs, lambda result: self._batch_done(batch, view.id, result, estimate, now)
+            )
+        except BaseException:  # the instance does not have the batch: its requests are still queued
+            self._unmark(carried, len(carried))
+            self._running -= len(carried)
+            view.in_flight -= 1
+            raise
+
+    @staticmethod
+    def _unmark(carried: list[_Pending], marked: int) -> None:
+        """Take back the dispatch marks of the first ``marked`` of ``carried``."""
+        for p in carried[:marked]:
+            p.dispatched = math.nan
+
+    def _bad_instance(self, iid: object, view: InstanceView | None) -> str:
+        """What is wrong with a dispatch to instance ``iid`` (``view``: None when unknown)."""
+        if view is None:
+            return (
+                f"the scheduler dispatched a batch to instance {_short(iid)}, which model "
+                f"{self.name!r} does not have (its instances: {sorted(self.views)})"
+            )
+        return (
+            f"the scheduler dispatched a batch to instance {view.id}, which cannot take one now "
+            f"(available={view.available}, in_flight={view.in_flight}, "
+            f"max_concurrency={view.max_concurrency})"
         )
-        for pending in carried:  # marked once the instance has the batch (it alone ends them now)
-            pending.dispatched = now
+
+    @staticmethod
+    def _bad_request(rid: int, carried: list[_Pending] | None, at: int = 0) -> str:
+        """What is wrong with dispatching request ``rid``: it is not pending (``carried`` None),
+        or ``carried[at]`` was found marked: by this batch (it is in it twice) or running."""
+        if carried is None:
+            return f"the scheduler dispatched request {rid}, which is not queued ({_NOT_QUEUED})"
+        pending = carried[at]
+        if any(q is pending for q in carried[:at]):
+            return f"the scheduler dispatched request {rid} twice in one batch"
+        return f"the scheduler dispatched request {rid} again while it runs"
+
+    def _check_drop(self, drop: object, source: str) -> None:
+        """Raises :class:`PolicyError` unless ``drop`` (from the scheduler's ``source``) is a
+        ``Drop`` of a request queued and not running."""
+        if not isinstance(drop, Drop) or not isinstance(drop.reason, DropReason):
+            raise PolicyError(f"the scheduler's {source} returned {_short(drop)}, not a Drop")
+        rid = drop.request.id
+        pending = self.pending.get(rid)
+        if pending is None:
+            raise PolicyError(
+                f"the scheduler's {source} dropped request {rid}, which is not queued ({_NOT_QUEUED})"
+            )
+        if not math.isnan(pending.dispatched):
+            raise PolicyError(
+                f"the scheduler's {source} dropped request {rid}, which runs (it was dispatched)"
+            )
 
     @_stops_on_error("completing a batch")
     def _batch_done(
@@ -447,11 +600,11 @@ class ModelLoop:
         compute plus the hand-offs to and from the instance, which a deadline has to cover too
         (the statistics keep the compute time alone)."""
         now = self.clock.now()
-        view = self.views[iid]
-        view.in_flight -= 1
-        if view.in_flight == 0:
-            view.busy_until = min(view.busy_until, now)
         try:
+            view = self.views[iid]
+            view.in_flight -= 1
+            if view.in_flight == 0:
+                view.busy_until = min(view.busy_until, now)
             if self.fault is None:
                 self.scheduler.on_complete(now, batch, view, max(result.compute_s, now - dispatched))
         finally:  # the batch ran: its requests are answered whatever the scheduler does
@@ -472,6 +625,10 @@ class ModelLoop:
         if self.wall_ms is not None:
             stats.last_inference_ms = self.wall_ms()
         for i, r in enumerate(batch.requests):
+            pending = self.pending.get(r.id)
+            if pending is None:  # the checks in _dispatch keep this from happening; the rest still end
+                log.error("model %s: request %d of a finished batch had already ended", self.name, r.id)
+                continue
             out = None if result.outputs is None else result.outputs[i]
             if out is None:
                 outcome: Outcome = Refusal(DropReason.FAILED, f"inference failed: {result.error}")
@@ -479,7 +636,6 @@ class ModelLoop:
                 reason = DropReason.REJECTED_INPUT if out.bad_input else DropReason.FAILED
                 outcome = Refusal(reason, f"inference failed: {out.message}")
             else:  # queue and compute time are counted for answered requests, as Triton does
-                pending = self.pending[r.id]
                 stats.queue_count += 1
                 stats.queue_ns += int((pending.dispatched - pending.submitted) * 1e9)
                 stats.compute_count += 1
@@ -487,11 +643,13 @@ class ModelLoop:
                 outcome = Answer(out)
             self._end(now, r.id, outcome)
 
-    def _carry_out_drop(self, now: float, drop: Drop) -> bool:
-        """End the dropped request, or (``serve_late``) queue it again without a deadline.
+    def _carry_out_drop(self, now: float, drop: Drop, source: str) -> bool:
+        """End the dropped request, or (``serve_late``) queue it again without a deadline;
+        ``source``: the scheduler's method that returned it (for a :class:`PolicyError`).
 
         Returns whether a request was queued again (``decide`` must then be asked once more).
         """
+        self._check_drop(drop, source)
         if self.on_drop is not None:
             self.on_drop(now, drop)
         if self.config.serve_late and drop.reason in LATE_REASONS and not math.isinf(drop.request.deadline):
@@ -500,6 +658,7 @@ class ModelLoop:
             again = self.scheduler.submit(now, relaxed)
             if again is None:
                 return True
+            self._check_drop(again, "submit")
             drop = again
         self._end(now, drop.request.id, Refusal(drop.reason, self._reason_text(drop.reason)))
         return False
@@ -518,6 +677,8 @@ class ModelLoop:
 
     def _end(self, now: float, rid: int, outcome: Outcome) -> None:
         pending = self.pending.pop(rid)  # KeyError here would mean a request ended twice
+        if pending.dispatched == pending.dispatched:  # (not NaN) it ran
+            self._running -= 1
         outcome = deliver(pending.done, outcome, f"model {self.name}: request {rid}")
         request = pending.request
         duration_ns = int((now - request.arrival) * 1e9)
@@ -609,13 +770,34 @@ class ModelLoop:
         self.scheduler.set_max_batch(max(1, min(max_batch, self.config.batch_cap)))
 
     def apply(self, decision: ScaleDecision) -> None:
-        """Carry out one scaler decision (the repository wraps the scaler in the ``autoscaling`` guards)."""
+        """Carry out one scaler decision (the repository wraps the scaler in the ``autoscaling`` guards).
+
+        As in the simulator, ``SetInstanceCores`` for an instance the model no longer has is
+        skipped and ``SetMaxBatch`` is capped at ``max_batch_size``; a decision for another model,
+        a count or cores out of range, or a value that is no scale decision raises
+        :class:`PolicyError` (from a tick, the model stops: see :meth:`_tick`)."""
         if isinstance(decision, SetInstanceCount):
-            self.set_instance_count(decision.count)
+            self._check_model(decision, decision.model)
+            self.set_instance_count(_whole(decision.count, "SetInstanceCount: count", 0, MAX_INSTANCES))
         elif isinstance(decision, SetInstanceCores):
-            self.set_instance_threads(decision.instance, decision.cores)
+            cores = _whole(decision.cores, "SetInstanceCores: cores", 1, MAX_THREADS)
+            iid = _whole(decision.instance, "SetInstanceCores: instance")
+            self.set_instance_threads(iid, cores)
         elif isinstance(decision, SetMaxBatch):
-            self.set_max_batch(decision.max_batch)
+            self._check_model(decision, decision.model)
+            self.set_max_batch(_whole(decision.max_batch, "SetMaxBatch: max_batch"))
+        else:
+            raise PolicyError(
+                f"the scaler returned {_short(decision)}, not a scale decision "
+                "(SetInstanceCount, SetInstanceCores or SetMaxBatch)"
+            )
+
+    def _check_model(self, decision: ScaleDecision, model: object) -> None:
+        """A scaler serves its own model: a decision naming another raises :class:`PolicyError`."""
+        if model != self.name:
+            raise PolicyError(
+                f"the scaler of model {self.name!r} returned {_short(decision)}, for another model"
+            )
 
     @_stops_on_error("running the scaler")
     def _tick(self) -> None:
