@@ -20,9 +20,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sloserve.core.cluster import InstanceView, WindowStats
+from sloserve.core.config import ConfigError
 from sloserve.core.decisions import Decision, Drop, DropReason, ScaleDecision
 from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
+
+
+class PolicyError(ConfigError, RuntimeError):
+    """A policy broke the contract of this module: a request dispatched or dropped when it was not
+    waiting, one lost, a value that is not a decision, a batch or instance outside its limits, a
+    scaler acting on another model. Raised by the drivers, naming the model, the policy and what it
+    did: the simulator stops the run (the command line prints one line, exit 2), the server stops
+    the model with it as its fault (every request still ends)."""
 
 
 class Scheduler(Protocol):

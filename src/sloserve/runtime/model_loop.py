@@ -58,7 +58,7 @@ from sloserve.core.decisions import (
 )
 from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
-from sloserve.policies.base import Scaler, Scheduler
+from sloserve.policies.base import PolicyError, Scaler, Scheduler
 from sloserve.runtime.clock import Clock, TimerHandle, Timers
 from sloserve.runtime.instances import BatchResult, InstanceRunner, RequestFailure, Tensors
 from sloserve.runtime.model_config import MAX_INSTANCES, MAX_THREADS, ModelConfig
@@ -160,10 +160,6 @@ class _Window:
     latencies: list[float] = field(default_factory=list)
     min_budget: float = math.inf
     first_arrival: float = math.inf
-
-
-class PolicyError(RuntimeError):
-    """A policy broke its contract (see the module docstring): the model stops with this as its fault."""
 
 
 def _short(value: object, limit: int = 160) -> str:

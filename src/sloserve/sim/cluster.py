@@ -37,13 +37,21 @@ Model of execution (what the driver does, in order of the policy contract in
 - **End of run**: after the last arrival the simulation runs on until no batch, wake-up or
   actuation is pending. Requests still queued then (a scheduler holding them forever, or no
   instance left) are drained with ``DropReason.UNAVAILABLE`` and count as misses. So every
-  request ends exactly once; the driver checks it.
+  request ends exactly once; the driver checks it as it goes (one byte of state per request):
+  a request dispatched twice (in one batch or two), dropped twice, dispatched after its drop or
+  dropped after its dispatch, or one its scheduler neither dispatched, dropped nor returned from
+  ``drain``, raises :class:`PolicyError` at once, naming the model, the policy's class
+  and the request.
+- **Stopping early** (a stepping driver calling :meth:`Simulation.finish` before the run ends):
+  queued requests are drained as above; resources are charged up to now and rates are per the
+  part of the arrival window simulated; requests still running (or still being received) are
+  counted in :attr:`SimResult.unfinished`, neither completed nor dropped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -64,7 +72,7 @@ from sloserve.core.decisions import (
 from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
-from sloserve.policies.base import Scaler, Scheduler
+from sloserve.policies.base import PolicyError, Scaler, Scheduler
 from sloserve.sim.engine import EventLoop
 from sloserve.sim.metrics import LatencyHistogram, Metrics, MetricsCollector, combine, merged_histogram
 from sloserve.sim.workload import StreamedWorkload, Workload, WorkloadLike
@@ -77,6 +85,43 @@ TIMELINE_TAIL_ROWS = 1000
 DROP_CODES: tuple[DropReason, ...] = tuple(DropReason)
 """Outcome codes in :class:`Outcomes`: ``-1`` = completed, ``i`` = dropped for ``DROP_CODES[i]``."""
 _CODE = {r: i for i, r in enumerate(DROP_CODES)}
+
+_UNSEEN, _QUEUED, _RECEIVING, _DISPATCHED, _DROPPED = 0, 1, 2, 3, 4
+"""The driver's state of each request (one byte): waiting (with its scheduler; ids from
+:attr:`Simulation.arrived` on: yet to arrive, which is ``_UNSEEN`` in messages); on the receive
+path (:attr:`Simulation.arrival_hook`); dispatched (running or answered); dropped."""
+_QUEUED_RUN = bytes((_QUEUED,))
+_ENDED_STATES = bytes((_DISPATCHED, _DROPPED))
+"""States a request never leaves (a prefix of them is forgotten as the run goes on)."""
+_EARLIER = -1
+"""State reported for an id below the kept prefix: dispatched or dropped earlier."""
+_WHEN = {
+    _UNSEEN: "before it arrived",
+    _RECEIVING: "before it reached the scheduler",
+    _DISPATCHED: "after it was dispatched",
+    _DROPPED: "after it was dropped",
+    _EARLIER: "after it ended",
+}
+
+
+def _policy_name(policy: object) -> str:
+    """``module.Class`` of a policy object, as its error messages name it."""
+    cls = type(policy)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short(value: object, limit: int = 160) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages (a policy's value may be anything)."""
+    try:
+        text = repr(value)
+    except Exception:  # a plug-in's __repr__ may raise
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _whole(value: object) -> bool:
+    """Whether ``value`` is an integer (not a bool)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -161,7 +206,8 @@ class Outcomes:
     finish: np.ndarray
     """When it was answered or dropped."""
     code: np.ndarray
-    """-1 = completed; otherwise index into :data:`DROP_CODES`."""
+    """-1 = completed; otherwise index into :data:`DROP_CODES` (-2: not ended: not arrived yet, or
+    unfinished when the run was stopped early)."""
     batch_size: np.ndarray
     """Size of the batch it ran in (0 if dropped)."""
     instance: np.ndarray
@@ -229,6 +275,11 @@ class SimResult:
     """Latency distribution of answered requests (all models): CDF plots use it."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form data a caller attaches (e.g. wall-clock time of the run)."""
+    unfinished: int = 0
+    """Requests that arrived but had neither been answered nor dropped when a stepping driver
+    stopped the run (:meth:`Simulation.finish` before the end): running, or still being received.
+    ``metrics.requests == metrics.completed + metrics.dropped + unfinished``; 0 for a run that
+    settled. Their outcome code stays -2."""
 
 
 class _Instance(InstanceView):
@@ -425,20 +476,36 @@ class _Model:
 
     # -- the policy loop ------------------------------------------------------------------------
 
+    def violation(self, what: str, *, scaler: bool = False) -> PolicyError:
+        """The error for ``what`` this model's scheduler (or scaler) did wrong just now."""
+        role, policy = ("scaler", self.setup.scaler) if scaler else ("scheduler", self.scheduler)
+        return PolicyError(
+            f"model {self.name!r} ({role} {_policy_name(policy)}) broke the policy contract at "
+            f"t={self.sim.loop.now:.6g} s: {what}"
+        )
+
     def decide(self) -> None:
         """Ask the scheduler and carry out what it returns."""
         sim = self.sim
         now = sim.loop.now
-        for d in self.scheduler.decide(now, self.instances):
-            t = type(d)
-            if t is Dispatch:
-                self.start(d)  # type: ignore[arg-type]
-            elif t is Drop:
-                sim.end_dropped(self, d.request, d.reason)  # type: ignore[union-attr]
-            elif t is WaitUntil:
-                self.wake_at(d.time)  # type: ignore[union-attr]
-            else:
-                raise TypeError(f"model {self.name!r}: scheduler returned {d!r}, not a decision")
+        decisions = self.scheduler.decide(now, self.instances)
+        try:
+            for d in decisions:
+                t = type(d)
+                if t is Dispatch:
+                    self.start(d)  # type: ignore[arg-type]
+                elif t is Drop:
+                    sim.end_dropped(self, d.request, d.reason)  # type: ignore[union-attr]
+                elif t is WaitUntil:
+                    self.wake_at(d.time)  # type: ignore[union-attr]
+                else:
+                    raise self.violation(
+                        f"decide returned {_short(d)}, not a decision (Dispatch, Drop, WaitUntil)"
+                    )
+        except TypeError:
+            if isinstance(decisions, Iterable):
+                raise
+            raise self.violation(f"decide returned {_short(decisions)}, not a list of decisions") from None
 
     def wake_at(self, time: float) -> None:
         loop = self.sim.loop
@@ -463,18 +530,30 @@ class _Model:
         batch = d.batch
         instance = sim.instance_owner.get(d.instance)
         if instance is None or instance.setup_index != self.index:
-            raise RuntimeError(f"model {self.name!r}: dispatch to unknown instance {d.instance}")
+            raise self.violation(f"dispatch to unknown instance {d.instance}")
         if not instance.free:
-            raise RuntimeError(
-                f"model {self.name!r}: dispatch to instance {instance.id} that cannot take a batch "
+            raise self.violation(
+                f"dispatch to instance {instance.id} that cannot take a batch "
                 f"(available={instance.available}, in_flight={instance.in_flight})"
             )
         size = batch.size
         if size < 1 or size > self.scheduler.max_batch or not batch.requests:
-            raise RuntimeError(
-                f"model {self.name!r}: batch of {size} ({len(batch.requests)} requests) "
+            raise self.violation(
+                f"batch of {size} ({len(batch.requests)} requests) "
                 f"outside 1..max_batch={self.scheduler.max_batch}"
             )
+        # every request of the batch must be waiting: it is dispatched once, and never after a drop
+        # (the hot path: one byte per request; an id yet to arrive is found when it does arrive)
+        state, base, queued, dispatched = sim._state, sim._base, _QUEUED, _DISPATCHED
+        try:
+            for r in batch.requests:
+                i = r.id - base
+                if state[i] != queued or i < 0:
+                    raise sim.misuse(self, r, "dispatched", batch)
+                state[i] = dispatched
+        except IndexError:
+            bad = next(r for r in batch.requests if not 0 <= r.id - base < len(state))
+            raise sim.misuse(self, bad, "dispatched", batch) from None
         k = self.running + 1 if self.setup.shared_hardware else instance.in_flight + 1
         dynamic = self.setup.dynamic_slowdown
         predicted = self.profile.latency(size, instance.cores, 1 if dynamic else k)
@@ -630,7 +709,6 @@ class Simulation:
         self.next_instance_id = 0
         self.instance_owner: dict[int, _Instance] = {}
         self.ended = 0
-        self.arrived = 0
         self.models = [_Model(self, i, s, seed) for i, s in enumerate(setups)]
         self._by_name = {m.name: m for m in self.models}
         self.outcomes: Outcomes | None = None
@@ -654,6 +732,10 @@ class Simulation:
                 service=np.full(n, np.nan),
             )
         self._chunks: Iterator[Workload] = iter(workload.chunks())
+        self._state = bytearray()
+        """One state byte (``_QUEUED``, ...) per request from id :attr:`_base` to the end of the
+        chunk loaded; the ended prefix is forgotten at each chunk, so memory follows the backlog."""
+        self._base = 0
         self._offset = 0
         self._arr: list[float] = []
         self._dl: list[float] = []
@@ -678,12 +760,23 @@ class Simulation:
 
     # -- arrivals --------------------------------------------------------------------------------
 
+    @property
+    def arrived(self) -> int:
+        """Requests that have arrived so far (they arrive in id order)."""
+        return self._offset + self._j
+
     def _next_chunk(self) -> bool:
         self._offset += len(self._arr)
         self._j = 0
         for chunk in self._chunks:
             if len(chunk) == 0:
                 continue
+            state = self._state
+            ended = len(state) - len(state.lstrip(_ENDED_STATES))
+            if ended:
+                del state[:ended]
+                self._base += ended
+            state.extend(_QUEUED_RUN * len(chunk))  # C speed: arrivals need not touch the state
             self._arr = chunk.arrivals.tolist()
             self._dl = chunk.deadline_array.tolist()
             self._pr = chunk.priorities.tolist()
@@ -711,7 +804,8 @@ class Simulation:
         t = self._arr[j]
         m = self.models[self._md[j]] if self._md is not None else self.models[0]
         r = Request(self._offset + j, m.name, t, self._dl[j], self._pr[j], self._pb[j])
-        self.arrived += 1
+        if self.arrival_hook is not None:
+            self._state[r.id - self._base] = _RECEIVING
         m.collector.arrivals += 1
         if m.win_latencies is not None:
             if m.win_first_arrival == math.inf:
@@ -726,21 +820,64 @@ class Simulation:
             return
         d = m.scheduler.submit(t, r)
         if d is not None:
-            self.end_dropped(m, d.request, d.reason)
+            self._refused(m, d)
         m.decide()
 
     def deliver(self, request: Request) -> None:
         """Hand ``request`` (which arrived earlier and went to :attr:`arrival_hook`) to its model's
         scheduler now."""
         m = self._by_name[request.model]
+        state, i = self._state, request.id - self._base
+        if not 0 <= i < len(state) or state[i] != _RECEIVING:
+            raise RuntimeError(f"deliver: request {request.id} is not on the receive path")
+        state[i] = _QUEUED
         d = m.scheduler.submit(self.loop.now, request)
         if d is not None:
-            self.end_dropped(m, d.request, d.reason)
+            self._refused(m, d)
         m.decide()
+
+    def _refused(self, m: _Model, d: object) -> None:
+        """``m``'s scheduler returned ``d`` (not None) from ``submit``: end it as the Drop it must be."""
+        if type(d) is not Drop:
+            raise m.violation(f"submit returned {_short(d)}, not a Drop or None")
+        self.end_dropped(m, d.request, d.reason)
 
     # -- outcomes --------------------------------------------------------------------------------
 
+    def _state_of(self, request_id: int) -> int | None:
+        """The state of request ``request_id`` (``_EARLIER`` below the kept prefix, ``_UNSEEN``
+        from :attr:`arrived` on); None for an id no request has (not a whole number >= 0)."""
+        if not _whole(request_id) or request_id < 0:
+            return None
+        i = request_id - self._base
+        if i < 0:
+            return _EARLIER
+        return _UNSEEN if request_id >= self.arrived else self._state[i]
+
+    def misuse(self, m: _Model, request: Request, action: str, batch: Batch | None = None) -> PolicyError:
+        """The error for ``m``'s scheduler having ``action`` (dispatched, dropped) ``request`` when
+        it was not waiting (``batch``: the batch it was dispatched in)."""
+        rid = request.id
+        state = self._state_of(rid)
+        if state is None:
+            what = f"request {_short(rid)} {action}, but no request of this run has that id"
+        elif batch is not None and sum(1 for r in batch.requests if r.id == rid) > 1:
+            what = f"request {rid} dispatched twice in one batch"
+        elif state == (_DISPATCHED if action == "dispatched" else _DROPPED):
+            what = f"request {rid} {action} twice"
+        else:
+            what = f"request {rid} {action} {_WHEN[state]}"
+        return m.violation(what)
+
     def end_dropped(self, m: _Model, request: Request, reason: DropReason) -> None:
+        """End ``request`` of model ``m`` as dropped for ``reason``; it must be waiting (queued or
+        on the receive path), else :class:`PolicyError`."""
+        state, i = self._state, request.id - self._base
+        if not 0 <= i < self.arrived - self._base or ((s := state[i]) != _QUEUED and s != _RECEIVING):
+            raise self.misuse(m, request, "dropped")
+        if type(reason) is not DropReason:
+            raise m.violation(f"request {request.id} dropped with reason {_short(reason)}, not a DropReason")
+        state[i] = _DROPPED
         now = self.loop.now
         m.collector.dropped(now, reason.value)
         self.ended += 1
@@ -816,7 +953,10 @@ class Simulation:
         m.tick_handle, m.tick_at = -1, math.inf
         window = m.window(start, now)
         m.win_idle = window.arrivals == 0
-        for d in scaler.on_tick(now, window):
+        decisions = scaler.on_tick(now, window)
+        if not isinstance(decisions, list | tuple):
+            raise m.violation(f"on_tick returned {_short(decisions)}, not a list of decisions", scaler=True)
+        for d in decisions:
             self.apply(d, m.name)
         m.decide()
         # Keep ticking while requests may still come or run. After the last arrival, a scaler gets
@@ -836,27 +976,44 @@ class Simulation:
 
     def apply(self, decision: ScaleDecision, model: str) -> None:
         """Carry out one scaling decision of ``model``'s scaler now (scalers' decisions go
-        through here). As on the server: ``SetInstanceCores`` names one of the model's own
-        instances by its number (one it no longer has is skipped), and ``SetMaxBatch`` is capped
-        at the model's largest batch."""
+        through here). As on the server, a scaler acts on its own model only: a decision naming
+        another model, a value that is not a whole number, a negative count or cores below 1 raise
+        :class:`PolicyError` naming both. ``SetInstanceCores`` names one of the model's
+        own instances by its number (one it no longer has is skipped), and ``SetMaxBatch`` is
+        capped to 1..the model's largest batch."""
+        owner = self._by_name.get(model)
+        if owner is None:
+            raise ValueError(f"apply: no model named {model!r} (models: {sorted(self._by_name)})")
+
+        def refuse(why: str) -> PolicyError:
+            return owner.violation(f"{_short(decision)}: {why}", scaler=True)
+
+        if isinstance(decision, SetInstanceCount | SetMaxBatch) and decision.model != model:
+            raise refuse(
+                f"names model {_short(decision.model)}, but a scaler acts on its own model {model!r} only"
+            )
         if isinstance(decision, SetInstanceCount):
-            self._model_named(decision.model).set_count(decision.count)
+            if not _whole(decision.count) or decision.count < 0:
+                raise refuse("the count must be a whole number >= 0")
+            owner.set_count(int(decision.count))
         elif isinstance(decision, SetInstanceCores):
-            owner = self._model_named(model)
+            if not _whole(decision.instance):
+                raise refuse("the instance number must be a whole number")
+            if not _whole(decision.cores) or decision.cores < 1:
+                raise refuse("the cores must be a whole number >= 1")
             inst = next((i for i in owner.instances if i.number == decision.instance), None)
             if inst is not None and not inst.removing:
-                owner.set_cores(inst, decision.cores)
+                owner.set_cores(inst, int(decision.cores))
         elif isinstance(decision, SetMaxBatch):
-            m = self._model_named(decision.model)
-            m.scheduler.set_max_batch(max(1, min(decision.max_batch, m.profile.max_batch)))
+            if not _whole(decision.max_batch):
+                raise refuse("the batch cap must be a whole number")
+            owner.scheduler.set_max_batch(max(1, min(int(decision.max_batch), owner.profile.max_batch)))
         else:
-            raise TypeError(f"not a scale decision: {decision!r}")
-
-    def _model_named(self, name: str) -> _Model:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise RuntimeError(f"scale decision names unknown model {name!r}") from None
+            raise owner.violation(
+                f"{_short(decision)} is not a scale decision "
+                "(SetInstanceCount, SetInstanceCores, SetMaxBatch)",
+                scaler=True,
+            )
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -912,11 +1069,10 @@ class Simulation:
                         m = models[md[j]]
                         collector = m.collector
                     self._j = j + 1
-                    self.arrived += 1
                     collector.arrivals += 1
                     d = m.scheduler.submit(t, Request(offset + j, m.name, t, dl[j], pr[j], pb[j]))
                     if d is not None:
-                        self.end_dropped(m, d.request, d.reason)
+                        self._refused(m, d)
                     m.decide()
                     j += 1
             else:
@@ -953,22 +1109,37 @@ class Simulation:
         return p, p.add_task("sim", total=max(self.workload.duration, 1e-9))
 
     def finish(self) -> SimResult:
-        """End the run now: drain what is still queued (UNAVAILABLE), close the books, return the result."""
+        """End the run now: drain what is still queued (UNAVAILABLE), check that the schedulers
+        lost no request, close the books, return the result.
+
+        A run that settled (no arrival to come, nothing running) is charged up to the end of the
+        arrival window or the last request's end, whichever is later, and rated per the arrival
+        window. A run stopped early is charged up to now and rated per the part of the arrival
+        window simulated; its requests still running are counted in :attr:`SimResult.unfinished`.
+        """
         if self._finished is not None:
             return self._finished
         now = self.loop.now
         for m in self.models:
             for d in m.scheduler.drain(now, DropReason.UNAVAILABLE):
+                if type(d) is not Drop:
+                    raise m.violation(f"drain returned {_short(d)}, not a Drop")
                 self.end_dropped(m, d.request, d.reason)
-        settled = self.next_arrival() == math.inf and not any(m.running for m in self.models)
-        if settled and self.ended != self.arrived:
+        self._check_none_lost()
+        unfinished = self.arrived - self.ended
+        more = self.next_arrival() < math.inf
+        if unfinished < 0 or (unfinished and not more and len(self.loop) == 0):
             raise RuntimeError(
-                f"{self.arrived} requests arrived but {self.ended} ended: a request was lost or ended twice"
+                f"{self.arrived} requests arrived but {self.ended} ended, and nothing is left to run"
             )
-        # resources are charged up to the end of the arrival window or the last request's end,
-        # whichever is later (a stepping driver that stops early is charged up to now)
-        makespan = max((m.collector.last_end for m in self.models), default=0.0)
-        end = max(self.workload.duration, makespan, 0.0 if settled else now)
+        settled = not more and unfinished == 0
+        if settled:
+            makespan = max((m.collector.last_end for m in self.models), default=0.0)
+            end = max(self.workload.duration, makespan)
+            window = self.workload.duration
+        else:
+            end = now
+            window = min(self.workload.duration, now)
         for m in self.models:
             m.account(end)
             m.refund_after(end)
@@ -977,7 +1148,7 @@ class Simulation:
             hw = self.hardware_prices.get(m.setup.hardware)
             price = hw.price_per_hour / hw.cores if hw is not None else 0.0
             parts[m.name] = (m.collector, price)
-        metrics = combine(parts, self.workload.duration)
+        metrics = combine(parts, window)
         rows = np.array(self._timeline_rows, dtype=np.float64).reshape(-1, 9)
         timeline = Timeline(*(rows[:, i].copy() for i in range(9)))
         self._finished = SimResult(
@@ -988,8 +1159,49 @@ class Simulation:
             workload=self.workload.description,
             models=tuple(m.name for m in self.models),
             histogram=merged_histogram(m.collector for m in self.models),
+            unfinished=unfinished,
         )
         return self._finished
+
+    def _check_none_lost(self) -> None:
+        """After the drain no request that arrived may still be with its scheduler: the first
+        model that lost some raises :class:`PolicyError` naming them."""
+        state, arrived = self._state, self.arrived - self._base
+        if state.find(_QUEUED, 0, arrived) < 0:
+            return
+        waiting = np.frombuffer(bytes(state[:arrived]), dtype=np.uint8) == _QUEUED
+        # a streamed workload's earlier chunks are gone: their requests go to a model short of ends
+        short = next(
+            (
+                i
+                for i, m in enumerate(self.models)
+                if m.collector.arrivals > m.collector.done + m.collector.n_dropped
+            ),
+            0,
+        )
+        by_model: dict[int, list[int]] = {}
+        for rid in (np.flatnonzero(waiting) + self._base).tolist():
+            index = self._model_index(rid)
+            by_model.setdefault(short if index < 0 else index, []).append(rid)
+        index, lost = min(by_model.items())
+        shown = ", ".join(map(str, lost[:5])) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+        them = "them" if len(lost) > 1 else "it"
+        raise self.models[index].violation(
+            f"request{'s' if len(lost) > 1 else ''} {shown} never ended: the scheduler accepted "
+            f"{them} (submit returned None) but neither dispatched nor dropped {them}, nor returned "
+            f"{them} from drain"
+        )
+
+    def _model_index(self, request_id: int) -> int:
+        """Index of the model of request ``request_id``; -1 when no longer known (a streamed
+        workload's earlier chunk, with several models)."""
+        w = self.workload
+        if isinstance(w, Workload):
+            return 0 if w.models is None else int(w.models[request_id])
+        j = request_id - self._offset
+        if 0 <= j < len(self._arr):
+            return 0 if self._md is None else self._md[j]
+        return 0 if len(self.models) == 1 else -1
 
 
 def simulate(
@@ -1021,6 +1233,7 @@ __all__ = [
     "DROP_CODES",
     "ModelSetup",
     "Outcomes",
+    "PolicyError",
     "SimResult",
     "Simulation",
     "StreamedWorkload",
