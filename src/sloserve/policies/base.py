@@ -34,6 +34,16 @@ class PolicyError(ConfigError, RuntimeError):
     the model with it as its fault (every request still ends)."""
 
 
+def short_repr(value: object, limit: int = 160) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for :class:`PolicyError` messages (a policy's
+    value may be anything, and a plug-in's ``__repr__`` may raise)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Scheduler(Protocol):
     """Queues the requests of one model and decides which batches run where and when."""
 

@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 class ProtocolError(Exception):
     """A request the server cannot take; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400, *, counted: bool = False, allow: str = "") -> None:
+    def __init__(
+        self, message: str, status: int = 400, *, counted: bool = False, allow: str = "", grpc_code: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.allow = allow
         """For a 405: the method the route takes (its ``Allow`` header)."""
+        self.grpc_code = grpc_code
+        """The gRPC status code's name where it is not the one ``status`` maps to (a region name
+        registered twice: 400, but ``ALREADY_EXISTS``, as in Triton); empty otherwise."""
         self.counted = counted
         """Whether the model's statistics count it already (a refusal by its loop), so that a
         front end does not count it again as a bad request."""

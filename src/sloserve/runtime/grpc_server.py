@@ -63,31 +63,14 @@ once an answer has been handed to gRPC: a client that stops reading its answers 
 sends (HTTP/2 flow control), then its own sends, instead of having answers pile up in the server."""
 
 
-class _StatusCodes:
-    """HTTP status → gRPC status code; a status that names its own code (an ``int`` with a
-    ``grpc_code``: a region name registered twice is a 400 answered ``ALREADY_EXISTS``, as in
-    Triton) gets that one."""
-
-    def __init__(self, codes: dict[int, grpc.StatusCode]) -> None:
-        self._codes = codes
-
-    def get(self, status: int, default: grpc.StatusCode) -> grpc.StatusCode:
-        own = getattr(status, "grpc_code", None)
-        if isinstance(own, str) and own in grpc.StatusCode.__members__:
-            return grpc.StatusCode[own]
-        return self._codes.get(status, default)
-
-
-_CODES = _StatusCodes(
-    {
-        400: grpc.StatusCode.INVALID_ARGUMENT,
-        404: grpc.StatusCode.NOT_FOUND,
-        405: grpc.StatusCode.UNIMPLEMENTED,
-        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        503: grpc.StatusCode.UNAVAILABLE,
-        507: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -189,6 +172,8 @@ def decode_grpc_infer(request: Any, shm: SystemSharedMemory | None = None) -> In
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message a call (or a stream's response) ends with for ``exc``."""
     if isinstance(exc, ProtocolError):
+        if exc.grpc_code:
+            return grpc.StatusCode[exc.grpc_code], exc.message
         return _CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message
     if isinstance(exc, ConfigError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)

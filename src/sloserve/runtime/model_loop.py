@@ -59,6 +59,7 @@ from sloserve.core.decisions import (
 from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import PolicyError, Scaler, Scheduler
+from sloserve.policies.base import short_repr as _short
 from sloserve.runtime.clock import Clock, TimerHandle, Timers
 from sloserve.runtime.instances import BatchResult, InstanceRunner, RequestFailure, Tensors
 from sloserve.runtime.model_config import MAX_INSTANCES, MAX_THREADS, ModelConfig
@@ -160,15 +161,6 @@ class _Window:
     latencies: list[float] = field(default_factory=list)
     min_budget: float = math.inf
     first_arrival: float = math.inf
-
-
-def _short(value: object, limit: int = 160) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a policy's value may be anything)."""
-    try:
-        text = repr(value)
-    except Exception:  # a user's __repr__ may raise
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _NOT_QUEUED = "it ended before, or is unknown"
@@ -500,11 +492,11 @@ class ModelLoop:
         raises :class:`PolicyError` and leaves every request and instance as it was."""
         batch = decision.batch
         view = self.views.get(decision.instance)
-        if view is None or not (view.available and view.in_flight < view.max_concurrency):  # view.free
+        if view is None or not view.free:
             raise PolicyError(self._bad_instance(decision.instance, view))
         requests = batch.requests
         size = batch.size
-        cap = self.config.max_batch_size or 1  # config.batch_cap
+        cap = self.config.batch_cap
         if not requests or not 0 < size <= cap:
             raise PolicyError(
                 f"the scheduler dispatched a batch of {size} rows ({len(requests)} requests, "

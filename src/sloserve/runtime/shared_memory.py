@@ -87,21 +87,6 @@ DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
 ``--max-body-mb``, whose default this is)."""
 
 
-class StatusWithGrpcCode(int):
-    """An HTTP status that names the gRPC status code to answer with instead of the one the status
-    usually maps to (a name registered twice: HTTP 400, gRPC ``ALREADY_EXISTS``, as in Triton)."""
-
-    grpc_code: str
-
-    def __new__(cls, status: int, grpc_code: str) -> StatusWithGrpcCode:
-        self = super().__new__(cls, status)
-        self.grpc_code = grpc_code
-        return self
-
-
-ALREADY_REGISTERED = StatusWithGrpcCode(400, "ALREADY_EXISTS")
-
-
 # -- copying in and out of a mapping without SIGBUS --------------------------------------------
 
 
@@ -437,7 +422,9 @@ class SystemSharedMemory:
 
     def _check_room(self, name: str) -> None:
         if name in self._regions:
-            raise ProtocolError(f"shared memory region {name!r} is already registered", ALREADY_REGISTERED)
+            raise ProtocolError(
+                f"shared memory region {name!r} is already registered", grpc_code="ALREADY_EXISTS"
+            )
         if len(self._regions) >= self.max_regions:
             raise ProtocolError(
                 f"unable to register shared memory region {name!r}: {len(self._regions)} regions are "

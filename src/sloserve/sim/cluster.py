@@ -73,6 +73,7 @@ from sloserve.core.hardware import Hardware
 from sloserve.core.profiles import ModelProfile
 from sloserve.core.request import Batch, Request
 from sloserve.policies.base import PolicyError, Scaler, Scheduler
+from sloserve.policies.base import short_repr as _short
 from sloserve.sim.engine import EventLoop
 from sloserve.sim.metrics import LatencyHistogram, Metrics, MetricsCollector, combine, merged_histogram
 from sloserve.sim.workload import StreamedWorkload, Workload, WorkloadLike
@@ -108,15 +109,6 @@ def _policy_name(policy: object) -> str:
     """``module.Class`` of a policy object, as its error messages name it."""
     cls = type(policy)
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _short(value: object, limit: int = 160) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for messages (a policy's value may be anything)."""
-    try:
-        text = repr(value)
-    except Exception:  # a plug-in's __repr__ may raise
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _whole(value: object) -> bool:
